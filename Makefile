@@ -1,0 +1,66 @@
+# Parley. `make run` starts the whole service; `make test` checks everything.
+# Both install what is missing first (.venv and .venv-bot, from requirements/*.txt).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BOT := .venv-bot
+BACKEND_READY := $(VENV)/.parley-installed
+BOT_READY := $(BOT)/.parley-installed
+PY := backend actions bot channels tests
+
+.PHONY: help install run test lint typecheck test-backend test-bot validate train test-e2e \
+        lock clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+install: $(BACKEND_READY) $(BOT_READY) ## Create or update both virtual environments.
+
+$(BACKEND_READY): requirements/backend.txt pyproject.toml scripts/install scripts/find-python
+	scripts/install backend
+	touch $@
+
+$(BOT_READY): requirements/bot.txt pyproject.toml scripts/install scripts/find-python | $(BACKEND_READY)
+	scripts/install bot
+	touch $@
+
+run: install ## Start backend, action server and Rasa on loopback; Ctrl-C stops them.
+	$(VENV)/bin/parley run
+
+test: lint typecheck test-backend test-bot validate train test-e2e ## Everything CI runs.
+	@echo "make test: all checks passed"
+
+lint: install ## ruff: lint and formatting.
+	$(VENV)/bin/ruff check $(PY)
+	$(VENV)/bin/ruff format --check $(PY)
+
+typecheck: install ## mypy, each runtime with its own interpreter and libraries.
+	$(VENV)/bin/mypy backend tests/backend tests/e2e
+	$(BOT)/bin/mypy actions bot channels tests/bot
+
+test-backend: install ## Backend unit and API tests (SQLite and PostgreSQL).
+	$(VENV)/bin/pytest tests/backend
+
+test-bot: install ## Action and action-server tests (Python 3.10, against the real backend).
+	$(BOT)/bin/python -m pytest -p no:cacheprovider tests/bot
+
+validate: install ## rasa data validate on data/, bot/domain/ and config.yml.
+	$(VENV)/bin/parley validate
+
+train: install ## Train the Rasa model if its inputs changed.
+	$(VENV)/bin/parley train
+
+test-e2e: train ## Start all three processes and chat through Rasa's REST channel.
+	$(VENV)/bin/pytest tests/e2e
+
+lock: ## Re-resolve requirements/*.txt from requirements/*.in (after changing a dependency).
+	$(VENV)/bin/uv pip compile requirements/backend.in --universal --python-version 3.11 \
+	  --annotation-style line -o requirements/backend.txt
+	$(VENV)/bin/uv pip compile requirements/bot.in --universal --python-version 3.10 \
+	  --annotation-style line -o requirements/bot.txt
+
+clean: ## Remove both environments, models and local state (var/).
+	rm -rf $(VENV) $(BOT) models var .rasa .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,130 @@
+"""The one typed HTTP client the actions use to reach Parley's backend.
+
+Every call has a timeout. Failures come out as two exceptions an action can answer
+politely: `BackendUnavailable` (down, slow, 5xx) and `BackendRejected` (a 4xx problem).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from bot.settings import settings
+
+
+class BackendError(Exception):
+    """The backend could not do what was asked."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend did not answer in time, or failed on its side."""
+
+
+class BackendRejected(BackendError):
+    """The backend refused the request (4xx); `problem` is its RFC 9457 body."""
+
+    def __init__(self, status: int, problem: Mapping[str, Any]) -> None:
+        super().__init__(f"{status}: {problem.get('detail') or problem.get('title')}")
+        self.status = status
+        self.problem = dict(problem)
+
+
+@dataclass(frozen=True)
+class Identity:
+    kind: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    id: str
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    company: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    identities: list[Identity] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Profile:
+        return cls(
+            id=str(data["id"]),
+            first_name=data.get("first_name"),
+            last_name=data.get("last_name"),
+            email=data.get("email"),
+            phone=data.get("phone"),
+            locale=data.get("locale"),
+            timezone=data.get("timezone"),
+            company=data.get("company"),
+            attributes=dict(data.get("attributes") or {}),
+            identities=[Identity(i["kind"], i["address"]) for i in data.get("identities", [])],
+        )
+
+
+@dataclass(frozen=True)
+class Identified:
+    profile: Profile
+    created: bool
+
+
+class BackendClient:
+    def __init__(self, base_url: str, token: str | None, timeout: float) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def identify(
+        self, channel: str, address: str, attributes: Mapping[str, Any] | None = None
+    ) -> Identified:
+        """The profile behind a channel identity (created if new), updated with `attributes`."""
+        body = {"channel": channel, "address": address, "attributes": dict(attributes or {})}
+        data = await self._request("POST", "/api/v1/identify", body)
+        return Identified(Profile.from_json(data["profile"]), bool(data["created"]))
+
+    async def get_profile(self, profile_id: str) -> Profile:
+        return Profile.from_json(await self._request("GET", f"/api/v1/profiles/{profile_id}"))
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def _request(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if self._session is None or self._session.closed:
+            headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+            self._session = aiohttp.ClientSession(headers=headers, timeout=self._timeout)
+        try:
+            async with self._session.request(method, self._base_url + path, json=body) as resp:
+                if resp.status >= 500:
+                    raise BackendUnavailable(f"{method} {path} answered {resp.status}")
+                payload = await resp.json(content_type=None)
+                if resp.status >= 400:
+                    raise BackendRejected(resp.status, payload if isinstance(payload, dict) else {})
+                if not isinstance(payload, dict):
+                    raise BackendUnavailable(f"{method} {path} answered with no JSON object")
+                return payload
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+            raise BackendUnavailable(f"{method} {path}: {type(error).__name__}: {error}") from error
+
+
+_shared: BackendClient | None = None
+
+
+def shared_client() -> BackendClient:
+    """The action server's client, configured from settings on first use."""
+    global _shared
+    if _shared is None:
+        config = settings()
+        token = config.backend_token.get_secret_value() if config.backend_token else None
+        _shared = BackendClient(config.backend_url, token, config.backend_timeout)
+    return _shared

@@ -1,0 +1,47 @@
+"""Greeting: find out whether the backend knows this person.
+
+The action only sets slots (`greeting`, `first_name`, `profile_id`); the rules in
+data/rules/greeting.yml choose what the bot says, and the words live in the domain.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+from actions.backend_client import BackendClient, BackendError, shared_client
+from actions.identity import identity_of
+from actions.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class ActionGreet(Action):
+    def __init__(self, client: BackendClient | None = None) -> None:
+        self._client = client
+
+    def name(self) -> str:
+        return "action_greet"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        client = self._client or shared_client()
+        kind, address = identity_of(tracker)
+        try:
+            identified = await client.identify(kind, address)
+        except BackendError as error:
+            log.warning("greet.backend_failed", conversation=tracker.sender_id, error=str(error))
+            return [SlotSet("greeting", "unknown")]
+        profile = identified.profile
+        events: list[EventType] = [SlotSet("profile_id", profile.id)]
+        if profile.first_name:
+            events += [SlotSet("first_name", profile.first_name), SlotSet("greeting", "returning")]
+        else:
+            events.append(SlotSet("greeting", "new"))
+        log.info("greet", conversation=tracker.sender_id, profile_id=profile.id,
+                 returning=bool(profile.first_name))  # fmt: skip
+        return events

@@ -1,0 +1,21 @@
+"""Which backend identity a Rasa conversation belongs to.
+
+Rasa knows the input channel and the sender id; the backend knows identities by kind
+and address. Web chat and the REST channel use the chat session id as a `web` identity.
+"""
+
+from __future__ import annotations
+
+from rasa_sdk import Tracker
+
+# Rasa input channel name -> backend identity kind.
+KIND_OF_CHANNEL = {
+    "rest": "web",
+    "socketio": "web",
+    "cmdline": "web",
+}
+
+
+def identity_of(tracker: Tracker) -> tuple[str, str]:
+    channel = tracker.get_latest_input_channel() or "rest"
+    return KIND_OF_CHANNEL.get(channel, "web"), tracker.sender_id

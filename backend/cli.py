@@ -1,0 +1,144 @@
+"""The `parley` command line: run the whole service, train, validate, migrate, issue tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+from aiohttp import web
+
+from backend import api_tokens, launcher, migrations_runner
+from backend.api_tokens import Role
+from backend.app import create_app
+from backend.clock import SystemClock
+from backend.database import create_engine, create_session_factory
+from backend.logs import configure as configure_logs
+from backend.rasa_project import BotRuntimeMissing, RasaProject
+from backend.settings import Settings
+from backend.supervisor import run_to_completion
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Parley: a conversational marketing chatbot service.
+
+    Settings come from PARLEY_* environment variables and .env (see .env.example).
+    """
+    settings = Settings()
+    configure_logs(settings.log_level, settings.log_format)
+    ctx.obj = settings
+
+
+@main.command()
+@click.pass_obj
+def run(settings: Settings) -> None:
+    """Start backend, action server and Rasa server; stop them all with Ctrl-C."""
+    sys.exit(asyncio.run(launcher.run(settings)))
+
+
+@main.command()
+@click.pass_obj
+def backend(settings: Settings) -> None:
+    """Serve the backend API alone (what `parley run` starts as its first process)."""
+
+    async def check_schema() -> list[str]:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            return await migrations_runner.pending(engine)
+        finally:
+            await engine.dispose()
+
+    missing = asyncio.run(check_schema())
+    if missing:
+        raise click.ClickException(
+            f"the database lacks migrations {', '.join(missing)}: run 'parley db upgrade' first"
+        )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.backend_port,
+        print=lambda _: None,
+        access_log=None,
+    )
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Train even if a model for this data exists.")
+@click.pass_obj
+def train(settings: Settings, force: bool) -> None:
+    """Train the Rasa model if data/, bot/domain/ or config.yml changed."""
+    project = RasaProject.from_settings(settings)
+    try:
+        model = asyncio.run(launcher.ensure_model(project, sys.stdout, force=force))
+    except (launcher.LaunchError, BotRuntimeMissing) as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(str(model))
+
+
+@main.command()
+@click.pass_obj
+def validate(settings: Settings) -> None:
+    """Check the dialogue data, domain and config with `rasa data validate`."""
+    project = RasaProject.from_settings(settings)
+    try:
+        argv = project.validate_command()
+    except BotRuntimeMissing as error:
+        raise click.ClickException(str(error)) from error
+    code = asyncio.run(run_to_completion(argv, sys.stdout, project.root, launcher.BOT_RUNTIME_ENV))
+    if code != 0:
+        raise click.ClickException("rasa data validate found problems (see above)")
+    click.echo("dialogue data, domain and config are valid")
+
+
+@main.group()
+def db() -> None:
+    """The backend's database."""
+
+
+@db.command()
+@click.pass_obj
+def upgrade(settings: Settings) -> None:
+    """Apply every pending migration."""
+
+    async def go() -> list[str]:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            missing = await migrations_runner.pending(engine)
+            await migrations_runner.upgrade(engine)
+            return missing
+        finally:
+            await engine.dispose()
+
+    applied = asyncio.run(go())
+    click.echo(f"applied {', '.join(applied)}" if applied else "the database is up to date")
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--name", default=None, help="What the token is for, e.g. 'action server'.")
+@click.pass_obj
+def token_create(settings: Settings, role: str, name: str | None) -> None:
+    """Issue a token; it is printed once and only its hash is kept."""
+
+    async def go() -> str:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            await migrations_runner.upgrade(engine)
+            async with create_session_factory(engine).begin() as session:
+                issued = await api_tokens.issue(
+                    session, name=name or f"{role} token", role=Role(role), clock=SystemClock()
+                )
+                return issued.secret
+        finally:
+            await engine.dispose()
+
+    secret = asyncio.run(go())
+    click.echo(secret)
+    click.echo(f"(role {role}; shown once: store it now)", err=True)

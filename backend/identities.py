@@ -1,0 +1,71 @@
+"""Identity kinds and their addresses: parsing, normalising and redacting them.
+
+Phone numbers are read with `phonenumbers` and stored in E.164; e-mail addresses are
+checked with `email-validator` (syntax only: no DNS lookups from a webhook path).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+
+class IdentityKind(StrEnum):
+    SMS = "sms"
+    VOICE = "voice"
+    EMAIL = "email"
+    WEB = "web"
+    ALEXA = "alexa"
+
+
+PHONE_KINDS = frozenset({IdentityKind.SMS, IdentityKind.VOICE})
+
+
+class InvalidAddress(ValueError):
+    """The address cannot be an identity of that kind; the message says why."""
+
+
+def normalise_phone(raw: str, default_region: str) -> str:
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException as error:
+        raise InvalidAddress(f"{raw!r} is not a phone number") from error
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidAddress(f"{raw!r} is not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_email(raw: str) -> str:
+    try:
+        return validate_email(raw, check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise InvalidAddress(str(error)) from error
+
+
+def normalise_address(kind: IdentityKind, raw: str, default_region: str) -> str:
+    address = raw.strip()
+    if not address:
+        raise InvalidAddress("must not be empty")
+    if kind in PHONE_KINDS:
+        return normalise_phone(address, default_region)
+    if kind is IdentityKind.EMAIL:
+        return normalise_email(address)
+    if len(address) > 320:
+        raise InvalidAddress("must be at most 320 characters")
+    return address
+
+
+def redact(kind: IdentityKind | str, address: str) -> str:
+    """What a log line at info level may show of an address."""
+    if kind in PHONE_KINDS:
+        try:
+            country = phonenumbers.parse(address).country_code
+        except phonenumbers.NumberParseException:
+            return "…"
+        return f"+{country}…{address[-4:]}"
+    if kind == IdentityKind.EMAIL and "@" in address:
+        local, _, domain = address.partition("@")
+        return f"{local[:1]}…@{domain}"
+    return address if len(address) <= 12 else address[:8] + "…"

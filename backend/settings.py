@@ -1,0 +1,98 @@
+"""Every setting Parley's backend runtime reads, from `PARLEY_*` variables and `.env`.
+
+Read once, at start-up, into one typed object; nothing else reads the environment.
+`.env.example` lists each setting with its default.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_",
+        env_file=PROJECT_ROOT / ".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,  # `PARLEY_X=` in .env means "use the default"
+        extra="ignore",
+    )
+
+    # Where the three processes listen. Loopback by default: none of them is
+    # meant to face the internet without a proxy in front.
+    host: str = "127.0.0.1"
+    backend_port: int = Field(8000, ge=1, le=65535)
+    rasa_port: int = Field(5005, ge=1, le=65535)
+    action_server_port: int = Field(5055, ge=1, le=65535)
+
+    # Where state lives. Relative paths are taken from the project root.
+    var_dir: Path = Path("var")
+    models_dir: Path = Path("models")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; default: SQLite at <var_dir>/parley.db"
+    )
+    rasa_tracker_store_url: str | None = Field(
+        None, description="SQLAlchemy URL for Rasa's tracker store; default: SQLite in var_dir"
+    )
+    rasa_endpoints: Path = Path("bot/endpoints.yml")
+    rasa_credentials: Path = Path("bot/credentials.yml")
+
+    # Secrets. Any left empty is generated afresh by `parley run` for that run only.
+    rasa_token: SecretStr | None = None
+    action_server_token: SecretStr | None = None
+    backend_token: SecretStr | None = Field(
+        None, description="the API token the action server presents (role service)"
+    )
+
+    # Phone numbers written without a country code are read as this region's.
+    default_phone_region: str = "US"
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["logfmt", "json"] = "logfmt"
+    # Seconds `parley run` waits for each process to report healthy.
+    startup_timeout: float = Field(300.0, gt=0)
+
+    @cached_property
+    def root(self) -> Path:
+        return PROJECT_ROOT
+
+    def path(self, value: Path) -> Path:
+        return value if value.is_absolute() else self.root / value
+
+    @property
+    def var_path(self) -> Path:
+        return self.path(self.var_dir)
+
+    @property
+    def models_path(self) -> Path:
+        return self.path(self.models_dir)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.var_path / 'parley.db'}"
+
+    @property
+    def resolved_tracker_store_url(self) -> str:
+        return self.rasa_tracker_store_url or f"sqlite:///{self.var_path / 'rasa-tracker.db'}"
+
+    def url(self, port: int) -> str:
+        return f"http://{self.host}:{port}"
+
+    @property
+    def backend_url(self) -> str:
+        return self.url(self.backend_port)
+
+    @property
+    def rasa_url(self) -> str:
+        return self.url(self.rasa_port)
+
+    @property
+    def action_server_url(self) -> str:
+        return self.url(self.action_server_port)

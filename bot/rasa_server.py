@@ -1,0 +1,30 @@
+"""`rasa` with its HTTP API token taken from PARLEY_RASA_TOKEN.
+
+`python -m bot.rasa_server run --enable-api ...` is `rasa run ...`, except that the
+token is added here, inside the process, so it never appears on a command line that
+`ps` would show. Without PARLEY_RASA_TOKEN the API is refused rather than left open.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bot.settings import settings
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if "--enable-api" in args:
+        token = settings().rasa_token
+        if token is None:
+            sys.exit("PARLEY_RASA_TOKEN must be set: Rasa's HTTP API is never served without one")
+        args += ["--auth-token", token.get_secret_value()]
+
+    from rasa.__main__ import main as rasa_main
+
+    sys.argv = ["rasa", *args]
+    rasa_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Settings of the bot runtime (Rasa server, action server, channels).
+
+Read once from `PARLEY_*` variables and `.env`, like the backend's; this runtime is
+Python 3.10 with pydantic 1 (Rasa's pin), so it has its own small settings class.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseSettings, Field, SecretStr, validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class BotSettings(BaseSettings):
+    host: str = "127.0.0.1"
+    action_server_port: int = Field(5055, ge=1, le=65535)
+    # Rasa's HTTP API token (`--enable-api --auth-token`).
+    rasa_token: SecretStr | None = None
+    # What Rasa presents to the action server, and the action server demands.
+    action_server_token: SecretStr | None = None
+    backend_url: str = "http://127.0.0.1:8000"
+    # An API token with role `service`, for the action server's calls to the backend.
+    backend_token: SecretStr | None = None
+    # Seconds an action waits for the backend before answering without it.
+    backend_timeout: float = Field(5.0, gt=0)
+
+    @validator("rasa_token", "action_server_token", "backend_token", pre=True)
+    def empty_means_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    class Config:
+        env_prefix = "PARLEY_"
+        env_file = str(PROJECT_ROOT / ".env")
+        extra = "ignore"
+
+
+@lru_cache(maxsize=1)
+def settings() -> BotSettings:
+    return BotSettings()
