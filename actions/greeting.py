@@ -8,31 +8,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from rasa_sdk import Action, Tracker
+from rasa_sdk import Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.backend_client import BackendClient, BackendError, shared_client
+from actions.backend_action import BackendAction
+from actions.backend_client import BackendError
 from actions.identity import identity_of
 from actions.logs import get_logger
 
 log = get_logger(__name__)
 
 
-class ActionGreet(Action):
-    def __init__(self, client: BackendClient | None = None) -> None:
-        self._client = client
-
+class ActionGreet(BackendAction):
     def name(self) -> str:
         return "action_greet"
 
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
-        client = self._client or shared_client()
         kind, address = identity_of(tracker)
         try:
-            identified = await client.identify(kind, address)
+            identified = await self.backend.identify(kind, address)
         except BackendError as error:
             log.warning("greet.backend_failed", conversation=tracker.sender_id, error=str(error))
             return [SlotSet("greeting", "unknown")]

@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rasa_sdk import Action, Tracker
+from rasa_sdk import Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.backend_client import BackendClient, BackendError, BackendRejected, shared_client
+from actions.backend_action import BackendAction
+from actions.backend_client import BackendError, BackendRejected
 from actions.identity import identity_of
 from actions.logs import get_logger
 
@@ -45,10 +46,7 @@ def name_from(tracker: Tracker) -> str | None:
     return candidate[:1].upper() + candidate[1:] if candidate.islower() else candidate
 
 
-class ActionRememberName(Action):
-    def __init__(self, client: BackendClient | None = None) -> None:
-        self._client = client
-
+class ActionRememberName(BackendAction):
     def name(self) -> str:
         return "action_remember_name"
 
@@ -58,10 +56,9 @@ class ActionRememberName(Action):
         first_name = name_from(tracker)
         if first_name is None:
             return [SlotSet("name_saved", "missing")]
-        client = self._client or shared_client()
         kind, address = identity_of(tracker)
         try:
-            identified = await client.identify(kind, address, {"first_name": first_name})
+            identified = await self.backend.identify(kind, address, {"first_name": first_name})
         except BackendRejected as error:
             log.warning("name.rejected", conversation=tracker.sender_id, problem=error.problem)
             return [SlotSet("name_saved", "missing")]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import click
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import api_tokens, launcher, migrations_runner
 from backend.api_tokens import Role
@@ -17,6 +20,17 @@ from backend.logs import configure as configure_logs
 from backend.rasa_project import BotRuntimeMissing, RasaProject
 from backend.settings import Settings
 from backend.supervisor import run_to_completion
+
+T = TypeVar("T")
+
+
+async def with_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run `work` with an engine on the configured database, disposed afterwards."""
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        return await work(engine)
+    finally:
+        await engine.dispose()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,14 +57,7 @@ def run(settings: Settings) -> None:
 def backend(settings: Settings) -> None:
     """Serve the backend API alone (what `parley run` starts as its first process)."""
 
-    async def check_schema() -> list[str]:
-        engine = create_engine(settings.resolved_database_url)
-        try:
-            return await migrations_runner.pending(engine)
-        finally:
-            await engine.dispose()
-
-    missing = asyncio.run(check_schema())
+    missing = asyncio.run(with_database(settings, migrations_runner.pending))
     if missing:
         raise click.ClickException(
             f"the database lacks migrations {', '.join(missing)}: run 'parley db upgrade' first"
@@ -102,16 +109,12 @@ def db() -> None:
 def upgrade(settings: Settings) -> None:
     """Apply every pending migration."""
 
-    async def go() -> list[str]:
-        engine = create_engine(settings.resolved_database_url)
-        try:
-            missing = await migrations_runner.pending(engine)
-            await migrations_runner.upgrade(engine)
-            return missing
-        finally:
-            await engine.dispose()
+    async def go(engine: AsyncEngine) -> list[str]:
+        missing = await migrations_runner.pending(engine)
+        await migrations_runner.upgrade(engine)
+        return missing
 
-    applied = asyncio.run(go())
+    applied = asyncio.run(with_database(settings, go))
     click.echo(f"applied {', '.join(applied)}" if applied else "the database is up to date")
 
 
@@ -127,18 +130,14 @@ def token() -> None:
 def token_create(settings: Settings, role: str, name: str | None) -> None:
     """Issue a token; it is printed once and only its hash is kept."""
 
-    async def go() -> str:
-        engine = create_engine(settings.resolved_database_url)
-        try:
-            await migrations_runner.upgrade(engine)
-            async with create_session_factory(engine).begin() as session:
-                issued = await api_tokens.issue(
-                    session, name=name or f"{role} token", role=Role(role), clock=SystemClock()
-                )
-                return issued.secret
-        finally:
-            await engine.dispose()
+    async def go(engine: AsyncEngine) -> str:
+        await migrations_runner.upgrade(engine)
+        async with create_session_factory(engine).begin() as session:
+            issued = await api_tokens.issue(
+                session, name=name or f"{role} token", role=Role(role), clock=SystemClock()
+            )
+            return issued.secret
 
-    secret = asyncio.run(go())
+    secret = asyncio.run(with_database(settings, go))
     click.echo(secret)
     click.echo(f"(role {role}; shown once: store it now)", err=True)

@@ -1,0 +1,85 @@
+"""The `parley` command line, run as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backend import api_tokens
+from backend.database import create_engine, create_session_factory
+from backend.settings import PROJECT_ROOT
+
+PARLEY = [sys.executable, "-m", "backend"]
+
+
+def parley(*args: str, var: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "PARLEY_VAR_DIR": str(var),
+        "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'parley.db'}",
+        **env,
+    }
+    return subprocess.run(
+        [*PARLEY, *args], env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_token_create_prints_a_token_once_that_then_authenticates(tmp_path: Path) -> None:
+    result = parley("token", "create", "--role", "marketer", "--name", "campaigns", var=tmp_path)
+    assert result.returncode == 0, result.stderr
+    secret = result.stdout.strip()
+    assert secret.startswith("pk_")
+    assert "shown once" in result.stderr
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}")
+    try:
+        async with create_session_factory(engine)() as session:
+            token = await api_tokens.authenticate(session, secret)
+    finally:
+        await engine.dispose()
+    assert token is not None
+    assert (token.role, token.name) == ("marketer", "campaigns")
+    assert token.token_hash != secret
+
+
+def test_token_create_refuses_an_unknown_role(tmp_path: Path) -> None:
+    result = parley("token", "create", "--role", "root", var=tmp_path)
+    assert result.returncode == 2
+    assert "'root' is not one of 'admin', 'marketer', 'service', 'analyst'" in result.stderr
+
+
+def test_db_upgrade_applies_migrations_once(tmp_path: Path) -> None:
+    first = parley("db", "upgrade", var=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "applied 0001"
+    second = parley("db", "upgrade", var=tmp_path)
+    assert second.stdout.strip() == "the database is up to date"
+
+
+def test_the_backend_refuses_to_serve_an_unmigrated_database(tmp_path: Path) -> None:
+    result = parley("backend", var=tmp_path)
+    assert result.returncode == 1
+    assert "run 'parley db upgrade' first" in result.stderr
+
+
+@pytest.mark.parametrize("runtime", ["bot", "backend"])
+def test_a_missing_python_is_named_with_how_to_get_it(tmp_path: Path, runtime: str) -> None:
+    # A PATH with the few tools the script uses, and no Python and no pyenv at all.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("sort", "cat", "ls"):
+        (tools / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    bare = {"PATH": str(tools), "PYENV_ROOT": str(tmp_path), "HOME": str(tmp_path)}
+    result = subprocess.run(
+        ["/bin/bash", str(PROJECT_ROOT / "scripts" / "find-python"), runtime],
+        env=bare, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    wanted = "Python 3.10 was not found" if runtime == "bot" else "no Python 3.11 or later"
+    assert wanted in result.stderr
+    assert "pyenv install" in result.stderr
