@@ -7,14 +7,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.clock import Clock
 from backend.models import ApiToken
+from backend.profiles import ProfileDirectory
+from backend.scoring import ScoringRules
+from backend.segments import SegmentDefinition
 from backend.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
-# The OpenAPI document, rendered once at start-up.
+# The rules of data/scoring.yml and the segments of data/segments/, read at start-up.
+SCORING = web.AppKey("scoring", ScoringRules)
+FILE_SEGMENTS = web.AppKey("file_segments", list[SegmentDefinition])
+DIRECTORY = web.AppKey("directory", ProfileDirectory)
+# The OpenAPI document and its HTML rendering, made once at start-up.
 OPENAPI = web.AppKey("openapi", str)
+DOCS_PAGE = web.AppKey("docs_page", str)
 
 # The token that authenticated the current request.
 CALLER = web.RequestKey("caller", ApiToken)

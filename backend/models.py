@@ -9,7 +9,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, String, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -34,7 +46,9 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC)
+        utc = value.astimezone(UTC)
+        # SQLite compares datetimes as text: store them all as naive UTC, one format.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -45,6 +59,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+# An autoincrementing 64-bit key on PostgreSQL; SQLite autoincrements only INTEGER keys.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Profile(Base):
@@ -61,6 +79,14 @@ class Profile(Base):
     timezone: Mapped[str | None] = mapped_column(String(64))
     company: Mapped[str | None] = mapped_column(String(200))
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Lead score, in two parts (see backend.scoring): event points, stored scaled to the
+    # scoring epoch so that decay needs no per-row arithmetic, and attribute points.
+    score_events: Mapped[float] = mapped_column(Float, default=0.0)
+    score_attributes: Mapped[float] = mapped_column(Float, default=0.0)
+    # Set when this profile was merged into another; it then holds nothing else.
+    merged_into_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("profiles.id", ondelete="SET NULL"), index=True
+    )
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -87,6 +113,144 @@ class Identity(Base):
     created_at: Mapped[datetime]
 
     profile: Mapped[Profile] = relationship(back_populates="identities")
+
+
+class Event(Base):
+    """Something a person did: viewed a page, started a trial, expressed an intent."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_profile_type_time", "profile_id", "type", "occurred_at"),
+        Index("ix_events_type_time", "type", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    profile_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(64))
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    # A repeated key is the same event sent twice: it is stored once.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class ConsentEvent(Base):
+    """One line of the consent ledger. Appended, never changed; removed only by erasure."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (Index("ix_consent_events_profile_time", "profile_id", "occurred_at"),)
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    profile_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(8))  # sms, voice, email, web or all
+    purpose: Mapped[str] = mapped_column(String(16))  # marketing or transactional
+    action: Mapped[str] = mapped_column(String(8))  # grant or withdraw
+    # A grant waiting for confirmation (double opt-in); it changes nothing until then.
+    pending: Mapped[bool] = mapped_column(default=False)
+    # For a confirming grant: the pending grant it confirms.
+    confirms_seq: Mapped[int | None] = mapped_column(BigId)
+    source: Mapped[str] = mapped_column(String(16))
+    wording: Mapped[str | None] = mapped_column(Text)  # what the person was shown or told
+    reply: Mapped[str | None] = mapped_column(Text)  # what the person said, in their words
+    channel_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class ConsentState(Base):
+    """The ledger folded into the current state per channel and purpose (a projection,
+    rewritten from the ledger whenever a profile's ledger grows)."""
+
+    __tablename__ = "consent_states"
+
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel: Mapped[str] = mapped_column(String(8), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16), primary_key=True)
+    state: Mapped[str] = mapped_column(String(10))  # granted, withdrawn, pending
+    since: Mapped[datetime]
+
+
+class ScoreContribution(Base):
+    """How much one scoring rule adds to one profile's score (the score's explanation)."""
+
+    __tablename__ = "score_contributions"
+
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Event rules: points scaled to the scoring epoch; attribute rules: plain points.
+    points: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(default=0)
+    last_at: Mapped[datetime | None]
+
+
+class ScoringState(Base):
+    """Which scoring rules the stored scores were computed with (one row)."""
+
+    __tablename__ = "scoring_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rules_fingerprint: Mapped[str] = mapped_column(String(64))
+    rebuilt_at: Mapped[datetime]
+
+
+class Segment(Base):
+    """A named rule tree over profiles; from data/segments/*.yml or the API."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    rule: Mapped[dict[str, Any]]
+    source: Mapped[str] = mapped_column(String(8))  # file or api
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Merge(Base):
+    """The record that one profile turned out to be the same person as another."""
+
+    __tablename__ = "merges"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    survivor_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    merged_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    merged_at: Mapped[datetime]
+    merged_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class Tombstone(Base):
+    """What remains of an erased profile: keyed hashes of its identities, so that a later
+    import of the same person cannot silently bring back a withdrawn consent."""
+
+    __tablename__ = "tombstones"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    identity_hash: Mapped[str] = mapped_column(String(64), index=True)
+    erased_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """Who changed what, through which route. Written in the same transaction as the change."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(100))  # the token's name
+    role: Mapped[str] = mapped_column(String(16))
+    token_id: Mapped[uuid.UUID | None]
+    action: Mapped[str] = mapped_column(String(64))  # the route name
+    target: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class ApiToken(Base):

@@ -65,8 +65,8 @@ def invalid_body(error: ValidationError, prefix: str = "") -> Problem:
     """A 422 that names every field that is wrong (as a JSON pointer) and why."""
     errors = [
         {
-            "pointer": prefix + "/" + "/".join(str(part) for part in item["loc"]),
-            "detail": item["msg"],
+            "pointer": prefix + "/" + "/".join(str(part) for part in _path(item["loc"])),
+            "detail": str(item["msg"]).removeprefix("Value error, "),
         }
         for item in error.errors(include_url=False, include_input=False)
     ]
@@ -77,6 +77,11 @@ def invalid_body(error: ValidationError, prefix: str = "") -> Problem:
         title="The request body is not valid",
         errors=errors,
     )
+
+
+def _path(loc: Sequence[int | str]) -> list[int | str]:
+    # Tagged unions put their tag in the location; Parley's tags start with "~".
+    return [part for part in loc if not (isinstance(part, str) and part.startswith("~"))]
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -98,3 +103,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         # the operator, answered without it.
         log.exception("request.failed", method=request.method, path=request.path)
         return Problem(500, "The server could not handle this request.").response(request.path)
+
+
+def invalid_fields(errors: Sequence[tuple[str, str]]) -> Problem:
+    """A 422 for fields found wrong after validation: (JSON pointer, what is wrong) pairs."""
+    return Problem(
+        422,
+        "; ".join(f"{pointer}: {detail}" for pointer, detail in errors),
+        type_="invalid-body",
+        title="The request body is not valid",
+        errors=[{"pointer": pointer, "detail": detail} for pointer, detail in errors],
+    )

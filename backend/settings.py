@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # Where state lives. Relative paths are taken from the project root.
     var_dir: Path = Path("var")
     models_dir: Path = Path("models")
+    # Where the backend reads what marketers edit: scoring.yml and segments/.
+    data_dir: Path = Path("data")
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; default: SQLite at <var_dir>/parley.db"
     )
@@ -50,6 +52,8 @@ class Settings(BaseSettings):
     backend_token: SecretStr | None = Field(
         None, description="the API token the action server presents (role service)"
     )
+    # Keys the hashes of erased identities. Generated into var/ on SQLite if unset.
+    secret_key: SecretStr | None = None
 
     # Phone numbers written without a country code are read as this region's.
     default_phone_region: str = "US"
@@ -69,6 +73,10 @@ class Settings(BaseSettings):
     @property
     def var_path(self) -> Path:
         return self.path(self.var_dir)
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
 
     @property
     def models_path(self) -> Path:

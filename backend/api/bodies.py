@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import TypeVar
+import uuid
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from backend.keys import SETTINGS
 from backend.problems import Problem, invalid_body
 
 Model = TypeVar("Model", bound=BaseModel)
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 1024 * 1024
 
 
-async def read_body(request: web.Request, model: type[Model]) -> Model:
+async def read_json(request: web.Request) -> Any:
+    """The request's JSON body, or a problem saying why there is none."""
     if request.content_type != "application/json":
         raise Problem(
             415,
@@ -28,17 +33,68 @@ async def read_body(request: web.Request, model: type[Model]) -> Model:
     except web.HTTPRequestEntityTooLarge as error:
         raise Problem(413, "The body is larger than 1 MiB.", type_="body-too-large") from error
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise Problem(400, f"The body is not valid JSON: {error}", type_="invalid-json") from error
+
+
+async def read_body(request: web.Request, model: type[Model]) -> Model:
+    return await read_body_as(request, _adapter(model))
+
+
+async def read_body_as(request: web.Request, adapter: TypeAdapter[T]) -> T:
+    data = await read_json(request)
     context = {"default_phone_region": request.app[SETTINGS].default_phone_region}
     try:
-        return model.model_validate(data, context=context)
+        return adapter.validate_python(data, context=context)
     except ValidationError as error:
         raise invalid_body(error) from error
+
+
+@functools.cache
+def _adapter(model: type[Model]) -> TypeAdapter[Model]:
+    return TypeAdapter(model)
 
 
 def respond(model: BaseModel, status: int = 200) -> web.Response:
     return web.Response(
         status=status, text=model.model_dump_json(), content_type="application/json"
     )
+
+
+def path_uuid(request: web.Request, name: str, not_found: Problem) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise not_found from None
+
+
+def query_int(
+    request: web.Request, name: str, default: int | None, low: int, high: int
+) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise Problem(
+            400,
+            f"query parameter {name!r} must be a whole number from {low} to {high}",
+            type_="invalid-query",
+        )
+    return value
+
+
+def query_choice(request: web.Request, name: str, choices: Iterable[str]) -> str:
+    options = list(choices)
+    value = request.query.get(name, "")
+    if value not in options:
+        raise Problem(
+            400,
+            f"query parameter {name!r} must be one of {', '.join(options)}",
+            type_="invalid-query",
+        )
+    return value

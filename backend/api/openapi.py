@@ -1,33 +1,39 @@
-"""The OpenAPI 3.1 document, generated from the route table and its pydantic models."""
+"""The OpenAPI 3.1 document, generated from the route table and its pydantic models, and
+a documentation page rendered from it."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jinja2
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from backend.api.permissions import PERMISSIONS, PUBLIC
 from backend.api.schemas import ProblemOut
-from backend.keys import OPENAPI
+from backend.keys import DOCS_PAGE, OPENAPI
 
 if TYPE_CHECKING:
     from backend.api.routes import Route
 
 REF = "#/components/schemas/{model}"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 def document(routes: list[Route]) -> dict[str, Any]:
     models: set[type[BaseModel]] = {ProblemOut}
     for route in routes:
-        if route.body:
+        if isinstance(route.body, type) and issubclass(route.body, BaseModel):
             models.add(route.body)
         models.update(m for m in route.responses.values() if m)
     ordered = sorted(models, key=lambda m: m.__name__)
     _, schemas = models_json_schema([(m, "validation") for m in ordered], ref_template=REF)
+    components: dict[str, Any] = dict(schemas.get("$defs", {}))
     problem = {
         "description": "A problem (RFC 9457)",
         "content": {
@@ -36,16 +42,26 @@ def document(routes: list[Route]) -> dict[str, Any]:
     }
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)}", route.path)
+        ] + [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": kind},
+                "description": text,
+            }
+            for name, kind, text in route.query
+        ]
         operation: dict[str, Any] = {
             "operationId": route.name,
             "summary": route.summary,
             "tags": [route.tag],
-            "parameters": [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in re.findall(r"{(\w+)}", route.path)
-            ],
+            "parameters": parameters,
             "responses": {
-                str(status): _response(model) for status, model in route.responses.items()
+                str(status): _response(status, model) for status, model in route.responses.items()
             }
             | {"default": problem},
         }
@@ -54,12 +70,10 @@ def document(routes: list[Route]) -> dict[str, Any]:
         else:
             roles = sorted(role.value for role in PERMISSIONS.get(route.name, frozenset()))
             operation["description"] = "Roles: " + (", ".join(roles) or "none")
-        if route.body:
+        if route.body is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": REF.format(model=route.body.__name__)}}
-                },
+                "content": {"application/json": {"schema": _body_schema(route.body, components)}},
             }
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
@@ -67,28 +81,97 @@ def document(routes: list[Route]) -> dict[str, Any]:
         "info": {"title": "Parley backend API", "version": "1"},
         "paths": paths,
         "components": {
-            "schemas": schemas.get("$defs", {}),
+            "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
     }
 
 
-def _response(model: type[BaseModel] | None) -> dict[str, Any]:
+def _body_schema(body: Any, components: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(body, type) and issubclass(body, BaseModel):
+        return {"$ref": REF.format(model=body.__name__)}
+    assert isinstance(body, TypeAdapter)
+    schema: dict[str, Any] = body.json_schema(ref_template=REF)
+    components.update(schema.pop("$defs", {}))
+    return schema
+
+
+def _response(status: int, model: type[BaseModel] | None) -> dict[str, Any]:
+    if status == 204:
+        return {"description": "Done; nothing to say"}
     if model is None:
         return {
             "description": "OK",
             "content": {"application/json": {"schema": {"type": "object"}}},
         }
+    description = (model.__doc__ or "OK").strip().splitlines()[0]
     return {
-        "description": model.__doc__.strip().splitlines()[0] if model.__doc__ else "OK",
+        "description": description,
         "content": {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}},
     }
+
+
+@dataclass(frozen=True)
+class _Operation:
+    """One operation, as the docs page shows it."""
+
+    id: str
+    method: str
+    path: str
+    summary: str
+    access: str
+    body: tuple[str, dict[str, Any]] | None
+    responses: list[tuple[str, str, dict[str, Any] | None]]
+
+
+def docs_html(spec: dict[str, Any]) -> str:
+    schemas: dict[str, Any] = spec["components"]["schemas"]
+
+    def named(schema: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+        if not schema:
+            return None
+        ref = schema.get("$ref")
+        return (ref.rsplit("/", 1)[-1], schemas[ref.rsplit("/", 1)[-1]]) if ref else ("", schema)
+
+    operations = []
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            responses = []
+            for status, response in op["responses"].items():
+                if status == "default":
+                    continue
+                content = next(iter(response.get("content", {}).values()), {})
+                shown = named(content.get("schema"))
+                responses.append((status, response["description"], shown[1] if shown else None))
+            operations.append(
+                _Operation(
+                    id=op["operationId"],
+                    method=method.upper(),
+                    path=path,
+                    summary=op["summary"],
+                    access="Public" if op.get("security") == [] else op.get("description", ""),
+                    body=named(body.get("schema")),
+                    responses=responses,
+                )
+            )
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    template = environment.get_template("api_docs.html")
+    return template.render(info=spec["info"], operations=operations)
 
 
 async def serve(request: web.Request) -> web.Response:
     return web.Response(text=request.app[OPENAPI], content_type="application/json")
 
 
+async def docs_page(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[DOCS_PAGE], content_type="text/html")
+
+
 def install(app: web.Application, routes: list[Route]) -> None:
-    app[OPENAPI] = json.dumps(document(routes))
+    spec = document(routes)
+    app[OPENAPI] = json.dumps(spec)
+    app[DOCS_PAGE] = docs_html(spec)

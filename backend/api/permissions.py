@@ -10,13 +10,37 @@ from backend.api_tokens import Role
 
 ADMIN, MARKETER, SERVICE, ANALYST = Role.ADMIN, Role.MARKETER, Role.SERVICE, Role.ANALYST
 EVERYONE = frozenset(Role)
+WRITERS = frozenset({ADMIN, MARKETER, SERVICE})  # analysts only read
+MACHINES = frozenset({ADMIN, SERVICE})  # the bot, channels and integrations
+PEOPLE_WHO_EDIT = frozenset({ADMIN, MARKETER})
 
-PUBLIC: frozenset[str] = frozenset({"health"})
+PUBLIC: frozenset[str] = frozenset({"health", "openapi", "docs"})
 
 PERMISSIONS: dict[str, frozenset[Role]] = {
-    "openapi": EVERYONE,
-    "identify": frozenset({ADMIN, SERVICE}),
+    "identify": MACHINES,
     "get_profile": EVERYONE,
+    "update_profile": WRITERS,
+    "add_identity": MACHINES,
+    "merge_profiles": MACHINES,
+    # GDPR requests are handled by an administrator.
+    "export_profile": frozenset({ADMIN}),
+    "erase_profile": frozenset({ADMIN}),
+    "get_consent": EVERYONE,
+    "record_consent": WRITERS,
+    "check_consent": EVERYONE,
+    "record_events": MACHINES,
+    "list_events": EVERYONE,
+    "get_score": EVERYONE,
+    "list_segments": EVERYONE,
+    "get_segment": EVERYONE,
+    "count_segment": EVERYONE,
+    "segment_members": EVERYONE,
+    "segment_membership": EVERYONE,
+    "preview_rule": EVERYONE,  # a POST, but it only reads
+    "create_segment": PEOPLE_WHO_EDIT,
+    "replace_segment": PEOPLE_WHO_EDIT,
+    "delete_segment": PEOPLE_WHO_EDIT,
+    "list_audit": frozenset({ADMIN}),
 }
 
 

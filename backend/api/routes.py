@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
 
-from backend.api import health, openapi, profiles
-from backend.api.schemas import Health, IdentifyRequest, IdentifyResult, ProfileOut
+from backend.api import audit_log, consent, events, health, openapi, profiles, scores, segments
+from backend.api import schemas as s
 
 
 @dataclass(frozen=True)
@@ -23,32 +24,99 @@ class Route:
     name: str
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     summary: str
-    body: type[BaseModel] | None = None
+    tag: str
+    body: Any = None  # a model, or a union of models
     responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
-    tag: str = "profiles"
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON type, description)
+    media_type: str = "application/json"
 
+
+PROFILE = "/api/v1/profiles/{id}"
+SEGMENT = "/api/v1/segments/{name}"
+PAGE = (("limit", "integer", "page size"),)
 
 ROUTES: list[Route] = [
-    Route(
-        "GET", "/health", "health", health.health,
-        "Is the backend up, and can it reach its database?",
-        responses={200: Health}, tag="operations",
-    ),
-    Route(
-        "GET", "/api/v1/openapi.json", "openapi", openapi.serve,
-        "This API's OpenAPI 3.1 document.",
-        responses={200: None}, tag="operations",
-    ),
-    Route(
-        "POST", "/api/v1/identify", "identify", profiles.identify,
-        "Find or create the profile behind a channel identity, and update it.",
-        body=IdentifyRequest, responses={200: IdentifyResult, 201: IdentifyResult},
-    ),
-    Route(
-        "GET", "/api/v1/profiles/{id}", "get_profile", profiles.get_profile,
-        "Read one profile with its identities.",
-        responses={200: ProfileOut},
-    ),
+    Route("GET", "/health", "health", health.health,
+          "Is the backend up, and can it reach its database?", "operations",
+          responses={200: s.Health}),
+    Route("GET", "/api/v1/openapi.json", "openapi", openapi.serve,
+          "This API's OpenAPI 3.1 document.", "operations", responses={200: None}),
+    Route("GET", "/api/v1/docs", "docs", openapi.docs_page,
+          "This API's documentation, as a web page.", "operations", responses={200: None},
+          media_type="text/html"),
+
+    Route("POST", "/api/v1/identify", "identify", profiles.identify,
+          "Find or create the profile behind a channel identity, and update it.", "profiles",
+          body=s.IdentifyRequest, responses={200: s.IdentifyResult, 201: s.IdentifyResult}),
+    Route("GET", PROFILE, "get_profile", profiles.get_profile,
+          "Read one profile with its identities and score (a merged profile answers 308).",
+          "profiles", responses={200: s.ProfileOut, 308: s.MergedPointer}),
+    Route("PATCH", PROFILE, "update_profile", profiles.update_profile,
+          "Change a profile's core fields and attributes.", "profiles",
+          body=s.ProfileUpdate, responses={200: s.ProfileOut}),
+    Route("POST", PROFILE + "/identities", "add_identity", profiles.add_identity,
+          "Add an identity; if it is another profile's, the two are merged.", "profiles",
+          body=s.IdentityIn, responses={200: s.IdentityAdded}),
+    Route("POST", PROFILE + "/merge", "merge_profiles", profiles.merge_profiles,
+          "Merge another profile of the same person into this one.", "profiles",
+          body=s.MergeRequest, responses={200: s.IdentityAdded}),
+    Route("GET", PROFILE + "/export", "export_profile", profiles.export_profile,
+          "Everything held about the person, as JSON (GDPR access).", "privacy",
+          responses={200: None}),
+    Route("DELETE", PROFILE, "erase_profile", profiles.erase_profile,
+          "Erase the person, keeping only keyed hashes of their identities (GDPR erasure).",
+          "privacy", responses={204: None}),
+
+    Route("GET", PROFILE + "/consent", "get_consent", consent.get_consent,
+          "Current consent per channel and purpose, and the ledger behind it.", "consent",
+          responses={200: s.ConsentOut}),
+    Route("POST", PROFILE + "/consent", "record_consent", consent.record_consent,
+          "Append a grant, withdrawal or confirmation to the consent ledger.", "consent",
+          body=s.ConsentIn, responses={201: s.ConsentRecorded}),
+    Route("GET", PROFILE + "/consent/{channel}/{purpose}", "check_consent",
+          consent.check_consent,
+          "May a message of this purpose go to this person on this channel now?", "consent",
+          responses={200: s.ConsentCheck}),
+
+    Route("POST", "/api/v1/events", "record_events", events.record_events,
+          "Report one event or a batch of up to 1,000 (stored once per idempotency key).",
+          "events", body=events.EventsBody, responses={200: s.EventsAccepted}),
+    Route("GET", PROFILE + "/events", "list_events", events.list_events,
+          "A profile's events, newest first.", "events", responses={200: s.EventPage},
+          query=(*PAGE, ("before", "integer", "only events older than this id"))),
+    Route("GET", PROFILE + "/score", "get_score", scores.get_score,
+          "A profile's lead score today and the rules behind it.", "scoring",
+          responses={200: s.ScoreOut}),
+
+    Route("GET", "/api/v1/segments", "list_segments", segments.list_segments,
+          "Every segment, from data/segments/ and from the API.", "segments",
+          responses={200: s.SegmentList}),
+    Route("POST", "/api/v1/segments", "create_segment", segments.create_segment,
+          "Define a segment.", "segments", body=s.SegmentIn, responses={201: s.SegmentOut}),
+    Route("POST", "/api/v1/segments/preview", "preview_rule", segments.preview_rule,
+          "Count the profiles a rule selects, without saving it.", "segments",
+          body=s.RulePreview, responses={200: s.SegmentCount}),
+    Route("GET", SEGMENT, "get_segment", segments.get_segment,
+          "One segment's definition.", "segments", responses={200: s.SegmentOut}),
+    Route("PUT", SEGMENT, "replace_segment", segments.replace_segment,
+          "Change an API-defined segment.", "segments",
+          body=s.SegmentUpdate, responses={200: s.SegmentOut}),
+    Route("DELETE", SEGMENT, "delete_segment", segments.delete_segment,
+          "Delete an API-defined segment.", "segments", responses={204: None}),
+    Route("GET", SEGMENT + "/count", "count_segment", segments.count_segment,
+          "How many profiles are in the segment now.", "segments",
+          responses={200: s.SegmentCount}),
+    Route("GET", SEGMENT + "/members", "segment_members", segments.segment_members,
+          "The segment's members, a page at a time.", "segments",
+          responses={200: s.MemberPage},
+          query=(*PAGE, ("after", "string", "only profiles after this id"))),
+    Route("GET", SEGMENT + "/members/{id}", "segment_membership", segments.segment_membership,
+          "Is this profile in the segment now?", "segments", responses={200: s.Membership}),
+
+    Route("GET", "/api/v1/audit", "list_audit", audit_log.list_audit,
+          "Who changed what, newest first.", "operations", responses={200: s.AuditPage},
+          query=(*PAGE, ("before", "integer", "only entries older than this id"),
+                 ("target", "string", "only entries about this profile or segment"))),
 ]  # fmt: skip
 
 

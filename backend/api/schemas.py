@@ -14,15 +14,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     JsonValue,
     StringConstraints,
     ValidationInfo,
+    model_validator,
 )
 
+from backend.consent import Channel, Purpose, State
 from backend.identities import IdentityKind, InvalidAddress, normalise_email, normalise_phone
+from backend.segments import Rule
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
@@ -107,6 +111,15 @@ class IdentifyRequest(BaseModel):
     )
 
 
+class IdentityIn(BaseModel):
+    """An identity to add to a profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: IdentityKind
+    address: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)]
+
+
 class IdentityOut(BaseModel):
     kind: IdentityKind
     address: str
@@ -114,6 +127,8 @@ class IdentityOut(BaseModel):
 
 
 class ProfileOut(BaseModel):
+    """A profile: core fields, free attributes, identities and today's lead score."""
+
     id: uuid.UUID
     first_name: str | None
     last_name: str | None
@@ -124,13 +139,301 @@ class ProfileOut(BaseModel):
     company: str | None
     attributes: dict[str, Any]
     identities: list[IdentityOut]
+    score: float
     created_at: datetime
     updated_at: datetime
 
 
 class IdentifyResult(BaseModel):
+    """The profile found (200) or created (201) for an identity."""
+
     created: bool = Field(description="true when this identity was new and a profile was made")
     profile: ProfileOut
+
+
+class ProfileUpdate(BaseModel):
+    """Changes to a profile, with the same meaning as in identify."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attributes: dict[AttributeKey, JsonValue] = Field(max_length=100)
+
+
+class IdentityAdded(BaseModel):
+    """The profile after adding an identity; if the identity was someone else's, the two
+    profiles were the same person and were merged."""
+
+    profile: ProfileOut
+    merged_away: uuid.UUID | None = Field(description="the profile merged into this one, if any")
+
+
+class MergeRequest(BaseModel):
+    """Merge another profile of the same person into this one (the older one survives)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    other: uuid.UUID
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] = "merged by request"
+
+
+class MergedPointer(BaseModel):
+    """This profile was merged into another: follow `merged_into`."""
+
+    merged_into: uuid.UUID
+
+
+# ------------------------------------------------------------------------------ consent
+
+
+class ConsentIn(BaseModel):
+    """One line for the consent ledger.
+
+    `confirm` confirms a pending double opt-in grant (SMS marketing). Evidence is required
+    where the person spoke: `reply` for `sms_keyword`, `wording` and `reply` for `dialogue`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Channel
+    purpose: Purpose
+    action: Literal["grant", "withdraw", "confirm"]
+    source: Literal["sms_keyword", "dialogue", "api", "import", "console"]
+    wording: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
+        None, description="exactly what the person was shown or told"
+    )
+    reply: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
+        None, description="what the person said, in their own words"
+    )
+    metadata: dict[AttributeKey, JsonValue] = Field(
+        default_factory=dict, max_length=30, description="channel details: message id, number, ..."
+    )
+    occurred_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _evidence(self) -> ConsentIn:
+        if self.source in ("sms_keyword", "dialogue") and not self.reply:
+            raise ValueError(f"source {self.source!r} needs 'reply': the person's own words")
+        if self.source == "dialogue" and not self.wording:
+            raise ValueError("source 'dialogue' needs 'wording': what the bot asked")
+        return self
+
+
+class ConsentLineOut(BaseModel):
+    seq: int
+    channel: Channel
+    purpose: Purpose
+    action: Literal["grant", "withdraw"]
+    pending: bool
+    confirms_seq: int | None
+    source: str
+    wording: str | None
+    reply: str | None
+    channel_metadata: dict[str, Any]
+    occurred_at: datetime
+    recorded_at: datetime
+    recorded_by: str | None
+
+
+class ConsentStateOut(BaseModel):
+    channel: Channel
+    purpose: Purpose
+    state: State
+    since: datetime
+
+
+class ConsentOut(BaseModel):
+    """A profile's current consent and the ledger it was derived from."""
+
+    profile_id: uuid.UUID
+    states: list[ConsentStateOut]
+    ledger: list[ConsentLineOut]
+
+
+class ConsentRecorded(BaseModel):
+    """The ledger line written, and the state it leaves."""
+
+    line: ConsentLineOut
+    state: State
+    allowed: bool = Field(description="may a message of this purpose go out on this channel now")
+
+
+class ConsentCheck(BaseModel):
+    """Whether a message of this purpose may be sent on this channel now."""
+
+    profile_id: uuid.UUID
+    channel: Channel
+    purpose: Purpose
+    state: State
+    allowed: bool
+
+
+# ------------------------------------------------------------------------------- events
+
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.]{0,63}$")]
+
+
+class EventIn(BaseModel):
+    """Something a person did. Name them by `profile_id` or by `identity` (created if new)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: EventType
+    properties: dict[AttributeKey, JsonValue] = Field(default_factory=dict, max_length=50)
+    occurred_at: AwareDatetime | None = Field(None, description="default: when it arrives")
+    profile_id: uuid.UUID | None = None
+    identity: IdentityIn | None = None
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        None, description="an event sent again with the same key is stored once"
+    )
+
+    @model_validator(mode="after")
+    def _one_profile(self) -> EventIn:
+        if (self.profile_id is None) == (self.identity is None):
+            raise ValueError("name the person by exactly one of 'profile_id' or 'identity'")
+        return self
+
+
+class EventBatch(BaseModel):
+    """Up to 1,000 events, stored all together or not at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: Annotated[list[EventIn], Field(min_length=1, max_length=1000)]
+
+
+class EventOutcome(BaseModel):
+    status: Literal["stored", "duplicate"]
+    id: int | None
+    profile_id: uuid.UUID
+
+
+class EventsAccepted(BaseModel):
+    """What became of each event, in the order sent."""
+
+    stored: int
+    duplicates: int
+    results: list[EventOutcome]
+
+
+class EventOut(BaseModel):
+    id: int
+    type: str
+    properties: dict[str, Any]
+    occurred_at: datetime
+    received_at: datetime
+
+
+class EventPage(BaseModel):
+    """A profile's events, newest first; pass `next` as `before` for the page after."""
+
+    items: list[EventOut]
+    next: int | None
+
+
+# -------------------------------------------------------------------------------- score
+
+
+class ScoreReason(BaseModel):
+    rule: str
+    kind: Literal["event", "attribute"]
+    points: float = Field(description="what this rule adds today")
+    count: int
+    last_at: datetime | None
+
+
+class ScoreOut(BaseModel):
+    """A profile's lead score today and the rules behind it, biggest first."""
+
+    profile_id: uuid.UUID
+    score: float
+    half_life_days: float
+    reasons: list[ScoreReason]
+
+
+# ----------------------------------------------------------------------------- segments
+
+
+class SegmentIn(BaseModel):
+    """A segment defined through the API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{0,63}$")]
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    rule: Rule
+
+
+class SegmentUpdate(BaseModel):
+    """A new description and rule for an API-defined segment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    rule: Rule
+
+
+class SegmentOut(BaseModel):
+    name: str
+    description: str | None
+    rule: dict[str, Any]
+    source: Literal["file", "api"]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SegmentList(BaseModel):
+    items: list[SegmentOut]
+
+
+class RulePreview(BaseModel):
+    """A rule to count without saving it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: Rule
+
+
+class SegmentCount(BaseModel):
+    """How many (live) profiles a segment or rule selects right now."""
+
+    count: int
+    at: datetime
+
+
+class MemberPage(BaseModel):
+    """A page of members, ordered by id; pass `next` as `after` for the page after."""
+
+    items: list[ProfileOut]
+    next: uuid.UUID | None
+
+
+class Membership(BaseModel):
+    segment: str
+    profile_id: uuid.UUID
+    member: bool
+
+
+# -------------------------------------------------------------------------------- audit
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str | None
+    detail: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    """Audit entries, newest first; pass `next` as `before` for the page after."""
+
+    items: list[AuditOut]
+    next: int | None
+
+
+# ----------------------------------------------------------------------------- operations
 
 
 class Health(BaseModel):
@@ -147,3 +450,4 @@ class ProblemOut(BaseModel):
     detail: str | None = None
     instance: str | None = None
     errors: list[dict[str, str]] | None = None
+    merged_into: uuid.UUID | None = None

@@ -70,7 +70,12 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 async def settings(database_url: str, tmp_path: Path) -> Settings:
-    settings = Settings(_env_file=None, database_url=database_url, var_dir=tmp_path / "var")
+    settings = Settings(
+        _env_file=None,
+        database_url=database_url,
+        var_dir=tmp_path / "var",
+        secret_key="test-secret-key",
+    )
     engine = create_engine(database_url)
     try:
         await migrations_runner.upgrade(engine)

@@ -53,7 +53,12 @@ async def test_every_role_on_every_route_gets_exactly_what_the_table_says(
     for route in ROUTES:
         if route.name in PUBLIC:
             continue
-        path = route.path.replace("{id}", "00000000-0000-0000-0000-000000000000")
+        path = route.path.format(
+            id="00000000-0000-0000-0000-000000000000",
+            name="hot-leads",
+            channel="sms",
+            purpose="marketing",
+        )
         for role, token in tokens.items():
             response = await client.request(
                 route.method, path, json=BODY, headers={"Authorization": f"Bearer {token}"}

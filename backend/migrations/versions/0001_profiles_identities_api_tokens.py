@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-25 19:05:30.897295
+Create Date: 2026-11-25
 """
 
 from __future__ import annotations
