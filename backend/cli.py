@@ -11,13 +11,15 @@ import click
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend import api_tokens, launcher, migrations_runner
+from backend import api_tokens, data_files, launcher, migrations_runner
 from backend.api_tokens import Role
 from backend.app import create_app
 from backend.clock import SystemClock
+from backend.data_files import DataFileInvalid
 from backend.database import create_engine, create_session_factory
 from backend.logs import configure as configure_logs
 from backend.rasa_project import BotRuntimeMissing, RasaProject
+from backend.secret_key import SecretKeyMissing
 from backend.settings import Settings
 from backend.supervisor import run_to_completion
 
@@ -62,8 +64,14 @@ def backend(settings: Settings) -> None:
         raise click.ClickException(
             f"the database lacks migrations {', '.join(missing)}: run 'parley db upgrade' first"
         )
+    try:
+        app = create_app(settings)
+    except DataFileInvalid as invalid:
+        raise click.ClickException(f"data/ has mistakes:\n{invalid}") from invalid
+    except SecretKeyMissing as error:
+        raise click.ClickException(str(error)) from error
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.backend_port,
         print=lambda _: None,
@@ -87,7 +95,14 @@ def train(settings: Settings, force: bool) -> None:
 @main.command()
 @click.pass_obj
 def validate(settings: Settings) -> None:
-    """Check the dialogue data, domain and config with `rasa data validate`."""
+    """Check what marketers edit: scoring rules and segments, then (with `rasa data
+    validate`) the dialogue data, domain and config."""
+    mistakes = data_files.validate(settings.data_path)
+    for mistake in mistakes:
+        click.echo(str(mistake), err=True)
+    if mistakes:
+        raise click.ClickException(f"{len(mistakes)} mistake(s) in {settings.data_path}")
+    click.echo("scoring rules and segments are valid")
     project = RasaProject.from_settings(settings)
     try:
         argv = project.validate_command()

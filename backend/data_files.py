@@ -38,9 +38,8 @@ def _lines(node: yaml.Node, path: Path_, out: dict[Path_, int]) -> None:
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            out[(*path, key.value)] = key.start_mark.line + 1
+            # A mistake in a value is reported where the value starts.
             _lines(value, (*path, key.value), out)
-            out[(*path, key.value)] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _lines(item, (*path, index), out)

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from pydantic import SecretStr
 
-from backend import api_tokens, migrations_runner
+from backend import api_tokens, data_files, migrations_runner
 from backend.api_tokens import Role
 from backend.clock import Clock, SystemClock
 from backend.database import create_engine, create_session_factory
@@ -168,6 +168,9 @@ async def run(settings: Settings, out: TextIO = sys.stdout, clock: Clock | None 
         settings.var_path.mkdir(parents=True, exist_ok=True)
         project = RasaProject.from_settings(settings)
         say(out, f"database: {_describe(settings.resolved_database_url)}")
+        mistakes = data_files.validate(settings.data_path)
+        if mistakes:
+            raise LaunchError("data/ has mistakes:\n" + "\n".join(f"    {m}" for m in mistakes))
         run_secrets = await prepare_database(settings, clock)
         model = await ensure_model(project, out)
         backend, actions, rasa = services(settings, project, model, run_secrets)

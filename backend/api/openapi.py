@@ -50,10 +50,10 @@ def document(routes: list[Route]) -> dict[str, Any]:
                 "name": name,
                 "in": "query",
                 "required": False,
-                "schema": {"type": kind},
+                "schema": schema,
                 "description": text,
             }
-            for name, kind, text in route.query
+            for name, schema, text in route.query
         ]
         operation: dict[str, Any] = {
             "operationId": route.name,
@@ -61,7 +61,8 @@ def document(routes: list[Route]) -> dict[str, Any]:
             "tags": [route.tag],
             "parameters": parameters,
             "responses": {
-                str(status): _response(status, model) for status, model in route.responses.items()
+                str(status): _response(status, model, route.media_type)
+                for status, model in route.responses.items()
             }
             | {"default": problem},
         }
@@ -97,14 +98,12 @@ def _body_schema(body: Any, components: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _response(status: int, model: type[BaseModel] | None) -> dict[str, Any]:
+def _response(status: int, model: type[BaseModel] | None, media_type: str) -> dict[str, Any]:
     if status == 204:
         return {"description": "Done; nothing to say"}
     if model is None:
-        return {
-            "description": "OK",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
+        kind = "string" if media_type.startswith("text/") else "object"
+        return {"description": "OK", "content": {media_type: {"schema": {"type": kind}}}}
     description = (model.__doc__ or "OK").strip().splitlines()[0]
     return {
         "description": description,
@@ -142,7 +141,7 @@ def docs_html(spec: dict[str, Any]) -> str:
             for status, response in op["responses"].items():
                 if status == "default":
                     continue
-                content = next(iter(response.get("content", {}).values()), {})
+                content: dict[str, Any] = next(iter(response.get("content", {}).values()), {})
                 shown = named(content.get("schema"))
                 responses.append((status, response["description"], shown[1] if shown else None))
             operations.append(

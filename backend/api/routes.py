@@ -27,13 +27,18 @@ class Route:
     tag: str
     body: Any = None  # a model, or a union of models
     responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
-    query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON type, description)
+    query: tuple[tuple[str, dict[str, Any], str], ...] = ()  # (name, JSON schema, description)
     media_type: str = "application/json"
 
 
 PROFILE = "/api/v1/profiles/{id}"
 SEGMENT = "/api/v1/segments/{name}"
-PAGE = (("limit", "integer", "page size"),)
+ID = {"type": "integer", "minimum": 1, "maximum": 2**62}
+
+
+def page(most: int) -> tuple[str, dict[str, Any], str]:
+    return ("limit", {"type": "integer", "minimum": 1, "maximum": most}, "page size")
+
 
 ROUTES: list[Route] = [
     Route("GET", "/health", "health", health.health,
@@ -83,7 +88,7 @@ ROUTES: list[Route] = [
           "events", body=events.EventsBody, responses={200: s.EventsAccepted}),
     Route("GET", PROFILE + "/events", "list_events", events.list_events,
           "A profile's events, newest first.", "events", responses={200: s.EventPage},
-          query=(*PAGE, ("before", "integer", "only events older than this id"))),
+          query=(page(500), ("before", ID, "only events older than this id"))),
     Route("GET", PROFILE + "/score", "get_score", scores.get_score,
           "A profile's lead score today and the rules behind it.", "scoring",
           responses={200: s.ScoreOut}),
@@ -93,7 +98,7 @@ ROUTES: list[Route] = [
           responses={200: s.SegmentList}),
     Route("POST", "/api/v1/segments", "create_segment", segments.create_segment,
           "Define a segment.", "segments", body=s.SegmentIn, responses={201: s.SegmentOut}),
-    Route("POST", "/api/v1/segments/preview", "preview_rule", segments.preview_rule,
+    Route("POST", "/api/v1/segment-previews", "preview_rule", segments.preview_rule,
           "Count the profiles a rule selects, without saving it.", "segments",
           body=s.RulePreview, responses={200: s.SegmentCount}),
     Route("GET", SEGMENT, "get_segment", segments.get_segment,
@@ -109,14 +114,15 @@ ROUTES: list[Route] = [
     Route("GET", SEGMENT + "/members", "segment_members", segments.segment_members,
           "The segment's members, a page at a time.", "segments",
           responses={200: s.MemberPage},
-          query=(*PAGE, ("after", "string", "only profiles after this id"))),
+          query=(page(1000), ("after", {"type": "string", "format": "uuid"},
+                                  "only profiles after this id"))),
     Route("GET", SEGMENT + "/members/{id}", "segment_membership", segments.segment_membership,
           "Is this profile in the segment now?", "segments", responses={200: s.Membership}),
 
     Route("GET", "/api/v1/audit", "list_audit", audit_log.list_audit,
           "Who changed what, newest first.", "operations", responses={200: s.AuditPage},
-          query=(*PAGE, ("before", "integer", "only entries older than this id"),
-                 ("target", "string", "only entries about this profile or segment"))),
+          query=(page(1000), ("before", ID, "only entries older than this id"),
+                 ("target", {"type": "string"}, "only entries about this profile or segment"))),
 ]  # fmt: skip
 
 

@@ -3,11 +3,13 @@ when the server is there), the real app, and tokens for each role."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -113,3 +115,56 @@ async def client(
 @pytest.fixture
 async def service_headers(issue_token: IssueToken) -> dict[str, str]:
     return {"Authorization": f"Bearer {await issue_token(Role.SERVICE)}"}
+
+
+class Api:
+    """A test client that sends one role's token and decodes JSON or problem bodies."""
+
+    def __init__(self, client: TestClient, token: str) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(
+        self, method: str, path: str, body: object = None, expect: int | None = 200
+    ) -> dict[str, Any]:
+        response = await self.client.request(
+            method, path, json=body, headers=self.headers, allow_redirects=False
+        )
+        text = await response.text()
+        if expect is not None:
+            assert response.status == expect, f"{method} {path} -> {response.status}: {text}"
+        data: dict[str, Any] = json.loads(text) if text else {}
+        data.setdefault("_status", response.status)
+        return data
+
+    async def get(self, path: str, expect: int | None = 200) -> dict[str, Any]:
+        return await self.call("GET", path, expect=expect)
+
+    async def post(self, path: str, body: object, expect: int | None = 200) -> dict[str, Any]:
+        return await self.call("POST", path, body, expect)
+
+    async def identify(self, channel: str, address: str, **attributes: Any) -> dict[str, Any]:
+        data = await self.call(
+            "POST",
+            "/api/v1/identify",
+            {"channel": channel, "address": address, "attributes": attributes},
+            expect=None,
+        )
+        assert data["_status"] in (200, 201), data
+        profile: dict[str, Any] = data["profile"]
+        return profile
+
+
+@pytest.fixture
+async def admin(client: TestClient, issue_token: IssueToken) -> Api:
+    return Api(client, await issue_token(Role.ADMIN))
+
+
+@pytest.fixture
+async def service(client: TestClient, issue_token: IssueToken) -> Api:
+    return Api(client, await issue_token(Role.SERVICE))
+
+
+@pytest.fixture
+async def marketer(client: TestClient, issue_token: IssueToken) -> Api:
+    return Api(client, await issue_token(Role.MARKETER))

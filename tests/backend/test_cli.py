@@ -83,3 +83,13 @@ def test_a_missing_python_is_named_with_how_to_get_it(tmp_path: Path, runtime: s
     wanted = "Python 3.10 was not found" if runtime == "bot" else "no Python 3.11 or later"
     assert wanted in result.stderr
     assert "pyenv install" in result.stderr
+
+
+def test_the_backend_names_the_line_of_a_mistake_in_data_files(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "segments").mkdir(parents=True)
+    (data / "segments" / "vip.yml").write_text("rule:\n  field: colour\n  op: eq\n  value: red\n")
+    assert parley("db", "upgrade", var=tmp_path).returncode == 0
+    result = parley("backend", var=tmp_path, PARLEY_DATA_DIR=str(data))
+    assert result.returncode == 1
+    assert f"{data / 'segments' / 'vip.yml'}:2: rule: unknown field 'colour'" in result.stderr
