@@ -57,8 +57,17 @@ class EventRule(BaseModel):
 
     def matches(self, event_type: str, properties: Mapping[str, Any]) -> bool:
         return event_type == self.event and all(
-            properties.get(key) == value for key, value in self.where.items()
+            _same(properties.get(key), value) for key, value in self.where.items()
         )
+
+
+def _same(found: Any, wanted: Any) -> bool:
+    """Equal and of the same JSON type (Python's True == 1 is not JSON's), as in SQL."""
+    if isinstance(wanted, bool) or isinstance(found, bool):
+        return found is wanted
+    if isinstance(wanted, int | float):
+        return isinstance(found, int | float) and found == wanted
+    return isinstance(found, str) and found == wanted
 
 
 class AttributeRule(BaseModel):

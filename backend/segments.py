@@ -34,6 +34,7 @@ from sqlalchemy.sql.elements import ColumnElement as Column
 
 from backend.consent import CONCRETE_CHANNELS, Channel, Purpose, State
 from backend.identities import IdentityKind
+from backend.json_sql import json_bool, json_number, json_present, json_text
 from backend.models import ConsentState, Event, Identity, Profile
 
 STRING_FIELDS = ("first_name", "last_name", "email", "phone", "locale", "timezone", "company")
@@ -288,16 +289,11 @@ def _field(condition: FieldCondition, context: Context) -> ColumnElement[bool]:
     sample = value[0] if isinstance(value, list) else value
     attribute = ATTRIBUTE.match(field)
     if attribute:
-        element = Profile.attributes[attribute.group(1)]
+        key = attribute.group(1)
         if op is Op.EXISTS:
-            present: ColumnElement[bool] = element.as_string().is_not(None)
+            present: ColumnElement[bool] = json_present(Profile.attributes, key)
             return present if value is not False else not_(present)
-        if isinstance(sample, bool):
-            column = element.as_boolean()
-        elif isinstance(sample, int | float):
-            column = element.as_float()
-        else:
-            column = element.as_string()
+        column = _typed(Profile.attributes, key, sample)
     elif field == "score":
         column = score_expression(context)
     else:
@@ -336,6 +332,15 @@ def _compare(column: Any, op: Op, value: Any) -> ColumnElement[bool]:
     raise ValueError(f"op {op} cannot compare")
 
 
+def _typed(document: Any, key: str, sample: Any) -> Any:
+    """The JSON value at `key`, read as the type of `sample` (NULL if it is another type)."""
+    if isinstance(sample, bool):
+        return json_bool(document, key)
+    if isinstance(sample, int | float):
+        return json_number(document, key)
+    return json_text(document, key)
+
+
 def _consent(channel: Channel, purpose: Purpose, state: State) -> ColumnElement[bool]:
     assert channel in CONCRETE_CHANNELS
     row = and_(
@@ -353,13 +358,7 @@ def _event(condition: EventCondition, context: Context) -> ColumnElement[bool]:
     if condition.within_days is not None:
         filters.append(Event.occurred_at >= context.now - timedelta(days=condition.within_days))
     for key, value in condition.where.items():
-        element = Event.properties[key]
-        if isinstance(value, bool):
-            filters.append(element.as_boolean() == value)
-        elif isinstance(value, int | float):
-            filters.append(element.as_float() == value)
-        else:
-            filters.append(element.as_string() == value)
+        filters.append(_typed(Event.properties, key, value) == value)
     who = select(Event.profile_id).where(*filters)
     if condition.at_least > 1:
         who = who.group_by(Event.profile_id).having(func.count() >= condition.at_least)

@@ -170,3 +170,13 @@ def test_the_shipped_data_files_are_valid() -> None:
     from backend.settings import PROJECT_ROOT
 
     assert validate(PROJECT_ROOT / "data") == []
+
+
+async def test_a_value_of_another_type_is_skipped_not_an_error(admin: Api) -> None:
+    await admin.identify("web", "typed-1", team_size="fifty", trial=True, plan=7)
+    await admin.identify("web", "typed-2", team_size=60, trial="yes", plan="pro")
+    await admin.identify("web", "typed-3", team_size=None)
+    assert await count(admin, {"field": "attributes.team_size", "op": "gte", "value": 50}) == 1
+    assert await count(admin, {"field": "attributes.trial", "op": "eq", "value": True}) == 1
+    assert await count(admin, {"field": "attributes.plan", "op": "eq", "value": "pro"}) == 1
+    assert await count(admin, {"field": "attributes.team_size", "op": "exists"}) == 2

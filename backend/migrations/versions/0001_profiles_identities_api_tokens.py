@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import backend.models
 
@@ -44,7 +45,7 @@ def upgrade() -> None:
     sa.Column('locale', sa.String(length=35), nullable=True),
     sa.Column('timezone', sa.String(length=64), nullable=True),
     sa.Column('company', sa.String(length=200), nullable=True),
-    sa.Column('attributes', sa.JSON(), nullable=False),
+    sa.Column('attributes', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=False),
     sa.Column('created_at', backend.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', backend.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_profiles'))

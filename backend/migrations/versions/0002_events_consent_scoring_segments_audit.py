@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import backend.models
 
@@ -31,7 +32,7 @@ def upgrade() -> None:
     sa.Column('token_id', sa.Uuid(), nullable=True),
     sa.Column('action', sa.String(length=64), nullable=False),
     sa.Column('target', sa.String(length=100), nullable=True),
-    sa.Column('detail', sa.JSON(), nullable=False),
+    sa.Column('detail', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_log'))
     )
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
@@ -47,7 +48,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('description', sa.Text(), nullable=True),
-    sa.Column('rule', sa.JSON(), nullable=False),
+    sa.Column('rule', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=False),
     sa.Column('source', sa.String(length=8), nullable=False),
     sa.Column('created_at', backend.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', backend.models.UTCDateTime(timezone=True), nullable=False),
@@ -74,7 +75,7 @@ def upgrade() -> None:
     sa.Column('source', sa.String(length=16), nullable=False),
     sa.Column('wording', sa.Text(), nullable=True),
     sa.Column('reply', sa.Text(), nullable=True),
-    sa.Column('channel_metadata', sa.JSON(), nullable=False),
+    sa.Column('channel_metadata', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=False),
     sa.Column('occurred_at', backend.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('recorded_at', backend.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('recorded_by', sa.String(length=100), nullable=True),
@@ -97,7 +98,7 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('profile_id', sa.Uuid(), nullable=False),
     sa.Column('type', sa.String(length=64), nullable=False),
-    sa.Column('properties', sa.JSON(), nullable=False),
+    sa.Column('properties', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=False),
     sa.Column('occurred_at', backend.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('received_at', backend.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('idempotency_key', sa.String(length=200), nullable=True),
