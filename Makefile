@@ -9,10 +9,10 @@ VENV := .venv
 BOT := .venv-bot
 BACKEND_READY := $(VENV)/.parley-installed
 BOT_READY := $(BOT)/.parley-installed
-PY := backend actions bot channels tests
+PY := backend actions bot channels tests bench
 
 .PHONY: help install run test lint typecheck test-backend test-bot validate train test-e2e \
-        lock clean
+        bench lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,7 +38,7 @@ lint: install ## ruff: lint and formatting.
 	$(VENV)/bin/ruff format --check $(PY)
 
 typecheck: install ## mypy, each runtime with its own interpreter and libraries.
-	$(VENV)/bin/mypy backend tests/backend tests/e2e
+	$(VENV)/bin/mypy backend bench tests/backend tests/e2e
 	$(BOT)/bin/mypy actions bot channels tests/bot
 
 test-backend: install ## Backend unit and API tests (SQLite and PostgreSQL).
@@ -55,6 +55,9 @@ train: install ## Train the Rasa model if its inputs changed.
 
 test-e2e: train ## Start all three processes and chat through Rasa's REST channel.
 	$(VENV)/bin/pytest tests/e2e
+
+bench: install ## Benchmarks (PostgreSQL needed); results go to docs/benchmarks.md.
+	$(VENV)/bin/python -m bench
 
 lock: ## Re-resolve requirements/*.txt from requirements/*.in (after changing a dependency).
 	$(VENV)/bin/uv pip compile requirements/backend.in --universal --python-version 3.11 \

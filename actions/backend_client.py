@@ -74,6 +74,23 @@ class Identified:
     created: bool
 
 
+@dataclass(frozen=True)
+class ConsentState:
+    """Whether a message of `purpose` may go to the person on `channel` now."""
+
+    channel: str
+    purpose: str
+    state: str  # granted, withdrawn, pending or none
+    allowed: bool
+
+
+@dataclass(frozen=True)
+class IdentityAdded:
+    profile: Profile
+    # When the identity was someone else's, the two were one person and got merged.
+    merged_away: str | None
+
+
 class BackendClient:
     def __init__(self, base_url: str, token: str | None, timeout: float) -> None:
         self._base_url = base_url.rstrip("/")
@@ -91,6 +108,68 @@ class BackendClient:
 
     async def get_profile(self, profile_id: str) -> Profile:
         return Profile.from_json(await self._request("GET", f"/api/v1/profiles/{profile_id}"))
+
+    async def add_identity(self, profile_id: str, kind: str, address: str) -> IdentityAdded:
+        """Give the person another identity (merging profiles if it was someone else's)."""
+        data = await self._request(
+            "POST", f"/api/v1/profiles/{profile_id}/identities", {"kind": kind, "address": address}
+        )
+        return IdentityAdded(Profile.from_json(data["profile"]), data.get("merged_away"))
+
+    async def record_event(
+        self,
+        profile_id: str,
+        type_: str,
+        properties: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Report something the person did in the conversation (scored by the backend)."""
+        body: dict[str, Any] = {
+            "type": type_,
+            "profile_id": profile_id,
+            "properties": dict(properties or {}),
+        }
+        if idempotency_key:
+            body["idempotency_key"] = idempotency_key
+        await self._request("POST", "/api/v1/events", body)
+
+    async def record_consent(
+        self,
+        profile_id: str,
+        channel: str,
+        purpose: str,
+        action: str,
+        wording: str,
+        reply: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ConsentState:
+        """Append to the consent ledger what the bot asked and what the person answered."""
+        data = await self._request(
+            "POST",
+            f"/api/v1/profiles/{profile_id}/consent",
+            {
+                "channel": channel,
+                "purpose": purpose,
+                "action": action,
+                "source": "dialogue",
+                "wording": wording,
+                "reply": reply,
+                "metadata": dict(metadata or {}),
+            },
+        )
+        return ConsentState(channel, purpose, data["state"], bool(data["allowed"]))
+
+    async def consent(self, profile_id: str, channel: str, purpose: str) -> ConsentState:
+        path = f"/api/v1/profiles/{profile_id}/consent/{channel}/{purpose}"
+        data = await self._request("GET", path)
+        return ConsentState(channel, purpose, data["state"], bool(data["allowed"]))
+
+    async def score(self, profile_id: str) -> float:
+        return float((await self._request("GET", f"/api/v1/profiles/{profile_id}/score"))["score"])
+
+    async def in_segment(self, segment: str, profile_id: str) -> bool:
+        data = await self._request("GET", f"/api/v1/segments/{segment}/members/{profile_id}")
+        return bool(data["member"])
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -27,7 +27,11 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    # PostgreSQL's JIT compiler spends hundreds of milliseconds compiling queries whose
+    # estimated cost looks high (a segment count with subqueries) and then run in tens.
+    return create_async_engine(
+        url, pool_pre_ping=True, connect_args={"server_settings": {"jit": "off"}}
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

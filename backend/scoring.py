@@ -301,13 +301,19 @@ async def ensure_current(session: AsyncSession, rules: ScoringRules, now: dateti
     if state is not None and state.rules_fingerprint == rules.fingerprint:
         return False
     await rebuild(session, rules, now)
+    await record_current(session, rules, now)
+    return True
+
+
+async def record_current(session: AsyncSession, rules: ScoringRules, now: datetime) -> None:
+    """Note that the stored scores follow these rules."""
+    state = await session.get(ScoringState, 1)
     if state is None:
         session.add(ScoringState(id=1, rules_fingerprint=rules.fingerprint, rebuilt_at=now))
     else:
         state.rules_fingerprint = rules.fingerprint
         state.rebuilt_at = now
     await session.flush()
-    return True
 
 
 async def rebuild(
@@ -338,6 +344,11 @@ async def rebuild(
                 rules,
                 (Scored(r.profile_id, r.type, r.properties, r.occurred_at) for r in chunk),
             )
+    await rescore_attributes(session, rules, now)
+
+
+async def rescore_attributes(session: AsyncSession, rules: ScoringRules, now: datetime) -> None:
+    """Every profile's attribute points, in one UPDATE and one INSERT per rule."""
     if rules.attributes:
         context = rules.context(now)
         total = sum(

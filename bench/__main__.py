@@ -1,0 +1,100 @@
+"""`make bench`: run the benchmarks and write docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import asyncpg
+
+from bench import backend
+from bench.report import machine, write_section
+
+
+def backend_table(results: list[backend.Measured], postgres_version: str) -> str:
+    by = {r.database: r for r in results}
+    names = list(results[0].counts)
+    columns = [r.database for r in results]
+
+    def row(label: str, cells: list[str], target: str = "") -> str:
+        return f"| {label} | " + " | ".join(cells) + f" | {target} |"
+
+    lines = [
+        "## Backend: segments and event ingestion over 1,000,000 profiles",
+        "",
+        f"Machine: {machine({'PostgreSQL': postgres_version})}.",
+        "",
+        f"Data: {results[0].profiles:,} synthetic profiles (one identity each, plan and team size "
+        f"attributes, consent for about a third), {results[0].events_loaded:,} events, loaded in "
+        + ", ".join(f"{r.load_seconds:.0f} s ({r.database})" for r in results)
+        + ". Segment counts are the median of 5 runs after one warm-up (worst in brackets); "
+        "membership is one profile against one segment, 500 profiles; ingestion is "
+        f"`POST /api/v1/events` with batches of {backend.BATCH} events, 4 concurrent "
+        "clients, against one `parley backend` process.",
+        "",
+        "| Measure | " + " | ".join(columns) + " | Target |",
+        "|---|" + "---|" * len(columns) + "---|",
+    ]
+    for name in names:
+        cells = [
+            f"{by[c].counts[name][1] * 1000:.0f} ms ({by[c].counts[name][2] * 1000:.0f}) "
+            f"→ {by[c].counts[name][0]:,}"
+            for c in columns
+        ]
+        lines.append(row(f"count segment `{name}`", cells, "≤ 1 s on PostgreSQL"))
+    for name in results[0].membership_ms:
+        cells = [
+            f"{by[c].membership_ms[name][0]:.1f} ms median, {by[c].membership_ms[name][1]:.1f} ms p99"
+            for c in columns
+        ]
+        lines.append(row(f"is a profile in `{name}`", cells))
+    lines.append(
+        row("batch event ingestion", [f"{by[c].ingest_events_per_s:,.0f} events/s" for c in columns],
+            "≥ 5,000 events/s on PostgreSQL")
+    )  # fmt: skip
+    lines.append(
+        row(
+            f"one batch of {backend.BATCH}",
+            [
+                f"{by[c].ingest_batch_ms[0]:.0f} ms median, {by[c].ingest_batch_ms[1]:.0f} ms p99"
+                for c in columns
+            ],
+        )
+    )
+    lines.append(
+        row(
+            "backend peak memory (RSS) while ingesting",
+            [f"{by[c].server_peak_rss_mb:.0f} MB" for c in columns],
+        )
+    )
+    return "\n".join(lines)
+
+
+async def postgres_version() -> str:
+    connection = await asyncpg.connect(backend.POSTGRES)
+    try:
+        return str(await connection.fetchval("SHOW server_version"))
+    finally:
+        await connection.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument("--profiles", type=int, default=1_000_000)
+    parser.add_argument("--batches", type=int, default=60, help="event batches to ingest")
+    parser.add_argument("--only", choices=["postgresql", "sqlite"])
+    args = parser.parse_args()
+    results = []
+    if args.only in (None, "postgresql"):
+        print(f"PostgreSQL: loading {args.profiles:,} profiles…", flush=True)
+        results.append(await backend.bench_postgresql(args.profiles, args.batches))
+    if args.only in (None, "sqlite"):
+        print(f"SQLite: loading {args.profiles:,} profiles…", flush=True)
+        results.append(await backend.bench_sqlite(args.profiles, args.batches))
+    table = backend_table(results, await postgres_version())
+    print(table)
+    write_section("backend", table)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

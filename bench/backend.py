@@ -1,0 +1,227 @@
+"""The backend benchmark of the backend issue: 1,000,000 synthetic people, then segment
+counts, membership checks and batch event ingestion over HTTP, on PostgreSQL and on
+SQLite side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from backend import data_files, segment_store
+from backend.database import create_engine, create_session_factory
+from backend.segments import Rule, SegmentDefinition
+from backend.settings import PROJECT_ROOT
+from bench import loading
+from bench.synthetic import EPOCH_NOW, people
+
+POSTGRES = os.environ.get("PARLEY_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+BATCH = 1000
+
+
+@dataclass
+class Measured:
+    database: str
+    profiles: int = 0
+    events_loaded: int = 0
+    load_seconds: float = 0.0
+    counts: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # n, median, max s
+    membership_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # median, p99
+    ingest_events_per_s: float = 0.0
+    ingest_batch_ms: tuple[float, float] = (0.0, 0.0)  # median, p99
+    server_peak_rss_mb: float = 0.0
+
+
+def segments() -> list[SegmentDefinition]:
+    shipped = data_files.load_segments(PROJECT_ROOT / "data")
+    compound = SegmentDefinition.model_validate(
+        {
+            "name": "compound",
+            "rule": {
+                "all": [
+                    {"field": "attributes.plan", "op": "in", "value": ["team", "business"]},
+                    {"field": "score", "op": "gte", "value": 10},
+                    {"any": [{"consent": "sms"}, {"consent": "email"}]},
+                    {"not": {"event": "demo_booked"}},
+                ]
+            },
+        }
+    )
+    return [*shipped, compound]
+
+
+async def measure_queries(url: str, result: Measured, ids: list[uuid.UUID]) -> None:
+    rules = data_files.load_scoring(PROJECT_ROOT / "data")
+    context = rules.context(EPOCH_NOW)
+    engine = create_engine(url)
+    sessions = create_session_factory(engine)
+    try:
+        for segment in segments():
+            rule: Rule = segment.rule
+            times: list[float] = []
+            total = 0
+            for _ in range(6):  # the first run warms caches and is not counted
+                async with sessions() as session:
+                    started = time.perf_counter()
+                    total = await segment_store.count(session, rule, context)
+                    times.append(time.perf_counter() - started)
+            result.counts[segment.name] = (total, statistics.median(times[1:]), max(times[1:]))
+            if segment.name in ("hot-leads", "sms-subscribers", "compound"):
+                latencies = []
+                async with sessions() as session:
+                    for profile_id in ids:
+                        started = time.perf_counter()
+                        await segment_store.is_member(session, rule, context, profile_id)
+                        latencies.append((time.perf_counter() - started) * 1000)
+                latencies.sort()
+                result.membership_ms[segment.name] = (
+                    statistics.median(latencies),
+                    latencies[int(len(latencies) * 0.99) - 1],
+                )
+    finally:
+        await engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def event(
+    rng: random.Random, types: list[tuple[str, dict[str, str]]], ids: list[uuid.UUID], key: str
+) -> dict[str, object]:
+    type_, properties = rng.choice(types)
+    return {
+        "type": type_,
+        "properties": properties,
+        "profile_id": str(rng.choice(ids)),
+        "idempotency_key": key,
+    }
+
+
+async def measure_ingestion(url: str, result: Measured, ids: list[uuid.UUID], batches: int) -> None:
+    var = Path(tempfile.mkdtemp(prefix="parley-bench-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "PARLEY_DATABASE_URL": url,
+        "PARLEY_VAR_DIR": str(var),
+        "PARLEY_BACKEND_PORT": str(port),
+        "PARLEY_SECRET_KEY": secrets.token_hex(16),
+        "PARLEY_LOG_LEVEL": "warning",
+    }
+    parley = [sys.executable, "-m", "backend"]
+    maker = await asyncio.create_subprocess_exec(
+        *parley, "token", "create", "--role", "service", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    token = (await maker.communicate())[0].decode().strip()
+    server = await asyncio.create_subprocess_exec(*parley, "backend", env=env)
+    base = f"http://127.0.0.1:{port}"
+    rng = random.Random(11)
+    types = [("page_viewed", {"path": "/pricing"}), ("page_viewed", {"path": "/blog"}),
+             ("trial_started", {}), ("intent_expressed", {"intent": "ask_price"})]  # fmt: skip
+    bodies = [
+        {"events": [event(rng, types, ids, f"bench-{b}-{i}") for i in range(BATCH)]}
+        for b in range(batches)
+    ]
+    latencies: list[float] = []
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as client:
+            for _ in range(200):
+                try:
+                    async with client.get(f"{base}/health") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.2)
+            queue = list(bodies)
+
+            async def worker() -> None:
+                while queue:
+                    body = queue.pop()
+                    started = time.perf_counter()
+                    async with client.post(f"{base}/api/v1/events", json=body) as response:
+                        assert response.status == 200, await response.text()
+                    latencies.append((time.perf_counter() - started) * 1000)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(4)))
+            elapsed = time.perf_counter() - started
+        result.ingest_events_per_s = batches * BATCH / elapsed
+        latencies.sort()
+        result.ingest_batch_ms = (
+            statistics.median(latencies),
+            latencies[int(len(latencies) * 0.99) - 1],
+        )
+        result.server_peak_rss_mb = peak_rss_mb(server.pid)
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 30)
+
+
+async def bench_postgresql(count: int, batches: int) -> Measured:
+    name = f"parley_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(POSTGRES)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+    url = dsn.replace("postgresql://", "postgresql+asyncpg://")
+    result = Measured("PostgreSQL")
+    try:
+        await loading.migrate(url)
+        rules = data_files.load_scoring(PROJECT_ROOT / "data")
+        population = list(people(count, EPOCH_NOW))
+        started = time.perf_counter()
+        result.profiles = await loading.load_postgresql(dsn, population, rules, EPOCH_NOW)
+        await loading.finish_scores(url, rules, EPOCH_NOW)
+        result.load_seconds = time.perf_counter() - started
+        result.events_loaded = sum(len(p.events) for p in population)
+        ids = [p.id for p in random.Random(3).sample(population, 500)]
+        del population
+        await measure_queries(url, result, ids)
+        await measure_ingestion(url, result, ids, batches)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    return result
+
+
+async def bench_sqlite(count: int, batches: int) -> Measured:
+    folder = Path(tempfile.mkdtemp(prefix="parley-bench-sqlite-"))
+    path = folder / "parley.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    result = Measured("SQLite")
+    await loading.migrate(url)
+    rules = data_files.load_scoring(PROJECT_ROOT / "data")
+    population = list(people(count, EPOCH_NOW))
+    started = time.perf_counter()
+    result.profiles = loading.load_sqlite(str(path), population, rules, EPOCH_NOW)
+    await loading.finish_scores(url, rules, EPOCH_NOW)
+    result.load_seconds = time.perf_counter() - started
+    result.events_loaded = sum(len(p.events) for p in population)
+    ids = [p.id for p in random.Random(3).sample(population, 500)]
+    del population
+    await measure_queries(url, result, ids)
+    await measure_ingestion(url, result, ids, batches)
+    path.unlink()
+    return result
