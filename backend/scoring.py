@@ -229,7 +229,7 @@ async def refresh_attributes(
             update(Profile).where(Profile.id.in_(profile_ids)).values(score_attributes=0.0)
         )
         return
-    context = rules.context(now)
+    context = rules.context(now).for_one_profile()
     columns = [
         case((where_clause(rule.when, context), 1), else_=0).label(f"r{i}")
         for i, rule in enumerate(rules.attributes)

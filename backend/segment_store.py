@@ -129,6 +129,8 @@ async def is_member(
     session: AsyncSession, rule: Rule, context: Context, profile_id: uuid.UUID
 ) -> bool:
     found = await session.scalar(
-        select(Profile.id).where(Profile.id == profile_id, where_clause(rule, context))
+        select(Profile.id).where(
+            Profile.id == profile_id, where_clause(rule, context.for_one_profile())
+        )
     )
     return found is not None

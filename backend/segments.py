@@ -244,11 +244,16 @@ def _check_field_condition(condition: FieldCondition) -> None:
 
 
 class Context:
-    """What compiling needs besides the rule: the time, and today's score decay factor."""
+    """What compiling needs besides the rule: the time, today's score decay factor, and
+    whether the query is about one profile (membership) or about all of them (counts)."""
 
-    def __init__(self, now: datetime, score_factor: float) -> None:
+    def __init__(self, now: datetime, score_factor: float, one_profile: bool = False) -> None:
         self.now = now
         self.score_factor = score_factor
+        self.one_profile = one_profile
+
+    def for_one_profile(self) -> Context:
+        return Context(self.now, self.score_factor, one_profile=True)
 
 
 def where_clause(rule: Rule, context: Context) -> ColumnElement[bool]:
@@ -261,7 +266,7 @@ def _compile(rule: Rule, context: Context) -> ColumnElement[bool]:
         case AllOf(all=parts):
             return and_(true(), *(_compile(p, context) for p in parts))
         case AnyOf(any=parts):
-            return or_(false(), *(_compile(p, context) for p in parts))
+            return _any(parts, context)
         case NotOf(not_=part):
             return not_(_compile(part, context))
         case FieldCondition():
@@ -273,6 +278,38 @@ def _compile(rule: Rule, context: Context) -> ColumnElement[bool]:
         case EventCondition():
             return _event(rule, context)
     raise TypeError(f"not a rule: {rule!r}")
+
+
+def _any(parts: list[Rule], context: Context) -> ColumnElement[bool]:
+    """`any` of several conditions on one table is one EXISTS with the conditions OR-ed
+    inside: the same answer, but a single semi-join that PostgreSQL can run in parallel,
+    instead of one correlated subquery per condition per profile."""
+    consents = [p for p in parts if isinstance(p, ConsentCondition) and p.state is not State.NONE]
+    kinds = [p.identity.value for p in parts if isinstance(p, IdentityCondition)]
+    events = [p for p in parts if isinstance(p, EventCondition) and p.at_least == 1]
+    grouped = {id(p) for p in [*consents, *events]} | {
+        id(p) for p in parts if isinstance(p, IdentityCondition)
+    }
+    alternatives = [_compile(p, context) for p in parts if id(p) not in grouped]
+    if consents:
+        alternatives.append(
+            exists().where(
+                ConsentState.profile_id == Profile.id,
+                or_(*(_consent_row(c.consent, c.purpose, c.state) for c in consents)),
+            )
+        )
+    if kinds:
+        alternatives.append(
+            exists().where(Identity.profile_id == Profile.id, Identity.kind.in_(kinds))
+        )
+    if events:
+        alternatives.append(
+            exists().where(
+                Event.profile_id == Profile.id,
+                or_(*(and_(*_event_filters(e, context)) for e in events)),
+            )
+        )
+    return or_(false(), *alternatives)
 
 
 def score_expression(context: Context) -> Column[float]:
@@ -341,25 +378,40 @@ def _typed(document: Any, key: str, sample: Any) -> Any:
     return json_text(document, key)
 
 
-def _consent(channel: Channel, purpose: Purpose, state: State) -> ColumnElement[bool]:
+def _consent_row(channel: Channel, purpose: Purpose, state: State | None) -> ColumnElement[bool]:
     assert channel in CONCRETE_CHANNELS
-    row = and_(
-        ConsentState.profile_id == Profile.id,
-        ConsentState.channel == channel.value,
-        ConsentState.purpose == purpose.value,
-    )
+    row = and_(ConsentState.channel == channel.value, ConsentState.purpose == purpose.value)
+    return row if state is None else and_(row, ConsentState.state == state.value)
+
+
+def _consent(channel: Channel, purpose: Purpose, state: State) -> ColumnElement[bool]:
     if state is State.NONE:
-        return not_(exists().where(row))
-    return exists().where(row, ConsentState.state == state.value)
+        return not_(
+            exists().where(
+                ConsentState.profile_id == Profile.id, _consent_row(channel, purpose, None)
+            )
+        )
+    return exists().where(
+        ConsentState.profile_id == Profile.id, _consent_row(channel, purpose, state)
+    )
 
 
-def _event(condition: EventCondition, context: Context) -> ColumnElement[bool]:
+def _event_filters(condition: EventCondition, context: Context) -> list[ColumnElement[bool]]:
     filters: list[ColumnElement[bool]] = [Event.type == condition.event]
     if condition.within_days is not None:
         filters.append(Event.occurred_at >= context.now - timedelta(days=condition.within_days))
     for key, value in condition.where.items():
         filters.append(_typed(Event.properties, key, value) == value)
-    who = select(Event.profile_id).where(*filters)
-    if condition.at_least > 1:
-        who = who.group_by(Event.profile_id).having(func.count() >= condition.at_least)
-    return Profile.id.in_(who)
+    return filters
+
+
+def _event(condition: EventCondition, context: Context) -> ColumnElement[bool]:
+    filters = _event_filters(condition, context)
+    if condition.at_least == 1:
+        # A semi-join (or anti-join under `not`) over everyone; an index probe for one.
+        return exists().where(Event.profile_id == Profile.id, *filters)
+    if context.one_profile:
+        done = select(func.count()).where(Event.profile_id == Profile.id, *filters)
+        return done.scalar_subquery() >= condition.at_least
+    often = select(Event.profile_id).where(*filters).group_by(Event.profile_id)
+    return Profile.id.in_(often.having(func.count() >= condition.at_least))

@@ -198,7 +198,9 @@ async def bench_postgresql(count: int, batches: int) -> Measured:
         result.events_loaded = sum(len(p.events) for p in population)
         ids = [p.id for p in random.Random(3).sample(population, 500)]
         del population
+        print(f"  loaded in {result.load_seconds:.0f} s; timing queries…", flush=True)
         await measure_queries(url, result, ids)
+        print("  ingesting events over HTTP…", flush=True)
         await measure_ingestion(url, result, ids, batches)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -221,7 +223,9 @@ async def bench_sqlite(count: int, batches: int) -> Measured:
     result.events_loaded = sum(len(p.events) for p in population)
     ids = [p.id for p in random.Random(3).sample(population, 500)]
     del population
+    print(f"  loaded in {result.load_seconds:.0f} s; timing queries…", flush=True)
     await measure_queries(url, result, ids)
+    print("  ingesting events over HTTP…", flush=True)
     await measure_ingestion(url, result, ids, batches)
     path.unlink()
     return result

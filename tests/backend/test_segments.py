@@ -71,6 +71,29 @@ async def count(api: Api, rule: dict[str, Any]) -> int:
         ({"field": "score", "op": "gt", "value": 0}, 3),
         ({"any": [{"identity": "email"}, {"field": "first_name", "op": "eq", "value": "Bob"}]}, 2),
         ({"all": [{"identity": "sms"}, {"not": {"event": "trial_started"}}]}, 1),
+        # `any` over conditions on one table is compiled as one subquery: same answers.
+        ({"any": [{"consent": "email"}, {"consent": "sms"}]}, 1),
+        ({"any": [{"identity": "sms"}, {"identity": "email"}]}, 3),
+        (
+            {
+                "any": [
+                    {"event": "trial_started", "within_days": 30},
+                    {"event": "page_viewed", "where": {"path": "/blog"}},
+                ]
+            },
+            2,
+        ),
+        ({"any": [{"consent": "email", "state": "none"}, {"identity": "web"}]}, 4),
+        (
+            {
+                "any": [
+                    {"identity": "email"},
+                    {"event": "trial_started"},
+                    {"field": "first_name", "op": "eq", "value": "Dee"},
+                ]
+            },
+            4,
+        ),
     ],
 )
 async def test_each_condition_selects_the_right_people(
@@ -180,3 +203,19 @@ async def test_a_value_of_another_type_is_skipped_not_an_error(admin: Api) -> No
     assert await count(admin, {"field": "attributes.trial", "op": "eq", "value": True}) == 1
     assert await count(admin, {"field": "attributes.plan", "op": "eq", "value": "pro"}) == 1
     assert await count(admin, {"field": "attributes.team_size", "op": "exists"}) == 2
+
+
+async def test_membership_agrees_with_counting_for_every_kind_of_event_rule(
+    admin: Api, people: dict[str, str]
+) -> None:
+    rules = {
+        "twice-on-pricing": {"event": "page_viewed", "at_least": 2, "where": {"path": "/pricing"}},
+        "never-trialled": {"not": {"event": "trial_started"}},
+        "trialled-lately": {"event": "trial_started", "within_days": 30},
+    }
+    for name, rule in rules.items():
+        await admin.post("/api/v1/segments", {"name": name, "rule": rule}, expect=201)
+        members = {p["id"] for p in (await admin.get(f"/api/v1/segments/{name}/members"))["items"]}
+        for person, profile_id in people.items():
+            answer = await admin.get(f"/api/v1/segments/{name}/members/{profile_id}")
+            assert answer["member"] == (profile_id in members), (name, person)
