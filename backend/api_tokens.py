@@ -70,3 +70,21 @@ async def revoke_ephemeral(session: AsyncSession, clock: Clock) -> int:
         .values(revoked_at=clock.now())
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def live(session: AsyncSession) -> list[ApiToken]:
+    """Tokens that still work, oldest first."""
+    result = await session.scalars(
+        select(ApiToken).where(ApiToken.revoked_at.is_(None)).order_by(ApiToken.created_at)
+    )
+    return list(result)
+
+
+async def revoke(session: AsyncSession, prefix: str, clock: Clock) -> list[ApiToken]:
+    """The live tokens whose shown prefix starts with `prefix`; revoked only if exactly one
+    does, so an ambiguous prefix revokes nothing."""
+    found = [t for t in await live(session) if t.prefix.startswith(prefix)]
+    if len(found) == 1:
+        found[0].revoked_at = clock.now()
+        await session.flush()
+    return found

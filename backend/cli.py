@@ -156,3 +156,38 @@ def token_create(settings: Settings, role: str, name: str | None) -> None:
     secret = asyncio.run(with_database(settings, go))
     click.echo(secret)
     click.echo(f"(role {role}; shown once: store it now)", err=True)
+
+
+@token.command("list")
+@click.pass_obj
+def token_list(settings: Settings) -> None:
+    """The tokens that still work: prefix, role, name, created."""
+
+    async def go(engine: AsyncEngine) -> list[tuple[str, str, str, str]]:
+        await migrations_runner.upgrade(engine)
+        async with create_session_factory(engine)() as session:
+            return [
+                (t.prefix, t.role, t.name, t.created_at.isoformat(timespec="seconds"))
+                for t in await api_tokens.live(session)
+            ]
+
+    for prefix, role, name, created in asyncio.run(with_database(settings, go)):
+        click.echo(f"{prefix}…  {role:<9} {created}  {name}")
+
+
+@token.command("revoke")
+@click.argument("prefix")
+@click.pass_obj
+def token_revoke(settings: Settings, prefix: str) -> None:
+    """Revoke the token that starts with PREFIX (as `parley token list` shows it)."""
+    if len(prefix) < 6:
+        raise click.ClickException("give at least the first 6 characters of the token")
+
+    async def go(engine: AsyncEngine) -> int:
+        async with create_session_factory(engine).begin() as session:
+            return len(await api_tokens.revoke(session, prefix, SystemClock()))
+
+    matching = asyncio.run(with_database(settings, go))
+    if matching != 1:
+        raise click.ClickException(f"{matching} live tokens start with {prefix!r}: nothing revoked")
+    click.echo(f"revoked {prefix}…")

@@ -93,3 +93,16 @@ def test_the_backend_names_the_line_of_a_mistake_in_data_files(tmp_path: Path) -
     result = parley("backend", var=tmp_path, PARLEY_DATA_DIR=str(data))
     assert result.returncode == 1
     assert f"{data / 'segments' / 'vip.yml'}:2: rule: unknown field 'colour'" in result.stderr
+
+
+def test_a_listed_token_can_be_revoked_by_its_prefix_and_then_fails(tmp_path: Path) -> None:
+    secret = parley(
+        "token", "create", "--role", "analyst", "--name", "reports", var=tmp_path
+    ).stdout.strip()
+    listed = parley("token", "list", var=tmp_path).stdout
+    assert f"{secret[:10]}…  analyst" in listed
+    assert secret not in listed
+    assert parley("token", "revoke", "pk_", var=tmp_path).returncode == 1  # too short
+    revoked = parley("token", "revoke", secret[:10], var=tmp_path)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "reports" not in parley("token", "list", var=tmp_path).stdout
