@@ -5,6 +5,7 @@ SQLite side by side."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import secrets
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +24,11 @@ import asyncpg
 
 from backend import data_files, segment_store
 from backend.database import create_engine, create_session_factory
+from backend.scoring import ScoringRules
 from backend.segments import Rule, SegmentDefinition
 from backend.settings import PROJECT_ROOT
 from bench import loading
-from bench.synthetic import EPOCH_NOW, people
+from bench.synthetic import EPOCH_NOW, Person, people
 
 POSTGRES = os.environ.get("PARLEY_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 BATCH = 1000
@@ -85,13 +88,15 @@ async def measure_queries(url: str, result: Measured, ids: list[uuid.UUID]) -> N
                         started = time.perf_counter()
                         await segment_store.is_member(session, rule, context, profile_id)
                         latencies.append((time.perf_counter() - started) * 1000)
-                latencies.sort()
-                result.membership_ms[segment.name] = (
-                    statistics.median(latencies),
-                    latencies[int(len(latencies) * 0.99) - 1],
-                )
+                result.membership_ms[segment.name] = (statistics.median(latencies), p99(latencies))
     finally:
         await engine.dispose()
+
+
+def p99(values: list[float]) -> float:
+    """The 99th percentile, nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
 
 
 def free_port() -> int:
@@ -180,44 +185,17 @@ async def measure_ingestion(url: str, result: Measured, ids: list[uuid.UUID], ba
         await asyncio.wait_for(server.wait(), 30)
 
 
-async def bench_postgresql(count: int, batches: int) -> Measured:
-    name = f"parley_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(POSTGRES)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = POSTGRES.rsplit("/", 1)[0] + f"/{name}"
-    url = dsn.replace("postgresql://", "postgresql+asyncpg://")
-    result = Measured("PostgreSQL")
-    try:
-        await loading.migrate(url)
-        rules = data_files.load_scoring(PROJECT_ROOT / "data")
-        population = list(people(count, EPOCH_NOW))
-        started = time.perf_counter()
-        result.profiles = await loading.load_postgresql(dsn, population, rules, EPOCH_NOW)
-        await loading.finish_scores(url, rules, EPOCH_NOW)
-        result.load_seconds = time.perf_counter() - started
-        result.events_loaded = sum(len(p.events) for p in population)
-        ids = [p.id for p in random.Random(3).sample(population, 500)]
-        del population
-        print(f"  loaded in {result.load_seconds:.0f} s; timing queries…", flush=True)
-        await measure_queries(url, result, ids)
-        print("  ingesting events over HTTP…", flush=True)
-        await measure_ingestion(url, result, ids, batches)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-    return result
+Loader = Callable[[list[Person], ScoringRules], Awaitable[int]]
 
 
-async def bench_sqlite(count: int, batches: int) -> Measured:
-    folder = Path(tempfile.mkdtemp(prefix="parley-bench-sqlite-"))
-    path = folder / "parley.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    result = Measured("SQLite")
+async def bench(database: str, url: str, load: Loader, count: int, batches: int) -> Measured:
+    """Load `count` people with `load`, then time queries and ingestion on `url`."""
+    result = Measured(database)
     await loading.migrate(url)
     rules = data_files.load_scoring(PROJECT_ROOT / "data")
     population = list(people(count, EPOCH_NOW))
     started = time.perf_counter()
-    result.profiles = loading.load_sqlite(str(path), population, rules, EPOCH_NOW)
+    result.profiles = await load(population, rules)
     await loading.finish_scores(url, rules, EPOCH_NOW)
     result.load_seconds = time.perf_counter() - started
     result.events_loaded = sum(len(p.events) for p in population)
@@ -227,5 +205,33 @@ async def bench_sqlite(count: int, batches: int) -> Measured:
     await measure_queries(url, result, ids)
     print("  ingesting events over HTTP…", flush=True)
     await measure_ingestion(url, result, ids, batches)
-    path.unlink()
     return result
+
+
+async def bench_postgresql(count: int, batches: int) -> Measured:
+    name = f"parley_bench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(POSTGRES)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+
+    async def load(population: list[Person], rules: ScoringRules) -> int:
+        return await loading.load_postgresql(dsn, population, rules, EPOCH_NOW)
+
+    try:
+        url = dsn.replace("postgresql://", "postgresql+asyncpg://")
+        return await bench("PostgreSQL", url, load, count, batches)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def bench_sqlite(count: int, batches: int) -> Measured:
+    path = Path(tempfile.mkdtemp(prefix="parley-bench-sqlite-")) / "parley.db"
+
+    async def load(population: list[Person], rules: ScoringRules) -> int:
+        return loading.load_sqlite(str(path), population, rules, EPOCH_NOW)
+
+    try:
+        return await bench("SQLite", f"sqlite+aiosqlite:///{path}", load, count, batches)
+    finally:
+        path.unlink(missing_ok=True)

@@ -70,14 +70,19 @@ async def get_segment(request: web.Request) -> web.Response:
         return respond(_out(await _segment(request, session)))
 
 
+async def _editable_segment(request: web.Request, session: AsyncSession) -> Segment:
+    segment = await _segment(request, session)
+    try:
+        segment_store.ensure_editable(segment)
+    except SegmentConflict as conflict:
+        raise Problem(409, str(conflict), type_="segment-from-file") from conflict
+    return segment
+
+
 async def replace_segment(request: web.Request) -> web.Response:
     body = await read_body(request, SegmentUpdate)
     async with request.app[SESSIONS].begin() as session:
-        segment = await _segment(request, session)
-        try:
-            segment_store.ensure_editable(segment)
-        except SegmentConflict as conflict:
-            raise Problem(409, str(conflict), type_="segment-from-file") from conflict
+        segment = await _editable_segment(request, session)
         segment.description = body.description
         segment.rule = segment_store.rule_json(body.rule)
         segment.updated_at = request.app[CLOCK].now()
@@ -89,11 +94,7 @@ async def replace_segment(request: web.Request) -> web.Response:
 
 async def delete_segment(request: web.Request) -> web.Response:
     async with request.app[SESSIONS].begin() as session:
-        segment = await _segment(request, session)
-        try:
-            segment_store.ensure_editable(segment)
-        except SegmentConflict as conflict:
-            raise Problem(409, str(conflict), type_="segment-from-file") from conflict
+        segment = await _editable_segment(request, session)
         await session.delete(segment)
         await audit.record(
             session, request.app[CLOCK], request[CALLER], "delete_segment", segment.name
