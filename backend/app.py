@@ -17,6 +17,7 @@ from backend.keys import (
     DIRECTORY,
     ENGINE,
     FILE_SEGMENTS,
+    RASA,
     SCORING,
     SESSIONS,
     SETTINGS,
@@ -24,6 +25,7 @@ from backend.keys import (
 from backend.logs import get_logger
 from backend.problems import problem_middleware
 from backend.profiles import ProfileDirectory
+from backend.rasa_client import RasaClient
 from backend.settings import Settings
 
 log = get_logger(__name__)
@@ -43,6 +45,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[FILE_SEGMENTS] = data_files.load_segments(settings.data_path)
     app[DIRECTORY] = ProfileDirectory(
         clock=clock, rules=rules, erasure_key=secret_key.load_or_create(settings)
+    )
+    app[RASA] = RasaClient(
+        settings.rasa_url, settings.rasa_token.get_secret_value() if settings.rasa_token else None
     )
     app.cleanup_ctx.append(_database)
     routes.register(app)

@@ -18,7 +18,7 @@ from backend.clock import SystemClock
 from backend.data_files import DataFileInvalid
 from backend.database import create_engine, create_session_factory
 from backend.logs import configure as configure_logs
-from backend.rasa_project import BotRuntimeMissing, RasaProject
+from backend.rasa_project import BotRuntimeMissing, RasaProject, unexpected_warnings
 from backend.secret_key import SecretKeyMissing
 from backend.settings import Settings
 from backend.supervisor import run_to_completion
@@ -104,13 +104,27 @@ def validate(settings: Settings) -> None:
         raise click.ClickException(f"{len(mistakes)} mistake(s) in {settings.data_path}")
     click.echo("scoring rules and segments are valid")
     project = RasaProject.from_settings(settings)
+
+    output: list[str] = []
+
+    async def go() -> int:
+        await launcher.build_training_input(project, sys.stdout)
+        return await run_to_completion(
+            project.validate_command(), sys.stdout, project.root,
+            {**launcher.BOT_RUNTIME_ENV, **project.build_env()}, keep=output,
+        )  # fmt: skip
+
     try:
-        argv = project.validate_command()
-    except BotRuntimeMissing as error:
+        code = asyncio.run(go())
+    except (BotRuntimeMissing, launcher.LaunchError) as error:
         raise click.ClickException(str(error)) from error
-    code = asyncio.run(run_to_completion(argv, sys.stdout, project.root, launcher.BOT_RUNTIME_ENV))
     if code != 0:
         raise click.ClickException("rasa data validate found problems (see above)")
+    warnings = unexpected_warnings("".join(output))
+    if warnings:
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+        raise click.ClickException(f"rasa data validate gave {len(warnings)} warning(s)")
     click.echo("dialogue data, domain and config are valid")
 
 

@@ -23,7 +23,9 @@ from backend.models import (
     AuditEntry,
     ConsentEvent,
     ConsentState,
+    Demo,
     Event,
+    Handoff,
     Identity,
     Merge,
     Profile,
@@ -63,6 +65,12 @@ async def export(session: AsyncSession, profile: Profile) -> dict[str, Any]:
         select(ScoreContribution).where(ScoreContribution.profile_id == pid)
     )
     merges = await session.scalars(select(Merge).where(Merge.survivor_id == pid).order_by(Merge.id))
+    demos = await session.scalars(
+        select(Demo).where(Demo.profile_id == pid).order_by(Demo.starts_at)
+    )
+    handoffs = await session.scalars(
+        select(Handoff).where(Handoff.profile_id == pid).order_by(Handoff.opened_at)
+    )
     targets = [str(pid), *(str(m) for m in merged_ids)]
     audit = await session.scalars(
         select(AuditEntry).where(AuditEntry.target.in_(targets)).order_by(AuditEntry.id)
@@ -77,6 +85,8 @@ async def export(session: AsyncSession, profile: Profile) -> dict[str, Any]:
         },
         "score_contributions": [_row(c, exclude={"profile_id"}) for c in contributions],
         "merged_profiles": [_row(m, exclude={"survivor_id"}) for m in merges],
+        "demos": [_row(d, exclude={"profile_id"}) for d in demos],
+        "handoffs": [_row(h, exclude={"profile_id"}) for h in handoffs],
         "changes": [_row(a, exclude={"token_id"}) for a in audit],
     }
 
@@ -112,7 +122,7 @@ async def erase(session: AsyncSession, profile: Profile, key: bytes, clock: Cloc
         session.add(Tombstone(identity_hash=identity_hash(key, kind, address), erased_at=now))
     # Foreign keys cascade on PostgreSQL and (with foreign_keys=ON) on SQLite; deleting
     # explicitly keeps the order obvious and does not depend on either.
-    for table in (ScoreContribution, ConsentState, ConsentEvent, Event, Identity):
+    for table in (ScoreContribution, ConsentState, ConsentEvent, Event, Demo, Handoff, Identity):
         await session.execute(delete(table).where(table.profile_id.in_(ids)))
     await session.execute(delete(Merge).where(Merge.survivor_id.in_(ids)))
     await session.execute(delete(Profile).where(Profile.id.in_(ids[1:])))

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from backend.clock import Clock
 from backend.models import ApiToken
 from backend.profiles import ProfileDirectory
+from backend.rasa_client import RasaClient
 from backend.scoring import ScoringRules
 from backend.segments import SegmentDefinition
 from backend.settings import Settings
@@ -20,6 +21,7 @@ SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 SCORING = web.AppKey("scoring", ScoringRules)
 FILE_SEGMENTS = web.AppKey("file_segments", list[SegmentDefinition])
 DIRECTORY = web.AppKey("directory", ProfileDirectory)
+RASA = web.AppKey("rasa", RasaClient)
 # The OpenAPI document and its HTML rendering, made once at start-up.
 OPENAPI = web.AppKey("openapi", str)
 DOCS_PAGE = web.AppKey("docs_page", str)

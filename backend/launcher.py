@@ -86,6 +86,15 @@ def _secret_or_new(value: SecretStr | None) -> str:
     return value.get_secret_value() if value is not None else secrets.token_urlsafe(32)
 
 
+async def build_training_input(project: RasaProject, out: TextIO) -> None:
+    """Generate what Rasa trains on from data/business.yml and data/catalog.yml."""
+    code = await run_to_completion(
+        project.build_command(), out, cwd=project.root, env=BOT_RUNTIME_ENV
+    )
+    if code != 0:
+        raise LaunchError(f"building the training input failed (exit code {code}); see above")
+
+
 async def ensure_model(project: RasaProject, out: TextIO, force: bool = False) -> Path:
     """The model for the current training data, trained first if it does not exist yet."""
     model = project.model_path()
@@ -93,9 +102,11 @@ async def ensure_model(project: RasaProject, out: TextIO, force: bool = False) -
         say(out, f"model {model.name} is up to date with data/, bot/domain/ and config.yml")
         return model
     say(out, f"training {model.name} (data, domain or config changed; this takes a few minutes)")
+    await build_training_input(project, out)
     code = await run_to_completion(
-        project.train_command(), out, cwd=project.root, env=BOT_RUNTIME_ENV
-    )
+        project.train_command(), out, cwd=project.root,
+        env={**BOT_RUNTIME_ENV, **project.build_env()},
+    )  # fmt: skip
     if code != 0 or not model.exists():
         raise LaunchError(f"training failed (rasa train exited with code {code}); see above")
     return model
@@ -110,6 +121,8 @@ def services(
             "backend",
             [sys.executable, "-m", "backend", "backend"],
             http_ok(f"{settings.backend_url}/health"),
+            # To resume a conversation in Rasa when a person hands it back.
+            env={"PARLEY_RASA_TOKEN": run.rasa_token},
             cwd=project.root,
         ),
         Service(

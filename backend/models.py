@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -256,6 +257,50 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))  # the route name
     target: Mapped[str | None] = mapped_column(String(100))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Demo(Base):
+    """A demo call booked in conversation. One live booking per start time."""
+
+    __tablename__ = "demos"
+    __table_args__ = (
+        Index(
+            "uq_demos_booked_start",
+            "starts_at",
+            unique=True,
+            postgresql_where=text("status = 'booked'"),
+            sqlite_where=text("status = 'booked'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    starts_at: Mapped[datetime]
+    minutes: Mapped[int]
+    status: Mapped[str] = mapped_column(String(10))  # booked or cancelled
+    conversation_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Handoff(Base):
+    """A conversation handed to a person; the bot stays silent in it until it is closed."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    profile_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    conversation_id: Mapped[str] = mapped_column(String(200), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(32))  # requested or repeated_failure
+    status: Mapped[str] = mapped_column(String(8))  # open or closed
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(100))
 
 
 class ApiToken(Base):

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
+from sqlalchemy.orm.exc import StaleDataError
 
 from backend.logs import get_logger
 
@@ -93,6 +94,13 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except Problem as problem:
         return problem.response(request.path)
+    except StaleDataError:
+        # Another request changed or erased the same row between our read and our write.
+        return Problem(
+            409,
+            "Someone else changed this at the same moment; read it again and retry.",
+            type_="concurrent-change",
+        ).response(request.path)
     except web.HTTPException as http_error:
         if http_error.status < 400:
             raise

@@ -18,7 +18,9 @@ from backend.identities import IdentityKind
 from backend.models import (
     ConsentEvent,
     ConsentState,
+    Demo,
     Event,
+    Handoff,
     Identity,
     Merge,
     Profile,
@@ -179,7 +181,7 @@ class ProfileDirectory:
             setattr(survivor, name, value if value is not None else getattr(older, name))
         survivor.attributes = {**older.attributes, **newer.attributes}
 
-        for table in (Identity, Event, ConsentEvent):
+        for table in (Identity, Event, ConsentEvent, Demo, Handoff):
             await session.execute(
                 update(table).where(table.profile_id == merged.id).values(profile_id=survivor.id)
             )

@@ -184,10 +184,15 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 async def run_to_completion(
-    argv: list[str], out: TextIO, cwd: Path | None = None, env: dict[str, str] | None = None
+    argv: list[str],
+    out: TextIO,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    keep: list[str] | None = None,
 ) -> int:
     """Run one command in the foreground, its output passed through as it comes (progress
-    bars included); its exit code. If the caller is cancelled (Ctrl-C), the command stops too.
+    bars included) and, if `keep` is given, collected there; its exit code. If the caller
+    is cancelled (Ctrl-C), the command stops too.
     """
     process = await asyncio.create_subprocess_exec(
         *argv,
@@ -202,8 +207,11 @@ async def run_to_completion(
     assert process.stdout is not None
     try:
         while chunk := await process.stdout.read(4096):
-            out.write(chunk.decode(errors="replace"))
+            text = chunk.decode(errors="replace")
+            out.write(text)
             out.flush()
+            if keep is not None:
+                keep.append(text)
         return await process.wait()
     finally:
         if process.returncode is None:

@@ -40,6 +40,14 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "create_segment": PEOPLE_WHO_EDIT,
     "replace_segment": PEOPLE_WHO_EDIT,
     "delete_segment": PEOPLE_WHO_EDIT,
+    "list_demos": EVERYONE,
+    "profile_demos": EVERYONE,
+    "book_demo": MACHINES,
+    "move_demo": MACHINES,
+    "cancel_demo": MACHINES,
+    "open_handoff": MACHINES,
+    "list_handoffs": WRITERS,
+    "close_handoff": WRITERS,  # the people who answered hand the conversation back
     "list_audit": frozenset({ADMIN}),
 }
 

@@ -13,7 +13,18 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from backend.api import audit_log, consent, events, health, openapi, profiles, scores, segments
+from backend.api import (
+    audit_log,
+    consent,
+    demos,
+    events,
+    handoffs,
+    health,
+    openapi,
+    profiles,
+    scores,
+    segments,
+)
 from backend.api import schemas as s
 
 
@@ -118,6 +129,33 @@ ROUTES: list[Route] = [
                                   "only profiles after this id"))),
     Route("GET", SEGMENT + "/members/{id}", "segment_membership", segments.segment_membership,
           "Is this profile in the segment now?", "segments", responses={200: s.Membership}),
+
+    Route("GET", "/api/v1/demos", "list_demos", demos.list_demos,
+          "Demo bookings starting in a time range (to offer the free slots).", "demos",
+          responses={200: s.DemoList},
+          query=(("from", {"type": "string", "format": "date-time"}, "range start (default now)"),
+                 ("to", {"type": "string", "format": "date-time"},
+                  "range end (default 14 days after from)"))),
+    Route("POST", "/api/v1/demos", "book_demo", demos.book_demo,
+          "Book a demo (records a demo_booked event).", "demos",
+          body=s.DemoIn, responses={201: s.DemoOut}),
+    Route("PATCH", "/api/v1/demos/{id}", "move_demo", demos.move_demo,
+          "Move a demo to another time (records demo_rescheduled).", "demos",
+          body=s.DemoMove, responses={200: s.DemoOut}),
+    Route("DELETE", "/api/v1/demos/{id}", "cancel_demo", demos.cancel_demo,
+          "Cancel a demo (records demo_cancelled).", "demos", responses={200: s.DemoOut}),
+    Route("GET", PROFILE + "/demos", "profile_demos", demos.profile_demos,
+          "A person's upcoming demos.", "demos", responses={200: s.DemoList}),
+
+    Route("POST", "/api/v1/handoffs", "open_handoff", handoffs.open_handoff,
+          "Mark a conversation for a person to take over (the bot pauses itself).",
+          "handoffs", body=s.HandoffIn, responses={200: s.HandoffOut, 201: s.HandoffOut}),
+    Route("GET", "/api/v1/handoffs", "list_handoffs", handoffs.list_handoffs,
+          "Hand-offs, oldest first.", "handoffs", responses={200: s.HandoffList},
+          query=(("status", {"type": "string", "enum": ["open", "closed"]}, "only these"),)),
+    Route("POST", "/api/v1/handoffs/{id}/close", "close_handoff", handoffs.close_handoff,
+          "Hand the conversation back to the bot.", "handoffs",
+          responses={200: s.HandoffOut}),
 
     Route("GET", "/api/v1/audit", "list_audit", audit_log.list_audit,
           "Who changed what, newest first.", "operations", responses={200: s.AuditPage},

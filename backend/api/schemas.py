@@ -413,6 +413,78 @@ class Membership(BaseModel):
     member: bool
 
 
+# -------------------------------------------------------------------------------- demos
+
+
+class DemoIn(BaseModel):
+    """Book a demo call for a person at a start time (one booking per start time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile_id: uuid.UUID
+    starts_at: AwareDatetime
+    minutes: Annotated[int, Field(ge=10, le=180)] = 30
+    conversation_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class DemoMove(BaseModel):
+    """A new start time for a booked demo."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    starts_at: AwareDatetime
+
+
+class DemoOut(BaseModel):
+    """A demo booking."""
+
+    id: uuid.UUID
+    profile_id: uuid.UUID
+    starts_at: datetime
+    minutes: int
+    status: Literal["booked", "cancelled"]
+
+
+class DemoList(BaseModel):
+    """Demo bookings, earliest first."""
+
+    items: list[DemoOut]
+
+
+# ----------------------------------------------------------------------------- handoffs
+
+
+class HandoffIn(BaseModel):
+    """Mark a conversation for a person to take over."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    channel: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    reason: Literal["requested", "repeated_failure"]
+    profile_id: uuid.UUID | None = None
+
+
+class HandoffOut(BaseModel):
+    """A conversation handed to a person."""
+
+    id: uuid.UUID
+    profile_id: uuid.UUID | None
+    conversation_id: str
+    channel: str
+    reason: str
+    status: Literal["open", "closed"]
+    opened_at: datetime
+    closed_at: datetime | None
+    closed_by: str | None
+
+
+class HandoffList(BaseModel):
+    """Hand-offs, oldest first."""
+
+    items: list[HandoffOut]
+
+
 # -------------------------------------------------------------------------------- audit
 
 

@@ -106,3 +106,14 @@ def test_a_listed_token_can_be_revoked_by_its_prefix_and_then_fails(tmp_path: Pa
     revoked = parley("token", "revoke", secret[:10], var=tmp_path)
     assert revoked.returncode == 0, revoked.stderr
     assert "reports" not in parley("token", "list", var=tmp_path).stdout
+
+
+def test_rasa_warnings_fail_validation_except_the_known_retrieval_intent_quirk() -> None:
+    from backend.rasa_project import unexpected_warnings
+
+    output = (
+        "io.py:100: UserWarning: The following duplicated intents have been found across "
+        "multiple domain files: faq\n  More info at https://rasa.com/docs/rasa/domain\n"
+        "io.py:100: UserWarning: The utterance 'utter_x' is not used in any story or rule.\n"
+    )
+    assert unexpected_warnings(output) == ["The utterance 'utter_x' is not used in any story or rule."]

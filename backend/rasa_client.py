@@ -1,0 +1,38 @@
+"""The backend's one client for Rasa's HTTP API (loopback, with Rasa's token): append
+events to a person's conversation, such as resuming it after a hand-off."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+
+class RasaUnavailable(Exception):
+    """Rasa did not take the request; the message says why."""
+
+
+class RasaClient:
+    def __init__(self, base_url: str, token: str | None, timeout: float = 10.0) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def append_events(self, conversation_id: str, events: list[dict[str, Any]]) -> None:
+        if not self._token:
+            raise RasaUnavailable("PARLEY_RASA_TOKEN is not set, so Rasa's API cannot be used")
+        url = f"{self._base_url}/conversations/{quote(conversation_id, safe='')}/tracker/events"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self._timeout) as client,
+                client.post(url, json=events, params={"token": self._token}) as response,
+            ):
+                if response.status >= 300:
+                    raise RasaUnavailable(f"Rasa answered {response.status}")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise RasaUnavailable(f"{type(error).__name__}: {error}") from error
+
+    async def resume(self, conversation_id: str) -> None:
+        """Let the bot answer again in a paused conversation."""
+        await self.append_events(conversation_id, [{"event": "resume"}])
