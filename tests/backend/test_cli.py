@@ -56,7 +56,7 @@ def test_token_create_refuses_an_unknown_role(tmp_path: Path) -> None:
 def test_db_upgrade_applies_migrations_once(tmp_path: Path) -> None:
     first = parley("db", "upgrade", var=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "applied 0001, 0002"
+    assert first.stdout.strip() == "applied 0001, 0002, 0003"
     second = parley("db", "upgrade", var=tmp_path)
     assert second.stdout.strip() == "the database is up to date"
 
