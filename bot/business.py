@@ -48,7 +48,7 @@ def _check_hours(value: dict[str, Any]) -> dict[str, Any]:
         if day not in WEEKDAYS:
             raise ValueError(f"{day!r} is not a weekday (monday … sunday)")
         if len(span) != 2 or not all(_HHMM.match(str(t)) for t in span) or span[0] >= span[1]:
-            raise ValueError(f"{day}: give opening and closing times as [\"09:00\", \"17:00\"]")
+            raise ValueError(f'{day}: give opening and closing times as ["09:00", "17:00"]')
     return value
 
 
@@ -69,7 +69,7 @@ class Business(_Strict):
     _hours = validator("opening_hours", "handoff_hours", allow_reuse=True)(_check_hours)
 
     @validator("timezone")
-    def _known_zone(cls, value: str) -> str:  # noqa: N805 (pydantic passes the class)
+    def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as error:
@@ -117,7 +117,7 @@ class Catalog(_Strict):
     faq: list[Faq] = []
 
     @validator("products")
-    def _unique_names(cls, products: list[Product]) -> list[Product]:  # noqa: N805
+    def _unique_names(cls, products: list[Product]) -> list[Product]:
         seen: dict[str, str] = {}
         for product in products:
             for name in [product.name, *product.synonyms]:
