@@ -11,7 +11,7 @@ BACKEND_READY := $(VENV)/.parley-installed
 BOT_READY := $(BOT)/.parley-installed
 PY := backend actions bot channels tests bench
 
-.PHONY: help install run test lint typecheck test-backend test-bot validate train test-e2e \
+.PHONY: help install run test lint typecheck test-backend test-bot validate train test-dialogue test-nlu test-e2e \
         bench lock clean
 
 help: ## List the targets.
@@ -30,7 +30,7 @@ $(BOT_READY): requirements/bot.txt pyproject.toml scripts/install scripts/find-p
 run: install ## Start backend, action server and Rasa on loopback; Ctrl-C stops them.
 	$(VENV)/bin/parley run
 
-test: lint typecheck test-backend test-bot validate train test-e2e ## Everything CI runs.
+test: lint typecheck test-backend test-bot validate train test-dialogue test-nlu test-e2e ## Everything CI runs.
 	@echo "make test: all checks passed"
 
 lint: install ## ruff: lint and formatting.
@@ -52,6 +52,12 @@ validate: install ## rasa data validate on data/, bot/domain/ and config.yml.
 
 train: install ## Train the Rasa model if its inputs changed.
 	$(VENV)/bin/parley train
+
+test-dialogue: train ## Test stories (tests/stories) through the model: any wrong action fails.
+	$(VENV)/bin/parley test stories
+
+test-nlu: train ## The held-out NLU test set (tests/nlu): intent macro-F1 and entity F1 >= 0.90.
+	$(VENV)/bin/parley test nlu
 
 test-e2e: train ## Start all three processes and chat through Rasa's REST channel.
 	$(VENV)/bin/pytest tests/e2e

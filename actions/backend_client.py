@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -75,6 +77,13 @@ class Identified:
 
 
 @dataclass(frozen=True)
+class DemoBooking:
+    id: str
+    starts_at: datetime
+    minutes: int
+
+
+@dataclass(frozen=True)
 class ConsentState:
     """Whether a message of `purpose` may go to the person on `channel` now."""
 
@@ -82,6 +91,13 @@ class ConsentState:
     purpose: str
     state: str  # granted, withdrawn, pending or none
     allowed: bool
+
+
+@dataclass(frozen=True)
+class ChannelConsent:
+    channel: str
+    purpose: str
+    state: str  # granted, withdrawn, pending or none
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,13 @@ class BackendClient:
 
     async def get_profile(self, profile_id: str) -> Profile:
         return Profile.from_json(await self._request("GET", f"/api/v1/profiles/{profile_id}"))
+
+    async def update_profile(self, profile_id: str, attributes: Mapping[str, Any]) -> Profile:
+        """Set core fields and attributes (same meaning as in identify)."""
+        data = await self._request(
+            "PATCH", f"/api/v1/profiles/{profile_id}", {"attributes": dict(attributes)}
+        )
+        return Profile.from_json(data)
 
     async def add_identity(self, profile_id: str, kind: str, address: str) -> IdentityAdded:
         """Give the person another identity (merging profiles if it was someone else's)."""
@@ -164,6 +187,53 @@ class BackendClient:
         data = await self._request("GET", path)
         return ConsentState(channel, purpose, data["state"], bool(data["allowed"]))
 
+    async def consent_states(self, profile_id: str) -> list[ChannelConsent]:
+        """Every channel and purpose the ledger says anything about, with today's state."""
+        data = await self._request("GET", f"/api/v1/profiles/{profile_id}/consent")
+        return [ChannelConsent(s["channel"], s["purpose"], s["state"]) for s in data["states"]]
+
+    async def booked_demos(self, start: datetime, end: datetime) -> list[DemoBooking]:
+        data = await self._request(
+            "GET", f"/api/v1/demos?from={quote(start.isoformat())}&to={quote(end.isoformat())}"
+        )
+        return [_demo(item) for item in data["items"]]
+
+    async def demos_of(self, profile_id: str) -> list[DemoBooking]:
+        data = await self._request("GET", f"/api/v1/profiles/{profile_id}/demos")
+        return [_demo(item) for item in data["items"]]
+
+    async def book_demo(
+        self, profile_id: str, starts_at: datetime, minutes: int, conversation_id: str
+    ) -> DemoBooking:
+        """Book a slot; BackendRejected with status 409 if someone else has it."""
+        body = {
+            "profile_id": profile_id,
+            "starts_at": starts_at.isoformat(),
+            "minutes": minutes,
+            "conversation_id": conversation_id,
+        }
+        return _demo(await self._request("POST", "/api/v1/demos", body))
+
+    async def move_demo(self, demo_id: str, starts_at: datetime) -> DemoBooking:
+        body = {"starts_at": starts_at.isoformat()}
+        return _demo(await self._request("PATCH", f"/api/v1/demos/{demo_id}", body))
+
+    async def cancel_demo(self, demo_id: str) -> None:
+        await self._request("DELETE", f"/api/v1/demos/{demo_id}")
+
+    async def open_handoff(
+        self, conversation_id: str, channel: str, reason: str, profile_id: str | None
+    ) -> str:
+        """Mark the conversation for a person; the hand-off's id."""
+        body: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "channel": channel,
+            "reason": reason,
+        }
+        if profile_id:
+            body["profile_id"] = profile_id
+        return str((await self._request("POST", "/api/v1/handoffs", body))["id"])
+
     async def score(self, profile_id: str) -> float:
         return float((await self._request("GET", f"/api/v1/profiles/{profile_id}/score"))["score"])
 
@@ -194,6 +264,14 @@ class BackendClient:
                 return payload
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
             raise BackendUnavailable(f"{method} {path}: {type(error).__name__}: {error}") from error
+
+
+def _demo(data: Mapping[str, Any]) -> DemoBooking:
+    return DemoBooking(
+        id=str(data["id"]),
+        starts_at=datetime.fromisoformat(str(data["starts_at"]).replace("Z", "+00:00")),
+        minutes=int(data["minutes"]),
+    )
 
 
 _shared: BackendClient | None = None

@@ -31,14 +31,22 @@ _BARE_NAME = re.compile(rf"^\s*{_NAME}\s*[.!]?\s*$")
 MAX_NAME = 100
 
 
+def name_in(text: str) -> str | None:
+    """The name in a short answer or an introduction ("I'm Ada", "call me Jean-Luc")."""
+    text = text.replace("\u2019", "'")
+    match = _INTRODUCTION.search(text) or _BARE_NAME.match(text)
+    return _tidy(match.group("name")) if match else None
+
+
 def name_from(tracker: Tracker) -> str | None:
     """The name the person just gave, if any: NLU's entity, else a known phrasing."""
     entity = next(tracker.get_latest_entity_values("name"), None)
-    text = (tracker.latest_message.get("text") or "").replace("\u2019", "'")
-    match = _INTRODUCTION.search(text) or _BARE_NAME.match(text)
-    candidate = entity or (match.group("name") if match else None)
-    if not candidate:
-        return None
+    if entity:
+        return _tidy(str(entity))
+    return name_in(tracker.latest_message.get("text") or "")
+
+
+def _tidy(candidate: str) -> str | None:
     candidate = candidate.strip(" .,!?;:\"'")
     if not candidate or len(candidate) > MAX_NAME:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -18,7 +19,12 @@ from backend.clock import SystemClock
 from backend.data_files import DataFileInvalid
 from backend.database import create_engine, create_session_factory
 from backend.logs import configure as configure_logs
-from backend.rasa_project import BotRuntimeMissing, RasaProject, unexpected_warnings
+from backend.rasa_project import (
+    BotRuntimeMissing,
+    RasaProject,
+    form_questions,
+    unexpected_warnings,
+)
 from backend.secret_key import SecretKeyMissing
 from backend.settings import Settings
 from backend.supervisor import run_to_completion
@@ -120,12 +126,57 @@ def validate(settings: Settings) -> None:
         raise click.ClickException(str(error)) from error
     if code != 0:
         raise click.ClickException("rasa data validate found problems (see above)")
-    warnings = unexpected_warnings("".join(output))
+    warnings = unexpected_warnings("".join(output), form_questions(project.root / "bot/domain"))
     if warnings:
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
         raise click.ClickException(f"rasa data validate gave {len(warnings)} warning(s)")
     click.echo("dialogue data, domain and config are valid")
+
+
+@main.group(name="test")
+def test_group() -> None:
+    """Test the trained model: dialogue test stories and the held-out NLU test set."""
+
+
+def _run_on_model(settings: Settings, command: Callable[[RasaProject, Path], list[str]]) -> int:
+    project = RasaProject.from_settings(settings)
+
+    async def go() -> int:
+        model = await launcher.ensure_model(project, sys.stdout)
+        return await run_to_completion(
+            command(project, model), sys.stdout, project.root,
+            {**launcher.BOT_RUNTIME_ENV, **project.build_env()},
+        )  # fmt: skip
+
+    try:
+        return asyncio.run(go())
+    except (BotRuntimeMissing, launcher.LaunchError) as error:
+        raise click.ClickException(str(error)) from error
+
+
+@test_group.command(name="stories")
+@click.pass_obj
+def test_stories(settings: Settings) -> None:
+    """Run tests/stories through the model; any action it would not take fails."""
+    out = settings.var_path / "results" / "stories"
+    code = _run_on_model(settings, lambda project, model: project.test_stories_command(model, out))
+    if code != 0:
+        failed = out / "failed_test_stories.yml"
+        raise click.ClickException(f"a test story failed (see above, and {failed})")
+    click.echo("every test story passed")
+
+
+@test_group.command(name="nlu")
+@click.pass_obj
+def test_nlu(settings: Settings) -> None:
+    """Score the model on tests/nlu: fails below intent macro-F1 0.90 or entity F1 0.90."""
+    report = settings.var_path / "results" / "nlu.json"
+    code = _run_on_model(
+        settings, lambda project, model: project.nlu_evaluation_command(model, report)
+    )
+    if code != 0:
+        raise click.ClickException(f"the NLU test set scored below its minimum (see {report})")
 
 
 @main.group()

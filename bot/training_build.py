@@ -81,6 +81,54 @@ def generated_nlu(catalog: Catalog) -> dict[str, Any]:
     return {"version": "3.1", "nlu": nlu}
 
 
+def product_responses(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
+    """Answers about products: one variation per product, chosen by the `product` slot,
+    and a last one, with no condition, for when the person named no product we know."""
+    names = _listing([p.name for p in catalog.products])
+    unknown = (
+        f"I'm not sure which product you mean. We offer {names}. If you are asking about "
+        'something else, I can connect you with a person: just say "talk to a person".'
+    )
+    buttons = [
+        {"title": p.name, "payload": f'/ask_product{{"product":"{p.id}"}}'}
+        for p in catalog.products
+    ]
+
+    def variation(product_id: str, text: str) -> dict[str, Any]:
+        return {
+            "condition": [{"type": "slot", "name": "product", "value": product_id}],
+            "text": text,
+        }
+
+    price = [
+        variation(p.id, f"{p.name} is {p.price_text(catalog.currency)}. {p.description}")
+        for p in catalog.products
+    ]
+    info = [
+        variation(
+            p.id,
+            f"{p.name}: {p.description} It includes {_listing(p.features)}. "
+            f"Price: {p.price_text(catalog.currency)}.",
+        )
+        for p in catalog.products
+    ]
+    listing = "; ".join(f"{p.name} ({p.price_text(catalog.currency)})" for p in catalog.products)
+    return {
+        "utter_product_price": [*price, {"text": unknown, "buttons": buttons}],
+        "utter_product_info": [*info, {"text": unknown, "buttons": buttons}],
+        "utter_product_list": [
+            {
+                "text": f"We offer {listing}. Which would you like to know more about?",
+                "buttons": buttons,
+            }
+        ],
+    }
+
+
+def _listing(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def generated_domain(business: Business, catalog: Catalog) -> dict[str, Any]:
     return {
         "version": "3.1",
@@ -93,8 +141,18 @@ def generated_domain(business: Business, catalog: Catalog) -> dict[str, Any]:
                 "influence_conversation": False,
                 "mappings": [{"type": "custom"}],
             },
+            # Set by action_note_product from what the person just said (or unset).
+            "product": {
+                "type": "categorical",
+                "values": [p.id for p in catalog.products],
+                "influence_conversation": False,
+                "mappings": [{"type": "custom"}],
+            },
         },
-        "responses": {f"utter_faq/{faq.id}": [{"text": faq.answer}] for faq in catalog.faq},
+        "responses": {
+            **{f"utter_faq/{faq.id}": [{"text": faq.answer}] for faq in catalog.faq},
+            **product_responses(catalog),
+        },
     }
 
 

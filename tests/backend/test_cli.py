@@ -112,14 +112,22 @@ def test_a_listed_token_can_be_revoked_by_its_prefix_and_then_fails(tmp_path: Pa
     assert "reports" not in parley("token", "list", var=tmp_path).stdout
 
 
-def test_rasa_warnings_fail_validation_except_the_known_retrieval_intent_quirk() -> None:
-    from backend.rasa_project import unexpected_warnings
+def test_rasa_warnings_fail_validation_except_the_known_rasa_quirks(tmp_path: Path) -> None:
+    from backend.rasa_project import form_questions, unexpected_warnings
 
+    (tmp_path / "a.yml").write_text(
+        "forms:\n  lead_form:\n    required_slots: [work_email]\nresponses: {}\n"
+    )
     output = (
         "io.py:100: UserWarning: The following duplicated intents have been found across "
         "multiple domain files: faq\n  More info at https://rasa.com/docs/rasa/domain\n"
         "io.py:100: UserWarning: The utterance 'utter_x' is not used in any story or rule.\n"
+        "io.py:100: UserWarning: The utterance 'utter_ask_work_email' is not used in any "
+        "story or rule.\n"
+        "io.py:100: UserWarning: The utterance 'utter_ask_company' is not used in any "
+        "story or rule.\n"
     )
-    assert unexpected_warnings(output) == [
-        "The utterance 'utter_x' is not used in any story or rule."
+    assert unexpected_warnings(output, form_questions(tmp_path)) == [
+        "The utterance 'utter_x' is not used in any story or rule.",
+        "The utterance 'utter_ask_company' is not used in any story or rule.",
     ]

@@ -1,0 +1,325 @@
+"""Consent in conversation: subscribing (asked in clear words naming channel and purpose,
+SMS with double opt-in), opting out in the person's own words, and preferences.
+
+What the bot showed and what the person answered go into the backend's consent ledger
+as the evidence. The actions set slots; the rules in data/rules/consent.yml choose the
+words, which live in bot/domain/consent.yml.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import phonenumbers
+from rasa_sdk import Tracker
+from rasa_sdk.events import EventType, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.forms import FormValidationAction
+from rasa_sdk.types import DomainDict
+
+from actions.backend_action import BackendAction
+from actions.backend_client import BackendError, ChannelConsent, Profile
+from actions.identity import identity_of
+from actions.lead import email_in
+from actions.logs import get_logger
+from bot.business import Business, load_business
+
+log = get_logger(__name__)
+
+SUBSCRIBABLE = ("sms", "email")
+OPT_OUT_CHANNELS = ("sms", "email", "voice", "web")
+PURPOSES = ("marketing", "transactional")
+CHANNEL_WORDS = {"sms": "texts", "email": "e-mails", "voice": "calls", "web": "chat messages"}
+FREQUENCIES = {"weekly": "weekly", "twice_monthly": "twice a month", "monthly": "monthly"}
+TOPICS = {"offers": "offers", "product_news": "product news", "tips": "tips"}
+STATE_WORDS = {
+    "granted": "on",
+    "pending": "waiting for your YES by text",
+    "withdrawn": "off",
+    "none": "off",
+}
+
+
+CHANNEL_HINTS = [
+    ("all", ("all", "every", "again", "never", "anything", "any way", "contact")),
+    ("sms", ("sms", "text", "txt", "msg", "message", "phone")),
+    ("email", ("mail", "newsletter", "list")),
+    ("voice", ("call", "ring")),
+]
+
+
+def channel_meant(value: Any) -> str | None:
+    """The channel a `channel` entity stands for; NLU may return words it has not seen
+    as synonyms ("txts"), so they are read by their stems too."""
+    text = str(value or "").lower()
+    if text in (*OPT_OUT_CHANNELS, "all"):
+        return text
+    for channel, stems in CHANNEL_HINTS:
+        if any(stem in text for stem in stems):
+            return channel
+    return None
+
+
+def mobile_number(text: str, business: Business) -> str | None:
+    """The phone number in `text` as E.164; numbers without a country code are read as
+    the business's country (the one its contact number is in)."""
+    region = phonenumbers.region_code_for_number(phonenumbers.parse(business.contact.phone))
+    for match in phonenumbers.PhoneNumberMatcher(text, region):
+        if phonenumbers.is_valid_number(match.number):
+            return phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
+def known_address(profile: Profile, channel: str) -> str | None:
+    """The number or address the person already gave for `channel`, if any."""
+    kind = "sms" if channel == "sms" else "email"
+    for identity in profile.identities:
+        if identity.kind == kind:
+            return identity.address
+    return profile.phone if channel == "sms" else profile.email
+
+
+def last_bot_text(tracker: Tracker) -> str:
+    """What the bot said last: the exact wording the person answered."""
+    for event in reversed(tracker.events):
+        if event.get("event") == "bot" and event.get("text"):
+            return str(event["text"])
+    return ""
+
+
+def own_words(tracker: Tracker, fallback: str) -> str:
+    """The person's latest message; a button press is recorded as the choice it made."""
+    text = str(tracker.latest_message.get("text") or "").strip()
+    return fallback if not text or text.startswith("/") else text
+
+
+def evidence_metadata(tracker: Tracker) -> dict[str, Any]:
+    return {
+        "conversation_id": tracker.sender_id,
+        "input_channel": tracker.get_latest_input_channel() or "rest",
+    }
+
+
+class ConsentAction(BackendAction):
+    async def profile(self, tracker: Tracker) -> Profile:
+        known = tracker.get_slot("profile_id")
+        if known:
+            return await self.backend.get_profile(str(known))
+        kind, address = identity_of(tracker)
+        return (await self.backend.identify(kind, address)).profile
+
+
+class ActionPrepareSubscription(ConsentAction):
+    """Works out what is missing before the consent question: the channel, then the
+    number or address (unless the person gave it before)."""
+
+    def name(self) -> str:
+        return "action_prepare_subscription"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        channel = tracker.get_slot("consent_channel")
+        if channel not in SUBSCRIBABLE:
+            return [SlotSet("consent_channel", None), SlotSet("subscribe_step", "ask_channel")]
+        events: list[EventType] = [
+            SlotSet("consent_problem", None),
+            SlotSet("consent_result", None),
+        ]
+        try:
+            profile = await self.profile(tracker)
+        except BackendError as error:
+            log.warning(
+                "subscribe.backend_failed", conversation=tracker.sender_id, error=str(error)
+            )
+            return [
+                *events,
+                SlotSet("consent_address", None),
+                SlotSet("subscribe_step", "ask_address"),
+            ]
+        address = known_address(profile, channel)
+        events.append(SlotSet("profile_id", profile.id))
+        if address:
+            return [
+                *events,
+                SlotSet("consent_address", address),
+                SlotSet("subscribe_step", "ask_consent"),
+            ]
+        return [*events, SlotSet("consent_address", None), SlotSet("subscribe_step", "ask_address")]
+
+
+class ValidateSubscribeForm(FormValidationAction):
+    def __init__(self, business: Business | None = None) -> None:
+        self._business = business
+
+    def name(self) -> str:
+        return "validate_subscribe_form"
+
+    async def validate_consent_address(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        text = str(value or "")
+        if tracker.get_slot("consent_channel") == "sms":
+            address = mobile_number(text, self._business or load_business())
+        else:
+            address = email_in(text)
+        if address is None:
+            return {"consent_address": None, "consent_problem": "bad_address"}
+        return {"consent_address": address, "consent_problem": None}
+
+
+class ActionRecordConsent(ConsentAction):
+    """The person said yes to the consent question: the number or address becomes one of
+    their identities and the grant goes into the ledger with the question and the answer.
+    SMS marketing stays pending until they confirm by text (double opt-in)."""
+
+    def name(self) -> str:
+        return "action_record_consent"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        channel = str(tracker.get_slot("consent_channel"))
+        address = str(tracker.get_slot("consent_address") or "")
+        if channel not in SUBSCRIBABLE or not address:
+            return [SlotSet("consent_result", "failed")]
+        try:
+            profile = await self.profile(tracker)
+            profile = (await self.backend.add_identity(profile.id, channel, address)).profile
+            state = await self.backend.record_consent(
+                profile.id,
+                channel,
+                "marketing",
+                "grant",
+                wording=last_bot_text(tracker),
+                reply=own_words(tracker, "yes (button)"),
+                metadata={**evidence_metadata(tracker), "address": address},
+            )
+        except BackendError as error:
+            log.warning("consent.backend_failed", conversation=tracker.sender_id, error=str(error))
+            return [SlotSet("consent_result", "failed")]
+        result = "pending" if state.state == "pending" else "granted"
+        log.info("consent.granted", conversation=tracker.sender_id, profile_id=profile.id,
+                 channel=channel, state=state.state)  # fmt: skip
+        return [SlotSet("consent_result", result), SlotSet("profile_id", profile.id)]
+
+
+class ActionOptOut(ConsentAction):
+    """Withdraws consent for the channel the person named ("stop texting me"), for every
+    channel when they said so ("don't contact me again"), for the one channel they are
+    subscribed on when they named none, and asks when that is ambiguous."""
+
+    def name(self) -> str:
+        return "action_opt_out"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        named = next(
+            filter(None, map(channel_meant, tracker.get_latest_entity_values("channel"))), None
+        )
+        try:
+            profile = await self.profile(tracker)
+            channel = named or self._only_channel(await self.backend.consent_states(profile.id))
+            if channel is None:
+                return [SlotSet("optout", "ask_channel"), SlotSet("consent_channel", None)]
+            for purpose in PURPOSES:
+                await self.backend.record_consent(
+                    profile.id,
+                    channel,
+                    purpose,
+                    "withdraw",
+                    wording=last_bot_text(tracker) or "(the person asked without being asked)",
+                    reply=own_words(tracker, f"stop {channel} (button)"),
+                    metadata=evidence_metadata(tracker),
+                )
+        except BackendError as error:
+            log.warning("optout.backend_failed", conversation=tracker.sender_id, error=str(error))
+            return [SlotSet("optout", "failed")]
+        log.info("consent.withdrawn", conversation=tracker.sender_id, profile_id=profile.id,
+                 channel=channel)  # fmt: skip
+        return [
+            SlotSet("optout", "done"),
+            SlotSet("consent_channel", channel),
+            SlotSet("profile_id", profile.id),
+        ]
+
+    @staticmethod
+    def _only_channel(states: list[ChannelConsent]) -> str | None:
+        """The channel meant when none was named: the only one they are subscribed on,
+        or every channel when they are subscribed on none; None when it is ambiguous."""
+        live = {
+            s.channel
+            for s in states
+            if s.purpose == "marketing" and s.state in ("granted", "pending")
+        }
+        if len(live) > 1:
+            return None
+        return live.pop() if live else "all"
+
+
+def preferences_summary(profile: Profile, states: list[ChannelConsent]) -> str:
+    marketing = {s.channel: s.state for s in states if s.purpose == "marketing"}
+    channels = "; ".join(
+        f"{CHANNEL_WORDS[c]}: {STATE_WORDS[marketing.get(c, 'none')]}" for c in SUBSCRIBABLE
+    )
+    frequency = FREQUENCIES.get(str(profile.attributes.get("marketing_frequency")), "as they come")
+    topics = [TOPICS[t] for t in profile.attributes.get("marketing_topics") or [] if t in TOPICS]
+    topic_text = ", ".join(topics) if topics else "everything"
+    return f"Your messages from us: {channels}. How often: {frequency}. Topics: {topic_text}."
+
+
+class ActionShowPreferences(ConsentAction):
+    def name(self) -> str:
+        return "action_show_preferences"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        try:
+            profile = await self.profile(tracker)
+            states = await self.backend.consent_states(profile.id)
+        except BackendError as error:
+            log.warning("preferences.backend_failed", conversation=tracker.sender_id,
+                        error=str(error))  # fmt: skip
+            return [SlotSet("preferences_summary", "I can't look up your settings right now.")]
+        return [
+            SlotSet("preferences_summary", preferences_summary(profile, states)),
+            SlotSet("profile_id", profile.id),
+        ]
+
+
+class ActionSetPreference(ConsentAction):
+    """Saves how often and about what the person wants to hear (profile attributes
+    `marketing_frequency` and `marketing_topics`, which follow-up sequences read)."""
+
+    def name(self) -> str:
+        return "action_set_preference"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        frequency = next(tracker.get_latest_entity_values("frequency"), None)
+        topics = sorted({str(t) for t in tracker.get_latest_entity_values("topic") if t in TOPICS})
+        changes: dict[str, Any] = {}
+        if frequency in FREQUENCIES:
+            changes["marketing_frequency"] = frequency
+        if topics:
+            changes["marketing_topics"] = topics
+        saved = "saved" if changes else "nothing"
+        try:
+            profile = await self.profile(tracker)
+            if changes:
+                profile = await self.backend.update_profile(profile.id, changes)
+            states = await self.backend.consent_states(profile.id)
+        except BackendError as error:
+            log.warning("preferences.backend_failed", conversation=tracker.sender_id,
+                        error=str(error))  # fmt: skip
+            return [SlotSet("preference_saved", "failed")]
+        log.info("preferences.saved", conversation=tracker.sender_id, profile_id=profile.id,
+                 changed=sorted(changes))  # fmt: skip
+        return [
+            SlotSet("preference_saved", saved),
+            SlotSet("preferences_summary", preferences_summary(profile, states)),
+            SlotSet("profile_id", profile.id),
+        ]
