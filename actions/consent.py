@@ -8,6 +8,7 @@ words, which live in bot/domain/consent.yml.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import phonenumbers
@@ -40,11 +41,13 @@ STATE_WORDS = {
 }
 
 
+# Read in this order: calls before the phone, and a named channel before "all"
+# ("stop all the texts" means texts).
 CHANNEL_HINTS = [
-    ("all", ("all", "every", "again", "never", "anything", "any way", "contact")),
-    ("sms", ("sms", "text", "txt", "msg", "message", "phone")),
-    ("email", ("mail", "newsletter", "list")),
-    ("voice", ("call", "ring")),
+    ("voice", re.compile(r"\bcall|\bring", re.I)),
+    ("sms", re.compile(r"sms|te?xt|txt|msg|message|phone\b|mobile", re.I)),
+    ("email", re.compile(r"mail|newsletter|\blist\b", re.I)),
+    ("all", re.compile(r"\ball\b|\bevery|again|never|anything|any ?way|contact", re.I)),
 ]
 
 
@@ -54,10 +57,7 @@ def channel_meant(value: Any) -> str | None:
     text = str(value or "").lower()
     if text in (*OPT_OUT_CHANNELS, "all"):
         return text
-    for channel, stems in CHANNEL_HINTS:
-        if any(stem in text for stem in stems):
-            return channel
-    return None
+    return next((channel for channel, stem in CHANNEL_HINTS if stem.search(text)), None)
 
 
 def mobile_number(text: str, business: Business) -> str | None:

@@ -77,14 +77,22 @@ class Wanted:
     day: date | None
 
 
+def _afternoon(match: re.Match[str]) -> str:
+    hour, minutes = int(match.group(1)), match.group(2) or "00"
+    return f"at {hour + 12 if 1 <= hour <= 7 else hour}:{minutes}"
+
+
 def understand(text: str, now: datetime, zone: ZoneInfo) -> Wanted | None:
     """The time a person means, read in their zone ("next Tuesday morning" included)."""
     cleaned = text.lower().strip()
     cleaned = re.sub(r"\bnext\s+(?=(mon|tue|wed|thu|fri|sat|sun))", "", cleaned)
     for words, clock in sorted(PARTS_OF_DAY.items(), key=lambda item: -len(item[0])):
         cleaned = re.sub(rf"\b(in the |this )?{words}\b", f" {clock}", cleaned)
-    # "at 3" is an hour, not a year.
-    cleaned = re.sub(r"\bat (\d{1,2})\b(?!\s*(:|am|pm))", r"at \1:00", cleaned)
+    # "at 3" is an hour, not a year; without am/pm, 1 to 7 o'clock is afternoon (a demo
+    # at 3 means 15:00, not 03:00).
+    cleaned = re.sub(
+        r"\bat (\d{1,2})(?::(\d{2}))?(?![\d:])(?!\s*(am|pm|a\.m|p\.m))", _afternoon, cleaned
+    )
     settings = {
         "PREFER_DATES_FROM": "future",
         "RELATIVE_BASE": now.astimezone(zone).replace(tzinfo=None),

@@ -21,7 +21,13 @@ from actions.names import name_in
 
 log = get_logger(__name__)
 
-SKIP = re.compile(r"^\W*(skip|pass|next|rather not|prefer not|no comment|n/?a)\b", re.I)
+# A whole answer that declines the question ("skip", "next question", "rather not say");
+# "next month" or a company called "Next Level" is an answer, not a skip.
+SKIP = re.compile(
+    r"^\W*(skip( it| this| that| this one| (this |that |the )?question)?|pass|next( question| one)?"
+    r"|(i'?d )?rather not( say)?|prefer not( to say)?|no comment|n/?a)\W*$",
+    re.I,
+)
 UNSURE = re.compile(
     r"\b(not sure|no idea|don'?t know|dunno|idk|unsure|depends|haven'?t decided|can'?t say)\b", re.I
 )
@@ -44,8 +50,14 @@ TIMELINES = [
 ]
 
 
+def _straight(text: str) -> str:
+    """Phones type curly apostrophes (U+2019); the patterns here use straight ones."""
+    return text.replace("\u2019", "'")
+
+
 def team_size(text: str) -> int | str | None:
     """People, as a number; "unknown" when the person does not know; None if unreadable."""
+    text = _straight(text)
     if UNSURE.search(text):
         return "unknown"
     if JUST_ME.search(text):
@@ -61,6 +73,7 @@ def team_size(text: str) -> int | str | None:
 
 
 def timeline(text: str) -> str:
+    text = _straight(text)
     if UNSURE.search(text):
         return "not_sure"
     for label, pattern in TIMELINES:
@@ -81,7 +94,7 @@ def email_in(text: str) -> str | None:
 
 
 def _free_text(value: Any, limit: int) -> str:
-    text = str(value or "").strip()
+    text = _straight(str(value or "")).strip()
     return "skipped" if SKIP.match(text) or UNSURE.search(text) else text[:limit]
 
 
@@ -133,13 +146,20 @@ class ValidateLeadForm(FormValidationAction):
 
 
 CORRECTIONS = [
-    ("company", re.compile(r"\bcompany(?: name)?(?: is| to|:)?\s+(?P<value>.+)$", re.I)),
+    # The company name ends where another clause starts ("… and we're 12 people").
+    (
+        "company",
+        re.compile(
+            r"\bcompany(?: name)?(?: is| to|:)?\s+(?P<value>.+?)(?=\s*(?:[,;]|\band\b|\bbut\b|$))",
+            re.I,
+        ),
+    ),
     (
         "team_size",
         re.compile(r"\b(?:we are|we're|team size|people|size)\b.*?(?P<value>\d[\d,]*)", re.I),
     ),
     ("team_size", re.compile(r"(?P<value>\d[\d,]*)\s+people", re.I)),
-    ("first_name", re.compile(r"\bname(?: is| to|:)\s+(?P<value>.+)$", re.I)),
+    ("first_name", re.compile(r"(?<!company )\bname(?: is| to|:)\s+(?P<value>.+)$", re.I)),
 ]
 
 

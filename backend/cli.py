@@ -176,7 +176,7 @@ def test_nlu(settings: Settings) -> None:
         settings, lambda project, model: project.nlu_evaluation_command(model, report)
     )
     if code != 0:
-        raise click.ClickException(f"the NLU test set scored below its minimum (see {report})")
+        raise click.ClickException(f"the NLU test set failed its minimums (see above and {report})")
 
 
 @main.group()

@@ -66,7 +66,9 @@ async def evaluate(model: str, data: str) -> Scores:
     from rasa.shared.nlu.training_data.loading import load_data
 
     agent = Agent.load(model)
-    examples = load_data(data).intent_examples
+    examples = [
+        e for path in sorted(Path(data).glob("*.yml")) for e in load_data(str(path)).intent_examples
+    ]
     scores = Scores(examples=len(examples))
     pairs: list[tuple[str, str]] = []
     counts: Counter[str] = Counter()

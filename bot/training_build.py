@@ -49,11 +49,28 @@ PHONE_PATTERNS: list[list[dict[str, Any]]] = [
 ]
 
 
+# Product names that are everyday words ("Team", "Business") must not turn "our team"
+# or "business hours" into a product. The ruler keeps the longest match, so these
+# phrases are matched as `context` (which Rasa ignores) instead.
+EVERYDAY_BEFORE = ["my", "our", "your", "their", "whole", "entire", "small", "own", "a"]
+EVERYDAY_AFTER = [
+    "size", "member", "members", "mates", "lead", "leads", "hours", "day", "days",
+    "email", "address", "account", "owner", "owners", "name", "of", "reports", "report",
+    "support", "needs", "questions", "question", "software", "tools",
+]  # fmt: skip
+
+
 def entity_patterns(catalog: Catalog) -> list[dict[str, Any]]:
     patterns: list[dict[str, Any]] = []
     for product in catalog.products:
         for name in dict.fromkeys([product.name, *product.synonyms]):
             patterns.append({"label": "product", "pattern": name, "id": product.id})
+            if " " not in name:
+                word = {"LOWER": name.lower()}
+                patterns += [
+                    {"label": "context", "pattern": [{"LOWER": {"IN": EVERYDAY_BEFORE}}, word]},
+                    {"label": "context", "pattern": [word, {"LOWER": {"IN": EVERYDAY_AFTER}}]},
+                ]
     patterns.append({"label": "email", "pattern": [{"LIKE_EMAIL": True}]})
     patterns.append({"label": "url", "pattern": [{"LIKE_URL": True}]})
     patterns += [{"label": "phone", "pattern": pattern} for pattern in PHONE_PATTERNS]
