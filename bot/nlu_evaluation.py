@@ -61,14 +61,17 @@ def spans(entities: list[dict[str, Any]]) -> set[Span]:
     return {(e["entity"], int(e["start"]), int(e["end"])) for e in entities}
 
 
-async def evaluate(model: str, data: str) -> Scores:
-    from rasa.core.agent import Agent
+def test_examples(data: Path) -> list[Any]:
+    """The examples of every YAML file in `data` (its README is not data)."""
     from rasa.shared.nlu.training_data.loading import load_data
 
+    return [e for path in sorted(data.glob("*.yml")) for e in load_data(str(path)).intent_examples]
+
+
+async def evaluate(model: str, examples: list[Any]) -> Scores:
+    from rasa.core.agent import Agent
+
     agent = Agent.load(model)
-    examples = [
-        e for path in sorted(Path(data).glob("*.yml")) for e in load_data(str(path)).intent_examples
-    ]
     scores = Scores(examples=len(examples))
     pairs: list[tuple[str, str]] = []
     counts: Counter[str] = Counter()
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="write every score and error here (JSON)")
     args = parser.parse_args(argv)
 
-    scores = asyncio.run(evaluate(args.model, args.data))
+    scores = asyncio.run(evaluate(args.model, test_examples(Path(args.data))))
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(asdict(scores), indent=2))
