@@ -124,9 +124,9 @@ def parley(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parley]:
 def test_a_new_visitor_is_introduced_to_the_bot_and_their_name_reaches_the_backend(
     parley: Parley,
 ) -> None:
-    [greeting] = parley.say("e2e-ada", "hi")
-    assert "bot" in greeting
-    assert "What's your name?" in greeting
+    disclosure, greeting = parley.say("e2e-ada", "hi")
+    assert disclosure.startswith("I'm a bot")
+    assert greeting == "Hi! What's your name?"
 
     assert parley.say("e2e-ada", "my name is Ada") == [
         "Nice to meet you, Ada! How can I help you today?"
@@ -149,9 +149,124 @@ def test_a_person_the_backend_knows_is_welcomed_back_by_name(parley: Parley) -> 
     assert parley.say("e2e-grace", "hello") == ["Welcome back, Grace! How can I help you today?"]
 
 
-def test_a_bot_question_gets_an_honest_answer(parley: Parley) -> None:
+def test_the_first_thing_a_person_hears_is_that_this_is_a_bot(parley: Parley) -> None:
+    disclosure, *_ = parley.say("e2e-curious", "how much is the team plan?")
+    assert disclosure.startswith("I'm a bot")
     [answer] = parley.say("e2e-curious", "are you a bot?")
     assert answer.startswith("I'm a bot")
+
+
+def test_a_person_qualifies_books_a_demo_subscribes_by_sms_and_opts_out(parley: Parley) -> None:
+    """The journey the issue names, checked in the backend: profile, events, demo and
+    the consent ledger hold exactly what was said."""
+    me = "e2e-journey"
+    parley.say(me, "hi")
+    parley.say(me, "I'm Ada")
+
+    replies = parley.say(me, "we're interested in buying Brightdesk")
+    assert replies[-1] == parley_question("work_email")
+    assert parley.say(me, "ada@acme.io") == [parley_question("company")]
+    assert parley.say(me, "Acme Corp") == [parley_question("team_size")]
+    assert parley.say(me, "about 12 people") == [parley_question("use_case")]
+    assert parley.say(me, "answering customer emails faster") == [parley_question("timeline")]
+    [saved] = parley.say(me, "this quarter")
+    assert saved.startswith("Thanks, Ada!") and "book a 30-minute demo" in saved
+
+    [offer] = parley.say(me, "yes")
+    assert offer.startswith("Here are the next free times")
+    first_label = parley.slots(me)["demo_label_1"]
+    assert parley.say(me, "the first one") == [f"Shall I book your demo for {first_label}?"]
+    [booked] = parley.say(me, "yes")
+    assert booked.startswith("You're booked") and first_label in booked
+
+    assert parley.say(me, "text me your offers") == ["What's your mobile number?"]
+    [question] = parley.say(me, "+1 415 555 2671")
+    assert question.startswith("Can Brightdesk text you product news and offers at +14155552671")
+    [pending] = parley.say(me, "yes")
+    assert "Reply YES" in pending
+
+    profile_id = parley.slots(me)["profile_id"]
+    consent = f"/api/v1/profiles/{profile_id}/consent"
+    check = f"{consent}/sms/marketing"
+    assert parley.api("GET", check).json()["state"] == "pending"
+    # The person's YES to the confirmation text (the SMS channel will send this).
+    confirmed = parley.api(
+        "POST",
+        consent,
+        json={"channel": "sms", "purpose": "marketing", "action": "confirm",
+              "source": "sms_keyword", "reply": "YES"},
+    )  # fmt: skip
+    assert confirmed.status_code == 201, confirmed.text
+    assert parley.api("GET", check).json()["allowed"] is True
+
+    assert parley.say(me, "stop texting me") == ["Done: Brightdesk won't text you any more."]
+    assert parley.api("GET", check).json()["allowed"] is False
+
+    profile = parley.api("GET", f"/api/v1/profiles/{profile_id}").json()
+    assert (profile["first_name"], profile["email"], profile["company"]) == (
+        "Ada", "ada@acme.io", "Acme Corp",
+    )  # fmt: skip
+    assert profile["attributes"]["team_size"] == 12
+    assert profile["attributes"]["timeline"] == "this_quarter"
+    assert sorted((i["kind"], i["address"]) for i in profile["identities"]) == [
+        ("email", "ada@acme.io"), ("sms", "+14155552671"), ("web", me),
+    ]  # fmt: skip
+
+    events = parley.api("GET", f"/api/v1/profiles/{profile_id}/events").json()["items"]
+    assert sorted(e["type"] for e in events) == ["demo_booked", "lead_qualified"]
+    [demo] = parley.api("GET", f"/api/v1/profiles/{profile_id}/demos").json()["items"]
+    assert demo["minutes"] == 30
+    score = parley.api("GET", f"/api/v1/profiles/{profile_id}/score").json()
+    assert {r["rule"] for r in score["reasons"]} >= {"lead-qualified", "demo-booked"}
+
+    ledger = [
+        (line["channel"], line["purpose"], line["action"], line["pending"], line["source"],
+         line["reply"])
+        for line in parley.api("GET", consent).json()["ledger"]
+    ]  # fmt: skip
+    assert ledger == [
+        ("sms", "marketing", "grant", True, "dialogue", "yes"),
+        ("sms", "marketing", "grant", False, "sms_keyword", "YES"),
+        ("sms", "marketing", "withdraw", False, "dialogue", "stop texting me"),
+        ("sms", "transactional", "withdraw", False, "dialogue", "stop texting me"),
+    ]
+    wording = parley.api("GET", consent).json()["ledger"][0]["wording"]
+    assert wording == question
+
+
+def parley_question(slot: str) -> str:
+    """What the lead form asks for `slot` (bot/domain/lead.yml)."""
+    return {
+        "work_email": "What's your work e-mail address, Ada?",
+        "company": "Which company are you with?",
+        "team_size": "How many people would use Brightdesk? A rough number is fine.",
+        "use_case": "What would you mainly use it for? For example: customer support, "
+        "sales inbox, or internal help desk.",
+        "timeline": "When are you hoping to get started?",
+    }[slot]
+
+
+def test_asking_for_a_person_pauses_the_bot_until_the_hand_off_is_closed(parley: Parley) -> None:
+    me = "e2e-handoff"
+    parley.say(me, "hello")
+    [started] = parley.say(me, "I want to talk to a person")
+    assert "person" in started
+    assert parley.say(me, "hello? anyone?") == []
+
+    handoffs = parley.api("GET", "/api/v1/handoffs", params={"status": "open"}).json()["items"]
+    [mine] = [h for h in handoffs if h["conversation_id"] == me]
+    closed = parley.api("POST", f"/api/v1/handoffs/{mine['id']}/close")
+    assert closed.status_code == 200, closed.text
+    assert parley.say(me, "are you a bot?")[0].startswith("I'm a bot")
+
+
+def test_two_misunderstandings_in_a_row_offer_a_person(parley: Parley) -> None:
+    me = "e2e-confused"
+    parley.say(me, "hello")
+    [first] = parley.say(me, "xqzv blorp fnord")
+    [second] = parley.say(me, "wibble plonk zzyzx")
+    assert first != second
+    assert "person" in second
 
 
 def test_the_internal_apis_refuse_callers_without_a_token(parley: Parley) -> None:

@@ -1,0 +1,32 @@
+"""The start of each conversation session: the bot says it is a bot before anything
+else in a person's first session, whatever their first message is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.events import ActionExecuted, EventType, SessionStarted, SlotSet
+from rasa_sdk.executor import CollectingDispatcher
+
+
+class ActionSessionStart(Action):
+    def name(self) -> str:
+        return "action_session_start"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        first = not any(event.get("event") == "session_started" for event in tracker.events)
+        events: list[EventType] = [SessionStarted()]
+        if (domain.get("session_config") or {}).get("carry_over_slots_to_new_session", True):
+            events += [
+                SlotSet(name, value)
+                for name, value in tracker.current_slot_values().items()
+                if value is not None
+            ]
+        if first:
+            # The same words as the answer to "are you a bot?".
+            dispatcher.utter_message(response="utter_iamabot")
+        events.append(ActionExecuted("action_listen"))
+        return events
