@@ -19,7 +19,7 @@ from rasa_sdk.forms import FormValidationAction
 from rasa_sdk.types import DomainDict
 
 from actions.backend_action import BackendAction
-from actions.backend_client import BackendError, ChannelConsent, Profile
+from actions.backend_client import BackendClient, BackendError, ChannelConsent, Profile
 from actions.identity import identity_of
 from actions.lead import email_in
 from actions.logs import get_logger
@@ -101,6 +101,16 @@ def evidence_metadata(tracker: Tracker) -> dict[str, Any]:
 
 
 class ConsentAction(BackendAction):
+    def __init__(
+        self, client: BackendClient | None = None, business: Business | None = None
+    ) -> None:
+        super().__init__(client)
+        self._business = business
+
+    @property
+    def business(self) -> Business:
+        return self._business or load_business()
+
     async def profile(self, tracker: Tracker) -> Profile:
         known = tracker.get_slot("profile_id")
         if known:
@@ -137,7 +147,8 @@ class ActionPrepareSubscription(ConsentAction):
                 SlotSet("consent_address", None),
                 SlotSet("subscribe_step", "ask_address"),
             ]
-        address = known_address(profile, channel)
+        # A number or address in this very message ("text me at 415 555 2671") wins.
+        address = self._address_in(tracker, channel) or known_address(profile, channel)
         events.append(SlotSet("profile_id", profile.id))
         if address:
             return [
@@ -146,6 +157,12 @@ class ActionPrepareSubscription(ConsentAction):
                 SlotSet("subscribe_step", "ask_consent"),
             ]
         return [*events, SlotSet("consent_address", None), SlotSet("subscribe_step", "ask_address")]
+
+    def _address_in(self, tracker: Tracker, channel: str) -> str | None:
+        text = str(tracker.latest_message.get("text") or "")
+        if channel == "sms":
+            return mobile_number(text, self.business)
+        return email_in(text)
 
 
 class ValidateSubscribeForm(FormValidationAction):

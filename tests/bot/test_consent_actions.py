@@ -71,6 +71,19 @@ async def test_a_number_given_before_is_not_asked_for_again(fake: FakeBackend) -
     }
 
 
+async def test_a_number_in_the_request_itself_goes_straight_to_the_consent_question(
+    fake: FakeBackend,
+) -> None:
+    person(fake, sms=PHONE)
+    tracker = conversation(
+        SENDER, "text me offers at (415) 555-2671", "subscribe", slots={"consent_channel": "sms"}
+    )
+    events = await ActionPrepareSubscription(fake).run(CollectingDispatcher(), tracker, {})
+    slots = slots_of(events)
+    assert slots["consent_address"] == "+14155552671"
+    assert slots["subscribe_step"] == "ask_consent"
+
+
 async def test_an_email_address_on_the_profile_is_used(fake: FakeBackend) -> None:
     profile_id = fake.add_person("web", SENDER, {"email": "ada@acme.io"})
     slots = await prepare(fake, {"consent_channel": "email", "profile_id": profile_id})
