@@ -267,6 +267,11 @@ def test_two_misunderstandings_in_a_row_offer_a_person(parley: Parley) -> None:
     [second] = parley.say(me, "wibble plonk zzyzx")
     assert first != second
     assert "person" in second
+    [handed_over] = parley.say(me, "yes")
+    assert "I'll stay quiet" in handed_over
+    handoffs = parley.api("GET", "/api/v1/handoffs", params={"status": "open"}).json()["items"]
+    [mine] = [h for h in handoffs if h["conversation_id"] == me]
+    assert mine["reason"] == "repeated_failure"
 
 
 def test_the_internal_apis_refuse_callers_without_a_token(parley: Parley) -> None:
