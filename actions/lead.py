@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from rasa_sdk import FormValidationAction, Tracker
+from rasa_sdk import Action, FormValidationAction, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
@@ -163,7 +163,7 @@ CORRECTIONS = [
 ]
 
 
-class ActionCorrectAnswer(BackendAction):
+class ActionCorrectAnswer(Action):
     """Takes "actually my email is …", "the company is Acme", "we are 40 people" in the
     middle of the lead form; the form then goes on from where it was."""
 
@@ -190,7 +190,16 @@ class ActionCorrectAnswer(BackendAction):
                 value = name_in(raw)
             if value:
                 events.append(SlotSet(slot, value))
-        return events
+        if events:
+            return events
+        # Nothing to correct: a bare answer ("Acme Corp") that NLU took for a correction
+        # answers the question being asked, checked as the form would check it.
+        requested = tracker.get_slot("requested_slot")
+        check = getattr(ValidateLeadForm(), f"validate_{requested}", None)
+        if check is None:
+            return []
+        result: dict[str, Any] = await check(text, dispatcher, tracker, domain)
+        return [SlotSet(slot, value) for slot, value in result.items()]
 
 
 class ActionSubmitLead(BackendAction):

@@ -34,5 +34,8 @@ class RasaClient:
             raise RasaUnavailable(f"{type(error).__name__}: {error}") from error
 
     async def resume(self, conversation_id: str) -> None:
-        """Let the bot answer again in a paused conversation."""
-        await self.append_events(conversation_id, [{"event": "resume"}])
+        """Let the bot answer again in a paused conversation. The `action_listen` puts
+        the tracker back where the bot's rules expect a person's next message."""
+        await self.append_events(
+            conversation_id, [{"event": "resume"}, {"event": "action", "name": "action_listen"}]
+        )

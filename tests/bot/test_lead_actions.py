@@ -186,10 +186,25 @@ async def test_doubt_typed_with_a_phones_curly_apostrophe_is_still_doubt(
 # -- corrections mid-form ----------------------------------------------------------------
 
 
-async def correct(text: str, entities: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    tracker = conversation(SENDER, text, "correct_answer", entities)
-    events = await ActionCorrectAnswer(FakeBackend()).run(CollectingDispatcher(), tracker, {})
+async def correct(
+    text: str, entities: list[dict[str, Any]] | None = None, asking: str | None = None
+) -> dict[str, Any]:
+    tracker = conversation(SENDER, text, "correct", entities, slots={"requested_slot": asking})
+    events = await ActionCorrectAnswer().run(CollectingDispatcher(), tracker, {})
     return slots_of(events)
+
+
+async def test_a_bare_answer_taken_for_a_correction_answers_the_question_asked() -> None:
+    assert await correct("Acme Corp", asking="company") == {"company": "Acme Corp"}
+    assert await correct("about 12", asking="team_size") == {
+        "team_size": "12",
+        "lead_problem": None,
+    }
+    assert await correct("no idea", asking="work_email") == {
+        "work_email": None,
+        "lead_problem": "bad_email",
+    }
+    assert await correct("Acme Corp") == {}
 
 
 async def test_a_corrected_email_replaces_the_old_one() -> None:

@@ -146,7 +146,9 @@ def test_a_person_the_backend_knows_is_welcomed_back_by_name(parley: Parley) -> 
     )
     assert stored.status_code == 201
 
-    assert parley.say("e2e-grace", "hello") == ["Welcome back, Grace! How can I help you today?"]
+    disclosure, welcome = parley.say("e2e-grace", "hello")
+    assert disclosure.startswith("I'm a bot")
+    assert welcome == "Welcome back, Grace! How can I help you today?"
 
 
 def test_the_first_thing_a_person_hears_is_that_this_is_a_bot(parley: Parley) -> None:
