@@ -28,6 +28,7 @@ from backend.rasa_project import (
 from backend.secret_key import SecretKeyMissing
 from backend.settings import Settings
 from backend.supervisor import run_to_completion
+from backend.twilio_emulator import TwilioEmulator
 
 T = TypeVar("T")
 
@@ -132,6 +133,25 @@ def validate(settings: Settings) -> None:
             click.echo(f"warning: {warning}", err=True)
         raise click.ClickException(f"rasa data validate gave {len(warnings)} warning(s)")
     click.echo("dialogue data, domain and config are valid")
+
+
+@main.command(name="twilio-emulator")
+@click.pass_obj
+def twilio_emulator(settings: Settings) -> None:
+    """Play Twilio locally (send messages, status callbacks, a person's texts)."""
+    token = settings.twilio_auth_token
+    if token is None:
+        raise click.ClickException(
+            "set PARLEY_TWILIO_AUTH_TOKEN (any string) so requests can be signed and checked"
+        )
+    emulator = TwilioEmulator(
+        settings.twilio_account_sid, token.get_secret_value(), settings.twilio_sms_webhook_url
+    )
+    click.echo(
+        f"Twilio emulator on http://{settings.host}:{settings.twilio_emulator_port} "
+        f"(account {settings.twilio_account_sid})"
+    )
+    web.run_app(emulator.app(), host=settings.host, port=settings.twilio_emulator_port, print=None)
 
 
 @main.group(name="test")

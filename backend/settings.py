@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     # Keys the hashes of erased identities. Generated into var/ on SQLite if unset.
     secret_key: SecretStr | None = None
 
+    # Twilio (SMS and calls). Without an account, `parley twilio-emulator` plays
+    # Twilio locally: point twilio_api_url at it.
+    twilio_account_sid: str = "AC" + "0" * 32
+    twilio_auth_token: SecretStr | None = None
+    twilio_api_url: str = "https://api.twilio.com"
+    twilio_emulator_port: int = Field(8010, ge=1, le=65535)
+    # Where the emulator sends a person's texts (the SMS channel's webhook).
+    twilio_sms_webhook_url: str | None = None
+
     # Phone numbers written without a country code are read as this region's.
     default_phone_region: str = "US"
 

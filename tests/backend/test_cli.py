@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from backend import api_tokens
@@ -15,6 +18,12 @@ from backend.database import create_engine, create_session_factory
 from backend.settings import PROJECT_ROOT
 
 PARLEY = [sys.executable, "-m", "backend"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def parley(*args: str, var: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -131,3 +140,45 @@ def test_rasa_warnings_fail_validation_except_the_known_rasa_quirks(tmp_path: Pa
         "The utterance 'utter_x' is not used in any story or rule.",
         "The utterance 'utter_ask_company' is not used in any story or rule.",
     ]
+
+
+def test_the_twilio_emulator_needs_an_auth_token(tmp_path: Path) -> None:
+    result = parley("twilio-emulator", var=tmp_path, PARLEY_TWILIO_AUTH_TOKEN="")
+    assert result.returncode != 0
+    assert "PARLEY_TWILIO_AUTH_TOKEN" in result.stderr
+
+
+async def test_the_twilio_emulator_serves_the_twilio_library(tmp_path: Path) -> None:
+    from backend.twilio_api import twilio_client
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "PARLEY_VAR_DIR": str(tmp_path),
+        "PARLEY_TWILIO_AUTH_TOKEN": "local-token",
+        "PARLEY_TWILIO_EMULATOR_PORT": str(port),
+    }
+    process = await asyncio.create_subprocess_exec(*PARLEY, "twilio-emulator", env=env)
+    url = f"http://127.0.0.1:{port}"
+    client = twilio_client("AC" + "0" * 32, "local-token", api_url=url)
+    try:
+        for _ in range(100):
+            try:
+                sent = await client.messages.create_async(
+                    to="+14155552671", from_="+15557654321", body="hello"
+                )
+                break
+            except OSError:  # not listening yet
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the emulator did not come up")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/emulator/messages") as response,
+        ):
+            recorded = await response.json()
+        assert [(m["sid"], m["body"]) for m in recorded] == [(sent.sid, "hello")]
+    finally:
+        await client.http_client.close()
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=15)

@@ -1,0 +1,303 @@
+"""A local Twilio: the parts of Twilio's REST API Parley uses, for tests and for trying
+Parley without a Twilio account.
+
+- `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` sends a message (recorded,
+  never delivered anywhere) and reports its progress (`queued` → `sent` → `delivered`,
+  or `undelivered` with an error code) to its `StatusCallback`, signed the way Twilio
+  signs (`X-Twilio-Signature`).
+- `GET …/Messages/{Sid}.json` and `GET …/Messages.json` read them back.
+- `POST /emulator/sms` plays a person texting: it fires a correctly signed inbound
+  webhook at the configured SMS webhook URL and answers with what that URL answered.
+- `GET /emulator/messages` lists everything sent, newest last.
+
+Requests are authenticated with HTTP Basic (account SID, auth token) as at Twilio, and
+errors come in Twilio's JSON shape with its error codes, so the real `twilio` library
+behaves against it as against Twilio. Magic numbers, as in Twilio's test credentials:
+`+15005550001` is an invalid number (21211), `+15005550004` has replied STOP (21610),
+and any number passed to `undeliverable` fails after sending (30003).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+
+import aiohttp
+import phonenumbers
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from backend.clock import Clock, SystemClock
+from backend.logs import get_logger
+
+log = get_logger(__name__)
+
+API = "/2010-04-01/Accounts/{account}"
+INVALID_NUMBER = "+15005550001"
+OPTED_OUT_NUMBER = "+15005550004"
+GSM_SEGMENT, UCS2_SEGMENT = 153, 67
+
+
+@dataclass
+class Message:
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    body: str
+    media: list[str]
+    status_callback: str | None
+    created_at: datetime
+    status: str = "queued"
+    error_code: int | None = None
+    statuses: list[str] = field(default_factory=list)
+
+    def as_twilio(self, base: str) -> dict[str, Any]:
+        created = format_datetime(self.created_at)
+        return {
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "to": self.to,
+            "from": self.from_,
+            "body": self.body,
+            "status": self.status,
+            "direction": "outbound-api",
+            "num_segments": str(segments(self.body)),
+            "num_media": str(len(self.media)),
+            "error_code": self.error_code,
+            "error_message": None,
+            "price": None,
+            "price_unit": "USD",
+            "api_version": "2010-04-01",
+            "messaging_service_sid": None,
+            "date_created": created,
+            "date_updated": created,
+            "date_sent": created if self.status in ("sent", "delivered") else None,
+            "uri": f"{base}/Messages/{self.sid}.json",
+            "subresource_uris": {"media": f"{base}/Messages/{self.sid}/Media.json"},
+        }
+
+
+def segments(body: str) -> int:
+    """How many SMS segments Twilio would bill for `body` (GSM-7 or UCS-2)."""
+    gsm = all(ord(c) < 128 for c in body)
+    single, multi = (160, GSM_SEGMENT) if gsm else (70, UCS2_SEGMENT)
+    if len(body) <= single:
+        return 1
+    return -(-len(body) // multi)
+
+
+def twilio_error(status: int, code: int, message: str) -> web.Response:
+    return web.json_response(
+        {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        },
+        status=status,
+    )
+
+
+class TwilioEmulator:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        sms_webhook_url: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.sms_webhook_url = sms_webhook_url
+        self.clock = clock or SystemClock()
+        self.messages: dict[str, Message] = {}
+        self.undeliverable: set[str] = set()
+        self.validator = RequestValidator(auth_token)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        base = API.format(account="{account}")
+        app.router.add_post(f"{base}/Messages.json", self.create_message)
+        app.router.add_get(f"{base}/Messages.json", self.list_messages)
+        app.router.add_get(f"{base}/Messages/{{sid}}.json", self.fetch_message)
+        app.router.add_post("/emulator/sms", self.inbound_sms)
+        app.router.add_get("/emulator/messages", self.sent_messages)
+        app.on_cleanup.append(self._finish_callbacks)
+        return app
+
+    # ------------------------------------------------------------------ Twilio's API
+
+    def _authenticated(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return (
+            secrets.compare_digest(user, self.account_sid)
+            and secrets.compare_digest(password, self.auth_token)
+            and request.match_info.get("account") == self.account_sid
+        )
+
+    async def create_message(self, request: web.Request) -> web.Response:
+        if not self._authenticated(request):
+            return twilio_error(401, 20003, "Authenticate")
+        form = await request.post()
+        to, from_ = str(form.get("To", "")), str(form.get("From", ""))
+        body = str(form.get("Body", ""))
+        media = [str(url) for url in form.getall("MediaUrl", [])]
+        if not _e164(to) or to == INVALID_NUMBER:
+            return twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if not _e164(from_):
+            return twilio_error(400, 21212, f"The 'From' number {from_} is not a valid number.")
+        if not body and not media:
+            return twilio_error(400, 21602, "Message body is required.")
+        if len(body) > 1600:
+            return twilio_error(
+                400, 21617, "The concatenated message body exceeds 1600 characters."
+            )
+        if to == OPTED_OUT_NUMBER:
+            return twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")
+        message = Message(
+            sid="SM" + secrets.token_hex(16),
+            account_sid=self.account_sid,
+            to=to,
+            from_=from_,
+            body=body,
+            media=media,
+            status_callback=str(form["StatusCallback"]) if form.get("StatusCallback") else None,
+            created_at=self.clock.now(),
+        )
+        self.messages[message.sid] = message
+        log.info("emulator.message_sent", sid=message.sid, segments=segments(body))
+        task = asyncio.create_task(self._progress(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return web.json_response(message.as_twilio(self._base(request)), status=201)
+
+    async def fetch_message(self, request: web.Request) -> web.Response:
+        if not self._authenticated(request):
+            return twilio_error(401, 20003, "Authenticate")
+        message = self.messages.get(request.match_info["sid"])
+        if message is None:
+            return twilio_error(404, 20404, "The requested resource was not found")
+        return web.json_response(message.as_twilio(self._base(request)))
+
+    async def list_messages(self, request: web.Request) -> web.Response:
+        if not self._authenticated(request):
+            return twilio_error(401, 20003, "Authenticate")
+        to, from_ = request.query.get("To"), request.query.get("From")
+        base = self._base(request)
+        items = [
+            m.as_twilio(base)
+            for m in reversed(self.messages.values())
+            if (to is None or m.to == to) and (from_ is None or m.from_ == from_)
+        ]
+        return web.json_response(
+            {
+                "messages": items,
+                "page": 0,
+                "page_size": len(items),
+                "first_page_uri": f"{base}/Messages.json?PageSize=50&Page=0",
+                "next_page_uri": None,
+                "previous_page_uri": None,
+                "uri": f"{base}/Messages.json?PageSize=50&Page=0",
+                "start": 0,
+                "end": max(len(items) - 1, 0),
+            }
+        )
+
+    def _base(self, request: web.Request) -> str:
+        return API.format(account=request.match_info["account"])
+
+    async def _progress(self, message: Message) -> None:
+        """What Twilio reports after accepting a message, one status at a time."""
+        steps = (
+            ["sent", "undelivered"] if message.to in self.undeliverable else ["sent", "delivered"]
+        )
+        for status in steps:
+            await asyncio.sleep(0.01)
+            message.status = status
+            message.error_code = 30003 if status == "undelivered" else None
+            message.statuses.append(status)
+            if message.status_callback:
+                params = {
+                    "MessageSid": message.sid,
+                    "SmsSid": message.sid,
+                    "AccountSid": message.account_sid,
+                    "From": message.from_,
+                    "To": message.to,
+                    "MessageStatus": status,
+                    "SmsStatus": status,
+                    "ApiVersion": "2010-04-01",
+                }
+                if message.error_code:
+                    params["ErrorCode"] = str(message.error_code)
+                await self.post_signed(message.status_callback, params)
+
+    async def _finish_callbacks(self, _: web.Application) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    # ------------------------------------------------------------- playing a person
+
+    async def post_signed(self, url: str, params: Mapping[str, str]) -> tuple[int, str]:
+        """POST `params` form-encoded to `url` with Twilio's signature; the answer."""
+        signature = self.validator.compute_signature(url, dict(params))
+        headers = {"X-Twilio-Signature": signature}
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+                session.post(url, data=dict(params), headers=headers) as response,
+            ):
+                return response.status, await response.text()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.warning("emulator.webhook_failed", url=url, error=str(error))
+            return 0, str(error)
+
+    async def inbound_sms(self, request: web.Request) -> web.Response:
+        """Body: {"from": "+1555…", "to": "+1555…", "body": "hi"}; fires the webhook."""
+        try:
+            data = await request.json()
+            from_, to, body = str(data["from"]), str(data["to"]), str(data["body"])
+        except (ValueError, KeyError, TypeError):
+            return web.json_response(
+                {"error": 'send JSON {"from": "+15551234567", "to": "+15557654321", "body": "hi"}'},
+                status=400,
+            )
+        if not self.sms_webhook_url:
+            return web.json_response({"error": "no SMS webhook URL is configured"}, status=409)
+        if not (_e164(from_) and _e164(to)):
+            return web.json_response({"error": "from and to must be E.164 numbers"}, status=400)
+        sid = "SM" + secrets.token_hex(16)
+        params = {
+            "MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid,
+            "AccountSid": self.account_sid, "From": from_, "To": to, "Body": body,
+            "NumMedia": "0", "NumSegments": str(segments(body)), "SmsStatus": "received",
+            "ApiVersion": "2010-04-01",
+        }  # fmt: skip
+        status, answer = await self.post_signed(self.sms_webhook_url, params)
+        return web.json_response({"sid": sid, "webhook_status": status, "webhook_body": answer})
+
+    async def sent_messages(self, request: web.Request) -> web.Response:
+        base = API.format(account=self.account_sid)
+        return web.json_response([m.as_twilio(base) for m in self.messages.values()])
+
+
+def _e164(number: str) -> bool:
+    try:
+        parsed = phonenumbers.parse(number)
+    except phonenumbers.NumberParseException:
+        return False
+    return number.startswith("+") and phonenumbers.is_possible_number(parsed)
