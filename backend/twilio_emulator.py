@@ -36,13 +36,13 @@ from twilio.request_validator import RequestValidator
 
 from backend.clock import Clock, SystemClock
 from backend.logs import get_logger
+from channels.sms_text import segments
 
 log = get_logger(__name__)
 
 API = "/2010-04-01/Accounts/{account}"
 INVALID_NUMBER = "+15005550001"
 OPTED_OUT_NUMBER = "+15005550004"
-GSM_SEGMENT, UCS2_SEGMENT = 153, 67
 
 
 @dataclass
@@ -83,15 +83,6 @@ class Message:
             "uri": f"{base}/Messages/{self.sid}.json",
             "subresource_uris": {"media": f"{base}/Messages/{self.sid}/Media.json"},
         }
-
-
-def segments(body: str) -> int:
-    """How many SMS segments Twilio would bill for `body` (GSM-7 or UCS-2)."""
-    gsm = all(ord(c) < 128 for c in body)
-    single, multi = (160, GSM_SEGMENT) if gsm else (70, UCS2_SEGMENT)
-    if len(body) <= single:
-        return 1
-    return -(-len(body) // multi)
 
 
 def twilio_error(status: int, code: int, message: str) -> web.Response:

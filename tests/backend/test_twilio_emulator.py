@@ -15,7 +15,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 
 from backend.twilio_api import twilio_client
-from backend.twilio_emulator import TwilioEmulator, segments
+from backend.twilio_emulator import TwilioEmulator
 
 SID = "AC" + "0" * 32
 TOKEN = "emulator-auth-token"
@@ -161,11 +161,3 @@ async def test_a_person_texting_fires_a_signed_inbound_webhook(
     assert (call["From"], call["To"], call["Body"]) == (PERSON, BUSINESS, "hi there")
     assert call["MessageSid"] == answer["sid"]
     assert receiver.signed == [True]
-
-
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [("x" * 160, 1), ("x" * 161, 2), ("x" * 306, 2), ("x" * 307, 3), ("é" * 70, 1), ("é" * 71, 2)],
-)
-def test_segments_are_counted_as_twilio_bills_them(body: str, expected: int) -> None:
-    assert segments(body) == expected
