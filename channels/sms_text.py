@@ -72,18 +72,7 @@ def split_for_sms(text: str, max_segments: int = 3) -> list[str]:
     text = text.strip()
     if not text or segments(text) <= max_segments:
         return [text] if text else []
-    messages: list[str] = []
-    current = ""
-    for sentence in _pieces(text, max_segments):
-        candidate = f"{current} {sentence}".strip()
-        if current and segments(candidate) > max_segments:
-            messages.append(current)
-            current = sentence
-        else:
-            current = candidate
-    if current:
-        messages.append(current)
-    return messages
+    return _pack(_pieces(text, max_segments), max_segments)
 
 
 def _pieces(text: str, max_segments: int) -> list[str]:
@@ -93,14 +82,8 @@ def _pieces(text: str, max_segments: int) -> list[str]:
         if segments(sentence) <= max_segments:
             pieces.append(sentence)
             continue
-        current = ""
-        for word in sentence.split():
-            candidate = f"{current} {word}".strip()
-            if current and segments(candidate) > max_segments:
-                pieces.append(current)
-                current = word
-            else:
-                current = candidate
+        *whole, current = _pack(sentence.split(), max_segments)
+        pieces += whole
         while segments(current) > max_segments:  # one "word" longer than a message
             cut = _longest_prefix(current, max_segments)
             pieces.append(current[:cut])
@@ -108,6 +91,20 @@ def _pieces(text: str, max_segments: int) -> list[str]:
         if current:
             pieces.append(current)
     return pieces
+
+
+def _pack(parts: list[str], max_segments: int) -> list[str]:
+    """`parts` joined by spaces into as few messages of `max_segments` as they go."""
+    messages: list[str] = []
+    current = ""
+    for part in parts:
+        candidate = f"{current} {part}".strip()
+        if current and segments(candidate) > max_segments:
+            messages.append(current)
+            current = part
+        else:
+            current = candidate
+    return [*messages, current] if current else messages
 
 
 def _longest_prefix(text: str, max_segments: int) -> int:
