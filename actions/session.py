@@ -26,7 +26,8 @@ class ActionSessionStart(Action):
                 if value is not None
             ]
         if first:
-            # The same words as the answer to "are you a bot?".
+            # The answer to "are you a bot?"; later answers to it confirm this one.
             dispatcher.utter_message(response="utter_iamabot")
+            events.append(SlotSet("disclosed", True))
         events.append(ActionExecuted("action_listen"))
         return events

@@ -155,7 +155,7 @@ def test_the_first_thing_a_person_hears_is_that_this_is_a_bot(parley: Parley) ->
     disclosure, *_ = parley.say("e2e-curious", "how much is the team plan?")
     assert disclosure.startswith("I'm a bot")
     [answer] = parley.say("e2e-curious", "are you a bot?")
-    assert answer.startswith("I'm a bot")
+    assert answer.startswith("Yes, I'm a bot")
 
 
 def test_a_person_qualifies_books_a_demo_subscribes_by_sms_and_opts_out(parley: Parley) -> None:
@@ -259,7 +259,10 @@ def test_asking_for_a_person_pauses_the_bot_until_the_hand_off_is_closed(parley:
     [mine] = [h for h in handoffs if h["conversation_id"] == me]
     closed = parley.api("POST", f"/api/v1/handoffs/{mine['id']}/close")
     assert closed.status_code == 200, closed.text
-    assert parley.say(me, "are you a bot?")[0].startswith("I'm a bot")
+    assert parley.say(me, "are you a bot?") == [
+        "Yes, I'm a bot: Brightdesk's virtual assistant, not a person. "
+        'Say "talk to a person" whenever you\'d like one.'
+    ]
 
 
 def test_two_misunderstandings_in_a_row_offer_a_person(parley: Parley) -> None:
