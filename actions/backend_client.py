@@ -84,20 +84,17 @@ class DemoBooking:
 
 
 @dataclass(frozen=True)
-class ConsentState:
-    """Whether a message of `purpose` may go to the person on `channel` now."""
-
-    channel: str
-    purpose: str
-    state: str  # granted, withdrawn, pending or none
-    allowed: bool
-
-
-@dataclass(frozen=True)
 class ChannelConsent:
     channel: str
     purpose: str
     state: str  # granted, withdrawn, pending or none
+
+
+@dataclass(frozen=True)
+class ConsentState(ChannelConsent):
+    """Whether a message of `purpose` may go to the person on `channel` now."""
+
+    allowed: bool
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ words, which live in bot/domain/consent.yml.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -19,7 +20,7 @@ from rasa_sdk.forms import FormValidationAction
 from rasa_sdk.types import DomainDict
 
 from actions.backend_action import BackendAction
-from actions.backend_client import BackendClient, BackendError, ChannelConsent, Profile
+from actions.backend_client import BackendError, ChannelConsent, Profile
 from actions.identity import identity_of
 from actions.lead import email_in
 from actions.logs import get_logger
@@ -60,11 +61,15 @@ def channel_meant(value: Any) -> str | None:
     return next((channel for channel, stem in CHANNEL_HINTS if stem.search(text)), None)
 
 
+@lru_cache(maxsize=4)
+def _region_of(phone: str) -> str:
+    return str(phonenumbers.region_code_for_number(phonenumbers.parse(phone)))
+
+
 def mobile_number(text: str, business: Business) -> str | None:
     """The phone number in `text` as E.164; numbers without a country code are read as
     the business's country (the one its contact number is in)."""
-    region = phonenumbers.region_code_for_number(phonenumbers.parse(business.contact.phone))
-    for match in phonenumbers.PhoneNumberMatcher(text, region):
+    for match in phonenumbers.PhoneNumberMatcher(text, _region_of(business.contact.phone)):
         if phonenumbers.is_valid_number(match.number):
             return phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
     return None
@@ -101,16 +106,6 @@ def evidence_metadata(tracker: Tracker) -> dict[str, Any]:
 
 
 class ConsentAction(BackendAction):
-    def __init__(
-        self, client: BackendClient | None = None, business: Business | None = None
-    ) -> None:
-        super().__init__(client)
-        self._business = business
-
-    @property
-    def business(self) -> Business:
-        return self._business or load_business()
-
     async def profile(self, tracker: Tracker) -> Profile:
         known = tracker.get_slot("profile_id")
         if known:

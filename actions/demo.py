@@ -13,40 +13,16 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.backend_action import BackendAction
-from actions.backend_client import BackendClient, BackendError, BackendRejected
-from actions.clock import Clock, system_clock
+from actions.backend_client import BackendError, BackendRejected
 from actions.demo_times import Slot, choose, offer, understand
-from actions.identity import identity_of
 from actions.logs import get_logger
-from bot.business import Business, load_business
 
 log = get_logger(__name__)
 OFFERED = 4
 
 
 class DemoAction(BackendAction):
-    """What every demo action needs: the backend, the clock, the business's hours."""
-
-    def __init__(
-        self,
-        client: BackendClient | None = None,
-        clock: Clock = system_clock,
-        business: Business | None = None,
-    ) -> None:
-        super().__init__(client)
-        self._clock = clock
-        self._business = business
-
-    @property
-    def business(self) -> Business:
-        return self._business or load_business()
-
-    async def profile_id(self, tracker: Tracker) -> str:
-        known = tracker.get_slot("profile_id")
-        if known:
-            return str(known)
-        kind, address = identity_of(tracker)
-        return (await self.backend.identify(kind, address)).profile.id
+    """What every demo action needs: the person's time zone and the booked times."""
 
     async def zone(self, profile_id: str) -> ZoneInfo:
         """The person's time zone if their profile has one, else the business's."""

@@ -12,9 +12,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.backend_action import BackendAction
 from actions.backend_client import BackendError
-from actions.clock import Clock, system_clock
 from actions.logs import get_logger
-from bot.business import Business, load_business
+from bot.business import Business
 
 log = get_logger(__name__)
 
@@ -40,13 +39,6 @@ def when_someone_answers(business: Business, now: datetime) -> str:
 
 
 class ActionHandoff(BackendAction):
-    def __init__(
-        self, client: Any = None, clock: Clock = system_clock, business: Business | None = None
-    ) -> None:
-        super().__init__(client)
-        self._clock = clock
-        self._business = business
-
     def name(self) -> str:
         return "action_handoff"
 
@@ -64,7 +56,7 @@ class ActionHandoff(BackendAction):
         except BackendError as error:
             log.warning("handoff.backend_failed", conversation=tracker.sender_id, error=str(error))
             return [SlotSet("handoff", "failed")]
-        eta = when_someone_answers(self._business or load_business(), self._clock())
+        eta = when_someone_answers(self.business, self._clock())
         log.info("handoff.opened", conversation=tracker.sender_id, reason=reason)
         return [SlotSet("handoff", "open"), SlotSet("handoff_eta", eta), SlotSet("fallback", None)]
 

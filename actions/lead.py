@@ -17,7 +17,7 @@ from actions.backend_action import BackendAction
 from actions.backend_client import BackendError
 from actions.identity import identity_of
 from actions.logs import get_logger
-from actions.names import name_in
+from actions.names import name_in, straighten
 
 log = get_logger(__name__)
 
@@ -50,14 +50,9 @@ TIMELINES = [
 ]
 
 
-def _straight(text: str) -> str:
-    """Phones type curly apostrophes (U+2019); the patterns here use straight ones."""
-    return text.replace("\u2019", "'")
-
-
 def team_size(text: str) -> int | str | None:
     """People, as a number; "unknown" when the person does not know; None if unreadable."""
-    text = _straight(text)
+    text = straighten(text)
     if UNSURE.search(text):
         return "unknown"
     if JUST_ME.search(text):
@@ -73,7 +68,7 @@ def team_size(text: str) -> int | str | None:
 
 
 def timeline(text: str) -> str:
-    text = _straight(text)
+    text = straighten(text)
     if UNSURE.search(text):
         return "not_sure"
     for label, pattern in TIMELINES:
@@ -94,7 +89,7 @@ def email_in(text: str) -> str | None:
 
 
 def _free_text(value: Any, limit: int) -> str:
-    text = _straight(str(value or "")).strip()
+    text = straighten(str(value or "")).strip()
     return "skipped" if SKIP.match(text) or UNSURE.search(text) else text[:limit]
 
 

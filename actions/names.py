@@ -31,9 +31,14 @@ _BARE_NAME = re.compile(rf"^\s*{_NAME}\s*[.!]?\s*$")
 MAX_NAME = 100
 
 
+def straighten(text: str) -> str:
+    """Phones type curly apostrophes (U+2019); the patterns here use straight ones."""
+    return text.replace("\u2019", "'")
+
+
 def name_in(text: str) -> str | None:
     """The name in a short answer or an introduction ("I'm Ada", "call me Jean-Luc")."""
-    text = text.replace("\u2019", "'")
+    text = straighten(text)
     match = _INTRODUCTION.search(text) or _BARE_NAME.match(text)
     return _tidy(match.group("name")) if match else None
 

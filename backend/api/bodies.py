@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.keys import SETTINGS
 from backend.problems import Problem, invalid_body
@@ -67,6 +68,17 @@ def path_uuid(request: web.Request, name: str, not_found: Problem) -> uuid.UUID:
         return uuid.UUID(request.match_info[name])
     except ValueError:
         raise not_found from None
+
+
+async def row_by_id(
+    request: web.Request, session: AsyncSession, model: type[T], noun: str, type_: str
+) -> T:
+    """The `model` row whose id is the path's `{id}`, else 404 `type_`."""
+    missing = Problem(404, f"There is no {noun} {request.match_info['id']!r}.", type_=type_)
+    row = await session.get(model, path_uuid(request, "id", missing))
+    if row is None:
+        raise missing
+    return row
 
 
 def query_int(

@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import audit, demos
-from backend.api.bodies import path_uuid, read_body, respond
+from backend.api.bodies import read_body, respond, row_by_id
 from backend.api.profiles import live_profile
 from backend.api.schemas import DemoIn, DemoList, DemoMove, DemoOut
 from backend.keys import CALLER, CLOCK, DIRECTORY, SESSIONS
@@ -41,16 +40,6 @@ def _time(request: web.Request, name: str, default: datetime) -> datetime:
             type_="invalid-query",
         )
     return value
-
-
-async def _demo(request: web.Request, session: AsyncSession) -> Demo:
-    missing = Problem(
-        404, f"There is no demo {request.match_info['id']!r}.", type_="demo-not-found"
-    )
-    demo = await session.get(Demo, path_uuid(request, "id", missing))
-    if demo is None:
-        raise missing
-    return demo
 
 
 async def list_demos(request: web.Request) -> web.Response:
@@ -99,7 +88,7 @@ async def book_demo(request: web.Request) -> web.Response:
 async def move_demo(request: web.Request) -> web.Response:
     body = await read_body(request, DemoMove)
     async with request.app[SESSIONS].begin() as session:
-        demo = await _demo(request, session)
+        demo = await row_by_id(request, session, Demo, "demo", "demo-not-found")
         if demo.status != "booked":
             raise Problem(409, "This demo was cancelled.", type_="demo-cancelled")
         try:
@@ -114,7 +103,7 @@ async def move_demo(request: web.Request) -> web.Response:
 
 async def cancel_demo(request: web.Request) -> web.Response:
     async with request.app[SESSIONS].begin() as session:
-        demo = await _demo(request, session)
+        demo = await row_by_id(request, session, Demo, "demo", "demo-not-found")
         if demo.status == "booked":
             await demos.cancel(session, request.app[DIRECTORY], demo)
             await audit.record(

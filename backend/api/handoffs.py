@@ -4,10 +4,9 @@ back to the bot (which resumes it in Rasa)."""
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import audit, handoffs
-from backend.api.bodies import path_uuid, query_choice, read_body, respond
+from backend.api.bodies import query_choice, read_body, respond, row_by_id
 from backend.api.schemas import HandoffIn, HandoffList, HandoffOut
 from backend.keys import CALLER, CLOCK, DIRECTORY, RASA, SESSIONS
 from backend.logs import get_logger
@@ -20,16 +19,6 @@ log = get_logger(__name__)
 
 def _out(handoff: Handoff) -> HandoffOut:
     return HandoffOut.model_validate(handoff, from_attributes=True)
-
-
-async def _handoff(request: web.Request, session: AsyncSession) -> Handoff:
-    missing = Problem(
-        404, f"There is no hand-off {request.match_info['id']!r}.", type_="handoff-not-found"
-    )
-    handoff = await session.get(Handoff, path_uuid(request, "id", missing))
-    if handoff is None:
-        raise missing
-    return handoff
 
 
 async def open_handoff(request: web.Request) -> web.Response:
@@ -67,7 +56,7 @@ async def list_handoffs(request: web.Request) -> web.Response:
 async def close_handoff(request: web.Request) -> web.Response:
     caller = request[CALLER]
     async with request.app[SESSIONS].begin() as session:
-        handoff = await _handoff(request, session)
+        handoff = await row_by_id(request, session, Handoff, "hand-off", "handoff-not-found")
         if handoff.status == "open":
             # Resume first: if Rasa cannot be reached, the hand-off stays open and says so.
             try:

@@ -56,7 +56,8 @@ async def hand_off(
 ) -> list[Any]:
     tracker = conversation(SENDER, "can I talk to a human?", "human_handoff", None, channel, slots)
     action = ActionHandoff(fake, clock=fixed_clock(now), business=load_business())
-    return await action.run(CollectingDispatcher(), tracker, {})
+    events: list[Any] = await action.run(CollectingDispatcher(), tracker, {})
+    return events
 
 
 async def test_asking_for_a_person_opens_a_handoff_and_says_when() -> None:
