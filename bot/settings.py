@@ -27,7 +27,20 @@ class BotSettings(BaseSettings):
     # Seconds an action waits for the backend before answering without it.
     backend_timeout: float = Field(5.0, gt=0)
 
-    @validator("rasa_token", "action_server_token", "backend_token", pre=True)
+    # Twilio (SMS and calls): webhooks are verified with the account's auth token.
+    twilio_auth_token: SecretStr | None = None
+    # The base URL Twilio, Amazon and browsers use to reach Rasa's channels, when it
+    # differs from what Rasa sees (behind a proxy): webhook signatures cover it.
+    public_url: str | None = None
+
+    @validator(
+        "rasa_token",
+        "action_server_token",
+        "backend_token",
+        "twilio_auth_token",
+        "public_url",
+        pre=True,
+    )
     def empty_means_unset(cls, value: object) -> object:
         return None if value == "" else value
 
