@@ -12,21 +12,27 @@ from backend.api.auth import auth_middleware
 from backend.api.bodies import MAX_BODY_BYTES
 from backend.clock import Clock, SystemClock
 from backend.database import create_engine, create_session_factory
+from backend.inbound import KeywordReplies, SmsInbox
 from backend.keys import (
     CLOCK,
     DIRECTORY,
     ENGINE,
     FILE_SEGMENTS,
+    INBOX,
+    KEYWORD_REPLIES,
     RASA,
     SCORING,
     SESSIONS,
     SETTINGS,
+    SMS_DOOR,
 )
 from backend.logs import get_logger
+from backend.outbound import SendingPace, SmsDoor, TwilioTexts
 from backend.problems import problem_middleware
 from backend.profiles import ProfileDirectory
 from backend.rasa_client import RasaClient
 from backend.settings import Settings
+from backend.twilio_api import twilio_client
 
 log = get_logger(__name__)
 
@@ -49,7 +55,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[RASA] = RasaClient(
         settings.rasa_url, settings.rasa_token.get_secret_value() if settings.rasa_token else None
     )
+    business = data_files.load_business_texts(settings.data_path)
+    app[KEYWORD_REPLIES] = KeywordReplies.for_business(business.name, business.sms_help)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_texting)
     routes.register(app)
     openapi.install(app, routes.ROUTES)
     return app
@@ -73,3 +82,32 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             )
     yield
     await engine.dispose()
+
+
+async def _texting(app: web.Application) -> AsyncIterator[None]:
+    """The SMS door (through Twilio, or the local emulator) and the inbox."""
+    settings, clock, sessions = app[SETTINGS], app[CLOCK], app[SESSIONS]
+    texts = None
+    if settings.twilio_auth_token is not None:
+        texts = TwilioTexts(
+            twilio_client(
+                settings.twilio_account_sid,
+                settings.twilio_auth_token.get_secret_value(),
+                settings.resolved_twilio_api_url,
+            )
+        )
+        app[SMS_DOOR] = SmsDoor(
+            sessions=sessions,
+            clock=clock,
+            directory=app[DIRECTORY],
+            texts=texts,
+            pace=SendingPace(sessions, clock, settings.sms_sends_per_second, settings.sms_max_wait),
+            sender=settings.twilio_sms_number,
+            status_callback_url=settings.status_callback_url,
+        )
+    else:
+        log.warning("sms.not_configured", reason="PARLEY_TWILIO_AUTH_TOKEN is not set")
+    app[INBOX] = SmsInbox(sessions, clock, app[DIRECTORY], app.get(SMS_DOOR), app[KEYWORD_REPLIES])
+    yield
+    if texts is not None:
+        await texts.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from backend.scoring import ScoringRules
 from backend.segments import SegmentDefinition, error_path
@@ -119,10 +119,31 @@ def load_segments(data_dir: Path) -> list[SegmentDefinition]:
     return list(segments.values())
 
 
+class BusinessTexts(BaseModel):
+    """What the backend reads of data/business.yml (the bot runtime reads the rest)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=60)
+    sms_help: str = Field(min_length=1, max_length=320)
+
+    @field_validator("sms_help")
+    @classmethod
+    def _says_how_to_stop(cls, value: str) -> str:
+        # What carriers require of a HELP answer.
+        if "STOP" not in value or "rates may apply" not in value.lower():
+            raise ValueError("must say how to opt out (STOP) and that msg & data rates may apply")
+        return " ".join(value.split())
+
+
+def load_business_texts(data_dir: Path) -> BusinessTexts:
+    return read(data_dir / "business.yml", BusinessTexts)
+
+
 def validate(data_dir: Path) -> list[Mistake]:
     """Every mistake in the backend's data files (empty when all is well)."""
     mistakes: list[Mistake] = []
-    for load in (load_scoring, load_segments):
+    for load in (load_scoring, load_segments, load_business_texts):
         try:
             load(data_dir)
         except DataFileInvalid as invalid:

@@ -6,7 +6,9 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.clock import Clock
+from backend.inbound import KeywordReplies, SmsInbox
 from backend.models import ApiToken
+from backend.outbound import SmsDoor
 from backend.profiles import ProfileDirectory
 from backend.rasa_client import RasaClient
 from backend.scoring import ScoringRules
@@ -22,6 +24,11 @@ SCORING = web.AppKey("scoring", ScoringRules)
 FILE_SEGMENTS = web.AppKey("file_segments", list[SegmentDefinition])
 DIRECTORY = web.AppKey("directory", ProfileDirectory)
 RASA = web.AppKey("rasa", RasaClient)
+# The one door for outbound texts (absent when no Twilio auth token is set), and the
+# inbox that records texts people send and answers their STOP, START and HELP.
+SMS_DOOR = web.AppKey("sms_door", SmsDoor)
+INBOX = web.AppKey("inbox", SmsInbox)
+KEYWORD_REPLIES = web.AppKey("keyword_replies", KeywordReplies)
 # The OpenAPI document and its HTML rendering, made once at start-up.
 OPENAPI = web.AppKey("openapi", str)
 DOCS_PAGE = web.AppKey("docs_page", str)

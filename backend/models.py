@@ -317,3 +317,52 @@ class ApiToken(Base):
     ephemeral: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    """One SMS in or out, as Twilio knows it. Every outbound text leaves through the
+    backend's one door (backend.outbound) and is recorded here with its delivery status;
+    inbound texts are recorded once per Twilio MessageSid."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_profile_time", "profile_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    profile_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE")
+    )
+    direction: Mapped[str] = mapped_column(String(8))  # inbound or outbound
+    channel: Mapped[str] = mapped_column(String(8))  # sms
+    # Outbound: marketing, transactional, conversational or compliance.
+    purpose: Mapped[str | None] = mapped_column(String(16))
+    to_address: Mapped[str] = mapped_column(String(32))
+    from_address: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    media: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"urls": [...]}
+    # queued, sent, delivered, undelivered, failed (outbound) or received (inbound).
+    status: Mapped[str] = mapped_column(String(12))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # Twilio's MessageSid: a retried webhook or callback finds its message by it.
+    provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    keyword: Mapped[str | None] = mapped_column(String(8))  # inbound STOP, START or HELP
+    in_reply_to_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="SET NULL")
+    )
+    # The parts of one long text share a batch; a repeated send key is the same send.
+    batch_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    part: Mapped[int] = mapped_column(Integer, default=1)
+    parts: Mapped[int] = mapped_column(Integer, default=1)
+    send_key: Mapped[str | None] = mapped_column(String(220), unique=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class SenderPace(Base):
+    """When each sending number may send next: one row per number, shared by every
+    backend replica, so that together they keep to the number's rate."""
+
+    __tablename__ = "sender_pace"
+
+    sender: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_free_at: Mapped[datetime]

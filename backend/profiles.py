@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import consent, erasure, scoring
 from backend.clock import Clock
-from backend.identities import IdentityKind
+from backend.identities import PHONE_KINDS, IdentityKind
 from backend.models import (
     ConsentEvent,
     ConsentState,
@@ -60,10 +60,15 @@ class ProfileDirectory:
     async def find_by_identity(
         self, session: AsyncSession, kind: IdentityKind, address: str
     ) -> Profile | None:
+        # A number someone texts from and calls from is one person: sms and voice
+        # identities with the same number lead to the same profile.
+        kinds = [k.value for k in PHONE_KINDS] if kind in PHONE_KINDS else [kind.value]
         return await session.scalar(
             select(Profile)
             .join(Identity, Identity.profile_id == Profile.id)
-            .where(Identity.kind == kind.value, Identity.address == address)
+            .where(Identity.kind.in_(kinds), Identity.address == address)
+            .order_by(Identity.created_at)
+            .limit(1)
         )
 
     async def identify(
@@ -105,6 +110,11 @@ class ProfileDirectory:
                     raise
             if created:
                 await self._remember_erasure(session, profile, kind, address)
+        elif not any(i.kind == kind and i.address == address for i in profile.identities):
+            # Found through the same number on the other phone channel: note this one too.
+            profile.identities.append(
+                Identity(kind=kind.value, address=address, created_at=self.clock.now())
+            )
         await self.update(session, profile, fields or {}, attributes or {}, touched=created)
         return Identified(profile, created)
 

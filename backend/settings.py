@@ -55,14 +55,25 @@ class Settings(BaseSettings):
     # Keys the hashes of erased identities. Generated into var/ on SQLite if unset.
     secret_key: SecretStr | None = None
 
-    # Twilio (SMS and calls). Without an account, `parley twilio-emulator` plays
-    # Twilio locally: point twilio_api_url at it.
+    # Twilio (SMS and calls). Unset, twilio_api_url means the local Twilio emulator,
+    # which `parley run` starts on twilio_emulator_port; set it to
+    # https://api.twilio.com (with a real account SID, auth token and number) to send.
     twilio_account_sid: str = "AC" + "0" * 32
     twilio_auth_token: SecretStr | None = None
-    twilio_api_url: str = "https://api.twilio.com"
+    twilio_api_url: str | None = None
     twilio_emulator_port: int = Field(8010, ge=1, le=65535)
+    # The number texts are sent from (E.164). The default is Twilio's test number.
+    twilio_sms_number: str = "+15005550006"
     # Where the emulator sends a person's texts (the SMS channel's webhook).
     twilio_sms_webhook_url: str | None = None
+    # How many texts per second one sending number may send (long code 1, toll-free 3,
+    # short code 100: ask Twilio), and how long a send may wait for its turn before
+    # the API answers 429.
+    sms_sends_per_second: float = Field(10.0, gt=0)
+    sms_max_wait: float = Field(30.0, ge=0)
+    # The base URL Twilio uses to reach this backend (delivery status callbacks), when
+    # it differs from what the backend sees (behind a proxy); signatures cover it.
+    public_url: str | None = None
 
     # Phone numbers written without a country code are read as this region's.
     default_phone_region: str = "US"
@@ -101,6 +112,19 @@ class Settings(BaseSettings):
 
     def url(self, port: int) -> str:
         return f"http://{self.host}:{port}"
+
+    @property
+    def uses_twilio_emulator(self) -> bool:
+        return self.twilio_api_url is None
+
+    @property
+    def resolved_twilio_api_url(self) -> str:
+        return self.twilio_api_url or self.url(self.twilio_emulator_port)
+
+    @property
+    def status_callback_url(self) -> str:
+        """Where Twilio reports delivery: this backend's public URL."""
+        return (self.public_url or self.backend_url).rstrip("/") + "/twilio/status"
 
     @property
     def backend_url(self) -> str:

@@ -14,7 +14,8 @@ WRITERS = frozenset({ADMIN, MARKETER, SERVICE})  # analysts only read
 MACHINES = frozenset({ADMIN, SERVICE})  # the bot, channels and integrations
 PEOPLE_WHO_EDIT = frozenset({ADMIN, MARKETER})
 
-PUBLIC: frozenset[str] = frozenset({"health", "openapi", "docs"})
+# Twilio's callback carries no token: it is checked against Twilio's signature instead.
+PUBLIC: frozenset[str] = frozenset({"health", "openapi", "docs", "twilio_status"})
 
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "identify": MACHINES,
@@ -49,6 +50,10 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "list_handoffs": WRITERS,
     "close_handoff": WRITERS,  # the people who answered hand the conversation back
     "list_audit": frozenset({ADMIN}),
+    "send_text": WRITERS,
+    "get_message": EVERYONE,
+    "receive_text": MACHINES,
+    "profile_messages": EVERYONE,
 }
 
 

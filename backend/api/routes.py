@@ -20,6 +20,7 @@ from backend.api import (
     events,
     handoffs,
     health,
+    messages,
     openapi,
     profiles,
     scores,
@@ -156,6 +157,25 @@ ROUTES: list[Route] = [
     Route("POST", "/api/v1/handoffs/{id}/close", "close_handoff", handoffs.close_handoff,
           "Hand the conversation back to the bot.", "handoffs",
           responses={200: s.HandoffOut}),
+
+    Route("POST", "/api/v1/messages", "send_text", messages.send_text,
+          "Send a text through the one door: consent checked now, split, paced, sent, "
+          "recorded.", "messages", body=s.TextIn,
+          responses={200: s.TextSent, 201: s.TextSent}),
+    Route("GET", "/api/v1/messages/{id}", "get_message", messages.get_message,
+          "One text, in or out, with its delivery status.", "messages",
+          responses={200: s.MessageOut}),
+    Route("POST", "/api/v1/inbound-texts", "receive_text", messages.receive_text,
+          "Record a text a person sent (once per Twilio MessageSid) and answer STOP, START "
+          "and HELP.", "messages", body=s.TextReceived,
+          responses={200: s.TextReceipt, 201: s.TextReceipt}),
+    Route("GET", PROFILE + "/messages", "profile_messages", messages.profile_messages,
+          "A person's texts, in and out, newest first.", "messages",
+          responses={200: s.MessagePage},
+          query=(page(500), ("before", ID, "only texts older than this id"))),
+    Route("POST", "/twilio/status", "twilio_status", messages.twilio_status,
+          "Twilio's delivery status callback (checked against X-Twilio-Signature).",
+          "messages", responses={204: None}),
 
     Route("GET", "/api/v1/audit", "list_audit", audit_log.list_audit,
           "Who changed what, newest first.", "operations", responses={200: s.AuditPage},

@@ -1,0 +1,204 @@
+"""Texts people send: recorded once per Twilio MessageSid, and the compliance keywords
+(STOP, START, HELP and their synonyms) answered here, before any NLU sees them.
+
+- STOP and its synonyms withdraw SMS consent (marketing and transactional);
+- START and UNSTOP give it back: transactional at once, marketing only if the person
+  had agreed to it before (START is their own reply from that number, so it also
+  confirms a pending double opt-in); YES does the same, but only while something is
+  pending or withdrawn, since otherwise "yes" is an answer to the bot;
+- HELP and INFO change nothing.
+Each is answered by exactly one confirmation text through the one door, unless
+Twilio's Advanced Opt-Out already answered it (the webhook then carries `OptOutType`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend import consent
+from backend.clock import Clock
+from backend.consent import Action, Channel, Purpose, Source, State
+from backend.identities import IdentityKind, redact
+from backend.logs import get_logger
+from backend.models import ConsentEvent, Message
+from backend.outbound import MessagePurpose, OutboundText, SendRefused, SmsDoor
+from backend.profiles import ProfileDirectory
+from channels.sms_text import Keyword, keyword_of
+
+log = get_logger(__name__)
+
+# Twilio's OptOutType values (Advanced Opt-Out, custom keywords in any language).
+OPT_OUT_TYPES = {"STOP": Keyword.STOP, "START": Keyword.START, "HELP": Keyword.HELP}
+
+
+@dataclass(frozen=True)
+class KeywordReplies:
+    """What the business answers to each keyword (from data/business.yml)."""
+
+    stopped: str
+    started: str
+    help: str
+
+    @classmethod
+    def for_business(cls, name: str, sms_help: str) -> KeywordReplies:
+        return cls(
+            stopped=f"{name}: you are unsubscribed and will get no more texts from us. "
+            "Reply START to subscribe again.",
+            started=f"{name}: you are subscribed again. Msg & data rates may apply. "
+            "Reply HELP for help, STOP to opt out.",
+            help=sms_help,
+        )
+
+    def reply(self, keyword: Keyword) -> str:
+        return {Keyword.STOP: self.stopped, Keyword.START: self.started}.get(keyword, self.help)
+
+
+@dataclass(frozen=True)
+class InboundText:
+    sid: str
+    from_: str  # E.164
+    to: str
+    body: str
+    media_urls: Sequence[str] = ()
+    opt_out_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Received:
+    message_id: int
+    profile_id: uuid.UUID
+    duplicate: bool
+    keyword: Keyword | None
+    # True when the text was a keyword and is fully answered: the bot must not see it.
+    handled: bool
+
+
+@dataclass
+class SmsInbox:
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    directory: ProfileDirectory
+    door: SmsDoor | None
+    replies: KeywordReplies
+
+    async def receive(self, text: InboundText) -> Received:
+        try:
+            async with self.sessions.begin() as session:
+                earlier = await self._earlier(session, text.sid)
+                if earlier is not None:
+                    return earlier
+                identified = await self.directory.identify(
+                    session, kind=IdentityKind.SMS, address=text.from_
+                )
+                profile_id = identified.profile.id
+                keyword = await self._keyword(session, profile_id, text)
+                now = self.clock.now()
+                row = Message(
+                    profile_id=profile_id, direction="inbound", channel="sms", purpose=None,
+                    to_address=text.to, from_address=text.from_, body=text.body,
+                    media={"urls": list(text.media_urls)} if text.media_urls else {},
+                    status="received", provider_sid=text.sid,
+                    keyword=keyword.value if keyword else None, batch_id=uuid.uuid4(),
+                    created_at=now, updated_at=now,
+                )  # fmt: skip
+                session.add(row)
+                await session.flush()
+                if keyword is not None:
+                    await self._apply(session, profile_id, keyword, text)
+        except IntegrityError:
+            # The same MessageSid delivered twice at the same moment: one is recorded.
+            async with self.sessions() as session:
+                earlier = await self._earlier(session, text.sid)
+            assert earlier is not None
+            return earlier
+        log.info(
+            "sms.received", profile_id=str(profile_id), message_id=row.id,
+            sender=redact(IdentityKind.SMS, text.from_),
+            keyword=keyword.value if keyword else None,
+        )  # fmt: skip
+        if keyword is not None and text.opt_out_type is None:
+            await self._confirm(row, keyword)
+        return Received(row.id, profile_id, False, keyword, keyword is not None)
+
+    async def _earlier(self, session: AsyncSession, sid: str) -> Received | None:
+        row = await session.scalar(select(Message).where(Message.provider_sid == sid))
+        if row is None or row.profile_id is None:
+            return None
+        keyword = Keyword(row.keyword) if row.keyword else None
+        return Received(row.id, row.profile_id, True, keyword, keyword is not None)
+
+    async def _keyword(
+        self, session: AsyncSession, profile_id: uuid.UUID, text: InboundText
+    ) -> Keyword | None:
+        if text.opt_out_type:
+            return OPT_OUT_TYPES.get(text.opt_out_type.strip().upper())
+        keyword = keyword_of(text.body)
+        if keyword is Keyword.START and text.body.strip(" .!").upper() == "YES":
+            marketing = await consent.state(session, profile_id, Channel.SMS, Purpose.MARKETING)
+            chats = await consent.state(session, profile_id, Channel.SMS, Purpose.TRANSACTIONAL)
+            if State.PENDING not in (marketing,) and State.WITHDRAWN not in (marketing, chats):
+                return None  # an answer to the bot, not a keyword
+        return keyword
+
+    async def _apply(
+        self, session: AsyncSession, profile_id: uuid.UUID, keyword: Keyword, text: InboundText
+    ) -> None:
+        def entry(purpose: Purpose, action: Action, confirm: bool = False) -> consent.Entry:
+            return consent.Entry(
+                Channel.SMS, purpose, action, Source.SMS_KEYWORD, reply=text.body,
+                metadata={"message_sid": text.sid}, confirm=confirm,
+            )  # fmt: skip
+
+        async def append(line: consent.Entry) -> None:
+            await consent.append(session, profile_id, line, self.clock, "sms")
+
+        if keyword is Keyword.STOP:
+            for purpose in (Purpose.MARKETING, Purpose.TRANSACTIONAL):
+                await append(entry(purpose, Action.WITHDRAW))
+        elif keyword is Keyword.START:
+            chats = await consent.state(session, profile_id, Channel.SMS, Purpose.TRANSACTIONAL)
+            if chats is State.WITHDRAWN:
+                await append(entry(Purpose.TRANSACTIONAL, Action.GRANT))
+            marketing = await consent.state(session, profile_id, Channel.SMS, Purpose.MARKETING)
+            if marketing is State.PENDING:
+                await append(entry(Purpose.MARKETING, Action.GRANT, confirm=True))
+            elif marketing is State.WITHDRAWN and _granted_before(
+                await consent.ledger(session, profile_id)
+            ):
+                # Asked from the person's own phone: the request and its confirmation.
+                await append(entry(Purpose.MARKETING, Action.GRANT))
+                await append(entry(Purpose.MARKETING, Action.GRANT, confirm=True))
+
+    async def _confirm(self, inbound: Message, keyword: Keyword) -> None:
+        if self.door is None:
+            log.warning("sms.keyword_unanswered", reason="sending texts is not configured")
+            return
+        try:
+            await self.door.send(
+                OutboundText(
+                    to=inbound.from_address,
+                    body=self.replies.reply(keyword),
+                    purpose=MessagePurpose.COMPLIANCE,
+                    in_reply_to=inbound.id,
+                    send_key=f"keyword-reply:{inbound.id}",
+                )
+            )
+        except SendRefused as refused:
+            # The consent change stands; the confirmation is logged as not sent.
+            log.warning("sms.keyword_reply_failed", message_id=inbound.id, reason=refused.kind)
+
+
+def _granted_before(lines: Sequence[ConsentEvent]) -> bool:
+    return any(
+        line.channel == Channel.SMS
+        and line.purpose == Purpose.MARKETING
+        and line.action == Action.GRANT
+        and (not line.pending or line.confirms_seq is not None)
+        for line in lines
+    )

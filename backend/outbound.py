@@ -1,0 +1,373 @@
+"""The one door for outbound texts.
+
+Every SMS Parley sends, a bot reply or a follow-up, leaves through `SmsDoor.send`:
+it checks consent at the moment of sending, splits a long text at sentence boundaries,
+records each part before it goes, waits for the sending number's turn (one pace shared
+by every backend replica), sends through Twilio's REST API with the `twilio` library,
+and keeps each message's delivery status as Twilio reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.rest import Client
+
+from backend import consent
+from backend.clock import Clock
+from backend.consent import Action, Channel, Purpose, Source
+from backend.identities import IdentityKind, redact
+from backend.logs import get_logger
+from backend.models import Message, Profile, SenderPace
+from backend.profiles import ProfileDirectory
+from channels.sms_text import split_for_sms
+
+log = get_logger(__name__)
+
+# Twilio's codes for "this person replied STOP to your number at the carrier".
+UNSUBSCRIBED_AT_CARRIER = 21610
+# Twilio's status words, in the order a message moves through them.
+STATUS_RANK = {
+    "queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "sent": 2,
+    "delivered": 3, "undelivered": 3, "failed": 3, "read": 4,
+}  # fmt: skip
+
+
+class MessagePurpose(StrEnum):
+    MARKETING = "marketing"  # needs SMS marketing consent granted
+    TRANSACTIONAL = "transactional"  # anything but a withdrawn SMS consent
+    CONVERSATIONAL = "conversational"  # the bot answering a person who wrote to it
+    COMPLIANCE = "compliance"  # the one answer to a STOP, START or HELP text
+
+
+@dataclass(frozen=True)
+class OutboundText:
+    to: str  # E.164
+    body: str
+    purpose: MessagePurpose
+    media_urls: Sequence[str] = ()
+    in_reply_to: int | None = None
+    # The same key sent again is the same send: answered from the record, never resent.
+    send_key: str | None = None
+
+
+class SendRefused(Exception):
+    """The text was not sent (or not all of it); `kind` names why for API clients."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        message: str,
+        messages: Sequence[Message] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.messages = list(messages)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Sent:
+    messages: list[Message]
+    repeated: bool  # the send key was used before: this is the earlier send's record
+
+
+@dataclass(frozen=True)
+class Accepted:
+    sid: str
+    status: str
+
+
+class TwilioTexts:
+    """Twilio's Messages API through the `twilio` library's async client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def create(
+        self, to: str, from_: str, body: str, media_urls: Sequence[str], status_callback: str
+    ) -> Accepted:
+        options: dict[str, object] = {"media_url": list(media_urls)} if media_urls else {}
+        message = await self.client.messages.create_async(
+            to=to, from_=from_, body=body, status_callback=status_callback, **options
+        )
+        return Accepted(sid=str(message.sid), status=str(message.status or "queued"))
+
+    async def close(self) -> None:
+        http = self.client.http_client
+        if hasattr(http, "close"):
+            await http.close()
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class SendingPace:
+    """Each sending number's turn to send, `per_second` times a second at most, kept in
+    the database (row-locked on PostgreSQL) so that every replica shares the pace."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    per_second: float
+    max_wait: float
+    sleep: Sleep = asyncio.sleep
+    # SQLite has one writer: take turns in-process rather than meet a locked database.
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def wait_turn(self, sender: str) -> None:
+        interval = timedelta(seconds=1 / self.per_second)
+        async with self._lock:
+            now = self.clock.now()
+            async with self.sessions.begin() as session:
+                row = await session.get(SenderPace, sender, with_for_update=True)
+                if row is None:
+                    try:
+                        async with session.begin_nested():
+                            session.add(SenderPace(sender=sender, next_free_at=now + interval))
+                        return
+                    except IntegrityError:
+                        row = await session.get(
+                            SenderPace, sender, with_for_update=True, populate_existing=True
+                        )
+                        assert row is not None
+                slot = max(now, row.next_free_at)
+                wait = (slot - now).total_seconds()
+                if wait > self.max_wait:
+                    raise SendRefused(
+                        429,
+                        "sender-busy",
+                        f"{sender} has more texts waiting than it can send in "
+                        f"{self.max_wait:g} s; try again later.",
+                        retry_after=wait - self.max_wait,
+                    )
+                row.next_free_at = slot + interval
+        if wait > 0:
+            await self.sleep(wait)
+
+
+@dataclass
+class SmsDoor:
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    directory: ProfileDirectory
+    texts: TwilioTexts
+    pace: SendingPace
+    sender: str
+    status_callback_url: str
+
+    async def send(self, text: OutboundText) -> Sent:
+        """Check, record and send; the recorded parts. Raises `SendRefused`."""
+        try:
+            async with self.sessions.begin() as session:
+                earlier = await self._earlier_send(session, text.send_key)
+                if earlier:
+                    return Sent(earlier, repeated=True)
+                profile = await self.directory.find_by_identity(session, IdentityKind.SMS, text.to)
+                await self._check_consent(session, profile, text)
+                rows = self._parts(text, profile)
+                session.add_all(rows)
+        except IntegrityError:
+            # The same send key, sent twice at the same moment: the first one sends.
+            async with self.sessions() as session:
+                return Sent(await self._earlier_send(session, text.send_key), repeated=True)
+        for index, row in enumerate(rows):
+            await self._send_part(row, rows[index + 1 :])
+        log.info(
+            "sms.sent", to=redact(IdentityKind.SMS, text.to), purpose=text.purpose.value,
+            parts=len(rows), batch_id=str(rows[0].batch_id),
+        )  # fmt: skip
+        return Sent(rows, repeated=False)
+
+    async def _earlier_send(self, session: AsyncSession, key: str | None) -> list[Message]:
+        if key is None:
+            return []
+        first = await session.scalar(select(Message).where(Message.send_key == key))
+        if first is None:
+            return []
+        rows = await session.scalars(
+            select(Message).where(Message.batch_id == first.batch_id).order_by(Message.part)
+        )
+        return list(rows)
+
+    async def _check_consent(
+        self, session: AsyncSession, profile: Profile | None, text: OutboundText
+    ) -> None:
+        if text.purpose is MessagePurpose.COMPLIANCE:
+            await self._check_keyword_reply(session, text)
+            return
+        needed = (
+            Purpose.MARKETING
+            if text.purpose is MessagePurpose.MARKETING
+            else (Purpose.TRANSACTIONAL)
+        )
+        if profile is None:
+            if needed is Purpose.MARKETING:
+                raise SendRefused(
+                    409, "consent-refused",
+                    "Nobody with this number has agreed to marketing texts.",
+                )  # fmt: skip
+            return
+        if not await consent.may_send(session, profile.id, Channel.SMS, needed):
+            raise SendRefused(
+                409,
+                "consent-refused",
+                f"This person's SMS consent does not allow {text.purpose.value} texts now.",
+            )
+
+    async def _check_keyword_reply(self, session: AsyncSession, text: OutboundText) -> None:
+        inbound = await session.get(Message, text.in_reply_to) if text.in_reply_to else None
+        if (
+            inbound is None
+            or inbound.direction != "inbound"
+            or inbound.from_address != text.to
+            or inbound.keyword is None
+        ):
+            raise SendRefused(
+                409,
+                "not-a-keyword-reply",
+                "A compliance text answers a STOP, START or HELP text from the same number "
+                "(in_reply_to).",
+            )
+        answered = await session.scalar(
+            select(func.count()).where(
+                Message.in_reply_to_id == inbound.id,
+                Message.purpose == MessagePurpose.COMPLIANCE.value,
+            )
+        )
+        if answered:
+            raise SendRefused(409, "already-answered", "That text has been answered already.")
+
+    def _parts(self, text: OutboundText, profile: Profile | None) -> list[Message]:
+        now = self.clock.now()
+        bodies = split_for_sms(text.body) if text.body.strip() else [""]
+        batch = uuid.uuid4()
+        return [
+            Message(
+                profile_id=profile.id if profile else None,
+                direction="outbound",
+                channel="sms",
+                purpose=text.purpose.value,
+                to_address=text.to,
+                from_address=self.sender,
+                body=body,
+                # Images go with the first part, as MMS.
+                media={"urls": list(text.media_urls)} if index == 0 and text.media_urls else {},
+                status="queued",
+                in_reply_to_id=text.in_reply_to,
+                batch_id=batch,
+                part=index + 1,
+                parts=len(bodies),
+                send_key=(
+                    None
+                    if text.send_key is None
+                    else text.send_key
+                    if index == 0
+                    else f"{text.send_key}#{index + 1}"
+                ),
+                created_at=now,
+                updated_at=now,
+            )
+            for index, body in enumerate(bodies)
+        ]
+
+    async def _send_part(self, row: Message, rest: Sequence[Message]) -> None:
+        try:
+            await self.pace.wait_turn(self.sender)
+        except SendRefused as busy:
+            await self._failed([row, *rest], None, "not sent: the sending number was busy")
+            busy.messages = [row, *rest]
+            raise
+        callback = f"{self.status_callback_url}?message={row.id}"
+        try:
+            accepted = await self.texts.create(
+                row.to_address, row.from_address, row.body, row.media.get("urls", []), callback
+            )
+        except TwilioRestException as error:
+            await self._failed([row], error.code, error.msg)
+            await self._failed(rest, None, "not sent: an earlier part failed")
+            if error.code == UNSUBSCRIBED_AT_CARRIER:
+                await self._withdraw_at_carrier(row)
+            status, kind = _refusal(error)
+            raise SendRefused(
+                status, kind, f"Twilio refused the text: {error.msg}", [row, *rest]
+            ) from error
+        except (TwilioException, OSError, TimeoutError) as error:
+            await self._failed([row, *rest], None, f"Twilio could not be reached: {error}")
+            raise SendRefused(
+                502, "twilio-unavailable", "Twilio could not be reached; nothing was sent.",
+                [row, *rest],
+            ) from error  # fmt: skip
+        async with self.sessions.begin() as session:
+            stored = await session.get(Message, row.id, populate_existing=True)
+            assert stored is not None
+            stored.provider_sid = accepted.sid
+            advance_status(stored, accepted.status, None, None, self.clock)
+        row.provider_sid, row.status = stored.provider_sid, stored.status
+
+    async def _failed(self, rows: Sequence[Message], code: int | None, reason: str) -> None:
+        if not rows:
+            return
+        async with self.sessions.begin() as session:
+            for row in rows:
+                stored = await session.get(Message, row.id)
+                assert stored is not None
+                stored.status, stored.error_code, stored.error_message = "failed", code, reason
+                stored.updated_at = self.clock.now()
+                row.status, row.error_code, row.error_message = "failed", code, reason
+
+    async def _withdraw_at_carrier(self, row: Message) -> None:
+        """Twilio says the person texted STOP to this number: the ledger says so too."""
+        if row.profile_id is None:
+            return
+        async with self.sessions.begin() as session:
+            for purpose in (Purpose.MARKETING, Purpose.TRANSACTIONAL):
+                if (
+                    await consent.state(session, row.profile_id, Channel.SMS, purpose)
+                    is not consent.State.WITHDRAWN
+                ):
+                    await consent.append(
+                        session, row.profile_id,
+                        consent.Entry(
+                            Channel.SMS, purpose, Action.WITHDRAW, Source.SMS_KEYWORD,
+                            reply="STOP", metadata={"twilio_error": UNSUBSCRIBED_AT_CARRIER},
+                        ),
+                        self.clock, "twilio",
+                    )  # fmt: skip
+        log.info("consent.withdrawn_at_carrier", profile_id=str(row.profile_id))
+
+
+def _refusal(error: TwilioRestException) -> tuple[int, str]:
+    if error.code == UNSUBSCRIBED_AT_CARRIER:
+        return 409, "recipient-unsubscribed"
+    if error.code in (21211, 21614, 21612, 21408):
+        return 422, "undeliverable-number"
+    if error.status and error.status >= 500:
+        return 502, "twilio-unavailable"
+    return 502, "twilio-refused"
+
+
+def advance_status(
+    message: Message, status: str, code: int | None, reason: str | None, clock: Clock
+) -> bool:
+    """Move a message to a later status; callbacks can arrive out of order, so an
+    earlier status never overwrites a later one. True if it changed."""
+    if STATUS_RANK.get(status, -1) <= STATUS_RANK.get(message.status, -1):
+        return False
+    message.status = status
+    if code is not None or reason is not None:
+        message.error_code, message.error_message = code, reason
+    message.updated_at = clock.now()
+    return True

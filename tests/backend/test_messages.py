@@ -1,0 +1,474 @@
+"""The one door for outbound texts and the inbox for texts people send, against the
+local Twilio emulator driven by the real `twilio` library (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+from twilio.request_validator import RequestValidator
+
+from backend import api_tokens
+from backend.api_tokens import Role
+from backend.app import create_app
+from backend.clock import FixedClock
+from backend.database import create_engine, create_session_factory
+from backend.outbound import SendingPace, SendRefused
+from backend.settings import Settings
+from backend.twilio_emulator import OPTED_OUT_NUMBER, TwilioEmulator
+from channels.sms_text import segments
+from tests.backend.conftest import Api
+from tests.e2e.conftest import free_port
+
+TOKEN = "door-test-auth-token"
+BUSINESS = "+15005550006"
+PERSON = "+14155552671"
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+@dataclass
+class Texting:
+    api: Api
+    twilio: TwilioEmulator
+    backend: str
+    settings: Settings
+
+    def sent_to(self, number: str) -> list[str]:
+        return [m.body for m in self.twilio.messages.values() if m.to == number]
+
+    async def received(self, body: str, sender: str = PERSON, **extra: Any) -> dict[str, Any]:
+        return await self.api.post(
+            "/api/v1/inbound-texts",
+            {"sid": "SM" + uuid.uuid4().hex, "from": sender, "to": BUSINESS, "body": body,
+             **extra},
+            expect=None,
+        )  # fmt: skip
+
+    async def consent(self, profile_id: str) -> dict[tuple[str, str], str]:
+        data = await self.api.get(f"/api/v1/profiles/{profile_id}/consent")
+        return {(s["channel"], s["purpose"]): s["state"] for s in data["states"]}
+
+    async def settle(self) -> None:
+        """Let the emulator's status callbacks arrive."""
+        await self.twilio.settled()
+
+
+@pytest.fixture
+async def texting(
+    aiohttp_server: ServerFactory,
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    settings: Settings,
+    clock: FixedClock,
+) -> AsyncIterator[Texting]:
+    twilio = TwilioEmulator(settings.twilio_account_sid, TOKEN)
+    twilio_server = await aiohttp_server(twilio.app())
+    port = free_port()
+    configured = settings.model_copy(
+        update={
+            "twilio_auth_token": SecretStr(TOKEN),
+            "twilio_api_url": str(twilio_server.make_url("")).rstrip("/"),
+            "backend_port": port,
+            "sms_sends_per_second": 1000.0,
+        }
+    )
+    server = TestServer(create_app(configured, clock), port=port)
+    client = await aiohttp_client(server)
+    engine = create_engine(settings.resolved_database_url)
+    async with create_session_factory(engine).begin() as session:
+        issued = await api_tokens.issue(session, name="door", role=Role.SERVICE, clock=clock)
+    await engine.dispose()
+    yield Texting(Api(client, issued.secret), twilio, f"http://127.0.0.1:{port}", configured)
+
+
+# ------------------------------------------------------------------------------ sending
+
+
+async def test_a_transactional_text_is_sent_recorded_and_its_delivery_reported(
+    texting: Texting,
+) -> None:
+    sent = await texting.api.post(
+        "/api/v1/messages",
+        {"to": "(415) 555-2671", "body": "Your demo is at 3pm.", "purpose": "transactional"},
+        expect=201,
+    )
+    [message] = sent["messages"]
+    assert message["to_address"] == PERSON and message["from_address"] == BUSINESS
+    assert message["provider_sid"].startswith("SM")
+    assert texting.sent_to(PERSON) == ["Your demo is at 3pm."]
+
+    await texting.settle()
+    stored = await texting.api.get(f"/api/v1/messages/{message['id']}")
+    assert stored["status"] == "delivered"
+
+
+async def test_marketing_goes_only_to_people_who_agreed(texting: Texting) -> None:
+    refused = await texting.api.post(
+        "/api/v1/messages",
+        {"to": PERSON, "body": "20% off this week!", "purpose": "marketing"},
+        expect=409,
+    )
+    assert refused["type"] == "urn:parley:problem:consent-refused"
+    assert texting.sent_to(PERSON) == []
+
+    profile = await texting.api.identify("sms", PERSON)
+    for action in ("grant", "confirm"):
+        await texting.api.post(
+            f"/api/v1/profiles/{profile['id']}/consent",
+            {
+                "channel": "sms",
+                "purpose": "marketing",
+                "action": action,
+                "source": "sms_keyword",
+                "reply": "YES",
+            },
+            expect=201,
+        )
+    await texting.api.post(
+        "/api/v1/messages",
+        {"to": PERSON, "body": "20% off this week!", "purpose": "marketing"},
+        expect=201,
+    )
+    assert texting.sent_to(PERSON) == ["20% off this week!"]
+
+    await texting.received("Stop")
+    refused = await texting.api.post(
+        "/api/v1/messages",
+        {"to": PERSON, "body": "Last chance!", "purpose": "marketing"},
+        expect=409,
+    )
+    assert refused["type"] == "urn:parley:problem:consent-refused"
+    assert "Last chance!" not in texting.sent_to(PERSON)
+
+
+async def test_a_long_reply_is_split_at_sentences_with_the_image_on_the_first_part(
+    texting: Texting,
+) -> None:
+    sentence = "Brightdesk gives your team one shared inbox for email, chat and SMS. "
+    body = (sentence * 12).strip()
+    sent = await texting.api.post(
+        "/api/v1/messages",
+        {"to": PERSON, "body": body, "purpose": "conversational",
+         "media_urls": ["https://brightdesk.example/inbox.png"]},
+        expect=201,
+    )  # fmt: skip
+    parts = [m["body"] for m in sent["messages"]]
+    assert len(parts) > 1
+    assert " ".join(parts) == body
+    assert all(part.endswith(".") and segments(part) <= 3 for part in parts)
+    assert [m["part"] for m in sent["messages"]] == list(range(1, len(parts) + 1))
+    assert texting.sent_to(PERSON) == parts
+    media = [m.media for m in texting.twilio.messages.values()]
+    assert media[0] == ["https://brightdesk.example/inbox.png"]
+    assert all(m == [] for m in media[1:])
+
+
+async def test_the_same_send_key_sends_once(texting: Texting) -> None:
+    text = {"to": PERSON, "body": "Reminder: demo tomorrow.", "purpose": "transactional",
+            "send_key": "enrolment-7:step-2:1"}  # fmt: skip
+    first = await texting.api.post("/api/v1/messages", text, expect=201)
+    again = await texting.api.post("/api/v1/messages", text, expect=200)
+    assert again["messages"] == first["messages"]
+    assert texting.sent_to(PERSON) == ["Reminder: demo tomorrow."]
+
+
+async def test_twilios_refusals_are_recorded_and_explained(texting: Texting) -> None:
+    invalid = await texting.api.post(
+        "/api/v1/messages",
+        {"to": "+15005550001", "body": "hi", "purpose": "transactional"},
+        expect=None,
+    )
+    # +15005550001 is not even a valid number to phonenumbers: refused before Twilio.
+    assert invalid["_status"] == 422
+
+    profile = await texting.api.identify("sms", OPTED_OUT_NUMBER)
+    refused = await texting.api.post(
+        "/api/v1/messages",
+        {"to": OPTED_OUT_NUMBER, "body": "hi", "purpose": "transactional"},
+        expect=409,
+    )
+    assert refused["type"] == "urn:parley:problem:recipient-unsubscribed"
+    states = await texting.consent(profile["id"])
+    assert states[("sms", "marketing")] == states[("sms", "transactional")] == "withdrawn"
+    page = await texting.api.get(f"/api/v1/profiles/{profile['id']}/messages")
+    assert [(m["status"], m["error_code"]) for m in page["items"]] == [("failed", 21610)]
+
+
+async def test_an_undeliverable_text_reports_twilios_error(texting: Texting) -> None:
+    texting.twilio.undeliverable.add(PERSON)
+    sent = await texting.api.post(
+        "/api/v1/messages", {"to": PERSON, "body": "hi", "purpose": "transactional"}, expect=201
+    )
+    await texting.settle()
+    stored = await texting.api.get(f"/api/v1/messages/{sent['messages'][0]['id']}")
+    assert (stored["status"], stored["error_code"]) == ("undelivered", 30003)
+
+
+async def test_without_a_twilio_token_sending_answers_503(
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    settings: Settings,
+    clock: FixedClock,
+    issue_token: Callable[[Role], Awaitable[str]],
+) -> None:
+    client = await aiohttp_client(create_app(settings, clock))
+    api = Api(client, await issue_token(Role.SERVICE))
+    problem = await api.post(
+        "/api/v1/messages", {"to": PERSON, "body": "hi", "purpose": "transactional"}, expect=503
+    )
+    assert problem["type"] == "urn:parley:problem:sms-not-configured"
+
+
+# ---------------------------------------------------------------------- status callbacks
+
+
+async def _callback(
+    texting: Texting, message_id: int, status: str, token: str = TOKEN, url: str | None = None,
+    signature: str | None = None, **extra: str,
+) -> int:  # fmt: skip
+    stored = await texting.api.get(f"/api/v1/messages/{message_id}")
+    form = {"MessageSid": stored["provider_sid"], "MessageStatus": status, **extra}
+    target = f"{texting.backend}/twilio/status?message={message_id}"
+    signed = RequestValidator(token).compute_signature(url or target, form)
+    headers = {} if signature == "" else {"X-Twilio-Signature": signature or signed}
+    response = await texting.api.client.session.post(target, data=form, headers=headers)
+    return response.status
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ({}, 204),
+        ({"token": "someone-elses-token"}, 403),
+        ({"signature": ""}, 403),
+        ({"url": "https://elsewhere.example/twilio/status?message=1"}, 403),
+    ],
+    ids=["valid", "forged", "missing", "wrong-url"],
+)
+async def test_only_status_callbacks_signed_by_twilio_change_a_message(
+    texting: Texting, how: dict[str, str], expected: int
+) -> None:
+    sent = await texting.api.post(
+        "/api/v1/messages",
+        {"to": PERSON, "body": "hi", "purpose": "transactional"},
+        expect=201,
+    )
+    await texting.settle()
+    message_id = sent["messages"][0]["id"]
+    before = await texting.api.get(f"/api/v1/messages/{message_id}")
+    # A later status than any the emulator reports: only a valid one may land.
+    assert await _callback(texting, message_id, "read", **how) == expected
+    after = await texting.api.get(f"/api/v1/messages/{message_id}")
+    assert after["status"] == ("read" if expected == 204 else before["status"])
+
+
+async def test_a_late_callback_never_turns_delivered_back_into_sent(texting: Texting) -> None:
+    sent = await texting.api.post(
+        "/api/v1/messages", {"to": PERSON, "body": "hi", "purpose": "transactional"}, expect=201
+    )
+    await texting.settle()
+    message_id = sent["messages"][0]["id"]
+    assert await _callback(texting, message_id, "sent") == 204
+    stored = await texting.api.get(f"/api/v1/messages/{message_id}")
+    assert stored["status"] == "delivered"
+
+
+# ------------------------------------------------------------------------------- keywords
+
+STOP_WORDS = ["STOP", "stop", "Stop.", " STOPALL ", "unsubscribe", "Cancel", "END", "quit",
+              "revoke", "OPTOUT", "opt-out", "\uff53\uff54\uff4f\uff50"]  # fmt: skip
+
+
+@pytest.mark.parametrize("word", STOP_WORDS)
+async def test_every_stop_word_withdraws_sms_consent_with_one_confirmation(
+    texting: Texting, word: str
+) -> None:
+    receipt = await texting.received(word)
+    assert (receipt["_status"], receipt["keyword"], receipt["handled"]) == (201, "stop", True)
+    states = await texting.consent(receipt["profile_id"])
+    assert states[("sms", "marketing")] == states[("sms", "transactional")] == "withdrawn"
+    [confirmation] = texting.sent_to(PERSON)
+    assert "unsubscribed" in confirmation and "START" in confirmation
+
+
+async def test_a_retried_webhook_is_recorded_and_answered_once(texting: Texting) -> None:
+    text = {"sid": "SM" + "a" * 32, "from": PERSON, "to": BUSINESS, "body": "STOP"}
+    first = await texting.api.post("/api/v1/inbound-texts", text, expect=201)
+    again = await texting.api.post("/api/v1/inbound-texts", text, expect=200)
+    assert again["duplicate"] is True and again["message_id"] == first["message_id"]
+    assert len(texting.sent_to(PERSON)) == 1
+    ledger = await texting.api.get(f"/api/v1/profiles/{first['profile_id']}/consent")
+    assert len(ledger["ledger"]) == 2  # marketing and transactional, once
+
+
+@pytest.mark.parametrize("word", ["HELP", "help", "Info", "  info! "])
+async def test_help_answers_with_the_business_and_how_to_stop(texting: Texting, word: str) -> None:
+    receipt = await texting.received(word)
+    assert (receipt["keyword"], receipt["handled"]) == ("help", True)
+    [answer] = texting.sent_to(PERSON)
+    assert answer.startswith("Brightdesk") and "STOP" in answer
+    assert "Msg & data rates may apply" in answer
+    assert await texting.consent(receipt["profile_id"]) == {}
+
+
+@pytest.mark.parametrize("word", ["START", "start", "Unstop", "YES", "yes."])
+async def test_start_after_stop_subscribes_again(texting: Texting, word: str) -> None:
+    stopped = await texting.received("STOP")
+    receipt = await texting.received(word)
+    assert (receipt["keyword"], receipt["handled"]) == ("start", True)
+    states = await texting.consent(stopped["profile_id"])
+    assert states[("sms", "transactional")] == "granted"
+    # Marketing was never agreed to, so START does not invent it.
+    assert states[("sms", "marketing")] == "withdrawn"
+    assert len(texting.sent_to(PERSON)) == 2
+    assert "subscribed again" in texting.sent_to(PERSON)[-1]
+
+
+async def test_start_restores_marketing_the_person_had_agreed_to(texting: Texting) -> None:
+    profile = await texting.api.identify("sms", PERSON)
+    for action in ("grant", "confirm"):
+        await texting.api.post(
+            f"/api/v1/profiles/{profile['id']}/consent",
+            {
+                "channel": "sms",
+                "purpose": "marketing",
+                "action": action,
+                "source": "sms_keyword",
+                "reply": "YES",
+            },
+            expect=201,
+        )
+    await texting.received("STOP")
+    await texting.received("START")
+    states = await texting.consent(profile["id"])
+    assert states[("sms", "marketing")] == states[("sms", "transactional")] == "granted"
+
+
+async def test_yes_confirms_a_pending_double_opt_in(texting: Texting) -> None:
+    profile = await texting.api.identify("sms", PERSON)
+    await texting.api.post(
+        f"/api/v1/profiles/{profile['id']}/consent",
+        {"channel": "sms", "purpose": "marketing", "action": "grant", "source": "dialogue",
+         "wording": "Can we text you offers? Reply STOP to opt out.", "reply": "sure"},
+        expect=201,
+    )  # fmt: skip
+    assert (await texting.consent(profile["id"]))[("sms", "marketing")] == "pending"
+    receipt = await texting.received("Yes")
+    assert (receipt["keyword"], receipt["handled"]) == ("start", True)
+    assert (await texting.consent(profile["id"]))[("sms", "marketing")] == "granted"
+
+
+async def test_yes_in_conversation_goes_to_the_bot(texting: Texting) -> None:
+    receipt = await texting.received("yes")
+    assert (receipt["keyword"], receipt["handled"]) == (None, False)
+    assert texting.sent_to(PERSON) == []
+
+
+async def test_words_around_a_keyword_make_it_a_message_for_the_bot(texting: Texting) -> None:
+    receipt = await texting.received("please stop texting me")
+    assert (receipt["keyword"], receipt["handled"]) == (None, False)
+    assert texting.sent_to(PERSON) == []
+
+
+@pytest.mark.parametrize(("opt_out_type", "state"), [("STOP", "withdrawn"), ("HELP", None)])
+async def test_twilio_advanced_opt_out_is_honoured_without_a_second_answer(
+    texting: Texting, opt_out_type: str, state: str | None
+) -> None:
+    # Twilio matched a keyword it was told about (here "arrêt") and answered it itself.
+    receipt = await texting.received("arrêt", opt_out_type=opt_out_type)
+    assert receipt["keyword"] == opt_out_type.lower() and receipt["handled"] is True
+    states = await texting.consent(receipt["profile_id"])
+    assert states.get(("sms", "transactional")) == state
+    assert texting.sent_to(PERSON) == []
+
+
+async def test_a_compliance_text_answers_one_keyword_once(texting: Texting) -> None:
+    not_a_reply = await texting.api.post(
+        "/api/v1/messages", {"to": PERSON, "body": "hi", "purpose": "compliance"}, expect=409
+    )
+    assert not_a_reply["type"] == "urn:parley:problem:not-a-keyword-reply"
+    receipt = await texting.received("HELP")
+    again = await texting.api.post(
+        "/api/v1/messages",
+        {"to": PERSON, "body": "Help again", "purpose": "compliance",
+         "in_reply_to": receipt["message_id"]},
+        expect=409,
+    )  # fmt: skip
+    assert again["type"] == "urn:parley:problem:already-answered"
+    assert len(texting.sent_to(PERSON)) == 1
+
+
+async def test_texts_and_calls_from_one_number_are_one_person(texting: Texting) -> None:
+    receipt = await texting.received("hi there")
+    caller = await texting.api.identify("voice", PERSON)
+    assert caller["id"] == receipt["profile_id"]
+    assert {(i["kind"], i["address"]) for i in caller["identities"]} == {
+        ("sms", PERSON), ("voice", PERSON),
+    }  # fmt: skip
+
+
+async def test_a_persons_texts_are_listed_newest_first(texting: Texting) -> None:
+    receipt = await texting.received("HELP")
+    page = await texting.api.get(f"/api/v1/profiles/{receipt['profile_id']}/messages")
+    assert [(m["direction"], m["keyword"], m["purpose"]) for m in page["items"]] == [
+        ("outbound", None, "compliance"),
+        ("inbound", "help", None),
+    ]
+    assert page["items"][0]["in_reply_to"] == receipt["message_id"]
+
+
+# ---------------------------------------------------------------------------------- pace
+
+
+async def test_one_number_sends_at_its_rate_and_answers_busy_beyond_the_wait(
+    settings: Settings, clock: FixedClock
+) -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        pace = SendingPace(create_session_factory(engine), clock, 2.0, 1.0, sleep)
+        for _ in range(3):
+            await pace.wait_turn(BUSINESS)
+        await pace.wait_turn("+15005550007")  # another number has its own pace
+        assert waits == [0.5, 1.0]
+        with pytest.raises(SendRefused) as busy:
+            await pace.wait_turn(BUSINESS)
+        assert busy.value.status == 429 and busy.value.retry_after == pytest.approx(0.5)
+        clock.advance(timedelta(seconds=5))
+        await pace.wait_turn(BUSINESS)
+        assert waits == [0.5, 1.0]
+    finally:
+        await engine.dispose()
+
+
+# Replicas share the pace through PostgreSQL's row locks (SQLite is one process).
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_replicas_share_one_pace_per_number(settings: Settings, clock: FixedClock) -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    engines = [create_engine(settings.resolved_database_url) for _ in range(4)]
+    try:
+        replicas = [
+            SendingPace(create_session_factory(e), clock, 10.0, 60.0, sleep) for e in engines
+        ]
+        await asyncio.gather(*(r.wait_turn(BUSINESS) for r in replicas for _ in range(5)))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    # 20 sends at 10 a second: one at once, then every 0.1 s, no two in the same slot.
+    assert sorted(round(w, 3) for w in waits) == [round(0.1 * n, 3) for n in range(1, 20)]
