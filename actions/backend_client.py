@@ -71,6 +71,15 @@ class Profile:
 
 
 @dataclass(frozen=True)
+class TextReceipt:
+    message_id: int
+    profile_id: str
+    duplicate: bool  # the same MessageSid was handed over before
+    keyword: str | None  # stop, start or help
+    handled: bool  # a keyword the backend answered: not for the bot
+
+
+@dataclass(frozen=True)
 class Identified:
     profile: Profile
     created: bool
@@ -237,6 +246,38 @@ class BackendClient:
     async def in_segment(self, segment: str, profile_id: str) -> bool:
         data = await self._request("GET", f"/api/v1/segments/{segment}/members/{profile_id}")
         return bool(data["member"])
+
+    async def receive_text(
+        self, sid: str, sender: str, to: str, body: str, media_urls: list[str],
+        opt_out_type: str | None,
+    ) -> TextReceipt:  # fmt: skip
+        """Hand a text a person sent to the backend: recorded once, keywords answered."""
+        payload: dict[str, Any] = {"sid": sid, "from": sender, "to": to, "body": body}
+        if media_urls:
+            payload["media_urls"] = media_urls
+        if opt_out_type:
+            payload["opt_out_type"] = opt_out_type
+        data = await self._request("POST", "/api/v1/inbound-texts", payload)
+        return TextReceipt(
+            message_id=int(data["message_id"]),
+            profile_id=str(data["profile_id"]),
+            duplicate=bool(data["duplicate"]),
+            keyword=data.get("keyword"),
+            handled=bool(data["handled"]),
+        )
+
+    async def send_text(
+        self, to: str, body: str, purpose: str, media_urls: list[str] | None = None,
+        in_reply_to: int | None = None,
+    ) -> list[int]:  # fmt: skip
+        """Send a text through the backend's one door; the ids of the parts sent."""
+        payload: dict[str, Any] = {"to": to, "body": body, "purpose": purpose}
+        if media_urls:
+            payload["media_urls"] = media_urls
+        if in_reply_to is not None:
+            payload["in_reply_to"] = in_reply_to
+        data = await self._request("POST", "/api/v1/messages", payload)
+        return [int(m["id"]) for m in data["messages"]]
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -18,6 +18,8 @@ from backend.app import create_app
 from backend.clock import SystemClock
 from backend.data_files import DataFileInvalid
 from backend.database import create_engine, create_session_factory
+from backend.emulator_client import EmulatorUnavailable, text_the_bot
+from backend.identities import InvalidAddress, normalise_phone
 from backend.logs import configure as configure_logs
 from backend.rasa_project import (
     BotRuntimeMissing,
@@ -138,20 +140,55 @@ def validate(settings: Settings) -> None:
 @main.command(name="twilio-emulator")
 @click.pass_obj
 def twilio_emulator(settings: Settings) -> None:
-    """Play Twilio locally (send messages, status callbacks, a person's texts)."""
+    """Play Twilio locally (send messages, status callbacks, a person's texts and calls)."""
     token = settings.twilio_auth_token
     if token is None:
         raise click.ClickException(
             "set PARLEY_TWILIO_AUTH_TOKEN (any string) so requests can be signed and checked"
         )
     emulator = TwilioEmulator(
-        settings.twilio_account_sid, token.get_secret_value(), settings.twilio_sms_webhook_url
+        settings.twilio_account_sid,
+        token.get_secret_value(),
+        settings.twilio_sms_webhook_url,
+        voice_webhook_url=settings.twilio_voice_webhook_url,
     )
     click.echo(
         f"Twilio emulator on http://{settings.host}:{settings.twilio_emulator_port} "
         f"(account {settings.twilio_account_sid})"
     )
     web.run_app(emulator.app(), host=settings.host, port=settings.twilio_emulator_port, print=None)
+
+
+@main.command()
+@click.argument("sender")
+@click.argument("text")
+@click.option("--wait", default=60.0, show_default=True, help="seconds to wait for a reply")
+@click.pass_obj
+def sms(settings: Settings, sender: str, text: str, wait: float) -> None:
+    """Text the bot from SENDER (a phone number) through the local Twilio emulator.
+
+    Needs `make run` running; prints each text the bot sends back.
+    """
+    try:
+        number = normalise_phone(sender, settings.default_phone_region)
+    except InvalidAddress as error:
+        raise click.BadParameter(str(error), param_hint="SENDER") from error
+    if not settings.uses_twilio_emulator:
+        raise click.ClickException(
+            "PARLEY_TWILIO_API_URL points at a real Twilio: text the bot from a phone instead"
+        )
+    click.echo(f"{number} < {text}")
+    try:
+        replies = asyncio.run(
+            text_the_bot(
+                settings.resolved_twilio_api_url, number, settings.twilio_sms_number, text,
+                sys.stdout, timeout=wait,
+            )
+        )  # fmt: skip
+    except EmulatorUnavailable as error:
+        raise click.ClickException(str(error)) from error
+    if replies == 0:
+        raise click.ClickException(f"no reply within {wait:g} s")
 
 
 @main.group(name="test")

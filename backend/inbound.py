@@ -44,6 +44,8 @@ class KeywordReplies:
     stopped: str
     started: str
     help: str
+    # The text that asks a person to confirm SMS marketing (double opt-in).
+    confirm_request: str
 
     @classmethod
     def for_business(cls, name: str, sms_help: str) -> KeywordReplies:
@@ -53,6 +55,8 @@ class KeywordReplies:
             started=f"{name}: you are subscribed again. Msg & data rates may apply. "
             "Reply HELP for help, STOP to opt out.",
             help=sms_help,
+            confirm_request=f"{name}: reply YES to confirm you want marketing texts from us. "
+            "Msg & data rates may apply. Reply HELP for help, STOP to opt out.",
         )
 
     def reply(self, keyword: Keyword) -> str:

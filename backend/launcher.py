@@ -47,6 +47,7 @@ class RunSecrets:
     rasa_token: str
     action_server_token: str
     backend_token: str
+    twilio_auth_token: str
 
 
 async def prepare_database(settings: Settings, clock: Clock) -> RunSecrets:
@@ -79,6 +80,8 @@ async def prepare_database(settings: Settings, clock: Clock) -> RunSecrets:
         rasa_token=_secret_or_new(settings.rasa_token),
         action_server_token=_secret_or_new(settings.action_server_token),
         backend_token=backend_token,
+        # The local Twilio emulator's token is this run's own, like the others.
+        twilio_auth_token=_secret_or_new(settings.twilio_auth_token),
     )
 
 
@@ -115,14 +118,30 @@ async def ensure_model(project: RasaProject, out: TextIO, force: bool = False) -
 def services(
     settings: Settings, project: RasaProject, model: Path, run: RunSecrets
 ) -> list[Service]:
+    """The processes of one run: the local Twilio emulator (unless a real Twilio API URL
+    is set), then backend, action server and Rasa."""
     rasa_status = f"{settings.rasa_url}/status?token={run.rasa_token}"
+    twilio = {"PARLEY_TWILIO_AUTH_TOKEN": run.twilio_auth_token}
+    emulator = [
+        Service(
+            "twilio",
+            [sys.executable, "-m", "backend", "twilio-emulator"],
+            http_ok(f"{settings.resolved_twilio_api_url}/emulator/messages"),
+            env={
+                **twilio,
+                "PARLEY_TWILIO_SMS_WEBHOOK_URL": f"{settings.rasa_url}/webhooks/sms/webhook",
+            },
+            cwd=project.root,
+        )
+    ]
     return [
+        *(emulator if settings.uses_twilio_emulator else []),
         Service(
             "backend",
             [sys.executable, "-m", "backend", "backend"],
             http_ok(f"{settings.backend_url}/health"),
             # To resume a conversation in Rasa when a person hands it back.
-            env={"PARLEY_RASA_TOKEN": run.rasa_token},
+            env={"PARLEY_RASA_TOKEN": run.rasa_token, **twilio},
             cwd=project.root,
         ),
         Service(
@@ -148,10 +167,14 @@ def services(
             ),
             env={
                 **BOT_RUNTIME_ENV,
+                **twilio,
                 "PARLEY_RASA_TOKEN": run.rasa_token,
                 "PARLEY_ACTION_SERVER_URL": f"{settings.action_server_url}/webhook",
                 "PARLEY_ACTION_SERVER_TOKEN": run.action_server_token,
                 "PARLEY_RASA_TRACKER_STORE_URL": settings.resolved_tracker_store_url,
+                # The SMS channel hands texts to the backend and sends replies through it.
+                "PARLEY_BACKEND_URL": settings.backend_url,
+                "PARLEY_BACKEND_TOKEN": run.backend_token,
             },
             cwd=project.root,
         ),
@@ -186,8 +209,11 @@ async def run(settings: Settings, out: TextIO = sys.stdout, clock: Clock | None 
             raise LaunchError("data/ has mistakes:\n" + "\n".join(f"    {m}" for m in mistakes))
         run_secrets = await prepare_database(settings, clock)
         model = await ensure_model(project, out)
-        backend, actions, rasa = services(settings, project, model, run_secrets)
+        *twilio, backend, actions, rasa = services(settings, project, model, run_secrets)
 
+        for emulator in twilio:
+            await supervisor.start(emulator)
+            await supervisor.wait_healthy(emulator.name, settings.startup_timeout)
         await supervisor.start(backend)
         await supervisor.wait_healthy("backend", settings.startup_timeout)
         await supervisor.start(actions)
@@ -230,6 +256,14 @@ def _announce(settings: Settings, out: TextIO) -> None:
         "    try: curl -s -H 'Content-Type: application/json' "
         f"""-d '{{"sender": "me", "message": "hi"}}' {rest}""",
         f"  backend API               {settings.backend_url}/api/v1",
+        *(
+            [
+                f"  local Twilio (emulator)   {settings.resolved_twilio_api_url}",
+                "    text the bot: .venv/bin/parley sms +15551234567 'hi'",
+            ]
+            if settings.uses_twilio_emulator
+            else []
+        ),
         f"  backend health            {settings.backend_url}/health",
         f"  action server             {settings.action_server_url}/health",
         "Press Ctrl-C to stop.",

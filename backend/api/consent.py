@@ -3,7 +3,10 @@ the check every sender makes before sending."""
 
 from __future__ import annotations
 
+import uuid
+
 from aiohttp import web
+from sqlalchemy import select
 
 from backend import audit, consent
 from backend.api.bodies import read_body, respond
@@ -16,9 +19,12 @@ from backend.api.schemas import (
     ConsentRecorded,
     ConsentStateOut,
 )
-from backend.consent import Action, Channel, ConsentRefused, Purpose, Source
-from backend.keys import CALLER, CLOCK, SESSIONS
+from backend.consent import Action, Channel, ConsentRefused, Purpose, Source, State
+from backend.identities import IdentityKind
+from backend.keys import CALLER, CLOCK, KEYWORD_REPLIES, SESSIONS, SMS_DOOR
 from backend.logs import get_logger
+from backend.models import Identity
+from backend.outbound import MessagePurpose, OutboundText, SendRefused
 from backend.problems import Problem
 
 log = get_logger(__name__)
@@ -77,7 +83,38 @@ async def record_consent(request: web.Request) -> web.Response:
         "consent.recorded", profile_id=str(profile.id), channel=line.channel,
         purpose=line.purpose, action=body.action, source=line.source, state=state.value,
     )  # fmt: skip
+    if line.pending and state is State.PENDING:
+        await _ask_to_confirm(request, profile.id, line.seq)
     return respond(out, status=201)
+
+
+async def _ask_to_confirm(request: web.Request, profile_id: uuid.UUID, seq: int) -> None:
+    """Text the person the double opt-in question; their YES confirms (backend.inbound)."""
+    async with request.app[SESSIONS]() as session:
+        number = await session.scalar(
+            select(Identity.address)
+            .where(Identity.profile_id == profile_id, Identity.kind == IdentityKind.SMS.value)
+            .order_by(Identity.created_at.desc())
+            .limit(1)
+        )
+    door = request.app.get(SMS_DOOR)
+    if number is None or door is None:
+        reason = "no SMS number" if number is None else "sending is not configured"
+        log.warning("consent.confirmation_not_asked", profile_id=str(profile_id), reason=reason)
+        return
+    try:
+        await door.send(
+            OutboundText(
+                to=number,
+                body=request.app[KEYWORD_REPLIES].confirm_request,
+                purpose=MessagePurpose.TRANSACTIONAL,
+                send_key=f"double-opt-in:{seq}",
+            )
+        )
+    except SendRefused as refused:
+        log.warning(
+            "consent.confirmation_not_sent", profile_id=str(profile_id), reason=refused.kind
+        )
 
 
 async def check_consent(request: web.Request) -> web.Response:

@@ -472,3 +472,25 @@ async def test_replicas_share_one_pace_per_number(settings: Settings, clock: Fix
             await engine.dispose()
     # 20 sends at 10 a second: one at once, then every 0.1 s, no two in the same slot.
     assert sorted(round(w, 3) for w in waits) == [round(0.1 * n, 3) for n in range(1, 20)]
+
+
+async def test_a_pending_sms_opt_in_texts_the_question_and_yes_confirms_it(
+    texting: Texting,
+) -> None:
+    profile = await texting.api.identify("web", "chat-session-1")
+    await texting.api.post(
+        f"/api/v1/profiles/{profile['id']}/identities", {"kind": "sms", "address": PERSON}
+    )
+    await texting.api.post(
+        f"/api/v1/profiles/{profile['id']}/consent",
+        {"channel": "sms", "purpose": "marketing", "action": "grant", "source": "dialogue",
+         "wording": "Can we text you offers? Reply STOP to opt out.", "reply": "yes please"},
+        expect=201,
+    )  # fmt: skip
+    [question] = texting.sent_to(PERSON)
+    assert question.startswith("Brightdesk: reply YES to confirm")
+    assert "STOP" in question and "Msg & data rates may apply" in question
+
+    receipt = await texting.received("YES")
+    assert receipt["profile_id"] == profile["id"] and receipt["handled"] is True
+    assert (await texting.consent(profile["id"]))[("sms", "marketing")] == "granted"
