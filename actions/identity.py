@@ -1,7 +1,9 @@
 """Which backend identity a Rasa conversation belongs to.
 
 Rasa knows the input channel and the sender id; the backend knows identities by kind
-and address. Web chat and the REST channel use the chat session id as a `web` identity.
+and address. Web chat and the REST channel use the chat session id as a `web` identity;
+the Alexa channel's sender id is the Alexa user id, an `alexa` identity. SMS and phone
+calls use the person's E.164 number (the backend treats both as one person).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ KIND_OF_CHANNEL = {
     "rest": "web",
     "socketio": "web",
     "cmdline": "web",
+    "alexa": "alexa",
+    "voice": "voice",
+    "sms": "sms",
 }
 
 

@@ -52,7 +52,7 @@ class KeywordReplies:
         return cls(
             stopped=f"{name}: you are unsubscribed and will get no more texts from us. "
             "Reply START to subscribe again.",
-            started=f"{name}: you are subscribed again. Msg & data rates may apply. "
+            started=f"{name}: you are subscribed to our texts. Msg & data rates may apply. "
             "Reply HELP for help, STOP to opt out.",
             help=sms_help,
             confirm_request=f"{name}: reply YES to confirm you want marketing texts from us. "

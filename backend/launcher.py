@@ -130,6 +130,7 @@ def services(
             env={
                 **twilio,
                 "PARLEY_TWILIO_SMS_WEBHOOK_URL": f"{settings.rasa_url}/webhooks/sms/webhook",
+                "PARLEY_TWILIO_VOICE_WEBHOOK_URL": f"{settings.rasa_url}/webhooks/voice/call",
             },
             cwd=project.root,
         )

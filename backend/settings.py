@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     twilio_sms_number: str = "+15005550006"
     # Where the emulator sends a person's texts (the SMS channel's webhook).
     twilio_sms_webhook_url: str | None = None
+    # Where the emulator sends a person's calls (the voice channel's "A call comes in"
+    # webhook, e.g. http://127.0.0.1:5005/webhooks/voice/call).
+    twilio_voice_webhook_url: str | None = None
     # How many texts per second one sending number may send (long code 1, toll-free 3,
     # short code 100: ask Twilio), and how long a send may wait for its turn before
     # the API answers 429.

@@ -9,6 +9,14 @@ Parley without a Twilio account.
 - `POST /emulator/sms` plays a person texting: it fires a correctly signed inbound
   webhook at the configured SMS webhook URL and answers with what that URL answered.
 - `GET /emulator/messages` lists everything sent, newest last.
+- `POST /emulator/call` plays a person calling: it fires a correctly signed voice
+  webhook at the configured voice webhook URL and plays the TwiML it answers as Twilio
+  would (`<Say>`, `<Pause>`, `<Gather>`, `<Redirect>`, `<Hangup>`) until the call waits
+  for the caller or ends. `POST /emulator/call/{CallSid}/gather` answers the waiting
+  `<Gather>`: `{"speech": "…"}` or `{"digits": "1"}` post to its action URL, `{}` is
+  silence (the verbs after the `<Gather>`, such as a `<Redirect>`, run). Both answer
+  with the TwiML and what it did: what was said, whether the call hung up.
+  `GET /emulator/calls` lists the calls with their transcripts.
 
 Requests are authenticated with HTTP Basic (account SID, auth token) as at Twilio, and
 errors come in Twilio's JSON shape with its error codes, so the real `twilio` library
@@ -23,16 +31,19 @@ import asyncio
 import base64
 import binascii
 import secrets
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
 import phonenumbers
 from aiohttp import web
 from twilio.request_validator import RequestValidator
+from yarl import URL
 
 from backend.clock import Clock, SystemClock
 from backend.logs import get_logger
@@ -43,6 +54,7 @@ log = get_logger(__name__)
 API = "/2010-04-01/Accounts/{account}"
 INVALID_NUMBER = "+15005550001"
 OPTED_OUT_NUMBER = "+15005550004"
+MAX_REDIRECTS = 10  # per step of a call: more is a loop
 
 
 @dataclass
@@ -85,6 +97,40 @@ class Message:
         }
 
 
+@dataclass
+class Call:
+    """A call the emulator plays, and where its TwiML has got to."""
+
+    sid: str
+    account_sid: str
+    from_: str
+    to: str
+    url: str  # the URL whose TwiML is playing: relative URLs are resolved against it
+    status: str = "ringing"  # then in-progress, completed, or failed
+    twiml: str = ""  # the last TwiML document received
+    listening: dict[str, str] | None = None  # the <Gather> waiting for the caller
+    after_gather: list[ET.Element] = field(default_factory=list)  # run on silence
+    transcript: list[dict[str, str]] = field(default_factory=list)
+
+    def params(self, **extra: str) -> dict[str, str]:
+        """What Twilio posts to a voice webhook."""
+        return {
+            "CallSid": self.sid, "AccountSid": self.account_sid, "From": self.from_,
+            "To": self.to, "Caller": self.from_, "Called": self.to,
+            "CallStatus": self.status, "Direction": "inbound", "ApiVersion": "2010-04-01",
+            **extra,
+        }  # fmt: skip
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "sid": self.sid,
+            "from": self.from_,
+            "to": self.to,
+            "status": self.status,
+            "transcript": self.transcript,
+        }
+
+
 def twilio_error(status: int, code: int, message: str) -> web.Response:
     return web.json_response(
         {
@@ -103,11 +149,14 @@ class TwilioEmulator:
         account_sid: str,
         auth_token: str,
         sms_webhook_url: str | None = None,
+        voice_webhook_url: str | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.sms_webhook_url = sms_webhook_url
+        self.voice_webhook_url = voice_webhook_url
+        self.calls: dict[str, Call] = {}
         self.clock = clock or SystemClock()
         self.messages: dict[str, Message] = {}
         self.undeliverable: set[str] = set()
@@ -122,6 +171,9 @@ class TwilioEmulator:
         app.router.add_get(f"{base}/Messages/{{sid}}.json", self.fetch_message)
         app.router.add_post("/emulator/sms", self.inbound_sms)
         app.router.add_get("/emulator/messages", self.sent_messages)
+        app.router.add_post("/emulator/call", self.inbound_call)
+        app.router.add_post("/emulator/call/{sid}/gather", self.answer_gather)
+        app.router.add_get("/emulator/calls", self.list_calls)
         app.on_cleanup.append(self._finish_callbacks)
         return app
 
@@ -237,6 +289,11 @@ class TwilioEmulator:
                     params["ErrorCode"] = str(message.error_code)
                 await self.post_signed(message.status_callback, params)
 
+    async def settled(self) -> None:
+        """Wait until every status callback of the messages sent so far has been made."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def _finish_callbacks(self, _: web.Application) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -244,13 +301,15 @@ class TwilioEmulator:
     # ------------------------------------------------------------- playing a person
 
     async def post_signed(self, url: str, params: Mapping[str, str]) -> tuple[int, str]:
-        """POST `params` form-encoded to `url` with Twilio's signature; the answer."""
+        """POST `params` form-encoded to `url` with Twilio's signature; the answer.
+        The URL is requested exactly as signed (not re-encoded), as Twilio does."""
         signature = self.validator.compute_signature(url, dict(params))
         headers = {"X-Twilio-Signature": signature}
+        target = URL(url, encoded=True)
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-                session.post(url, data=dict(params), headers=headers) as response,
+                session.post(target, data=dict(params), headers=headers) as response,
             ):
                 return response.status, await response.text()
         except (aiohttp.ClientError, TimeoutError) as error:
@@ -283,7 +342,144 @@ class TwilioEmulator:
 
     async def sent_messages(self, request: web.Request) -> web.Response:
         base = API.format(account=self.account_sid)
-        return web.json_response([m.as_twilio(base) for m in self.messages.values()])
+        return web.json_response(
+            [{**m.as_twilio(base), "media_urls": m.media} for m in self.messages.values()]
+        )
+
+    # ------------------------------------------------------------ playing a caller
+
+    async def inbound_call(self, request: web.Request) -> web.Response:
+        """Body: {"from": "+1555…", "to": "+1555…"}; fires the voice webhook."""
+        try:
+            data = await request.json()
+            from_, to = str(data["from"]), str(data["to"])
+        except (ValueError, KeyError, TypeError):
+            return web.json_response(
+                {"error": 'send JSON {"from": "+15551234567", "to": "+15557654321"}'}, status=400
+            )
+        if not self.voice_webhook_url:
+            return web.json_response({"error": "no voice webhook URL is configured"}, status=409)
+        if not (from_ and _e164(to)):  # `from` may be a hidden number ("Anonymous")
+            return web.json_response({"error": "to must be an E.164 number"}, status=400)
+        call = Call(
+            sid="CA" + secrets.token_hex(16),
+            account_sid=self.account_sid,
+            from_=from_,
+            to=to,
+            url=self.voice_webhook_url,
+        )
+        self.calls[call.sid] = call
+        log.info("emulator.call_started", sid=call.sid)
+        said: list[str] = []
+        status = await self._fetch_and_play(call, self.voice_webhook_url, call.params(), said)
+        return web.json_response(self._step(call, status, said))
+
+    async def answer_gather(self, request: web.Request) -> web.Response:
+        """Body: {"speech": "…"}, {"digits": "1"} or {} (silence)."""
+        call = self.calls.get(request.match_info["sid"])
+        if call is None:
+            return web.json_response({"error": "no such call"}, status=404)
+        try:
+            data = await request.json() if request.can_read_body else {}
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or ("speech" in data and "digits" in data):
+            return web.json_response(
+                {"error": 'send JSON {"speech": "…"}, {"digits": "1"} or {} for silence'},
+                status=400,
+            )
+        if call.listening is None:
+            return web.json_response({"error": f"the call is {call.status}"}, status=409)
+        gather, after = call.listening, call.after_gather
+        call.listening, call.after_gather = None, []
+        action = urljoin(call.url, gather.get("action") or call.url)
+        said: list[str] = []
+        heard = {"speech": "SpeechResult", "digits": "Digits"}
+        given = [(kind, str(data[kind])) for kind in heard if data.get(kind) is not None]
+        if given:
+            [(kind, text)] = given
+            call.transcript.append({"speaker": "caller", "input": kind, "text": text})
+            params = call.params(**{heard[kind]: text})
+            if kind == "speech":
+                params["Confidence"] = "0.92"
+            status = await self._fetch_and_play(call, action, params, said)
+        else:
+            call.transcript.append({"speaker": "caller", "input": "silence", "text": ""})
+            if gather.get("actionOnEmptyResult") == "true":
+                status = await self._fetch_and_play(call, action, call.params(), said)
+            else:
+                status = 200
+                await self._play(call, after, said)
+        return web.json_response(self._step(call, status, said))
+
+    async def list_calls(self, request: web.Request) -> web.Response:
+        return web.json_response([call.as_json() for call in self.calls.values()])
+
+    def _step(self, call: Call, status: int, said: list[str]) -> dict[str, Any]:
+        return {
+            "sid": call.sid,
+            "webhook_status": status,
+            "twiml": call.twiml,
+            "said": said,
+            "listening": call.listening,
+            "hung_up": call.status in ("completed", "failed"),
+            "status": call.status,
+        }
+
+    async def _fetch_and_play(
+        self, call: Call, url: str, params: Mapping[str, str], said: list[str], hops: int = 0
+    ) -> int:
+        """POST a signed voice webhook, then play the TwiML it answers; its status.
+        A failed webhook, TwiML that is no <Response>, or a redirect loop fails the call."""
+        status, body = await self.post_signed(url, params)
+        call.url, call.twiml = url, body
+        document = _twiml(body) if status == 200 and hops <= MAX_REDIRECTS else None
+        if document is None:
+            log.warning("emulator.call_failed", sid=call.sid, webhook_status=status)
+            call.status = "failed"
+            return status
+        call.status = "in-progress"
+        await self._play(call, list(document), said, hops)
+        return status
+
+    async def _play(
+        self, call: Call, verbs: list[ET.Element], said: list[str], hops: int = 0
+    ) -> None:
+        """Run TwiML verbs as Twilio does until the call waits at a <Gather> or ends
+        (<Hangup>, <Reject>, or no verbs left). POST only: what Parley's TwiML asks."""
+        for index, verb in enumerate(verbs):
+            if verb.tag == "Say":
+                self._bot_says(call, verb, said)
+            elif verb.tag == "Gather":
+                for nested in verb.iter("Say"):
+                    self._bot_says(call, nested, said)
+                call.listening = dict(verb.attrib)
+                call.after_gather = verbs[index + 1 :]
+                return
+            elif verb.tag == "Redirect":
+                url = urljoin(call.url, (verb.text or "").strip())
+                await self._fetch_and_play(call, url, call.params(), said, hops + 1)
+                return
+            elif verb.tag in ("Hangup", "Reject"):
+                break
+        call.status = "completed"
+        log.info("emulator.call_ended", sid=call.sid)
+
+    def _bot_says(self, call: Call, say: ET.Element, said: list[str]) -> None:
+        text = (say.text or "").strip()
+        if text:
+            said.append(text)
+            call.transcript.append({"speaker": "bot", "input": "speech", "text": text})
+
+
+def _twiml(body: str) -> ET.Element | None:
+    """The <Response> of a TwiML document (the webhook's own answer: expat refuses
+    entity-expansion attacks), or None."""
+    try:
+        document = ET.fromstring(body)  # noqa: S314
+    except ET.ParseError:
+        return None
+    return document if document.tag == "Response" else None
 
 
 def _e164(number: str) -> bool:

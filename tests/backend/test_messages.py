@@ -327,7 +327,7 @@ async def test_start_after_stop_subscribes_again(texting: Texting, word: str) ->
     # Marketing was never agreed to, so START does not invent it.
     assert states[("sms", "marketing")] == "withdrawn"
     assert len(texting.sent_to(PERSON)) == 2
-    assert "subscribed again" in texting.sent_to(PERSON)[-1]
+    assert "you are subscribed" in texting.sent_to(PERSON)[-1]
 
 
 async def test_start_restores_marketing_the_person_had_agreed_to(texting: Texting) -> None:

@@ -219,3 +219,12 @@ async def test_membership_agrees_with_counting_for_every_kind_of_event_rule(
         for person, profile_id in people.items():
             answer = await admin.get(f"/api/v1/segments/{name}/members/{profile_id}")
             assert answer["member"] == (profile_id in members), (name, person)
+
+
+def test_an_sms_help_text_that_does_not_say_how_to_stop_is_a_mistake(tmp_path: Path) -> None:
+    (tmp_path / "business.yml").write_text(
+        "name: Brightdesk\ntimezone: UTC\nsms_help: >-\n  Brightdesk: call us any time.\n"
+    )
+    [mistake] = validate(tmp_path)
+    assert (mistake.file.name, mistake.line) == ("business.yml", 3)
+    assert "STOP" in mistake.message and "rates may apply" in mistake.message

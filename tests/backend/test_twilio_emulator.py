@@ -161,3 +161,180 @@ async def test_a_person_texting_fires_a_signed_inbound_webhook(
     assert (call["From"], call["To"], call["Body"]) == (PERSON, BUSINESS, "hi there")
     assert call["MessageSid"] == answer["sid"]
     assert receiver.signed == [True]
+
+
+# ------------------------------------------------------------------- calls (TwiML)
+
+MENU = (
+    '<Response><Gather input="speech dtmf" numDigits="1" '
+    'action="/voice/gather?buttons=%5B%22Pricing%22%5D&amp;prompt=Hi!%20What\'s%20up%3F">'
+    '<Say>Hi! Press 1 for Pricing, or just say it.</Say><Pause length="1" /></Gather>'
+    '<Redirect method="POST">{base}/voice/gather?silence=1</Redirect></Response>'
+)
+
+
+@dataclass
+class VoiceApp:
+    """A voice webhook speaking TwiML, checking each request's signature over the URL
+    exactly as requested (query included)."""
+
+    base: str = ""
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    signed: list[bool] = field(default_factory=list)
+    refuse: bool = False
+
+    async def handle(self, request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        url = f"{self.base}{request.raw_path}"
+        valid = RequestValidator(TOKEN).validate(
+            url, form, request.headers.get("X-Twilio-Signature", "")
+        )
+        self.requests.append((url, form))
+        self.signed.append(bool(valid))
+        if self.refuse:
+            return web.Response(status=403)
+        return web.Response(text=self.twiml(request, form), content_type="text/xml")
+
+    def twiml(self, request: web.Request, form: dict[str, str]) -> str:
+        if request.path == "/voice/call":
+            return MENU.format(base=self.base)
+        if form.get("SpeechResult") == "bye":
+            return "<Response><Say>Goodbye!</Say><Hangup /></Response>"
+        if "Digits" in form or "SpeechResult" in form:
+            heard = form.get("Digits") or form.get("SpeechResult")
+            return f"<Response><Say>You chose {heard}.</Say>{MENU.format(base=self.base)[10:]}"
+        if request.query.get("silence") == "1":
+            return (
+                '<Response><Gather input="speech dtmf" action="/voice/gather">'
+                "<Say>Sorry, I didn't catch that.</Say></Gather>"
+                f'<Redirect method="POST">{self.base}/voice/gather?silence=2</Redirect></Response>'
+            )
+        return "<Response><Say>I still can't hear you. Goodbye!</Say><Hangup /></Response>"
+
+
+@pytest.fixture
+async def voice_app(aiohttp_server: ServerFactory) -> VoiceApp:
+    voice = VoiceApp()
+    app = web.Application()
+    app.router.add_post("/voice/call", voice.handle)
+    app.router.add_post("/voice/gather", voice.handle)
+    server = await aiohttp_server(app)
+    voice.base = str(server.make_url("/")).rstrip("/")
+    return voice
+
+
+@pytest.fixture
+async def phone(aiohttp_server: ServerFactory, voice_app: VoiceApp) -> str:
+    twilio = TwilioEmulator(SID, TOKEN, voice_webhook_url=f"{voice_app.base}/voice/call")
+    server = await aiohttp_server(twilio.app())
+    return str(server.make_url("/")).rstrip("/")
+
+
+async def post_json(url: str, body: Any = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+        return response.status, await response.json()
+
+
+async def test_a_call_plays_its_twiml_round_trip_signed_at_every_step(
+    phone: str, voice_app: VoiceApp
+) -> None:
+    status, call = await post_json(f"{phone}/emulator/call", {"from": PERSON, "to": BUSINESS})
+    assert status == 200
+    sid = call["sid"]
+    assert sid.startswith("CA") and len(sid) == 34
+    assert (call["webhook_status"], call["hung_up"], call["status"]) == (200, False, "in-progress")
+    assert call["said"] == ["Hi! Press 1 for Pricing, or just say it."]
+    assert call["twiml"] == MENU.format(base=voice_app.base)
+    assert call["listening"]["input"] == "speech dtmf"
+    [(url, first)] = voice_app.requests
+    assert url == f"{voice_app.base}/voice/call"
+    assert first == {
+        "CallSid": sid, "AccountSid": SID, "From": PERSON, "To": BUSINESS, "Caller": PERSON,
+        "Called": BUSINESS, "CallStatus": "ringing", "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+    }  # fmt: skip
+
+    status, pressed = await post_json(f"{phone}/emulator/call/{sid}/gather", {"digits": "1"})
+    assert status == 200
+    assert pressed["said"] == ["You chose 1.", "Hi! Press 1 for Pricing, or just say it."]
+    url, form = voice_app.requests[-1]
+    # The relative action URL is resolved against the URL that served the TwiML.
+    assert (
+        url
+        == f"{voice_app.base}/voice/gather?buttons=%5B%22Pricing%22%5D&prompt=Hi!%20What's%20up%3F"
+    )
+    assert (form["Digits"], form["CallStatus"], form["CallSid"]) == ("1", "in-progress", sid)
+
+    _, spoken = await post_json(f"{phone}/emulator/call/{sid}/gather", {"speech": "bye"})
+    assert (spoken["said"], spoken["hung_up"], spoken["status"]) == (
+        ["Goodbye!"], True, "completed",
+    )  # fmt: skip
+    assert voice_app.requests[-1][1]["SpeechResult"] == "bye"
+    assert voice_app.requests[-1][1]["Confidence"]
+    assert voice_app.signed == [True, True, True]
+
+    status, ended = await post_json(f"{phone}/emulator/call/{sid}/gather", {"speech": "hello?"})
+    assert (status, ended) == (409, {"error": "the call is completed"})
+
+    async with aiohttp.ClientSession() as session, session.get(f"{phone}/emulator/calls") as r:
+        [listed] = await r.json()
+    assert listed["transcript"] == [
+        {"speaker": "bot", "input": "speech", "text": "Hi! Press 1 for Pricing, or just say it."},
+        {"speaker": "caller", "input": "digits", "text": "1"},
+        {"speaker": "bot", "input": "speech", "text": "You chose 1."},
+        {"speaker": "bot", "input": "speech", "text": "Hi! Press 1 for Pricing, or just say it."},
+        {"speaker": "caller", "input": "speech", "text": "bye"},
+        {"speaker": "bot", "input": "speech", "text": "Goodbye!"},
+    ]
+
+
+async def test_silence_runs_what_follows_the_gather_and_a_second_silence_hangs_up(
+    phone: str, voice_app: VoiceApp
+) -> None:
+    _, call = await post_json(f"{phone}/emulator/call", {"from": PERSON, "to": BUSINESS})
+    gather = f"{phone}/emulator/call/{call['sid']}/gather"
+
+    _, first = await post_json(gather, {})
+    assert (first["said"], first["hung_up"]) == (["Sorry, I didn't catch that."], False)
+    assert voice_app.requests[-1][0] == f"{voice_app.base}/voice/gather?silence=1"
+    assert "SpeechResult" not in voice_app.requests[-1][1]
+
+    _, second = await post_json(gather, {})
+    assert (second["said"], second["hung_up"]) == (["I still can't hear you. Goodbye!"], True)
+    assert voice_app.signed == [True, True, True]
+
+
+async def test_a_refused_webhook_fails_the_call(phone: str, voice_app: VoiceApp) -> None:
+    voice_app.refuse = True
+    _, call = await post_json(f"{phone}/emulator/call", {"from": PERSON, "to": BUSINESS})
+    assert (call["webhook_status"], call["hung_up"], call["status"]) == (403, True, "failed")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/emulator/call", {"from": PERSON}, 400),
+        ("/emulator/call", {"from": PERSON, "to": "nope"}, 400),
+        ("/emulator/call/CA0/gather", {}, 404),
+    ],
+)
+async def test_bad_call_requests_are_refused(
+    phone: str, path: str, body: dict[str, str], status: int
+) -> None:
+    assert (await post_json(f"{phone}{path}", body))[0] == status
+
+
+async def test_a_gather_with_both_speech_and_digits_is_refused(phone: str) -> None:
+    _, call = await post_json(f"{phone}/emulator/call", {"from": PERSON, "to": BUSINESS})
+    status, _ = await post_json(
+        f"{phone}/emulator/call/{call['sid']}/gather", {"speech": "one", "digits": "1"}
+    )
+    assert status == 400
+
+
+async def test_a_call_without_a_voice_webhook_url_is_refused(
+    emulator: tuple[TwilioEmulator, str],
+) -> None:
+    _, url = emulator
+    status, answer = await post_json(f"{url}/emulator/call", {"from": PERSON, "to": BUSINESS})
+    assert (status, answer) == (409, {"error": "no voice webhook URL is configured"})

@@ -269,7 +269,7 @@ async def test_stop_is_answered_by_the_backend_and_never_reaches_the_bot(phone: 
     await phone.text("START")
     await phone.text("hello again")
     assert (await phone.bodies())[2:] == [
-        "Brightdesk: you are subscribed again. Msg & data rates may apply. "
+        "Brightdesk: you are subscribed to our texts. Msg & data rates may apply. "
         "Reply HELP for help, STOP to opt out.",
         "You said: hello again",
     ]

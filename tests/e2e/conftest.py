@@ -52,6 +52,7 @@ class Parley:
     actions: str
     rasa_token: str
     admin_token: str
+    twilio: str  # the local Twilio emulator `parley run` started
 
     def say(self, sender: str, message: str) -> list[str]:
         response = requests.post(
@@ -78,6 +79,23 @@ class Parley:
             method, f"{self.backend}{path}", headers=headers, timeout=10, **kwargs
         )
 
+    def text(self, sender: str, body: str) -> dict[str, Any]:
+        """A person texts the business through the local Twilio (a signed webhook)."""
+        response = requests.post(
+            f"{self.twilio}/emulator/sms",
+            json={"from": sender, "to": "+15005550006", "body": body},
+            timeout=30,
+        )
+        response.raise_for_status()
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    def texts_to(self, number: str) -> list[str]:
+        """What the business has texted `number` so far, oldest first."""
+        response = requests.get(f"{self.twilio}/emulator/messages", timeout=10)
+        response.raise_for_status()
+        return [m["body"] for m in response.json() if m["to"] == number]
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -85,14 +103,21 @@ class Parley:
 @pytest.fixture(scope="session")
 def parley(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parley]:
     var = tmp_path_factory.mktemp("var")
-    ports = {name: free_port() for name in ("BACKEND", "RASA", "ACTION_SERVER")}
+    ports = {name: free_port() for name in ("BACKEND", "RASA", "ACTION_SERVER", "TWILIO_EMULATOR")}
     env = {
         **os.environ,
         "PARLEY_VAR_DIR": str(var),
         **{f"PARLEY_{name}_PORT": str(port) for name, port in ports.items()},
         "PARLEY_RASA_TOKEN": "e2e-rasa-token",
     }
-    for leaked in ("PARLEY_DATABASE_URL", "PARLEY_BACKEND_TOKEN", "PARLEY_RASA_TRACKER_STORE_URL"):
+    for leaked in (
+        "PARLEY_DATABASE_URL",
+        "PARLEY_BACKEND_TOKEN",
+        "PARLEY_RASA_TRACKER_STORE_URL",
+        "PARLEY_TWILIO_API_URL",
+        "PARLEY_TWILIO_AUTH_TOKEN",
+        "PARLEY_PUBLIC_URL",
+    ):
         env.pop(leaked, None)
     admin = subprocess.run(
         [str(PARLEY), "token", "create", "--role", "admin", "--name", "e2e"],
@@ -112,6 +137,7 @@ def parley(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parley]:
         actions=f"http://127.0.0.1:{ports['ACTION_SERVER']}",
         rasa_token="e2e-rasa-token",
         admin_token=admin,
+        twilio=f"http://127.0.0.1:{ports['TWILIO_EMULATOR']}",
     )
     deadline = time.monotonic() + STARTUP_SECONDS
     while "[parley] Parley is up." not in running.output():

@@ -4,6 +4,7 @@ said. The shared `parley run` is in conftest.py."""
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 import requests
@@ -81,14 +82,13 @@ def test_a_person_qualifies_books_a_demo_subscribes_by_sms_and_opts_out(parley: 
     consent = f"/api/v1/profiles/{profile_id}/consent"
     check = f"{consent}/sms/marketing"
     assert parley.api("GET", check).json()["state"] == "pending"
-    # The person's YES to the confirmation text (the SMS channel will send this).
-    confirmed = parley.api(
-        "POST",
-        consent,
-        json={"channel": "sms", "purpose": "marketing", "action": "confirm",
-              "source": "sms_keyword", "reply": "YES"},
-    )  # fmt: skip
-    assert confirmed.status_code == 201, confirmed.text
+    # The question reaches the phone by text; the person's YES, texted back, confirms.
+    [confirm_by_text] = parley.texts_to("+14155552671")
+    assert confirm_by_text.startswith("Brightdesk: reply YES to confirm")
+    assert parley.text("+14155552671", "YES")["webhook_status"] == 200
+    deadline = time.monotonic() + 30
+    while parley.api("GET", check).json()["state"] != "granted" and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert parley.api("GET", check).json()["allowed"] is True
 
     assert parley.say(me, "stop texting me") == ["Done: Brightdesk won't text you any more."]
