@@ -343,7 +343,11 @@ class TwilioEmulator:
     async def sent_messages(self, request: web.Request) -> web.Response:
         base = API.format(account=self.account_sid)
         return web.json_response(
-            [{**m.as_twilio(base), "media_urls": m.media} for m in self.messages.values()]
+            [
+                # Beyond Twilio's fields: the media, and when it arrived to the microsecond.
+                {**m.as_twilio(base), "media_urls": m.media, "created_at": m.created_at.isoformat()}
+                for m in self.messages.values()
+            ]
         )
 
     # ------------------------------------------------------------ playing a caller

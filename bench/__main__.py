@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 
-from bench import backend
+from bench import backend, sms
 from bench.report import machine, write_section
 
 
@@ -82,8 +82,18 @@ async def main() -> None:
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--batches", type=int, default=60, help="event batches to ingest")
-    parser.add_argument("--only", choices=["postgresql", "sqlite"])
+    parser.add_argument("--only", choices=["postgresql", "sqlite", "sms"])
+    parser.add_argument("--sms-rate", type=float, default=50.0, help="webhooks per second")
+    parser.add_argument("--sms-seconds", type=float, default=20.0)
     args = parser.parse_args()
+    if args.only in (None, "sms"):
+        print(f"SMS: {args.sms_rate:g} webhooks/s for {args.sms_seconds:g} s…", flush=True)
+        measured = await sms.bench_sms(args.sms_rate, args.sms_seconds)
+        table = sms.sms_table(measured, machine())
+        print(table)
+        write_section("sms", table)
+        if args.only == "sms":
+            return
     results = []
     if args.only in (None, "postgresql"):
         print(f"PostgreSQL: loading {args.profiles:,} profiles…", flush=True)

@@ -1,0 +1,186 @@
+"""The SMS benchmark of the channels issue: signed Twilio webhooks at a steady rate into
+the SMS channel of a whole `parley run` (local Twilio emulator, backend on SQLite,
+action server, Rasa with the trained model). For each text it measures, in the same
+run, how long Twilio waits for the webhook's answer (the acknowledgement) and how long
+the person waits for the bot's first reply text to reach the emulator (the full turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+from twilio.request_validator import RequestValidator
+
+from backend.settings import PROJECT_ROOT
+from bench.backend import free_port, p99, peak_rss_mb
+
+TOKEN = "bench-twilio-token"  # noqa: S105 (a throwaway token for a loopback run)
+BUSINESS = "+15005550006"
+
+
+@dataclass
+class SmsMeasured:
+    rate: float
+    sent: int
+    seconds: float
+    ack_ms: list[float] = field(default_factory=list)
+    turn_ms: list[float] = field(default_factory=list)
+    unanswered: int = 0
+    non_200: int = 0
+    rasa_peak_rss_mb: float = 0.0
+
+
+async def bench_sms(rate: float = 50.0, seconds: float = 20.0) -> SmsMeasured:
+    var = Path(tempfile.mkdtemp(prefix="parley-bench-sms-"))
+    ports = {name: free_port() for name in ("BACKEND", "RASA", "ACTION_SERVER", "TWILIO_EMULATOR")}
+    env = {
+        **os.environ,
+        "PARLEY_VAR_DIR": str(var),
+        **{f"PARLEY_{name}_PORT": str(port) for name, port in ports.items()},
+        "PARLEY_TWILIO_AUTH_TOKEN": TOKEN,
+        # One sending number answers every text here: give it a short code's pace.
+        "PARLEY_SMS_SENDS_PER_SECOND": "500",
+        "PARLEY_LOG_LEVEL": "warning",
+    }
+    for leaked in ("PARLEY_DATABASE_URL", "PARLEY_TWILIO_API_URL", "PARLEY_PUBLIC_URL"):
+        env.pop(leaked, None)
+    log = var / "parley-run.log"
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "backend", "run", env=env, stdout=sink, stderr=sink,
+            cwd=PROJECT_ROOT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 900
+        while "[parley] Parley is up." not in log.read_text(errors="replace"):
+            if process.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"parley run did not come up:\n{log.read_text()[-3000:]}")
+            await asyncio.sleep(1)
+        webhook = f"http://127.0.0.1:{ports['RASA']}/webhooks/sms/webhook"
+        emulator = f"http://127.0.0.1:{ports['TWILIO_EMULATOR']}"
+        return await _load(webhook, emulator, rate, seconds, _rasa_pid(ports["RASA"]))
+    finally:
+        if process.returncode is None:
+            process.send_signal(2)
+            try:
+                await asyncio.wait_for(process.wait(), 60)
+            except TimeoutError:
+                process.kill()
+
+
+def _rasa_pid(port: int) -> int | None:
+    """The Rasa server of this run (found by its command line)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"bot.rasa_server" in argv and str(port).encode() in argv:
+            return int(cmdline.parent.name)
+    return None
+
+
+async def _load(
+    webhook: str, emulator: str, rate: float, seconds: float, rasa_pid: int | None
+) -> SmsMeasured:
+    validator = RequestValidator(TOKEN)
+    count = int(rate * seconds)
+    result = SmsMeasured(rate=rate, sent=count, seconds=seconds)
+    sent_at: dict[str, float] = {}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # Warm up: one full turn, so the model's first-call costs are not measured.
+        await _text(session, validator, webhook, "+14155559999", "SMwarmup" + "0" * 24)
+        await asyncio.sleep(5)
+
+        async def one(index: int) -> None:
+            sender = f"+1415555{1000 + index:04d}"
+            sid = f"SM{index:032x}"
+            sent_at[sender] = time.time()
+            started = time.perf_counter()
+            status = await _text(session, validator, webhook, sender, sid)
+            result.ack_ms.append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                result.non_200 += 1
+
+        start = time.perf_counter()
+        tasks = []
+        for index in range(count):
+            delay = start + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(index)))
+        await asyncio.gather(*tasks)
+
+        # Drain: wait until every sender has a reply (or nothing new arrives for 60 s).
+        first_reply: dict[str, float] = {}
+        quiet_since = time.monotonic()
+        while len(first_reply) < count and time.monotonic() - quiet_since < 60:
+            await asyncio.sleep(1)
+            before = len(first_reply)
+            async with session.get(f"{emulator}/emulator/messages") as response:
+                for message in await response.json():
+                    to = message["to"]
+                    if to in sent_at and to not in first_reply:
+                        first_reply[to] = datetime.fromisoformat(message["created_at"]).timestamp()
+            if len(first_reply) > before:
+                quiet_since = time.monotonic()
+        result.turn_ms = [(first_reply[s] - sent_at[s]) * 1000 for s in first_reply]
+        result.unanswered = count - len(first_reply)
+        result.rasa_peak_rss_mb = peak_rss_mb(rasa_pid) if rasa_pid else 0.0
+    return result
+
+
+async def _text(
+    session: aiohttp.ClientSession, validator: RequestValidator, url: str, sender: str, sid: str
+) -> int:
+    form = {"MessageSid": sid, "SmsSid": sid, "AccountSid": "AC" + "0" * 32, "From": sender,
+            "To": BUSINESS, "Body": "hi", "NumMedia": "0"}  # fmt: skip
+    headers = {"X-Twilio-Signature": validator.compute_signature(url, form)}
+    async with session.post(url, data=form, headers=headers) as response:
+        await response.read()
+        return response.status
+
+
+def sms_table(result: SmsMeasured, machine_line: str) -> str:
+    def cell(values: list[float]) -> str:
+        if not values:
+            return "—"
+        return f"{statistics.median(values):.0f} ms median, {p99(values):.0f} ms p99"
+
+    return "\n".join(
+        [
+            "## SMS channel: acknowledgement and full turn",
+            "",
+            f"Machine: {machine_line}.",
+            "",
+            f"Load: {result.sent:,} signed Twilio webhooks (`hi` from {result.sent:,} different "
+            f"numbers, so each is a new conversation) at {result.rate:.0f} per second for "
+            f"{result.seconds:.0f} s into the SMS channel of one `parley run` (SQLite, one Rasa "
+            "process, the local Twilio emulator). The acknowledgement is the webhook's answer "
+            "to Twilio; the full turn is from the webhook's arrival to the bot's first reply "
+            "reaching the emulator through the backend's one door. Both are the same texts in "
+            "the same run.",
+            "",
+            "| Measure | Result | Target |",
+            "|---|---|---|",
+            f"| webhook acknowledgement | {cell(result.ack_ms)} | p99 ≤ 50 ms at 50 requests/s |",
+            f"| full turn (first reply text) | {cell(result.turn_ms)} | |",
+            f"| what Twilio is spared waiting, at p99 | "
+            f"{p99(result.turn_ms) - p99(result.ack_ms):.0f} ms | |"
+            if result.turn_ms and result.ack_ms
+            else "| what Twilio is spared waiting | — | |",
+            f"| webhooks not answered 200 | {result.non_200} | 0 |",
+            f"| texts with no reply within a minute of the last one | {result.unanswered} | 0 |",
+            f"| Rasa peak memory (RSS) | {result.rasa_peak_rss_mb:.0f} MB | |",
+        ]
+    )
