@@ -38,13 +38,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         "PARLEY_BACKEND_PORT": str(port),
         "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'parley.db'}",
         "PARLEY_LOG_LEVEL": "warning",
+        # Texts go to the local Twilio emulator, started beside the backend.
+        "PARLEY_TWILIO_AUTH_TOKEN": "contract-test-token",
+        "PARLEY_TWILIO_EMULATOR_PORT": str(free_port()),
+        "PARLEY_SMS_SENDS_PER_SECOND": "1000",
     }
+    env.pop("PARLEY_TWILIO_API_URL", None)
     parley = [sys.executable, "-m", "backend"]
     subprocess.run([*parley, "db", "upgrade"], env=env, check=True, capture_output=True)
     token = subprocess.run(
         [*parley, "token", "create", "--role", "admin"],
         env=env, check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
+    twilio = subprocess.Popen([*parley, "twilio-emulator"], env=env, cwd=PROJECT_ROOT)
     process = subprocess.Popen([*parley, "backend"], env=env, cwd=PROJECT_ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -56,8 +62,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
                 time.sleep(0.2)
         yield url, token
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        for running in (process, twilio):
+            running.terminate()
+            running.wait(timeout=15)
 
 
 def schemathesis(url: str, token: str, *options: str) -> None:
