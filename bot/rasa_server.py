@@ -3,6 +3,8 @@
 `python -m bot.rasa_server run --enable-api ...` is `rasa run ...`, except that the
 token is added here, inside the process, so it never appears on a command line that
 `ps` would show. Without PARLEY_RASA_TOKEN the API is refused rather than left open.
+The model runs beside the event loop (bot/model_thread.py), so that webhooks are
+answered while it thinks.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ def main() -> None:
 
     from rasa.__main__ import main as rasa_main
 
+    from bot import model_thread
+
+    model_thread.install()
     sys.argv = ["rasa", *args]
     rasa_main()
 

@@ -32,6 +32,15 @@ class BotSettings(BaseSettings):
     # The base URL Twilio, Amazon and browsers use to reach Rasa's channels, when it
     # differs from what Rasa sees (behind a proxy): webhook signatures cover it.
     public_url: str | None = None
+    # Web chat: the key the backend signs visitors' session tokens with (`parley run`
+    # passes it); without it the web chat channel refuses every socket.
+    webchat_secret: SecretStr | None = None
+
+    # Alexa: when set, requests for any other skill are refused.
+    alexa_skill_id: str | None = None
+    # The PEM bundle Amazon's certificate chain must lead to (default: certifi's public
+    # roots); relative paths are from the project root. Tests point it at their own.
+    alexa_trust_root: Path | None = None
 
     @validator(
         "rasa_token",
@@ -39,6 +48,9 @@ class BotSettings(BaseSettings):
         "backend_token",
         "twilio_auth_token",
         "public_url",
+        "webchat_secret",
+        "alexa_skill_id",
+        "alexa_trust_root",
         pre=True,
     )
     def empty_means_unset(cls, value: object) -> object:
