@@ -99,7 +99,7 @@ async def _load(
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         # Warm up: one full turn, so the model's first-call costs are not measured.
-        await _text(session, validator, webhook, "+14155559999", "SMwarmup" + "0" * 24)
+        await _text(session, validator, webhook, "+14155559999", "SM" + "f" * 32)
         await asyncio.sleep(5)
 
         async def one(index: int) -> None:

@@ -2,7 +2,9 @@
 
 - Every webhook is checked against `X-Twilio-Signature` first; a bad one gets 403.
 - Twilio gets its answer at once (empty TwiML); the text is processed in the
-  background, one at a time per sender so that a person's texts keep their order.
+  background, one at a time per sender so that a person's texts keep their order, and
+  at most `PARLEY_SMS_CONCURRENT_TURNS` turns at once, so that a burst queues instead
+  of slowing every turn until the bot's own calls time out.
 - The backend records each text once per MessageSid (a retried delivery is dropped)
   and answers STOP, START and HELP itself; only other texts reach the bot.
 - The bot's replies leave through the backend's outbound message API, the one door
@@ -153,6 +155,10 @@ class SmsInput(InputChannel):
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._queues: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Turns the bot works on at once; the rest wait their turn in arrival order.
+        # Without a bound a burst of texts starts every turn together, each then runs
+        # slowly, and the bot's calls to the action server and backend time out.
+        self._turns = asyncio.Semaphore(config.sms_concurrent_turns)
 
     @property
     def backend(self) -> BackendClient:
@@ -238,15 +244,19 @@ class SmsInput(InputChannel):
         if receipt.duplicate or receipt.handled:
             return
         try:
-            await on_new_message(
-                UserMessage(
-                    text.body,
-                    SmsOutput(self.backend, receipt.message_id),
-                    text.sender,
-                    input_channel=self.name(),
-                    metadata={"message_id": receipt.message_id, "media_urls": text.media_urls},
+            async with self._turns:
+                await on_new_message(
+                    UserMessage(
+                        text.body,
+                        SmsOutput(self.backend, receipt.message_id),
+                        text.sender,
+                        input_channel=self.name(),
+                        metadata={
+                            "message_id": receipt.message_id,
+                            "media_urls": text.media_urls,
+                        },
+                    )
                 )
-            )
         except Exception:  # one bad turn must not stop the channel
             logger.exception("sms.turn_failed message_id=%s", receipt.message_id)
 
