@@ -27,7 +27,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from actions.backend_client import BackendClient, BackendError, BackendRejected, shared_client
+from actions.backend_client import BackendClient, BackendError, BackendRejected
 from bot.settings import settings
 from channels.twilio_webhook import signed_by_twilio
 
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 # Seconds between the attempts to hand a text to the backend while it is unreachable.
 RETRY_DELAYS = (0.5, 2.0, 5.0)
+SEND_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ class SmsOutput(OutputChannel):
             logger.warning("sms.reply_refused status=%s type=%s", refused.status,
                            refused.problem.get("type"))  # fmt: skip
         except BackendError as error:
-            logger.error("sms.reply_failed error=%s", error)
+            # Not retried: the backend may have sent it before the answer was lost.
+            logger.error("sms.reply_unconfirmed error=%s", error)
 
     async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
         await self._send(recipient_id, text)
@@ -162,7 +164,13 @@ class SmsInput(InputChannel):
 
     @property
     def backend(self) -> BackendClient:
-        return self._backend or shared_client()
+        if self._backend is None:
+            config = settings()
+            token = config.backend_token.get_secret_value() if config.backend_token else None
+            # Longer than the one door may make a text wait for its number's turn
+            # (PARLEY_SMS_MAX_WAIT, 30 s by default).
+            self._backend = BackendClient(config.backend_url, token, SEND_TIMEOUT)
+        return self._backend
 
     def get_output_channel(self) -> OutputChannel:
         # For messages Rasa's HTTP API makes the bot send, outside any reply.
@@ -224,6 +232,7 @@ class SmsInput(InputChannel):
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         receipt = None
+        retried = False
         for delay in (*RETRY_DELAYS, None):
             try:
                 receipt = await self.backend.receive_text(
@@ -239,9 +248,12 @@ class SmsInput(InputChannel):
                 if delay is None:
                     logger.error("sms.text_lost sid=%s error=%s", text.sid, error)
                     return
+                retried = True
                 await asyncio.sleep(delay)
         assert receipt is not None
-        if receipt.duplicate or receipt.handled:
+        # After a timeout the backend may have recorded our own first attempt: a
+        # "duplicate" then is this very delivery, not a repeat from Twilio.
+        if (receipt.duplicate and not retried) or receipt.handled:
             return
         try:
             async with self._turns:

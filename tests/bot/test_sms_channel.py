@@ -20,7 +20,7 @@ from rasa.core.channels.channel import UserMessage, register
 from sanic import Sanic
 from twilio.request_validator import RequestValidator
 
-from actions.backend_client import BackendClient
+from actions.backend_client import BackendClient, BackendUnavailable
 from channels.sms import SmsInput, with_choices
 from tests.bot.conftest import PARLEY, RunningBackend, free_port, wait_until_up
 
@@ -357,6 +357,46 @@ async def test_the_public_url_setting_is_what_signatures_cover(
                     assert answer.status == expected
         await channel.settled()
         assert app.ctx.agent.heard == ["x"]
+    finally:
+        await backend.close()
+        await server.close()
+
+
+class AnswerLostOnce(BackendClient):
+    """The backend records the first hand-over, but its answer never arrives."""
+
+    lost = False
+
+    async def receive_text(self, *args: Any, **kwargs: Any) -> Any:
+        receipt = await super().receive_text(*args, **kwargs)
+        if not self.lost:
+            self.lost = True
+            raise BackendUnavailable("POST /api/v1/inbound-texts: TimeoutError")
+        return receipt
+
+
+async def test_a_text_whose_receipt_was_lost_still_reaches_the_bot_once(
+    twilio: Twilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    monkeypatch.setattr("channels.sms.RETRY_DELAYS", (0.01,))
+    backend = AnswerLostOnce(twilio.backend.url, twilio.backend.token, 10.0)
+    channel = SmsInput(auth_token=TOKEN, backend=backend)
+    app = Sanic(f"sms_lost_{next(_apps)}")
+    agent = EchoAgent()
+    app.ctx.agent = agent
+    register([channel], app, "/webhooks/")
+    server: Any = await app.create_server(
+        "127.0.0.1", twilio.webhook_port, return_asyncio_server=True, access_log=False
+    )
+    await server.startup()
+    await server.after_start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            phone = Phone(twilio, channel, agent, session, "+14155550199")
+            await phone.text("are you there?")
+            assert agent.heard == ["are you there?"]
+            assert await phone.bodies() == ["You said: are you there?"]
     finally:
         await backend.close()
         await server.close()
