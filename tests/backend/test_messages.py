@@ -56,6 +56,16 @@ class Texting:
         data = await self.api.get(f"/api/v1/profiles/{profile_id}/consent")
         return {(s["channel"], s["purpose"]): s["state"] for s in data["states"]}
 
+    async def subscribe(self, profile_id: str) -> None:
+        """SMS marketing consent, asked and confirmed by the person's YES."""
+        for action in ("grant", "confirm"):
+            await self.api.post(
+                f"/api/v1/profiles/{profile_id}/consent",
+                {"channel": "sms", "purpose": "marketing", "action": action,
+                 "source": "sms_keyword", "reply": "YES"},
+                expect=201,
+            )  # fmt: skip
+
     async def settle(self) -> None:
         """Let the emulator's status callbacks arrive."""
         await self.twilio.settled()
@@ -119,18 +129,7 @@ async def test_marketing_goes_only_to_people_who_agreed(texting: Texting) -> Non
     assert texting.sent_to(PERSON) == []
 
     profile = await texting.api.identify("sms", PERSON)
-    for action in ("grant", "confirm"):
-        await texting.api.post(
-            f"/api/v1/profiles/{profile['id']}/consent",
-            {
-                "channel": "sms",
-                "purpose": "marketing",
-                "action": action,
-                "source": "sms_keyword",
-                "reply": "YES",
-            },
-            expect=201,
-        )
+    await texting.subscribe(profile["id"])
     await texting.api.post(
         "/api/v1/messages",
         {"to": PERSON, "body": "20% off this week!", "purpose": "marketing"},
@@ -342,18 +341,7 @@ async def test_start_after_stop_subscribes_again(texting: Texting, word: str) ->
 
 async def test_start_restores_marketing_the_person_had_agreed_to(texting: Texting) -> None:
     profile = await texting.api.identify("sms", PERSON)
-    for action in ("grant", "confirm"):
-        await texting.api.post(
-            f"/api/v1/profiles/{profile['id']}/consent",
-            {
-                "channel": "sms",
-                "purpose": "marketing",
-                "action": action,
-                "source": "sms_keyword",
-                "reply": "YES",
-            },
-            expect=201,
-        )
+    await texting.subscribe(profile["id"])
     await texting.received("STOP")
     await texting.received("START")
     states = await texting.consent(profile["id"])

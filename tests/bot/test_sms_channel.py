@@ -11,6 +11,7 @@ import itertools
 import os
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,30 +149,36 @@ _apps = itertools.count()
 StartPhone = Callable[[], Awaitable[Phone]]
 
 
-@pytest.fixture
-async def phone(twilio: Twilio, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Phone]:
-    monkeypatch.setattr(Sanic, "test_mode", True)
-    backend = BackendClient(twilio.backend.url, twilio.backend.token, 10.0)
-    channel = SmsInput(auth_token=TOKEN, backend=backend)
+@asynccontextmanager
+async def serving(channel: SmsInput, port: int) -> AsyncIterator[EchoAgent]:
+    """A Sanic app with the channel registered as Rasa registers channels."""
     app = Sanic(f"sms_test_{next(_apps)}")
     agent = EchoAgent()
     app.ctx.agent = agent
     register([channel], app, "/webhooks/")
     server: Any = await app.create_server(
-        "127.0.0.1", twilio.webhook_port, return_asyncio_server=True, access_log=False
+        "127.0.0.1", port, return_asyncio_server=True, access_log=False
     )
     await server.startup()
     await server.before_start()
     await server.after_start()
-    session = aiohttp.ClientSession()
     try:
-        yield Phone(twilio, channel, agent, session, f"+1415555{next(_numbers):04d}")
+        yield agent
     finally:
-        await session.close()
-        await backend.close()
+        await channel.settled()
+        await channel.backend.close()
         await server.before_stop()
         await server.close()
         await server.after_stop()
+
+
+@pytest.fixture
+async def phone(twilio: Twilio, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Phone]:
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    backend = BackendClient(twilio.backend.url, twilio.backend.token, 10.0)
+    channel = SmsInput(auth_token=TOKEN, backend=backend)
+    async with serving(channel, twilio.webhook_port) as agent, aiohttp.ClientSession() as session:
+        yield Phone(twilio, channel, agent, session, f"+1415555{next(_numbers):04d}")
 
 
 def signed_form(
@@ -336,30 +343,18 @@ async def test_the_public_url_setting_is_what_signatures_cover(
     public = "https://chat.brightdesk.example"
     backend = BackendClient(twilio.backend.url, twilio.backend.token, 10.0)
     channel = SmsInput(auth_token=TOKEN, public_url=public, backend=backend)
-    app = Sanic(f"sms_public_{next(_apps)}")
-    app.ctx.agent = EchoAgent()
-    register([channel], app, "/webhooks/")
     port = free_port()
-    server: Any = await app.create_server(
-        "127.0.0.1", port, return_asyncio_server=True, access_log=False
-    )
-    await server.startup()
-    await server.after_start()
     form = {"MessageSid": "SM" + "2" * 32, "From": "+14155550100", "To": BUSINESS, "Body": "x"}
     local = f"http://127.0.0.1:{port}/webhooks/sms/webhook"
-    try:
-        async with aiohttp.ClientSession() as session:
-            for signed_for, expected in ((local, 403), (public + "/webhooks/sms/webhook", 200)):
-                signature = RequestValidator(TOKEN).compute_signature(signed_for, form)
-                async with session.post(
-                    local, data=form, headers={"X-Twilio-Signature": signature}
-                ) as answer:
-                    assert answer.status == expected
+    async with serving(channel, port) as agent, aiohttp.ClientSession() as session:
+        for signed_for, expected in ((local, 403), (public + "/webhooks/sms/webhook", 200)):
+            signature = RequestValidator(TOKEN).compute_signature(signed_for, form)
+            async with session.post(
+                local, data=form, headers={"X-Twilio-Signature": signature}
+            ) as answer:
+                assert answer.status == expected
         await channel.settled()
-        assert app.ctx.agent.heard == ["x"]
-    finally:
-        await backend.close()
-        await server.close()
+        assert agent.heard == ["x"]
 
 
 class AnswerLostOnce(BackendClient):
@@ -382,21 +377,11 @@ async def test_a_text_whose_receipt_was_lost_still_reaches_the_bot_once(
     monkeypatch.setattr("channels.sms.RETRY_DELAYS", (0.01,))
     backend = AnswerLostOnce(twilio.backend.url, twilio.backend.token, 10.0)
     channel = SmsInput(auth_token=TOKEN, backend=backend)
-    app = Sanic(f"sms_lost_{next(_apps)}")
-    agent = EchoAgent()
-    app.ctx.agent = agent
-    register([channel], app, "/webhooks/")
-    server: Any = await app.create_server(
-        "127.0.0.1", twilio.webhook_port, return_asyncio_server=True, access_log=False
-    )
-    await server.startup()
-    await server.after_start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            phone = Phone(twilio, channel, agent, session, "+14155550199")
-            await phone.text("are you there?")
-            assert agent.heard == ["are you there?"]
-            assert await phone.bodies() == ["You said: are you there?"]
-    finally:
-        await backend.close()
-        await server.close()
+    async with (
+        serving(channel, twilio.webhook_port) as agent,
+        aiohttp.ClientSession() as session,
+    ):
+        phone = Phone(twilio, channel, agent, session, "+14155550199")
+        await phone.text("are you there?")
+        assert agent.heard == ["are you there?"]
+        assert await phone.bodies() == ["You said: are you there?"]
