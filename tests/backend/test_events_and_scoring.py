@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from backend.api_tokens import Role
 from backend.app import create_app
 from backend.clock import FixedClock
-from backend.settings import Settings
+from backend.settings import PROJECT_ROOT, Settings
 from tests.backend.conftest import Api, IssueToken
 
 SCORING = """
@@ -29,6 +30,7 @@ def data_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "scoring.yml").write_text(SCORING)
+    shutil.copy(PROJECT_ROOT / "data" / "business.yml", folder)
     return folder
 
 
