@@ -9,13 +9,14 @@ VENV := .venv
 BOT := .venv-bot
 BACKEND_READY := $(VENV)/.parley-installed
 BOT_READY := $(BOT)/.parley-installed
+CHROMIUM := /usr/bin/chromium
 PY := backend actions bot channels tests bench
 
 .PHONY: help install run test lint typecheck test-backend test-bot validate train test-dialogue test-nlu test-e2e \
         bench lock clean
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: $(BACKEND_READY) $(BOT_READY) ## Create or update both virtual environments.
 
@@ -59,8 +60,12 @@ test-dialogue: train ## Test stories (tests/stories) through the model: any wron
 test-nlu: train ## The held-out NLU test set (tests/nlu): intent macro-F1 and entity F1 >= 0.90.
 	$(VENV)/bin/parley test nlu
 
-test-e2e: train ## Start all three processes and chat through Rasa's REST channel.
+test-e2e: train $(CHROMIUM) ## Start all three processes; chat through Rasa's REST channel and the web chat in Chromium.
 	$(VENV)/bin/pytest tests/e2e
+
+# The web chat tests drive Debian's Chromium (never a browser Playwright downloads).
+$(CHROMIUM):
+	scripts/install chromium
 
 bench: install ## Benchmarks (PostgreSQL needed); results go to docs/benchmarks.md.
 	$(VENV)/bin/python -m bench

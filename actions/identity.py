@@ -14,6 +14,7 @@ from rasa_sdk import Tracker
 KIND_OF_CHANNEL = {
     "rest": "web",
     "socketio": "web",
+    "webchat": "web",  # channels/webchat.py: the session id the backend issued
     "cmdline": "web",
     "alexa": "alexa",
     "voice": "voice",

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from backend import data_files, scoring, secret_key, segment_store
-from backend.api import openapi, routes
+from backend.api import openapi, routes, webchat
 from backend.api.auth import auth_middleware
 from backend.api.bodies import MAX_BODY_BYTES
 from backend.clock import Clock, SystemClock
@@ -43,7 +43,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     clock = clock or SystemClock()
     rules = data_files.load_scoring(settings.data_path)
     app = web.Application(
-        middlewares=[problem_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
+        # The web chat's CORS headers go on every answer, problems included.
+        middlewares=[webchat.cors_middleware, problem_middleware, auth_middleware],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
@@ -59,6 +61,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[KEYWORD_REPLIES] = KeywordReplies.for_business(business.name, business.sms_help)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_texting)
+    webchat.install(app, settings, clock)
     routes.register(app)
     openapi.install(app, routes.ROUTES)
     return app

@@ -14,6 +14,7 @@ from backend.rasa_client import RasaClient
 from backend.scoring import ScoringRules
 from backend.segments import SegmentDefinition
 from backend.settings import Settings
+from backend.webchat import ChatSessions
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -29,6 +30,8 @@ RASA = web.AppKey("rasa", RasaClient)
 SMS_DOOR = web.AppKey("sms_door", SmsDoor)
 INBOX = web.AppKey("inbox", SmsInbox)
 KEYWORD_REPLIES = web.AppKey("keyword_replies", KeywordReplies)
+# Issues and checks web chat session tokens.
+CHAT_SESSIONS = web.AppKey("chat_sessions", ChatSessions)
 # The OpenAPI document and its HTML rendering, made once at start-up.
 OPENAPI = web.AppKey("openapi", str)
 DOCS_PAGE = web.AppKey("docs_page", str)

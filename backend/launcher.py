@@ -13,11 +13,12 @@ from typing import TextIO
 
 from pydantic import SecretStr
 
-from backend import api_tokens, data_files, migrations_runner
+from backend import api_tokens, data_files, migrations_runner, webchat
 from backend.api_tokens import Role
 from backend.clock import Clock, SystemClock
 from backend.database import create_engine, create_session_factory
 from backend.rasa_project import RasaProject
+from backend.secret_key import SecretKeyMissing
 from backend.settings import Settings
 from backend.supervisor import (
     Service,
@@ -48,6 +49,8 @@ class RunSecrets:
     action_server_token: str
     backend_token: str
     twilio_auth_token: str
+    # Signs web chat session tokens (backend) and checks them (Rasa's web chat channel).
+    webchat_secret: str
 
 
 async def prepare_database(settings: Settings, clock: Clock) -> RunSecrets:
@@ -82,7 +85,17 @@ async def prepare_database(settings: Settings, clock: Clock) -> RunSecrets:
         backend_token=backend_token,
         # The local Twilio emulator's token is this run's own, like the others.
         twilio_auth_token=_secret_or_new(settings.twilio_auth_token),
+        webchat_secret=_webchat_secret(settings),
     )
+
+
+def _webchat_secret(settings: Settings) -> str:
+    # Not per run: derived from the installation's secret key (unless set), so a
+    # visitor's chat survives a restart.
+    try:
+        return webchat.signing_secret(settings)
+    except SecretKeyMissing as error:
+        raise LaunchError(str(error)) from error
 
 
 def _secret_or_new(value: SecretStr | None) -> str:
@@ -142,7 +155,11 @@ def services(
             [sys.executable, "-m", "backend", "backend"],
             http_ok(f"{settings.backend_url}/health"),
             # To resume a conversation in Rasa when a person hands it back.
-            env={"PARLEY_RASA_TOKEN": run.rasa_token, **twilio},
+            env={
+                "PARLEY_RASA_TOKEN": run.rasa_token,
+                "PARLEY_WEBCHAT_SECRET": run.webchat_secret,
+                **twilio,
+            },
             cwd=project.root,
         ),
         Service(
@@ -170,6 +187,7 @@ def services(
                 **BOT_RUNTIME_ENV,
                 **twilio,
                 "PARLEY_RASA_TOKEN": run.rasa_token,
+                "PARLEY_WEBCHAT_SECRET": run.webchat_secret,
                 "PARLEY_ACTION_SERVER_URL": f"{settings.action_server_url}/webhook",
                 "PARLEY_ACTION_SERVER_TOKEN": run.action_server_token,
                 "PARLEY_RASA_TRACKER_STORE_URL": settings.resolved_tracker_store_url,
@@ -256,6 +274,8 @@ def _announce(settings: Settings, out: TextIO) -> None:
         f"  chat (Rasa REST channel)  {rest}",
         "    try: curl -s -H 'Content-Type: application/json' "
         f"""-d '{{"sender": "me", "message": "hi"}}' {rest}""",
+        f"  web chat (demo page)      {settings.backend_url}/chat/demo",
+        f'    embed it: <script src="{settings.backend_url}/chat" async></script>',
         f"  backend API               {settings.backend_url}/api/v1",
         *(
             [

@@ -1,5 +1,6 @@
 """The backend's one client for Rasa's HTTP API (loopback, with Rasa's token): append
-events to a person's conversation, such as resuming it after a hand-off."""
+events to a person's conversation, such as resuming it after a hand-off, and read a
+conversation back (a web chat visitor's history)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,24 @@ class RasaClient:
                     raise RasaUnavailable(f"Rasa answered {response.status}")
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             raise RasaUnavailable(f"{type(error).__name__}: {error}") from error
+
+    async def conversation_events(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The events of a conversation's tracker (since its last restart)."""
+        if not self._token:
+            raise RasaUnavailable("PARLEY_RASA_TOKEN is not set, so Rasa's API cannot be used")
+        url = f"{self._base_url}/conversations/{quote(conversation_id, safe='')}/tracker"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self._timeout) as client,
+                client.get(url, params={"token": self._token}) as response,
+            ):
+                if response.status >= 300:
+                    raise RasaUnavailable(f"Rasa answered {response.status}")
+                body = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise RasaUnavailable(f"{type(error).__name__}: {error}") from error
+        events = body.get("events") if isinstance(body, dict) else None
+        return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
 
     async def resume(self, conversation_id: str) -> None:
         """Let the bot answer again in a paused conversation. The `action_listen` puts

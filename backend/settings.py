@@ -78,6 +78,17 @@ class Settings(BaseSettings):
     # it differs from what the backend sees (behind a proxy); signatures cover it.
     public_url: str | None = None
 
+    # Web chat (docs/channels.md#web-chat). Session tokens are signed with
+    # webchat_secret; unset, it is derived from secret_key, so a visitor's conversation
+    # survives a restart. A token lives webchat_session_days; the widget renews it on
+    # each visit. webchat_socket_url is where browsers reach Rasa's socket.io (default:
+    # rasa_url). webchat_allowed_origins: comma-separated origins whose pages may start
+    # chat sessions, or "*" for any page (tokens travel in bodies, never in cookies).
+    webchat_secret: SecretStr | None = None
+    webchat_session_days: float = Field(30.0, gt=0, le=366)
+    webchat_socket_url: str | None = None
+    webchat_allowed_origins: str = "*"
+
     # Phone numbers written without a country code are read as this region's.
     default_phone_region: str = "US"
 
@@ -128,6 +139,16 @@ class Settings(BaseSettings):
     def status_callback_url(self) -> str:
         """Where Twilio reports delivery: this backend's public URL."""
         return (self.public_url or self.backend_url).rstrip("/") + "/twilio/status"
+
+    @property
+    def resolved_webchat_socket_url(self) -> str:
+        return (self.webchat_socket_url or self.rasa_url).rstrip("/")
+
+    @property
+    def webchat_origins(self) -> frozenset[str]:
+        return frozenset(
+            o.strip().rstrip("/") for o in self.webchat_allowed_origins.split(",") if o.strip()
+        )
 
     @property
     def backend_url(self) -> str:

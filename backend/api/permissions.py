@@ -16,6 +16,9 @@ PEOPLE_WHO_EDIT = frozenset({ADMIN, MARKETER})
 
 # Twilio's callback carries no token: it is checked against Twilio's signature instead.
 PUBLIC: frozenset[str] = frozenset({"health", "openapi", "docs", "twilio_status"})
+# The web chat: visitors' browsers call these; a chat session token (not an API token)
+# guards the history.
+PUBLIC |= {"webchat_widget", "webchat_demo", "start_chat_session", "chat_history"}
 
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "identify": MACHINES,

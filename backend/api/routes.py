@@ -25,6 +25,7 @@ from backend.api import (
     profiles,
     scores,
     segments,
+    webchat,
 )
 from backend.api import schemas as s
 
@@ -181,6 +182,20 @@ ROUTES: list[Route] = [
           "Who changed what, newest first.", "operations", responses={200: s.AuditPage},
           query=(page(1000), ("before", ID, "only entries older than this id"),
                  ("target", {"type": "string"}, "only entries about this profile or segment"))),
+
+    Route("GET", "/chat", "webchat_widget", webchat.widget,
+          "The web chat widget: embed it with <script src=\".../chat\" async></script>.",
+          "web chat", responses={200: None}, media_type="text/javascript"),
+    Route("GET", "/chat/demo", "webchat_demo", webchat.demo_page,
+          "A page with the web chat widget on it, to try the bot in a browser.", "web chat",
+          responses={200: None}, media_type="text/html"),
+    Route("POST", "/chat/sessions", "start_chat_session", webchat.start_session,
+          "Start a web chat session (201), or renew the one a still-valid token names (200).",
+          "web chat", body=webchat.ChatSessionRequest,
+          responses={200: webchat.ChatSessionOut, 201: webchat.ChatSessionOut}),
+    Route("GET", "/chat/history", "chat_history", webchat.history,
+          "The conversation of the session named by 'Authorization: Bearer <chat token>'.",
+          "web chat", responses={200: webchat.ChatHistory}),
 ]  # fmt: skip
 
 

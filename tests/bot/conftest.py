@@ -61,6 +61,8 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBackend
         "PARLEY_VAR_DIR": str(var),
         "PARLEY_BACKEND_PORT": str(port),
         "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'parley.db'}",
+        # What the web chat channel's tests verify the backend's session tokens with.
+        "PARLEY_WEBCHAT_SECRET": "bot-tests-webchat-secret-of-32-bytes-or-more",
     }
     token = subprocess.run(
         [str(PARLEY), "token", "create", "--role", "service", "--name", "bot tests"],
