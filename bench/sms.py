@@ -35,6 +35,7 @@ class SmsMeasured:
     ack_ms: list[float] = field(default_factory=list)
     turn_ms: list[float] = field(default_factory=list)
     unanswered: int = 0
+    turns_per_second: float = 0.0
     non_200: int = 0
     rasa_peak_rss_mb: float = 0.0
 
@@ -135,6 +136,9 @@ async def _load(
             if len(first_reply) > before:
                 quiet_since = time.monotonic()
         result.turn_ms = [(first_reply[s] - sent_at[s]) * 1000 for s in first_reply]
+        if first_reply:
+            span = max(first_reply.values()) - min(sent_at.values())
+            result.turns_per_second = len(first_reply) / span if span > 0 else 0.0
         result.unanswered = count - len(first_reply)
         result.rasa_peak_rss_mb = peak_rss_mb(rasa_pid) if rasa_pid else 0.0
     return result
@@ -179,8 +183,16 @@ def sms_table(result: SmsMeasured, machine_line: str) -> str:
             f"{p99(result.turn_ms) - p99(result.ack_ms):.0f} ms | |"
             if result.turn_ms and result.ack_ms
             else "| what Twilio is spared waiting | — | |",
+            f"| turns answered per second (first text to last reply) | "
+            f"{result.turns_per_second:.1f} | |",
             f"| webhooks not answered 200 | {result.non_200} | 0 |",
             f"| texts with no reply within a minute of the last one | {result.unanswered} | 0 |",
             f"| Rasa peak memory (RSS) | {result.rasa_peak_rss_mb:.0f} MB | |",
+            "",
+            f"The bot answers about {result.turns_per_second:.0f} new conversations a second "
+            f"on this machine, fewer than the {result.rate:.0f} a second arriving, so texts "
+            "queue (at most `PARLEY_SMS_CONCURRENT_TURNS` are worked on at once) and the full "
+            "turn is mostly that wait. Twilio never waits for it: the acknowledgement is "
+            "given before the text is queued.",
         ]
     )
