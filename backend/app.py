@@ -55,7 +55,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         clock=clock, rules=rules, erasure_key=secret_key.load_or_create(settings)
     )
     app[RASA] = RasaClient(
-        settings.rasa_url, settings.rasa_token.get_secret_value() if settings.rasa_token else None
+        settings.resolved_rasa_api_url,
+        settings.rasa_token.get_secret_value() if settings.rasa_token else None,
     )
     business = data_files.load_business_texts(settings.data_path)
     app[KEYWORD_REPLIES] = KeywordReplies.for_business(business.name, business.sms_help)

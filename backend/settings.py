@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     )
     rasa_endpoints: Path = Path("bot/endpoints.yml")
     rasa_credentials: Path = Path("bot/credentials.yml")
+    # Where the backend reaches Rasa's HTTP API (hand-offs, web chat history), when not
+    # on this host (e.g. http://rasa:5005 in docker-compose.yml).
+    rasa_api_url: str | None = None
 
     # Secrets. Any left empty is generated afresh by `parley run` for that run only.
     rasa_token: SecretStr | None = None
@@ -157,6 +160,10 @@ class Settings(BaseSettings):
     @property
     def rasa_url(self) -> str:
         return self.url(self.rasa_port)
+
+    @property
+    def resolved_rasa_api_url(self) -> str:
+        return (self.rasa_api_url or self.rasa_url).rstrip("/")
 
     @property
     def action_server_url(self) -> str:
