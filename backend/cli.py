@@ -111,7 +111,7 @@ def validate(settings: Settings) -> None:
         click.echo(str(mistake), err=True)
     if mistakes:
         raise click.ClickException(f"{len(mistakes)} mistake(s) in {settings.data_path}")
-    click.echo("scoring rules and segments are valid")
+    click.echo("the business, scoring rules, segments and sequences are valid")
     project = RasaProject.from_settings(settings)
 
     output: list[str] = []
