@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -22,15 +24,18 @@ from backend.keys import (
     KEYWORD_REPLIES,
     RASA,
     SCORING,
+    SEQUENCES,
     SESSIONS,
     SETTINGS,
     SMS_DOOR,
+    WORKER,
 )
 from backend.logs import get_logger
 from backend.outbound import SendingPace, SmsDoor, TwilioTexts
 from backend.problems import problem_middleware
 from backend.profiles import ProfileDirectory
 from backend.rasa_client import RasaClient
+from backend.scheduler import Worker
 from backend.settings import Settings
 from backend.twilio_api import twilio_client
 
@@ -51,6 +56,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[CLOCK] = clock
     app[SCORING] = rules
     app[FILE_SEGMENTS] = data_files.load_segments(settings.data_path)
+    app[SEQUENCES] = data_files.load_sequences(settings.data_path)
     app[DIRECTORY] = ProfileDirectory(
         clock=clock, rules=rules, erasure_key=secret_key.load_or_create(settings)
     )
@@ -62,6 +68,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[KEYWORD_REPLIES] = KeywordReplies.for_business(business.name, business.sms_help)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_texting)
+    app.cleanup_ctx.append(_scheduler)
     webchat.install(app, settings, clock)
     routes.register(app)
     openapi.install(app, routes.ROUTES)
@@ -115,3 +122,39 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
     yield
     if texts is not None:
         await texts.close()
+
+
+def scheduler_worker(app: web.Application) -> Worker:
+    """The follow-up sequences' worker, with the app's clock, door and settings."""
+    settings = app[SETTINGS]
+    return Worker(
+        sessions=app[SESSIONS],
+        clock=app[CLOCK],
+        sequences={s.name: s for s in app[SEQUENCES]},
+        directory=app[DIRECTORY],
+        door=app.get(SMS_DOOR),
+        business=data_files.load_business(settings.data_path),
+        batch=settings.scheduler_batch,
+        lease=timedelta(seconds=settings.scheduler_lease_seconds),
+        poll_seconds=settings.scheduler_poll_seconds,
+        max_attempts=settings.scheduler_max_attempts,
+        retry_after=timedelta(seconds=settings.scheduler_retry_seconds),
+        paused=settings.sequences_paused,
+    )
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    """The worker that runs due sequence steps, as a cancellable background task."""
+    app[WORKER] = worker = scheduler_worker(app)
+    if not app[SETTINGS].scheduler_enabled:
+        yield
+        return
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop), name="sequence-scheduler")
+    log.info("scheduler.started", owner=worker.owner, sequences=len(worker.sequences))
+    yield
+    stop.set()
+    try:
+        await asyncio.wait_for(task, 10)
+    except TimeoutError:
+        task.cancel()

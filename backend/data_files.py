@@ -255,6 +255,12 @@ def load_business_texts(data_dir: Path) -> BusinessTexts:
     return read(data_dir / "business.yml", BusinessTexts)
 
 
+def load_business(data_dir: Path) -> dict[str, Any]:
+    """data/business.yml as a mapping (what sequence templates see of it is chosen by
+    backend.sequences.business_context)."""
+    return _yaml_mapping(data_dir / "business.yml")
+
+
 def validate(data_dir: Path) -> list[Mistake]:
     """Every mistake in the backend's data files (empty when all is well)."""
     mistakes: list[Mistake] = []

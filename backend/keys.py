@@ -11,8 +11,10 @@ from backend.models import ApiToken
 from backend.outbound import SmsDoor
 from backend.profiles import ProfileDirectory
 from backend.rasa_client import RasaClient
+from backend.scheduler import Worker
 from backend.scoring import ScoringRules
 from backend.segments import SegmentDefinition
+from backend.sequences import SequenceDefinition
 from backend.settings import Settings
 from backend.webchat import ChatSessions
 
@@ -23,12 +25,16 @@ SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 # The rules of data/scoring.yml and the segments of data/segments/, read at start-up.
 SCORING = web.AppKey("scoring", ScoringRules)
 FILE_SEGMENTS = web.AppKey("file_segments", list[SegmentDefinition])
+# The follow-up sequences of data/sequences/, read at start-up, by name.
+SEQUENCES = web.AppKey("sequences", list[SequenceDefinition])
 DIRECTORY = web.AppKey("directory", ProfileDirectory)
 RASA = web.AppKey("rasa", RasaClient)
 # The one door for outbound texts (absent when no Twilio auth token is set), and the
 # inbox that records texts people send and answers their STOP, START and HELP.
 SMS_DOOR = web.AppKey("sms_door", SmsDoor)
 INBOX = web.AppKey("inbox", SmsInbox)
+# Runs due steps of follow-up sequences (started only when scheduler_enabled).
+WORKER = web.AppKey("worker", Worker)
 KEYWORD_REPLIES = web.AppKey("keyword_replies", KeywordReplies)
 # Issues and checks web chat session tokens.
 CHAT_SESSIONS = web.AppKey("chat_sessions", ChatSessions)

@@ -366,3 +366,61 @@ class SenderPace(Base):
 
     sender: Mapped[str] = mapped_column(String(32), primary_key=True)
     next_free_at: Mapped[datetime]
+
+
+class Enrolment(Base):
+    """One person in one follow-up sequence (backend.enrolment, backend.scheduler)."""
+
+    __tablename__ = "enrolments"
+    __table_args__ = (
+        Index("ix_enrolments_sequence_profile", "sequence", "profile_id"),
+        # Nobody is in the same sequence twice at once.
+        Index(
+            "uq_enrolments_active",
+            "sequence",
+            "profile_id",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    sequence: Mapped[str] = mapped_column(String(64))
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(10))  # active, exited or completed
+    exit_reason: Mapped[str | None] = mapped_column(String(64))
+    current_step: Mapped[str | None] = mapped_column(String(64))
+    # The event that enrolled them, as templates see it: {type, properties}.
+    trigger_type: Mapped[str] = mapped_column(String(64))
+    trigger_properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Per send step id: the variant name, or null for the holdout (chosen once).
+    variants: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enrolled_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class SequenceWork(Base):
+    """A step of an enrolment due at a time; workers claim it with a lease."""
+
+    __tablename__ = "sequence_work"
+    __table_args__ = (
+        Index("ix_sequence_work_done_due", "done_at", "due_at"),
+        Index("uq_sequence_work_attempt", "enrolment_id", "step", "attempt", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    enrolment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("enrolments.id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[str] = mapped_column(String(64))
+    due_at: Mapped[datetime]
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]
+    # sent, held_out, waited, updated, skipped_consent, retry, failed, rescheduled, ...
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    outcome_detail: Mapped[str | None] = mapped_column(Text)

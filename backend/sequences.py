@@ -8,8 +8,9 @@ counted per step.
 This module is the typed model of a sequence file, the checks that need more than the
 file itself (segments, the Rasa domain, the business, templates compiled and tried on a
 sample profile), and template rendering in a sandbox. backend.data_files reads the files
-and reports every mistake as file:line. The scheduler that runs sequences is not built
-yet; docs/sequences.md says what each part is meant to do when it is.
+and reports every mistake as file:line. backend.enrolment enrols people and
+backend.scheduler runs the steps; docs/sequences.md ("How sequences run") says which
+parts run today.
 """
 
 from __future__ import annotations

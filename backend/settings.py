@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     webchat_socket_url: str | None = None
     webchat_allowed_origins: str = "*"
 
+    # Follow-up sequences: the scheduler inside the backend (backend.scheduler). Paused:
+    # no step of any sequence runs until it is switched off again.
+    scheduler_enabled: bool = True
+    scheduler_poll_seconds: float = Field(1.0, gt=0)
+    scheduler_batch: int = Field(100, ge=1, le=10000)
+    scheduler_lease_seconds: float = Field(60.0, gt=0)
+    scheduler_max_attempts: int = Field(5, ge=1, le=50)
+    scheduler_retry_seconds: float = Field(60.0, gt=0)
+    sequences_paused: bool = False
+
     # Phone numbers written without a country code are read as this region's.
     default_phone_region: str = "US"
 

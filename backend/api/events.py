@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import Discriminator, Tag, TypeAdapter
 from sqlalchemy.exc import IntegrityError
 
-from backend import audit, events
+from backend import audit, enrolment, events
 from backend.api.bodies import query_int, read_body_as, respond
 from backend.api.profiles import live_profile, normalised_address
 from backend.api.schemas import (
@@ -19,7 +19,7 @@ from backend.api.schemas import (
     EventPage,
     EventsAccepted,
 )
-from backend.keys import CALLER, CLOCK, DIRECTORY, SESSIONS
+from backend.keys import CALLER, CLOCK, DIRECTORY, SEQUENCES, SESSIONS
 from backend.logs import get_logger
 from backend.problems import invalid_fields
 
@@ -76,11 +76,25 @@ async def record_events(request: web.Request) -> web.Response:
     ]
     # A concurrent request may store the same new idempotency key first: try again once,
     # and the second time the key is seen as a duplicate.
+    sequences = request.app[SEQUENCES]
     for attempt in (1, 2):
         try:
             async with request.app[SESSIONS].begin() as session:
                 outcomes = await events.ingest(session, incoming, request.app[DIRECTORY])
                 stored = sum(o.status == "stored" for o in outcomes)
+                # Follow-up sequences triggered by these events start in the same
+                # transaction: an event is never stored without its enrolments.
+                await enrolment.enrol_on_events(
+                    session,
+                    sequences,
+                    [
+                        enrolment.RecordedEvent(o.profile_id, e.type, e.properties)
+                        for o, e in zip(outcomes, incoming, strict=True)
+                        if o.status == "stored"
+                    ],
+                    request.app[CLOCK],
+                    request.app[DIRECTORY].rules,
+                )
                 if stored:
                     await audit.record(
                         session, request.app[CLOCK], request[CALLER], "record_events", None,

@@ -44,6 +44,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "create_segment": PEOPLE_WHO_EDIT,
     "replace_segment": PEOPLE_WHO_EDIT,
     "delete_segment": PEOPLE_WHO_EDIT,
+    "list_sequences": EVERYONE,
+    "enrol_profile": WRITERS,
     "list_demos": EVERYONE,
     "profile_demos": EVERYONE,
     "book_demo": MACHINES,

@@ -25,6 +25,7 @@ from backend.api import (
     profiles,
     scores,
     segments,
+    sequences,
     webchat,
 )
 from backend.api import schemas as s
@@ -131,6 +132,14 @@ ROUTES: list[Route] = [
                                   "only profiles after this id"))),
     Route("GET", SEGMENT + "/members/{id}", "segment_membership", segments.segment_membership,
           "Is this profile in the segment now?", "segments", responses={200: s.Membership}),
+
+    Route("GET", "/api/v1/sequences", "list_sequences", sequences.list_sequences,
+          "The follow-up sequences loaded from data/sequences/.", "sequences",
+          responses={200: s.SequenceList}),
+    Route("POST", "/api/v1/sequences/{id}/enrolments", "enrol_profile",
+          sequences.enrol_profile,
+          "Enrol a person into a sequence (entry conditions apply; 409 says why not).",
+          "sequences", body=s.EnrolmentIn, responses={201: s.EnrolmentOut}),
 
     Route("GET", "/api/v1/demos", "list_demos", demos.list_demos,
           "Demo bookings starting in a time range (to offer the free slots).", "demos",

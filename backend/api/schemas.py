@@ -615,3 +615,47 @@ class ProblemOut(BaseModel):
     instance: str | None = None
     errors: list[dict[str, str]] | None = None
     merged_into: uuid.UUID | None = None
+
+
+# ---------------------------------------------------------------------------- sequences
+
+
+class SequenceOut(BaseModel):
+    """A follow-up sequence loaded from data/sequences/ (its id is its name)."""
+
+    id: str
+    description: str | None
+    paused: bool
+    trigger: str = Field(description="event:<type>, intent, form_completed, segment_entered or api")
+    steps: list[str] = Field(description="the step ids, in file order")
+
+
+class SequenceList(BaseModel):
+    items: list[SequenceOut]
+
+
+class EnrolmentIn(BaseModel):
+    """Enrol a person; the sequence's entry conditions apply (409 with the reason)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"profile_id": "0b5a1d2e-7c1f-4f57-9a43-3f0f1f6e2a10"}]},
+    )
+
+    profile_id: uuid.UUID
+    # What templates see as event.properties (the event type is `enrolled`).
+    properties: dict[Annotated[str, Field(min_length=1, max_length=64)], JsonValue] = Field(
+        default_factory=dict, max_length=20
+    )
+
+
+class EnrolmentOut(BaseModel):
+    """One person in one sequence."""
+
+    id: uuid.UUID
+    sequence: str
+    profile_id: uuid.UUID
+    status: Literal["active", "exited", "completed"]
+    exit_reason: str | None
+    current_step: str | None
+    enrolled_at: datetime

@@ -1,0 +1,572 @@
+"""Follow-up sequences run by the scheduler, in sequence time: a FixedClock moves days in
+seconds and the worker's `tick()` is called directly. Texts go through the one door to
+the local Twilio emulator (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from backend import api_tokens
+from backend.api_tokens import Role
+from backend.app import create_app, scheduler_worker
+from backend.clock import FixedClock
+from backend.enrolment import EntryRefused, TriggerEvent, enrol
+from backend.keys import DIRECTORY, SEQUENCES, SESSIONS, WORKER
+from backend.models import Enrolment, Profile, SequenceWork
+from backend.scheduler import Worker, quiet_until, roll_for, wait_until, zone_for
+from backend.sequences import WaitUntil, parse_time_of_day
+from backend.settings import PROJECT_ROOT, Settings
+from backend.twilio_emulator import TwilioEmulator
+from tests.backend.conftest import Api
+from tests.e2e.conftest import free_port
+
+TOKEN = "scheduler-test-auth-token"
+LA_PERSON = "+14155552671"  # a San Francisco number: America/Los_Angeles
+BERLIN_PERSON = "+4915112345678"
+STOP = "Reply STOP to opt out."
+
+SEQUENCES_UNDER_TEST = {
+    # The first tip the morning after a trial starts, then a note on the profile.
+    "nurture": f"""
+trigger: {{event: trial_started}}
+entry: {{consent: sms}}
+reentry: never
+steps:
+  - id: day-two
+    wait: {{for: 1d, until: "10:00"}}
+  - id: tip
+    send:
+      channel: sms
+      template: Hi {{{{ profile.first_name or "there" }}}}, day two of your trial. {STOP}
+  - id: mark
+    update:
+      set: {{nurtured: "yes"}}
+""",
+    # A text as soon as a coupon is asked for (quiet hours apply).
+    "coupon": f"""
+trigger: {{event: coupon_requested}}
+steps:
+  - id: offer
+    send:
+      channel: sms
+      template: Your coupon is SPRING10. {STOP}
+""",
+    # Another marketing text at once, for the frequency cap.
+    "tips": f"""
+trigger: {{event: tips_requested}}
+steps:
+  - id: tip
+    send:
+      channel: sms
+      template: A tip for you. {STOP}
+""",
+    # Two mornings at 10:00 their time, across a DST change.
+    "mornings": f"""
+trigger: {{event: course_started}}
+caps: {{per_24h: 2}}
+steps:
+  - id: first-morning
+    wait: {{until: "10:00"}}
+  - id: lesson-one
+    send:
+      channel: sms
+      template: Lesson one. {STOP}
+  - id: second-morning
+    wait: {{until: "10:00"}}
+  - id: lesson-two
+    send:
+      channel: sms
+      template: Lesson two. {STOP}
+""",
+    # Half the people are the control group and get nothing.
+    "half-holdout": f"""
+trigger: {{event: survey_done}}
+steps:
+  - id: thanks
+    send:
+      channel: sms
+      holdout: 0.5
+      template: Thanks for the survey! {STOP}
+  - id: noted
+    update:
+      set: {{survey_thanked: "yes"}}
+""",
+    # A day after the webinar: thanks to those who came, sorry to the others.
+    "webinar": """
+trigger: {event: webinar_registered}
+steps:
+  - id: day-after
+    wait: 1d
+  - id: did-they-come
+    branch:
+      - when: {event: webinar_attended}
+        goto: thanks
+    otherwise: sorry
+  - id: thanks
+    send: {channel: sms, purpose: transactional, template: Thanks for coming.}
+    then: exit
+  - id: sorry
+    send: {channel: sms, purpose: transactional, template: Sorry we missed you.}
+""",
+    # Transactional: no quiet hours, no marketing consent needed.
+    "receipt": """
+trigger: {event: order_paid}
+reentry: always
+steps:
+  - id: receipt
+    send:
+      channel: sms
+      purpose: transactional
+      template: Thanks, your order is paid.
+""",
+}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    (folder / "sequences").mkdir(parents=True)
+    for name in ("business.yml", "scoring.yml"):
+        shutil.copy(PROJECT_ROOT / "data" / name, folder)
+    shutil.copytree(PROJECT_ROOT / "data" / "segments", folder / "segments")
+    for name, text in SEQUENCES_UNDER_TEST.items():
+        (folder / "sequences" / f"{name}.yml").write_text(text)
+    return folder
+
+
+@dataclass
+class Drip:
+    api: Api
+    twilio: TwilioEmulator
+    client: TestClient
+    app: web.Application
+    clock: FixedClock
+
+    @property
+    def worker(self) -> Worker:
+        return self.app[WORKER]
+
+    def other_worker(self, owner: str) -> Worker:
+        worker = scheduler_worker(self.app)
+        worker.owner = owner
+        return worker
+
+    def sent_to(self, number: str) -> list[str]:
+        return [m.body for m in self.twilio.messages.values() if m.to == number]
+
+    async def person(self, number: str, subscribed: bool = True, **fields: Any) -> str:
+        profile = await self.api.identify("sms", number, **fields)
+        if subscribed:
+            for action in ("grant", "confirm"):
+                await self.api.post(
+                    f"/api/v1/profiles/{profile['id']}/consent",
+                    {"channel": "sms", "purpose": "marketing", "action": action,
+                     "source": "sms_keyword", "reply": "YES"},
+                    expect=201,
+                )  # fmt: skip
+        return str(profile["id"])
+
+    async def event(self, profile_id: str, type_: str, **properties: Any) -> None:
+        await self.api.post(
+            "/api/v1/events",
+            {"type": type_, "profile_id": profile_id, "properties": properties},
+        )
+
+    async def at(self, when: datetime) -> int:
+        """Move the clock to `when` and let the worker run what is due."""
+        assert when >= self.clock.now()
+        self.clock.advance(when - self.clock.now())
+        return await self.run_due()
+
+    async def run_due(self) -> int:
+        total = 0
+        while done := await self.worker.tick():
+            total += done
+        return total
+
+    async def enrolments(self, profile_id: str) -> list[Enrolment]:
+        async with self.app[SESSIONS]() as session:
+            rows = await session.scalars(
+                select(Enrolment)
+                .where(Enrolment.profile_id == uuid.UUID(profile_id))
+                .order_by(Enrolment.enrolled_at)
+            )
+            return list(rows)
+
+    async def work(self, profile_id: str) -> list[SequenceWork]:
+        async with self.app[SESSIONS]() as session:
+            rows = await session.scalars(
+                select(SequenceWork)
+                .join(Enrolment, Enrolment.id == SequenceWork.enrolment_id)
+                .where(Enrolment.profile_id == uuid.UUID(profile_id))
+                .order_by(SequenceWork.id)
+            )
+            return list(rows)
+
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def drip(
+    aiohttp_server: ServerFactory,
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    settings: Settings,
+    clock: FixedClock,
+    data_dir: Path,
+) -> AsyncIterator[Drip]:
+    twilio = TwilioEmulator(settings.twilio_account_sid, TOKEN)
+    twilio_server = await aiohttp_server(twilio.app())
+    port = free_port()
+    configured = settings.model_copy(
+        update={
+            "data_dir": data_dir,
+            "twilio_auth_token": SecretStr(TOKEN),
+            "twilio_api_url": str(twilio_server.make_url("")).rstrip("/"),
+            "backend_port": port,
+            "sms_sends_per_second": 1000.0,
+            # The tests run the worker themselves, one tick at a time.
+            "scheduler_enabled": False,
+        }
+    )
+    app = create_app(configured, clock)
+    client = await aiohttp_client(TestServer(app, port=port))
+    async with app[SESSIONS].begin() as session:
+        issued = await api_tokens.issue(session, name="drip", role=Role.SERVICE, clock=clock)
+    yield Drip(Api(client, issued.secret), twilio, client, app, clock)
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+# ------------------------------------------------------------------- time, unit by unit
+
+LOS_ANGELES = ZoneInfo("America/Los_Angeles")
+
+
+def test_a_wait_until_ten_lands_at_ten_on_both_sides_of_the_dst_change() -> None:
+    until_ten = WaitUntil(until=parse_time_of_day("10:00"))
+    # Saturday March 7 2026, 10:00 PST is 18:00 UTC; Sunday March 8 is PDT: 17:00 UTC.
+    assert wait_until(utc(2026, 3, 7, 12), until_ten, LOS_ANGELES) == utc(2026, 3, 7, 18)
+    assert wait_until(utc(2026, 3, 7, 18), until_ten, LOS_ANGELES) == utc(2026, 3, 8, 17)
+
+
+def test_quiet_hours_end_at_eight_in_the_persons_own_time() -> None:
+    night, morning = parse_time_of_day("21:00"), parse_time_of_day("08:00")
+    # 05:30 UTC: 21:30 in Los Angeles (quiet until 08:00 there), 06:30 in Berlin (quiet).
+    assert quiet_until(utc(2026, 3, 2, 5, 30), night, morning, LOS_ANGELES) == utc(2026, 3, 2, 16)
+    assert quiet_until(utc(2026, 3, 2, 5, 30), night, morning, ZoneInfo("Europe/Berlin")) == utc(
+        2026, 3, 2, 7
+    )
+    assert quiet_until(utc(2026, 3, 2, 20), night, morning, LOS_ANGELES) is None
+
+
+def test_the_time_zone_comes_from_the_profile_then_the_number_then_the_business() -> None:
+    assert zone_for("Europe/Paris", LA_PERSON, "UTC").key == "Europe/Paris"
+    assert zone_for(None, LA_PERSON, "UTC").key == "America/Los_Angeles"
+    assert zone_for("Not/AZone", None, "America/Chicago").key == "America/Chicago"
+
+
+# --------------------------------------------------------------------- whole sequences
+
+
+async def test_a_started_trial_gets_its_first_tip_at_ten_the_next_morning_their_time(
+    drip: Drip,
+) -> None:
+    # The clock starts on Monday March 2 2026, 09:30 UTC: 01:30 in San Francisco.
+    person = await drip.person(LA_PERSON, first_name="Ada")
+    await drip.event(person, "trial_started")
+    [enrolment] = await drip.enrolments(person)
+    assert (enrolment.sequence, enrolment.status) == ("nurture", "active")
+
+    await drip.run_due()  # the wait: at least a day, then 10:00 in Los Angeles
+    await drip.at(utc(2026, 3, 3, 17, 59))  # 09:59 PST on Tuesday
+    assert drip.sent_to(LA_PERSON)[1:] == []  # (the first text asked for the YES)
+    await drip.at(utc(2026, 3, 3, 18, 0))
+    assert drip.sent_to(LA_PERSON)[1:] == [f"Hi Ada, day two of your trial. {STOP}"]
+
+    [enrolment] = await drip.enrolments(person)
+    assert (enrolment.status, enrolment.exit_reason) == ("completed", "completed")
+    profile = await drip.api.get(f"/api/v1/profiles/{person}")
+    assert profile["attributes"]["nurtured"] == "yes"
+    outcomes = [(w.step, w.outcome) for w in await drip.work(person)]
+    assert outcomes == [("day-two", "waited"), ("tip", "sent"), ("mark", "updated")]
+
+
+async def test_quiet_hours_hold_a_text_until_eight_in_each_persons_time_zone(
+    drip: Drip,
+) -> None:
+    in_berlin = await drip.person(BERLIN_PERSON, timezone="Europe/Berlin")
+    in_california = await drip.person(LA_PERSON)
+    # 09:30 UTC: 10:30 in Berlin, 01:30 in San Francisco.
+    for person in (in_berlin, in_california):
+        await drip.event(person, "coupon_requested")
+    await drip.run_due()
+    assert drip.sent_to(BERLIN_PERSON)[1:] == [f"Your coupon is SPRING10. {STOP}"]
+    assert drip.sent_to(LA_PERSON)[1:] == []
+    [held] = await drip.work(in_california)
+    assert (held.outcome, held.due_at) == ("rescheduled", utc(2026, 3, 2, 16))
+
+    await drip.at(utc(2026, 3, 2, 15, 59))
+    assert drip.sent_to(LA_PERSON)[1:] == []
+    await drip.at(utc(2026, 3, 2, 16, 0))  # 08:00 PST
+    assert drip.sent_to(LA_PERSON)[1:] == [f"Your coupon is SPRING10. {STOP}"]
+
+
+async def test_mornings_stay_at_ten_local_across_the_dst_change(drip: Drip) -> None:
+    await drip.at(utc(2026, 3, 6, 20))  # Friday 12:00 PST
+    person = await drip.person(LA_PERSON)
+    await drip.event(person, "course_started")
+    await drip.run_due()
+
+    await drip.at(utc(2026, 3, 7, 17, 59))
+    assert drip.sent_to(LA_PERSON)[1:] == []
+    await drip.at(utc(2026, 3, 7, 18))  # Saturday 10:00 PST
+    assert drip.sent_to(LA_PERSON)[1:] == [f"Lesson one. {STOP}"]
+    await drip.at(utc(2026, 3, 8, 16, 59))  # Sunday 09:59 PDT (clocks went forward)
+    assert drip.sent_to(LA_PERSON)[1:] == [f"Lesson one. {STOP}"]
+    await drip.at(utc(2026, 3, 8, 17))  # Sunday 10:00 PDT
+    assert drip.sent_to(LA_PERSON)[1:] == [f"Lesson one. {STOP}", f"Lesson two. {STOP}"]
+
+
+async def test_consent_withdrawn_after_scheduling_stops_the_text(drip: Drip) -> None:
+    person = await drip.person(LA_PERSON)
+    await drip.event(person, "trial_started")
+    await drip.run_due()  # the tip is scheduled for Tuesday 10:00
+    await drip.api.post(
+        "/api/v1/inbound-texts",
+        {"sid": "SM" + uuid.uuid4().hex, "from": LA_PERSON, "to": "+15005550006",
+         "body": "STOP"},
+        expect=201,
+    )  # fmt: skip
+    before = len(drip.sent_to(LA_PERSON))
+    await drip.at(utc(2026, 3, 3, 18))
+    assert len(drip.sent_to(LA_PERSON)) == before
+    [enrolment] = await drip.enrolments(person)
+    assert (enrolment.status, enrolment.exit_reason) == ("exited", "opted_out")
+
+
+async def test_reentry_never_refuses_a_second_enrolment(drip: Drip) -> None:
+    person = await drip.person(LA_PERSON)
+    await drip.event(person, "trial_started")
+    await drip.event(person, "trial_started")  # still in it: not enrolled twice
+    assert len(await drip.enrolments(person)) == 1
+    await drip.run_due()
+    await drip.at(utc(2026, 3, 3, 18))
+    [enrolment] = await drip.enrolments(person)
+    assert enrolment.status == "completed"
+
+    await drip.event(person, "trial_started")
+    assert len(await drip.enrolments(person)) == 1
+    app = drip.app
+    nurture = next(s for s in app[SEQUENCES] if s.name == "nurture")
+    async with app[SESSIONS].begin() as session:
+        profile = await session.get(Profile, uuid.UUID(person))
+        assert profile is not None
+        with pytest.raises(EntryRefused) as refused:
+            await enrol(
+                session, nurture, profile, TriggerEvent("trial_started"), drip.clock,
+                app[DIRECTORY].rules,
+            )  # fmt: skip
+    assert refused.value.kind == "reentry-refused"
+
+
+async def test_people_in_the_holdout_get_nothing_but_still_move_on(drip: Drip) -> None:
+    for attempt in range(40):
+        number = f"+1415555{attempt:04d}"
+        person = await drip.person(number, timezone="Europe/Berlin")
+        if roll_for(uuid.UUID(person), "half-holdout", "thanks") < 0.5:
+            break
+    else:
+        pytest.fail("nobody fell in the holdout")
+    await drip.event(person, "survey_done")
+    await drip.run_due()
+    assert drip.sent_to(number)[1:] == []
+    outcomes = [(w.step, w.outcome) for w in await drip.work(person)]
+    assert outcomes == [("thanks", "held_out"), ("noted", "updated")]
+    [enrolment] = await drip.enrolments(person)
+    assert enrolment.variants == {"thanks": None}
+    assert enrolment.status == "completed"
+
+
+async def test_work_claimed_by_two_workers_at_once_is_sent_once(drip: Drip) -> None:
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.event(person, "order_paid")
+    first, second = drip.other_worker("first"), drip.other_worker("second")
+    ran = await asyncio.gather(first.tick(), second.tick())
+    assert sorted(ran) == [0, 1]
+    assert drip.sent_to(LA_PERSON) == ["Thanks, your order is paid."]
+
+    # The same row run again by the worker that did not claim it: nothing happens.
+    [work] = await drip.work(person)
+    await second.run_step(work.id)
+    await first.run_step(work.id)
+    assert drip.sent_to(LA_PERSON) == ["Thanks, your order is paid."]
+
+
+async def test_an_expired_lease_is_picked_up_again_and_sent_once(drip: Drip) -> None:
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.event(person, "order_paid")
+    crashed, rescuer = drip.other_worker("crashed"), drip.other_worker("rescuer")
+    [work_id] = await crashed.claim()  # …and the worker dies before running it
+    assert await rescuer.tick() == 0
+    drip.clock.advance(timedelta(seconds=59))
+    assert await rescuer.tick() == 0
+    drip.clock.advance(timedelta(seconds=2))
+    assert await rescuer.tick() == 1
+    assert drip.sent_to(LA_PERSON) == ["Thanks, your order is paid."]
+    await crashed.run_step(work_id)  # it comes back to life: its lease is gone
+    assert drip.sent_to(LA_PERSON) == ["Thanks, your order is paid."]
+    [work] = await drip.work(person)
+    assert (work.outcome, work.lease_owner) == ("sent", None)
+
+
+async def test_a_send_that_happened_before_a_crash_is_not_repeated(drip: Drip) -> None:
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.event(person, "order_paid")
+    crashed, rescuer = drip.other_worker("crashed"), drip.other_worker("rescuer")
+    [work_id] = await crashed.claim()
+    # It sent the text, then died before recording the step's outcome.
+    async with drip.app[SESSIONS].begin() as session:
+        plan = await crashed._decide(session, work_id)
+    assert plan is not None
+    assert crashed.door is not None
+    await crashed.door.send(plan.text)
+    drip.clock.advance(timedelta(minutes=2))
+    assert await rescuer.tick() == 1
+    assert drip.sent_to(LA_PERSON) == ["Thanks, your order is paid."]
+    [work] = await drip.work(person)
+    assert work.outcome == "sent" and "(repeated)" in (work.outcome_detail or "")
+
+
+# ------------------------------------------------------------------------------- the API
+
+
+async def test_the_api_lists_the_loaded_sequences(drip: Drip) -> None:
+    listed = await drip.api.get("/api/v1/sequences")
+    nurture = next(s for s in listed["items"] if s["id"] == "nurture")
+    assert nurture == {
+        "id": "nurture", "description": None, "paused": False,
+        "trigger": "event:trial_started", "steps": ["day-two", "tip", "mark"],
+    }  # fmt: skip
+
+
+async def test_the_api_enrols_a_person_and_says_why_when_it_cannot(drip: Drip) -> None:
+    person = await drip.person(LA_PERSON)
+    enrolled = await drip.api.post(
+        "/api/v1/sequences/nurture/enrolments", {"profile_id": person}, expect=201
+    )
+    assert (enrolled["status"], enrolled["current_step"]) == ("active", "day-two")
+
+    again = await drip.api.post(
+        "/api/v1/sequences/nurture/enrolments", {"profile_id": person}, expect=409
+    )
+    assert again["type"] == "urn:parley:problem:already-enrolled"
+
+    unsubscribed = await drip.person(BERLIN_PERSON, subscribed=False)
+    refused = await drip.api.post(
+        "/api/v1/sequences/nurture/enrolments", {"profile_id": unsubscribed}, expect=409
+    )
+    assert refused["type"] == "urn:parley:problem:consent-missing"
+    assert "marketing on sms" in refused["detail"]
+
+    missing = await drip.api.post(
+        "/api/v1/sequences/no-such/enrolments", {"profile_id": person}, expect=404
+    )
+    assert missing["type"] == "urn:parley:problem:sequence-not-found"
+    nobody = await drip.api.post(
+        "/api/v1/sequences/nurture/enrolments", {"profile_id": str(uuid.uuid4())}, expect=404
+    )
+    assert nobody["type"] == "urn:parley:problem:profile-not-found"
+
+
+async def test_a_text_twilio_could_not_take_is_tried_again_later(
+    drip: Drip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.event(person, "order_paid")
+    door = drip.worker.door
+    assert door is not None
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("connection refused")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(door.texts, "create", unreachable)
+        await drip.run_due()
+    assert drip.sent_to(LA_PERSON) == []
+    await drip.at(drip.clock.now() + timedelta(seconds=59))
+    assert drip.sent_to(LA_PERSON) == []
+    await drip.at(drip.clock.now() + timedelta(seconds=1))
+    assert drip.sent_to(LA_PERSON) == ["Thanks, your order is paid."]
+    steps = [(w.step, w.attempt, w.outcome) for w in await drip.work(person)]
+    assert steps == [("receipt", 1, "retry"), ("receipt", 2, "sent")]
+
+
+async def test_a_branch_follows_what_the_person_did_since_entering(drip: Drip) -> None:
+    came = await drip.person(LA_PERSON, subscribed=False)
+    missed = await drip.person(BERLIN_PERSON, subscribed=False)
+    for person in (came, missed):
+        await drip.event(person, "webinar_registered")
+    await drip.run_due()
+    await drip.event(came, "webinar_attended")
+    await drip.at(drip.clock.now() + timedelta(days=1))
+    assert drip.sent_to(LA_PERSON) == ["Thanks for coming."]
+    assert drip.sent_to(BERLIN_PERSON) == ["Sorry we missed you."]
+    outcomes = [(w.step, w.outcome, w.outcome_detail) for w in await drip.work(came)][1:]
+    assert outcomes[0] == ("did-they-come", "branched", "to thanks")
+    for person in (came, missed):
+        [enrolment] = await drip.enrolments(person)
+        assert enrolment.status == "completed"
+
+
+async def test_a_reply_ends_the_sequence_before_its_next_step(drip: Drip) -> None:
+    person = await drip.person(LA_PERSON)
+    await drip.event(person, "trial_started")
+    await drip.run_due()
+    await drip.api.post(
+        "/api/v1/inbound-texts",
+        {"sid": "SM" + uuid.uuid4().hex, "from": LA_PERSON, "to": "+15005550006",
+         "body": "Is there a mobile app?"},
+        expect=201,
+    )  # fmt: skip
+    before = len(drip.sent_to(LA_PERSON))
+    await drip.at(utc(2026, 3, 3, 18))
+    assert len(drip.sent_to(LA_PERSON)) == before
+    [enrolment] = await drip.enrolments(person)
+    assert (enrolment.status, enrolment.exit_reason) == ("exited", "replied")
+
+
+async def test_the_frequency_cap_holds_a_second_marketing_text_for_a_day(drip: Drip) -> None:
+    person = await drip.person(BERLIN_PERSON, timezone="Europe/Berlin")
+    await drip.event(person, "coupon_requested")  # 10:30 in Berlin: sent at once
+    await drip.run_due()
+    sent_at = drip.clock.now()
+    await drip.at(sent_at + timedelta(hours=3))
+    await drip.event(person, "tips_requested")  # another marketing sequence
+    await drip.run_due()
+    assert drip.sent_to(BERLIN_PERSON)[1:] == [f"Your coupon is SPRING10. {STOP}"]
+    [capped] = [w for w in await drip.work(person) if w.step == "tip"]
+    assert (capped.outcome_detail, capped.due_at) == (
+        "frequency cap",
+        sent_at + timedelta(days=1, minutes=1),
+    )
+    await drip.at(sent_at + timedelta(days=1, minutes=1))
+    assert drip.sent_to(BERLIN_PERSON)[1:] == [
+        f"Your coupon is SPRING10. {STOP}", f"A tip for you. {STOP}",
+    ]  # fmt: skip
