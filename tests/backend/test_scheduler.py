@@ -168,6 +168,15 @@ class Drip:
     def sent_to(self, number: str) -> list[str]:
         return [m.body for m in self.twilio.messages.values() if m.to == number]
 
+    async def texted(self, number: str, body: str) -> None:
+        """The person texts the business (as the SMS channel hands it over)."""
+        await self.api.post(
+            "/api/v1/inbound-texts",
+            {"sid": "SM" + uuid.uuid4().hex, "from": number, "to": "+15005550006",
+             "body": body},
+            expect=201,
+        )  # fmt: skip
+
     async def person(self, number: str, subscribed: bool = True, **fields: Any) -> str:
         profile = await self.api.identify("sms", number, **fields)
         if subscribed:
@@ -348,12 +357,7 @@ async def test_consent_withdrawn_after_scheduling_stops_the_text(drip: Drip) -> 
     person = await drip.person(LA_PERSON)
     await drip.event(person, "trial_started")
     await drip.run_due()  # the tip is scheduled for Tuesday 10:00
-    await drip.api.post(
-        "/api/v1/inbound-texts",
-        {"sid": "SM" + uuid.uuid4().hex, "from": LA_PERSON, "to": "+15005550006",
-         "body": "STOP"},
-        expect=201,
-    )  # fmt: skip
+    await drip.texted(LA_PERSON, "STOP")
     before = len(drip.sent_to(LA_PERSON))
     await drip.at(utc(2026, 3, 3, 18))
     assert len(drip.sent_to(LA_PERSON)) == before
@@ -539,12 +543,7 @@ async def test_a_reply_ends_the_sequence_before_its_next_step(drip: Drip) -> Non
     person = await drip.person(LA_PERSON)
     await drip.event(person, "trial_started")
     await drip.run_due()
-    await drip.api.post(
-        "/api/v1/inbound-texts",
-        {"sid": "SM" + uuid.uuid4().hex, "from": LA_PERSON, "to": "+15005550006",
-         "body": "Is there a mobile app?"},
-        expect=201,
-    )  # fmt: skip
+    await drip.texted(LA_PERSON, "Is there a mobile app?")
     before = len(drip.sent_to(LA_PERSON))
     await drip.at(utc(2026, 3, 3, 18))
     assert len(drip.sent_to(LA_PERSON)) == before
