@@ -16,6 +16,7 @@ from backend.clock import Clock, SystemClock
 from backend.database import create_engine, create_session_factory
 from backend.inbound import KeywordReplies, SmsInbox
 from backend.keys import (
+    BUSINESS_TEXTS,
     CLOCK,
     DIRECTORY,
     ENGINE,
@@ -64,7 +65,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
         settings.resolved_rasa_api_url,
         settings.rasa_token.get_secret_value() if settings.rasa_token else None,
     )
-    business = data_files.load_business_texts(settings.data_path)
+    app[BUSINESS_TEXTS] = business = data_files.load_business_texts(settings.data_path)
     app[KEYWORD_REPLIES] = KeywordReplies.for_business(business.name, business.sms_help)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_texting)

@@ -6,6 +6,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.clock import Clock
+from backend.data_files import BusinessTexts
 from backend.inbound import KeywordReplies, SmsInbox
 from backend.models import ApiToken
 from backend.outbound import SmsDoor
@@ -36,6 +37,8 @@ INBOX = web.AppKey("inbox", SmsInbox)
 # Runs due steps of follow-up sequences (started only when scheduler_enabled).
 WORKER = web.AppKey("worker", Worker)
 KEYWORD_REPLIES = web.AppKey("keyword_replies", KeywordReplies)
+# What the backend reads of data/business.yml, once at start-up.
+BUSINESS_TEXTS = web.AppKey("business_texts", BusinessTexts)
 # Issues and checks web chat session tokens.
 CHAT_SESSIONS = web.AppKey("chat_sessions", ChatSessions)
 # The OpenAPI document and its HTML rendering, made once at start-up.

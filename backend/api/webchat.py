@@ -14,10 +14,9 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from backend import data_files
 from backend.api.bodies import read_body
 from backend.clock import Clock
-from backend.keys import CHAT_SESSIONS, RASA, SETTINGS
+from backend.keys import BUSINESS_TEXTS, CHAT_SESSIONS, RASA, SETTINGS
 from backend.logs import get_logger
 from backend.problems import Handler, Problem
 from backend.rasa_client import RasaUnavailable
@@ -101,8 +100,7 @@ def _widget_source() -> str:
 
 
 async def demo_page(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    name = data_files.load_business_texts(settings.data_path).name
+    name = request.app[BUSINESS_TEXTS].name
     page = DEMO_PAGE.format(name=html.escape(name), title=html.escape(f"Chat with {name}"))
     return web.Response(text=page, content_type="text/html", charset="utf-8")
 
