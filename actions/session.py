@@ -1,5 +1,7 @@
 """The start of each conversation session: the bot says it is a bot before anything
-else in a person's first session, whatever their first message is."""
+else in a person's first session, whatever their first message is. A follow-up text the
+person is now answering (bot/domain/follow_up.yml) opens the new session, so the answer
+is read in its light even days later."""
 
 from __future__ import annotations
 
@@ -29,5 +31,19 @@ class ActionSessionStart(Action):
             # The answer to "are you a bot?"; later answers to it confirm this one.
             dispatcher.utter_message(response="utter_iamabot")
             events.append(SlotSet("disclosed", True))
+        if _last_action(tracker) == "action_follow_up":
+            events += [
+                ActionExecuted("action_follow_up"),
+                SlotSet("follow_up", tracker.get_slot("follow_up")),
+            ]
         events.append(ActionExecuted("action_listen"))
         return events
+
+
+def _last_action(tracker: Tracker) -> str | None:
+    """The last action before this session start, other than listening."""
+    for event in reversed(tracker.events):
+        name = event.get("name") if event.get("event") == "action" else None
+        if name and name not in ("action_listen", "action_session_start"):
+            return str(name)
+    return None

@@ -41,6 +41,8 @@ from backend.settings import Settings
 from backend.twilio_api import twilio_client
 
 log = get_logger(__name__)
+# Seconds to wait for Twilio's API before a send's outcome is unknown.
+TWILIO_TIMEOUT = 10.0
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> web.Application:
@@ -106,6 +108,7 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
                 settings.twilio_account_sid,
                 settings.twilio_auth_token.get_secret_value(),
                 settings.resolved_twilio_api_url,
+                timeout=TWILIO_TIMEOUT,
             )
         )
         app[SMS_DOOR] = SmsDoor(
@@ -116,6 +119,7 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
             pace=SendingPace(sessions, clock, settings.sms_sends_per_second, settings.sms_max_wait),
             sender=settings.twilio_sms_number,
             status_callback_url=settings.status_callback_url,
+            in_flight=timedelta(seconds=settings.sms_max_wait + TWILIO_TIMEOUT + 5),
         )
     else:
         log.warning("sms.not_configured", reason="PARLEY_TWILIO_AUTH_TOKEN is not set")
@@ -135,6 +139,7 @@ def scheduler_worker(app: web.Application) -> Worker:
         directory=app[DIRECTORY],
         door=app.get(SMS_DOOR),
         business=data_files.load_business(settings.data_path),
+        conversations=app[RASA] if settings.rasa_token else None,
         batch=settings.scheduler_batch,
         lease=timedelta(seconds=settings.scheduler_lease_seconds),
         poll_seconds=settings.scheduler_poll_seconds,

@@ -208,20 +208,26 @@ def _vocabulary(data_dir: Path, domain_dir: Path) -> Vocabulary:
         segments = frozenset(p.stem for p in (data_dir / "segments").glob("*.yml"))
     intents: frozenset[str] | None = None
     forms: frozenset[str] | None = None
+    questions: frozenset[str] | None = None
     if domain_dir.is_dir():
-        found_intents, found_forms = set(), set()
+        found_intents, found_forms, found_questions = set(), set(), set()
         for path in sorted(domain_dir.glob("*.yml")):
             domain = _yaml_mapping(path)
             for intent in domain.get("intents") or []:
                 found_intents |= set(intent) if isinstance(intent, dict) else {str(intent)}
             found_forms |= set(domain.get("forms") or {})
+            follow_up = (domain.get("slots") or {}).get("follow_up") or {}
+            found_questions |= {str(v) for v in follow_up.get("values") or []}
         # Training adds `faq` (and its answers faq/<id>) from the catalog.
         catalog = _yaml_mapping(data_dir / "catalog.yml")
         faqs = [f for f in catalog.get("faq") or [] if isinstance(f, dict) and "id" in f]
         found_intents |= {"faq", *(f"faq/{f['id']}" for f in faqs)}
         intents, forms = frozenset(found_intents), frozenset(found_forms)
+        questions = frozenset(found_questions)
     business = _yaml_mapping(data_dir / "business.yml")
-    return Vocabulary(segments=segments, intents=intents, forms=forms, business=business)
+    return Vocabulary(
+        segments=segments, intents=intents, forms=forms, business=business, questions=questions
+    )
 
 
 def _yaml_mapping(path: Path) -> dict[str, Any]:

@@ -354,6 +354,12 @@ class Message(Base):
     part: Mapped[int] = mapped_column(Integer, default=1)
     parts: Mapped[int] = mapped_column(Integer, default=1)
     send_key: Mapped[str | None] = mapped_column(String(220), unique=True)
+    # A follow-up's text: the enrolment, step and variant it was sent for (results).
+    enrolment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("enrolments.id", ondelete="SET NULL"), index=True
+    )
+    sequence_step: Mapped[str | None] = mapped_column(String(64))
+    variant: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -424,3 +430,6 @@ class SequenceWork(Base):
     # sent, held_out, waited, updated, skipped_consent, retry, failed, rescheduled, ...
     outcome: Mapped[str | None] = mapped_column(String(32))
     outcome_detail: Mapped[str | None] = mapped_column(Text)
+    # The door's send key for this step's text. A retry after an unknown outcome keeps
+    # it, so the door looks the earlier send up at Twilio instead of texting twice.
+    send_key: Mapped[str | None] = mapped_column(String(220))

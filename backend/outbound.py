@@ -13,7 +13,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import func, select
@@ -35,6 +35,8 @@ log = get_logger(__name__)
 
 # Twilio's codes for "this person replied STOP to your number at the carrier".
 UNSUBSCRIBED_AT_CARRIER = 21610
+# Twilio's and Parley's clocks may disagree this much when matching a text to its record.
+CLOCK_SKEW = timedelta(minutes=10)
 # Twilio's status words, in the order a message moves through them.
 STATUS_RANK = {
     "queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "sent": 2,
@@ -50,6 +52,15 @@ class MessagePurpose(StrEnum):
 
 
 @dataclass(frozen=True)
+class FollowUp:
+    """The sequence step a text is sent for, kept with the message for results."""
+
+    enrolment_id: uuid.UUID
+    step: str
+    variant: str
+
+
+@dataclass(frozen=True)
 class OutboundText:
     to: str  # E.164
     body: str
@@ -58,6 +69,7 @@ class OutboundText:
     in_reply_to: int | None = None
     # The same key sent again is the same send: answered from the record, never resent.
     send_key: str | None = None
+    follow_up: FollowUp | None = None
 
 
 class SendRefused(Exception):
@@ -90,6 +102,16 @@ class Accepted:
     status: str
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A text as Twilio lists it (reconciling a send whose outcome is unknown)."""
+
+    sid: str
+    status: str
+    body: str
+    created_at: datetime | None
+
+
 class TwilioTexts:
     """Twilio's Messages API through the `twilio` library's async client."""
 
@@ -104,6 +126,17 @@ class TwilioTexts:
             to=to, from_=from_, body=body, status_callback=status_callback, **options
         )
         return Accepted(sid=str(message.sid), status=str(message.status or "queued"))
+
+    async def recent(self, to: str, from_: str, limit: int = 100) -> list[Listed]:
+        """Twilio's record of the latest texts from `from_` to `to`, newest first."""
+        found = await self.client.messages.list_async(to=to, from_=from_, limit=limit)
+        return [
+            Listed(
+                sid=str(m.sid), status=str(m.status or "queued"), body=str(m.body or ""),
+                created_at=m.date_created,
+            )
+            for m in found
+        ]  # fmt: skip
 
     async def close(self) -> None:
         http = self.client.http_client
@@ -167,22 +200,29 @@ class SmsDoor:
     pace: SendingPace
     sender: str
     status_callback_url: str
+    # The longest a send can take (the pace's wait and Twilio's timeout): an unconfirmed
+    # part younger than this may still be on its way, and is left alone.
+    in_flight: timedelta = timedelta(seconds=45)
 
     async def send(self, text: OutboundText) -> Sent:
         """Check, record and send; the recorded parts. Raises `SendRefused`."""
+        rows: list[Message] = []
         try:
             async with self.sessions.begin() as session:
                 earlier = await self._earlier_send(session, text.send_key)
-                if earlier:
-                    return Sent(earlier, repeated=True)
-                profile = await self.directory.find_by_identity(session, IdentityKind.SMS, text.to)
-                await self._check_consent(session, profile, text)
-                rows = self._parts(text, profile)
-                session.add_all(rows)
+                if not earlier:
+                    profile = await self.directory.find_by_identity(
+                        session, IdentityKind.SMS, text.to
+                    )
+                    await self._check_consent(session, profile, text)
+                    rows = self._parts(text, profile)
+                    session.add_all(rows)
         except IntegrityError:
             # The same send key, sent twice at the same moment: the first one sends.
             async with self.sessions() as session:
-                return Sent(await self._earlier_send(session, text.send_key), repeated=True)
+                earlier = await self._earlier_send(session, text.send_key)
+        if earlier:
+            return await self._settle(earlier)
         for index, row in enumerate(rows):
             await self._send_part(row, rows[index + 1 :])
         log.info(
@@ -190,6 +230,89 @@ class SmsDoor:
             parts=len(rows), batch_id=str(rows[0].batch_id),
         )  # fmt: skip
         return Sent(rows, repeated=False)
+
+    async def _settle(self, earlier: list[Message]) -> Sent:
+        """The earlier send of a repeated key. Parts recorded but never confirmed by
+        Twilio (the sender crashed, or Twilio could not be reached) are looked up in
+        Twilio's record: found, they are adopted; missing, they are sent now. A part
+        that may still be on its way is not touched (409, ask again later)."""
+        in_doubt = [r for r in earlier if r.provider_sid is None and r.status == "queued"]
+        if not in_doubt:
+            return Sent(earlier, repeated=True)
+        now = self.clock.now()
+        in_flight = [r.created_at for r in in_doubt if r.error_message is None]
+        if in_flight and now - min(in_flight) < self.in_flight:
+            raise SendRefused(
+                409, "send-in-progress",
+                "This send is still in progress; ask again later.", earlier,
+                retry_after=(self.in_flight - (now - min(in_flight))).total_seconds(),
+            )  # fmt: skip
+        for index, row in enumerate(in_doubt):
+            if await self._found_at_twilio(row):
+                continue
+            await self._recheck_consent(row, in_doubt[index:])
+            await self._send_part(row, in_doubt[index + 1 :])
+            log.info("sms.resent_after_doubt", message_id=row.id, batch_id=str(row.batch_id))
+        return Sent(earlier, repeated=True)
+
+    async def _found_at_twilio(self, row: Message) -> bool:
+        """Adopt Twilio's record of this part if it has one no other message claims."""
+        try:
+            listed = await self.texts.recent(row.to_address, row.from_address)
+        except (TwilioException, OSError, TimeoutError) as error:
+            raise SendRefused(
+                502, "twilio-unavailable",
+                "Twilio could not be reached to check an earlier send; try again later.",
+                [row],
+            ) from error  # fmt: skip
+        earliest = row.created_at - CLOCK_SKEW
+        candidates = [
+            item for item in listed
+            if item.body == row.body and (item.created_at is None or item.created_at >= earliest)
+        ]  # fmt: skip
+        if not candidates:
+            return False
+        async with self.sessions.begin() as session:
+            # A status callback may have named this very part meanwhile: that is ours.
+            claimed = {
+                sid
+                for id_, sid in await session.execute(
+                    select(Message.id, Message.provider_sid).where(
+                        Message.provider_sid.in_([item.sid for item in candidates])
+                    )
+                )
+                if id_ != row.id
+            }
+            match = next((item for item in reversed(candidates) if item.sid not in claimed), None)
+            if match is None:
+                return False
+            stored = await session.get(
+                Message, row.id, populate_existing=True, with_for_update=True
+            )
+            assert stored is not None
+            stored.provider_sid, stored.error_message = match.sid, None
+            advance_status(stored, match.status, None, None, self.clock)
+        row.provider_sid, row.status, row.error_message = match.sid, stored.status, None
+        log.info("sms.found_after_doubt", message_id=row.id, batch_id=str(row.batch_id))
+        return True
+
+    async def _recheck_consent(self, row: Message, unsent: Sequence[Message]) -> None:
+        """Consent is checked at the moment of sending: again, before a late part goes."""
+        if row.purpose == MessagePurpose.COMPLIANCE.value:
+            return  # the one answer to a keyword text, already checked to be that
+        needed = Purpose.MARKETING if row.purpose == MessagePurpose.MARKETING.value else (
+            Purpose.TRANSACTIONAL
+        )  # fmt: skip
+        async with self.sessions() as session:
+            allowed = row.profile_id is None or await consent.may_send(
+                session, row.profile_id, Channel.SMS, needed
+            )
+        if not allowed:
+            await self._failed(unsent, None, "not sent: consent was withdrawn meanwhile")
+            raise SendRefused(
+                409, "consent-refused",
+                "This person's SMS consent no longer allows this text.", unsent,
+            )  # fmt: skip
 
     async def _earlier_send(self, session: AsyncSession, key: str | None) -> list[Message]:
         if key is None:
@@ -277,6 +400,9 @@ class SmsDoor:
                     if index == 0
                     else f"{text.send_key}#{index + 1}"
                 ),
+                enrolment_id=text.follow_up.enrolment_id if text.follow_up else None,
+                sequence_step=text.follow_up.step if text.follow_up else None,
+                variant=text.follow_up.variant if text.follow_up else None,
                 created_at=now,
                 updated_at=now,
             )
@@ -296,6 +422,13 @@ class SmsDoor:
                 row.to_address, row.from_address, row.body, row.media.get("urls", []), callback
             )
         except TwilioRestException as error:
+            if error.status and error.status >= 500:
+                # Twilio may have taken it before failing: a retry looks it up first.
+                await self._in_doubt([row, *rest], f"Twilio answered {error.status}: {error.msg}")
+                raise SendRefused(
+                    502, "twilio-unavailable", "Twilio failed; the send is checked on retry.",
+                    [row, *rest],
+                ) from error  # fmt: skip
             await self._failed([row], error.code, error.msg)
             await self._failed(rest, None, "not sent: an earlier part failed")
             if error.code == UNSUBSCRIBED_AT_CARRIER:
@@ -305,9 +438,12 @@ class SmsDoor:
                 status, kind, f"Twilio refused the text: {error.msg}", [row, *rest]
             ) from error
         except (TwilioException, OSError, TimeoutError) as error:
-            await self._failed([row, *rest], None, f"Twilio could not be reached: {error}")
+            # A timeout can come after Twilio took the text: the outcome is unknown, and
+            # a retry with the same send key looks it up before sending.
+            await self._in_doubt([row, *rest], f"Twilio could not be reached: {error}")
             raise SendRefused(
-                502, "twilio-unavailable", "Twilio could not be reached; nothing was sent.",
+                502, "twilio-unavailable",
+                "Twilio could not be reached; retry with the same send_key to complete it.",
                 [row, *rest],
             ) from error  # fmt: skip
         async with self.sessions.begin() as session:
@@ -327,6 +463,15 @@ class SmsDoor:
                 stored.status, stored.error_code, stored.error_message = "failed", code, reason
                 stored.updated_at = self.clock.now()
                 row.status, row.error_code, row.error_message = "failed", code, reason
+
+    async def _in_doubt(self, rows: Sequence[Message], reason: str) -> None:
+        """Say why these parts are unconfirmed; they stay queued until a retry settles."""
+        async with self.sessions.begin() as session:
+            for row in rows:
+                stored = await session.get(Message, row.id)
+                assert stored is not None
+                stored.error_message, stored.updated_at = reason, self.clock.now()
+                row.error_message = reason
 
     async def _withdraw_at_carrier(self, row: Message) -> None:
         """Twilio says the person texted STOP to this number: the ledger says so too."""

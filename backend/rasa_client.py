@@ -1,9 +1,10 @@
 """The backend's one client for Rasa's HTTP API (loopback, with Rasa's token): append
-events to a person's conversation, such as resuming it after a hand-off, and read a
-conversation back (a web chat visitor's history)."""
+events to a person's conversation, such as resuming it after a hand-off or recording a
+follow-up text, and read a conversation back (a web chat visitor's history)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -57,4 +58,26 @@ class RasaClient:
         the tracker back where the bot's rules expect a person's next message."""
         await self.append_events(
             conversation_id, [{"event": "resume"}, {"event": "action", "name": "action_listen"}]
+        )
+
+    async def record_follow_up(
+        self,
+        conversation_id: str,
+        text: str,
+        asks: str | None,
+        at: datetime,
+        metadata: dict[str, Any],
+    ) -> None:
+        """Put a follow-up text in the conversation as the bot's words, with the question
+        it asks in the `follow_up` slot (bot/domain/follow_up.yml), before it is sent, so
+        the person's answer is read in its light."""
+        moment = at.timestamp()
+        await self.append_events(
+            conversation_id,
+            [
+                {"event": "action", "name": "action_follow_up", "timestamp": moment},
+                {"event": "bot", "text": text, "metadata": metadata, "timestamp": moment},
+                {"event": "slot", "name": "follow_up", "value": asks, "timestamp": moment},
+                {"event": "action", "name": "action_listen", "timestamp": moment},
+            ],
         )

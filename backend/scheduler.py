@@ -40,8 +40,9 @@ from backend.enrolment import ACTIVE, COMPLETED, EXITED, matches, next_attempt
 from backend.identities import IdentityKind, redact
 from backend.logs import get_logger
 from backend.models import Enrolment, Event, Identity, Message, Profile, SequenceWork
-from backend.outbound import MessagePurpose, OutboundText, SendRefused, SmsDoor
+from backend.outbound import FollowUp, MessagePurpose, OutboundText, SendRefused, SmsDoor
 from backend.profiles import ProfileDirectory
+from backend.rasa_client import RasaClient, RasaUnavailable
 from backend.sequences import (
     DEFAULT_PER_7D,
     DEFAULT_PER_24H,
@@ -70,8 +71,11 @@ log = get_logger(__name__)
 WEEKDAYS = list(Weekday)
 # Consent refusals: the person does not want this text; never retried.
 CONSENT_KINDS = frozenset({"consent-refused", "recipient-unsubscribed"})
-# Twilio could not take the text now: try again later.
-TRANSIENT_KINDS = frozenset({"twilio-unavailable", "sender-busy"})
+# The text may or may not have reached Twilio: try again later with the same send key,
+# so the door looks it up before sending.
+IN_DOUBT_KINDS = frozenset({"twilio-unavailable", "send-in-progress"})
+# The text was not sent (the number's pace was full): try again later, as a new send.
+NOT_SENT_KINDS = frozenset({"sender-busy"})
 
 
 # ---------------------------------------------------------------------------- time
@@ -207,6 +211,9 @@ class _SendPlan:
     step: str
     attempt: int
     text: OutboundText
+    asks: str | None
+    # False when retrying a send whose outcome was unknown: it is in the conversation.
+    record: bool = True
 
 
 @dataclass
@@ -219,6 +226,9 @@ class Worker:
     directory: ProfileDirectory
     door: SmsDoor | None
     business: Mapping[str, Any]
+    # Rasa's HTTP API, to record each follow-up in the person's conversation before it
+    # is sent; None when Rasa's token is not set (the texts then go unrecorded).
+    conversations: RasaClient | None = None
     owner: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:12]}")
     batch: int = 100
     lease: timedelta = timedelta(seconds=60)
@@ -398,10 +408,15 @@ class Worker:
             await self._advance(session, enrolment, following, now)
             return None
         purpose = MessagePurpose.MARKETING if marketing else MessagePurpose.TRANSACTIONAL
-        key = f"seq:{enrolment.id}:{step.id}:{work.attempt}"
+        first_try = work.send_key is None
+        key = work.send_key = work.send_key or f"seq:{enrolment.id}:{step.id}:{work.attempt}"
         return _SendPlan(
             work.id, enrolment.id, step.id, work.attempt,
-            OutboundText(to=phone, body=body, purpose=purpose, send_key=key),
+            OutboundText(
+                to=phone, body=body, purpose=purpose, send_key=key,
+                follow_up=FollowUp(enrolment.id, step.id, chosen),
+            ),
+            message.asks, record=first_try,
         )  # fmt: skip
 
     async def _goal_reached(
@@ -572,19 +587,40 @@ class Worker:
 
     # -- sending, outside any transaction, then recording
 
+    async def _record(self, plan: _SendPlan) -> bool:
+        """Put the text in the person's conversation (an SMS conversation is named by
+        the phone number); False if Rasa could not take it."""
+        if self.conversations is None or not plan.record:
+            return True
+        try:
+            await self.conversations.record_follow_up(
+                plan.text.to, plan.text.body, plan.asks, self.clock.now(),
+                {"sequence_step": plan.step, "enrolment_id": str(plan.enrolment_id)},
+            )  # fmt: skip
+        except RasaUnavailable as error:
+            log.warning("sequence.not_recorded", step=plan.step, error=str(error))
+            return False
+        return True
+
     async def _send(self, plan: _SendPlan) -> None:
-        outcome, detail, retry = "sent", None, False
+        outcome, detail, retry, same_key = "sent", None, False, False
         if self.door is None:
             outcome, detail, retry = "retry", "SMS is not configured", True
+        elif not await self._record(plan):
+            outcome, detail, retry = "retry", "Rasa could not record it in the conversation", True
         else:
             try:
                 sent = await self.door.send(plan.text)
-                detail = f"message {sent.messages[0].id}" + (" (repeated)" if sent.repeated else "")
+                first = sent.messages[0]
+                detail = f"message {first.id}" + (" (repeated)" if sent.repeated else "")
+                if first.status == "failed":
+                    outcome, detail = "failed", f"message {first.id}: {first.error_message}"
             except SendRefused as refused:
                 if refused.kind in CONSENT_KINDS:
                     outcome, detail = "skipped_consent", str(refused)
-                elif refused.kind in TRANSIENT_KINDS:
+                elif refused.kind in IN_DOUBT_KINDS | NOT_SENT_KINDS:
                     outcome, detail, retry = "retry", f"{refused.kind}: {refused}", True
+                    same_key = refused.kind in IN_DOUBT_KINDS
                 else:
                     outcome, detail = "failed", f"{refused.kind}: {refused}"
         now = self.clock.now()
@@ -603,6 +639,7 @@ class Worker:
                     SequenceWork(
                         enrolment_id=enrolment.id, step=plan.step,
                         due_at=now + backoff, attempt=plan.attempt + 1,
+                        send_key=plan.text.send_key if same_key else None,
                     )
                 )  # fmt: skip
                 return

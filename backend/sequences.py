@@ -517,6 +517,9 @@ class Message(_Strict):
     variants: list[Variant] | None = None
     # The share of people who get nothing at this step (the control group).
     holdout: Annotated[float, BeforeValidator(_share)] = 0
+    # The question the text asks, as the bot knows it (a value of its `follow_up` slot,
+    # bot/domain/follow_up.yml): a "yes" or "no" in reply is read in its light.
+    asks: StepId | None = None
 
     @field_validator("variants")
     @classmethod
@@ -905,6 +908,8 @@ class Vocabulary:
     intents: frozenset[str] | None = None
     forms: frozenset[str] | None = None
     business: Mapping[str, Any] = field(default_factory=dict)
+    # The questions a follow-up may ask: the values of the bot's `follow_up` slot.
+    questions: frozenset[str] | None = None
 
 
 def check(sequence: SequenceDefinition, vocabulary: Vocabulary) -> list[Problem]:
@@ -1081,6 +1086,9 @@ def _check_names(sequence: SequenceDefinition, vocabulary: Vocabulary) -> list[P
                     segment(
                         ("steps", index, "branch", number, "when", "segment"), case.when.segment
                     )
+        if isinstance(step, SendStep) and step.send.asks is not None:
+            where = ("steps", index, "send", "asks")
+            bot(where, "follow-up question", step.send.asks, vocabulary.questions)
     return problems
 
 

@@ -7,13 +7,16 @@ import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
 
 from backend import api_tokens, migrations_runner
 from backend.api_tokens import Role
@@ -21,6 +24,8 @@ from backend.app import create_app
 from backend.clock import FixedClock
 from backend.database import create_engine, create_session_factory
 from backend.settings import Settings
+from backend.twilio_emulator import TwilioEmulator
+from tests.e2e.conftest import free_port
 
 POSTGRES_DSN = os.environ.get(
     "PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -107,8 +112,9 @@ def issue_token(settings: Settings, clock: FixedClock) -> IssueToken:
 
 @pytest.fixture
 async def client(
-    aiohttp_client: Callable[..., Awaitable[TestClient]], settings: Settings, clock: FixedClock
+    settings: Settings, clock: FixedClock, aiohttp_client: Callable[..., Awaitable[TestClient]]
 ) -> TestClient:
+    # `settings` (the database) first: the app stops before its database is dropped.
     return await aiohttp_client(create_app(settings, clock))
 
 
@@ -168,3 +174,95 @@ async def service(client: TestClient, issue_token: IssueToken) -> Api:
 @pytest.fixture
 async def marketer(client: TestClient, issue_token: IssueToken) -> Api:
     return Api(client, await issue_token(Role.MARKETER))
+
+
+# ------------------------------------------------------------- the app, texting for real
+
+TWILIO_TOKEN = "test-twilio-auth-token"
+BUSINESS_NUMBER = "+15005550006"
+
+
+@dataclass
+class TextingBackend:
+    """The real app on a loopback port, texting through a Twilio emulator."""
+
+    api: Api
+    twilio: TwilioEmulator
+    client: TestClient
+    app: web.Application
+    settings: Settings
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.backend_port}"
+
+    def sent_to(self, number: str) -> list[str]:
+        return [m.body for m in self.twilio.messages.values() if m.to == number]
+
+    async def texted(self, sender: str, body: str, **extra: Any) -> dict[str, Any]:
+        """The person texts the business (as the SMS channel hands it over)."""
+        return await self.api.post(
+            "/api/v1/inbound-texts",
+            {"sid": "SM" + secrets.token_hex(16), "from": sender, "to": BUSINESS_NUMBER,
+             "body": body, **extra},
+            expect=None,
+        )  # fmt: skip
+
+    async def consent(self, profile_id: str) -> dict[tuple[str, str], str]:
+        data = await self.api.get(f"/api/v1/profiles/{profile_id}/consent")
+        return {(s["channel"], s["purpose"]): s["state"] for s in data["states"]}
+
+    async def subscribe(self, profile_id: str) -> None:
+        """SMS marketing consent, asked and confirmed by the person's YES."""
+        for action in ("grant", "confirm"):
+            await self.api.post(
+                f"/api/v1/profiles/{profile_id}/consent",
+                {"channel": "sms", "purpose": "marketing", "action": action,
+                 "source": "sms_keyword", "reply": "YES"},
+                expect=201,
+            )  # fmt: skip
+
+    async def settle(self) -> None:
+        """Let the emulator's status callbacks arrive."""
+        await self.twilio.settled()
+
+
+StartTexting = Callable[..., Awaitable[TextingBackend]]
+
+
+@pytest.fixture
+def start_texting(
+    settings: Settings,
+    clock: FixedClock,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+) -> StartTexting:
+    """Start the app with a Twilio emulator; keyword arguments override settings.
+
+    `settings` (and so the database) comes first: the servers stop before a PostgreSQL
+    test database is dropped, or closing the app's connections waits seconds each."""
+
+    async def start(**overrides: Any) -> TextingBackend:
+        twilio = TwilioEmulator(settings.twilio_account_sid, TWILIO_TOKEN)
+        twilio_server = await aiohttp_server(twilio.app())
+        configured = settings.model_copy(
+            update={
+                "twilio_auth_token": SecretStr(TWILIO_TOKEN),
+                "twilio_api_url": str(twilio_server.make_url("")).rstrip("/"),
+                "backend_port": free_port(),
+                "sms_sends_per_second": 1000.0,
+                **overrides,
+            }
+        )
+        app = create_app(configured, clock)
+        client = await aiohttp_client(TestServer(app, port=configured.backend_port))
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            async with create_session_factory(engine).begin() as session:
+                issued = await api_tokens.issue(session, name="texting", role=Role.SERVICE,
+                                                clock=clock)  # fmt: skip
+        finally:
+            await engine.dispose()
+        return TextingBackend(Api(client, issued.secret), twilio, client, app, configured)
+
+    return start

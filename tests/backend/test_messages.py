@@ -4,105 +4,39 @@ local Twilio emulator driven by the real `twilio` library (SQLite and PostgreSQL
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from pydantic import SecretStr
+from aiohttp.test_utils import TestClient
 from twilio.request_validator import RequestValidator
 
-from backend import api_tokens
 from backend.api_tokens import Role
 from backend.app import create_app
 from backend.clock import FixedClock
 from backend.database import create_engine, create_session_factory
+from backend.keys import SMS_DOOR
 from backend.outbound import SendingPace, SendRefused
 from backend.settings import Settings
-from backend.twilio_emulator import OPTED_OUT_NUMBER, TwilioEmulator
+from backend.twilio_emulator import OPTED_OUT_NUMBER
 from channels.sms_text import segments
-from tests.backend.conftest import Api
-from tests.e2e.conftest import free_port
+from tests.backend.conftest import BUSINESS_NUMBER as BUSINESS
+from tests.backend.conftest import TWILIO_TOKEN, Api, StartTexting, TextingBackend
 
-TOKEN = "door-test-auth-token"
-BUSINESS = "+15005550006"
 PERSON = "+14155552671"
-
-ServerFactory = Callable[..., Awaitable[TestServer]]
-
-
-@dataclass
-class Texting:
-    api: Api
-    twilio: TwilioEmulator
-    backend: str
-    settings: Settings
-
-    def sent_to(self, number: str) -> list[str]:
-        return [m.body for m in self.twilio.messages.values() if m.to == number]
-
-    async def received(self, body: str, sender: str = PERSON, **extra: Any) -> dict[str, Any]:
-        return await self.api.post(
-            "/api/v1/inbound-texts",
-            {"sid": "SM" + uuid.uuid4().hex, "from": sender, "to": BUSINESS, "body": body,
-             **extra},
-            expect=None,
-        )  # fmt: skip
-
-    async def consent(self, profile_id: str) -> dict[tuple[str, str], str]:
-        data = await self.api.get(f"/api/v1/profiles/{profile_id}/consent")
-        return {(s["channel"], s["purpose"]): s["state"] for s in data["states"]}
-
-    async def subscribe(self, profile_id: str) -> None:
-        """SMS marketing consent, asked and confirmed by the person's YES."""
-        for action in ("grant", "confirm"):
-            await self.api.post(
-                f"/api/v1/profiles/{profile_id}/consent",
-                {"channel": "sms", "purpose": "marketing", "action": action,
-                 "source": "sms_keyword", "reply": "YES"},
-                expect=201,
-            )  # fmt: skip
-
-    async def settle(self) -> None:
-        """Let the emulator's status callbacks arrive."""
-        await self.twilio.settled()
 
 
 @pytest.fixture
-async def texting(
-    aiohttp_server: ServerFactory,
-    aiohttp_client: Callable[..., Awaitable[TestClient]],
-    settings: Settings,
-    clock: FixedClock,
-) -> AsyncIterator[Texting]:
-    twilio = TwilioEmulator(settings.twilio_account_sid, TOKEN)
-    twilio_server = await aiohttp_server(twilio.app())
-    port = free_port()
-    configured = settings.model_copy(
-        update={
-            "twilio_auth_token": SecretStr(TOKEN),
-            "twilio_api_url": str(twilio_server.make_url("")).rstrip("/"),
-            "backend_port": port,
-            "sms_sends_per_second": 1000.0,
-        }
-    )
-    server = TestServer(create_app(configured, clock), port=port)
-    client = await aiohttp_client(server)
-    engine = create_engine(settings.resolved_database_url)
-    async with create_session_factory(engine).begin() as session:
-        issued = await api_tokens.issue(session, name="door", role=Role.SERVICE, clock=clock)
-    await engine.dispose()
-    yield Texting(Api(client, issued.secret), twilio, f"http://127.0.0.1:{port}", configured)
+async def texting(start_texting: StartTexting) -> TextingBackend:
+    return await start_texting()
 
 
 # ------------------------------------------------------------------------------ sending
 
 
 async def test_a_transactional_text_is_sent_recorded_and_its_delivery_reported(
-    texting: Texting,
+    texting: TextingBackend,
 ) -> None:
     sent = await texting.api.post(
         "/api/v1/messages",
@@ -119,7 +53,7 @@ async def test_a_transactional_text_is_sent_recorded_and_its_delivery_reported(
     assert stored["status"] == "delivered"
 
 
-async def test_marketing_goes_only_to_people_who_agreed(texting: Texting) -> None:
+async def test_marketing_goes_only_to_people_who_agreed(texting: TextingBackend) -> None:
     refused = await texting.api.post(
         "/api/v1/messages",
         {"to": PERSON, "body": "20% off this week!", "purpose": "marketing"},
@@ -138,7 +72,7 @@ async def test_marketing_goes_only_to_people_who_agreed(texting: Texting) -> Non
     # The double opt-in question went out when the grant was pending; then the offer.
     assert texting.sent_to(PERSON)[1:] == ["20% off this week!"]
 
-    await texting.received("Stop")
+    await texting.texted(PERSON, "Stop")
     refused = await texting.api.post(
         "/api/v1/messages",
         {"to": PERSON, "body": "Last chance!", "purpose": "marketing"},
@@ -149,7 +83,7 @@ async def test_marketing_goes_only_to_people_who_agreed(texting: Texting) -> Non
 
 
 async def test_a_long_reply_is_split_at_sentences_with_the_image_on_the_first_part(
-    texting: Texting,
+    texting: TextingBackend,
 ) -> None:
     sentence = "Brightdesk gives your team one shared inbox for email, chat and SMS. "
     body = (sentence * 12).strip()
@@ -170,7 +104,7 @@ async def test_a_long_reply_is_split_at_sentences_with_the_image_on_the_first_pa
     assert all(m == [] for m in media[1:])
 
 
-async def test_the_same_send_key_sends_once(texting: Texting) -> None:
+async def test_the_same_send_key_sends_once(texting: TextingBackend) -> None:
     text = {"to": PERSON, "body": "Reminder: demo tomorrow.", "purpose": "transactional",
             "send_key": "enrolment-7:step-2:1"}  # fmt: skip
     first = await texting.api.post("/api/v1/messages", text, expect=201)
@@ -180,7 +114,7 @@ async def test_the_same_send_key_sends_once(texting: Texting) -> None:
     assert texting.sent_to(PERSON) == ["Reminder: demo tomorrow."]
 
 
-async def test_twilios_refusals_are_recorded_and_explained(texting: Texting) -> None:
+async def test_twilios_refusals_are_recorded_and_explained(texting: TextingBackend) -> None:
     invalid = await texting.api.post(
         "/api/v1/messages",
         {"to": "+15005550001", "body": "hi", "purpose": "transactional"},
@@ -202,7 +136,7 @@ async def test_twilios_refusals_are_recorded_and_explained(texting: Texting) -> 
     assert [(m["status"], m["error_code"]) for m in page["items"]] == [("failed", 21610)]
 
 
-async def test_an_undeliverable_text_reports_twilios_error(texting: Texting) -> None:
+async def test_an_undeliverable_text_reports_twilios_error(texting: TextingBackend) -> None:
     texting.twilio.undeliverable.add(PERSON)
     sent = await texting.api.post(
         "/api/v1/messages", {"to": PERSON, "body": "hi", "purpose": "transactional"}, expect=201
@@ -213,9 +147,9 @@ async def test_an_undeliverable_text_reports_twilios_error(texting: Texting) -> 
 
 
 async def test_without_a_twilio_token_sending_answers_503(
-    aiohttp_client: Callable[..., Awaitable[TestClient]],
     settings: Settings,
     clock: FixedClock,
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
     issue_token: Callable[[Role], Awaitable[str]],
 ) -> None:
     client = await aiohttp_client(create_app(settings, clock))
@@ -230,12 +164,12 @@ async def test_without_a_twilio_token_sending_answers_503(
 
 
 async def _callback(
-    texting: Texting, message_id: int, status: str, token: str = TOKEN, url: str | None = None,
+    texting: TextingBackend, message_id: int, status: str, token: str = TWILIO_TOKEN, url: str | None = None,
     signature: str | None = None, **extra: str,
 ) -> int:  # fmt: skip
     stored = await texting.api.get(f"/api/v1/messages/{message_id}")
     form = {"MessageSid": stored["provider_sid"], "MessageStatus": status, **extra}
-    target = f"{texting.backend}/twilio/status?message={message_id}"
+    target = f"{texting.url}/twilio/status?message={message_id}"
     signed = RequestValidator(token).compute_signature(url or target, form)
     headers = {} if signature == "" else {"X-Twilio-Signature": signature or signed}
     response = await texting.api.client.session.post(target, data=form, headers=headers)
@@ -253,7 +187,7 @@ async def _callback(
     ids=["valid", "forged", "missing", "wrong-url"],
 )
 async def test_only_status_callbacks_signed_by_twilio_change_a_message(
-    texting: Texting, how: dict[str, str], expected: int
+    texting: TextingBackend, how: dict[str, str], expected: int
 ) -> None:
     sent = await texting.api.post(
         "/api/v1/messages",
@@ -269,7 +203,9 @@ async def test_only_status_callbacks_signed_by_twilio_change_a_message(
     assert after["status"] == ("read" if expected == 204 else before["status"])
 
 
-async def test_a_late_callback_never_turns_delivered_back_into_sent(texting: Texting) -> None:
+async def test_a_late_callback_never_turns_delivered_back_into_sent(
+    texting: TextingBackend,
+) -> None:
     sent = await texting.api.post(
         "/api/v1/messages", {"to": PERSON, "body": "hi", "purpose": "transactional"}, expect=201
     )
@@ -294,9 +230,9 @@ SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @SQLITE_ONLY
 @pytest.mark.parametrize("word", STOP_WORDS)
 async def test_every_stop_word_withdraws_sms_consent_with_one_confirmation(
-    texting: Texting, word: str
+    texting: TextingBackend, word: str
 ) -> None:
-    receipt = await texting.received(word)
+    receipt = await texting.texted(PERSON, word)
     assert (receipt["_status"], receipt["keyword"], receipt["handled"]) == (201, "stop", True)
     states = await texting.consent(receipt["profile_id"])
     assert states[("sms", "marketing")] == states[("sms", "transactional")] == "withdrawn"
@@ -304,7 +240,7 @@ async def test_every_stop_word_withdraws_sms_consent_with_one_confirmation(
     assert "unsubscribed" in confirmation and "START" in confirmation
 
 
-async def test_a_retried_webhook_is_recorded_and_answered_once(texting: Texting) -> None:
+async def test_a_retried_webhook_is_recorded_and_answered_once(texting: TextingBackend) -> None:
     text = {"sid": "SM" + "a" * 32, "from": PERSON, "to": BUSINESS, "body": "STOP"}
     first = await texting.api.post("/api/v1/inbound-texts", text, expect=201)
     again = await texting.api.post("/api/v1/inbound-texts", text, expect=200)
@@ -316,8 +252,10 @@ async def test_a_retried_webhook_is_recorded_and_answered_once(texting: Texting)
 
 @SQLITE_ONLY
 @pytest.mark.parametrize("word", ["HELP", "help", "Info", "  info! "])
-async def test_help_answers_with_the_business_and_how_to_stop(texting: Texting, word: str) -> None:
-    receipt = await texting.received(word)
+async def test_help_answers_with_the_business_and_how_to_stop(
+    texting: TextingBackend, word: str
+) -> None:
+    receipt = await texting.texted(PERSON, word)
     assert (receipt["keyword"], receipt["handled"]) == ("help", True)
     [answer] = texting.sent_to(PERSON)
     assert answer.startswith("Brightdesk") and "STOP" in answer
@@ -327,9 +265,9 @@ async def test_help_answers_with_the_business_and_how_to_stop(texting: Texting, 
 
 @SQLITE_ONLY
 @pytest.mark.parametrize("word", ["START", "start", "Unstop", "YES", "yes."])
-async def test_start_after_stop_subscribes_again(texting: Texting, word: str) -> None:
-    stopped = await texting.received("STOP")
-    receipt = await texting.received(word)
+async def test_start_after_stop_subscribes_again(texting: TextingBackend, word: str) -> None:
+    stopped = await texting.texted(PERSON, "STOP")
+    receipt = await texting.texted(PERSON, word)
     assert (receipt["keyword"], receipt["handled"]) == ("start", True)
     states = await texting.consent(stopped["profile_id"])
     assert states[("sms", "transactional")] == "granted"
@@ -339,16 +277,16 @@ async def test_start_after_stop_subscribes_again(texting: Texting, word: str) ->
     assert "you are subscribed" in texting.sent_to(PERSON)[-1]
 
 
-async def test_start_restores_marketing_the_person_had_agreed_to(texting: Texting) -> None:
+async def test_start_restores_marketing_the_person_had_agreed_to(texting: TextingBackend) -> None:
     profile = await texting.api.identify("sms", PERSON)
     await texting.subscribe(profile["id"])
-    await texting.received("STOP")
-    await texting.received("START")
+    await texting.texted(PERSON, "STOP")
+    await texting.texted(PERSON, "START")
     states = await texting.consent(profile["id"])
     assert states[("sms", "marketing")] == states[("sms", "transactional")] == "granted"
 
 
-async def test_yes_confirms_a_pending_double_opt_in(texting: Texting) -> None:
+async def test_yes_confirms_a_pending_double_opt_in(texting: TextingBackend) -> None:
     profile = await texting.api.identify("sms", PERSON)
     await texting.api.post(
         f"/api/v1/profiles/{profile['id']}/consent",
@@ -357,41 +295,43 @@ async def test_yes_confirms_a_pending_double_opt_in(texting: Texting) -> None:
         expect=201,
     )  # fmt: skip
     assert (await texting.consent(profile["id"]))[("sms", "marketing")] == "pending"
-    receipt = await texting.received("Yes")
+    receipt = await texting.texted(PERSON, "Yes")
     assert (receipt["keyword"], receipt["handled"]) == ("start", True)
     assert (await texting.consent(profile["id"]))[("sms", "marketing")] == "granted"
 
 
-async def test_yes_in_conversation_goes_to_the_bot(texting: Texting) -> None:
-    receipt = await texting.received("yes")
+async def test_yes_in_conversation_goes_to_the_bot(texting: TextingBackend) -> None:
+    receipt = await texting.texted(PERSON, "yes")
     assert (receipt["keyword"], receipt["handled"]) == (None, False)
     assert texting.sent_to(PERSON) == []
 
 
-async def test_words_around_a_keyword_make_it_a_message_for_the_bot(texting: Texting) -> None:
-    receipt = await texting.received("please stop texting me")
+async def test_words_around_a_keyword_make_it_a_message_for_the_bot(
+    texting: TextingBackend,
+) -> None:
+    receipt = await texting.texted(PERSON, "please stop texting me")
     assert (receipt["keyword"], receipt["handled"]) == (None, False)
     assert texting.sent_to(PERSON) == []
 
 
 @pytest.mark.parametrize(("opt_out_type", "state"), [("STOP", "withdrawn"), ("HELP", None)])
 async def test_twilio_advanced_opt_out_is_honoured_without_a_second_answer(
-    texting: Texting, opt_out_type: str, state: str | None
+    texting: TextingBackend, opt_out_type: str, state: str | None
 ) -> None:
     # Twilio matched a keyword it was told about (here "arrêt") and answered it itself.
-    receipt = await texting.received("arrêt", opt_out_type=opt_out_type)
+    receipt = await texting.texted(PERSON, "arrêt", opt_out_type=opt_out_type)
     assert receipt["keyword"] == opt_out_type.lower() and receipt["handled"] is True
     states = await texting.consent(receipt["profile_id"])
     assert states.get(("sms", "transactional")) == state
     assert texting.sent_to(PERSON) == []
 
 
-async def test_a_compliance_text_answers_one_keyword_once(texting: Texting) -> None:
+async def test_a_compliance_text_answers_one_keyword_once(texting: TextingBackend) -> None:
     not_a_reply = await texting.api.post(
         "/api/v1/messages", {"to": PERSON, "body": "hi", "purpose": "compliance"}, expect=409
     )
     assert not_a_reply["type"] == "urn:parley:problem:not-a-keyword-reply"
-    receipt = await texting.received("HELP")
+    receipt = await texting.texted(PERSON, "HELP")
     again = await texting.api.post(
         "/api/v1/messages",
         {"to": PERSON, "body": "Help again", "purpose": "compliance",
@@ -402,8 +342,8 @@ async def test_a_compliance_text_answers_one_keyword_once(texting: Texting) -> N
     assert len(texting.sent_to(PERSON)) == 1
 
 
-async def test_texts_and_calls_from_one_number_are_one_person(texting: Texting) -> None:
-    receipt = await texting.received("hi there")
+async def test_texts_and_calls_from_one_number_are_one_person(texting: TextingBackend) -> None:
+    receipt = await texting.texted(PERSON, "hi there")
     caller = await texting.api.identify("voice", PERSON)
     assert caller["id"] == receipt["profile_id"]
     assert {(i["kind"], i["address"]) for i in caller["identities"]} == {
@@ -411,8 +351,8 @@ async def test_texts_and_calls_from_one_number_are_one_person(texting: Texting) 
     }  # fmt: skip
 
 
-async def test_a_persons_texts_are_listed_newest_first(texting: Texting) -> None:
-    receipt = await texting.received("HELP")
+async def test_a_persons_texts_are_listed_newest_first(texting: TextingBackend) -> None:
+    receipt = await texting.texted(PERSON, "HELP")
     page = await texting.api.get(f"/api/v1/profiles/{receipt['profile_id']}/messages")
     assert [(m["direction"], m["keyword"], m["purpose"]) for m in page["items"]] == [
         ("outbound", None, "compliance"),
@@ -473,7 +413,7 @@ async def test_replicas_share_one_pace_per_number(settings: Settings, clock: Fix
 
 
 async def test_a_pending_sms_opt_in_texts_the_question_and_yes_confirms_it(
-    texting: Texting,
+    texting: TextingBackend,
 ) -> None:
     profile = await texting.api.identify("web", "chat-session-1")
     await texting.api.post(
@@ -489,6 +429,101 @@ async def test_a_pending_sms_opt_in_texts_the_question_and_yes_confirms_it(
     assert question.startswith("Brightdesk: reply YES to confirm")
     assert "STOP" in question and "Msg & data rates may apply" in question
 
-    receipt = await texting.received("YES")
+    receipt = await texting.texted(PERSON, "YES")
     assert receipt["profile_id"] == profile["id"] and receipt["handled"] is True
     assert (await texting.consent(profile["id"]))[("sms", "marketing")] == "granted"
+
+
+# ------------------------------------------------------------- sends with an unknown outcome
+
+
+async def test_a_text_twilio_took_while_its_answer_was_lost_is_not_sent_twice(
+    texting: TextingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    door = texting.app[SMS_DOOR]
+    taken = door.texts.create
+
+    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
+        await taken(*args, **kwargs)
+        raise TimeoutError("no answer from Twilio")
+
+    text = {"to": PERSON, "body": "Your code is 4711.", "purpose": "transactional",
+            "send_key": "login:4711"}  # fmt: skip
+    with monkeypatch.context() as patched:
+        patched.setattr(door.texts, "create", answer_lost)
+        unknown = await texting.api.post("/api/v1/messages", text, expect=502)
+    assert unknown["type"] == "urn:parley:problem:twilio-unavailable"
+
+    again = await texting.api.post("/api/v1/messages", text, expect=200)
+    [message] = again["messages"]
+    assert message["provider_sid"] == next(iter(texting.twilio.messages))
+    assert texting.sent_to(PERSON) == ["Your code is 4711."]
+
+
+async def test_a_text_that_never_reached_twilio_is_sent_by_the_retry(
+    texting: TextingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    door = texting.app[SMS_DOOR]
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("connection refused")
+
+    text = {"to": PERSON, "body": "Your code is 4712.", "purpose": "transactional",
+            "send_key": "login:4712"}  # fmt: skip
+    with monkeypatch.context() as patched:
+        patched.setattr(door.texts, "create", unreachable)
+        await texting.api.post("/api/v1/messages", text, expect=502)
+    assert texting.sent_to(PERSON) == []
+
+    again = await texting.api.post("/api/v1/messages", text, expect=200)
+    assert again["messages"][0]["provider_sid"].startswith("SM")
+    assert texting.sent_to(PERSON) == ["Your code is 4712."]
+
+
+async def test_a_text_recorded_before_a_crash_waits_until_it_cannot_be_in_flight(
+    texting: TextingBackend, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    door = texting.app[SMS_DOOR]
+
+    async def crashed(*args: Any, **kwargs: Any) -> None:
+        """The process died after recording the text and before calling Twilio."""
+
+    text = {"to": PERSON, "body": "See you at 3pm.", "purpose": "transactional",
+            "send_key": "reminder:42"}  # fmt: skip
+    with monkeypatch.context() as patched:
+        patched.setattr(door, "_send_part", crashed)
+        await texting.api.post("/api/v1/messages", text, expect=201)
+    assert texting.sent_to(PERSON) == []
+
+    # Another replica asks while the first could still be sending: it is told to wait.
+    busy = await texting.api.post("/api/v1/messages", text, expect=409)
+    assert busy["type"] == "urn:parley:problem:send-in-progress"
+    assert texting.sent_to(PERSON) == []
+
+    clock.advance(door.in_flight)
+    await texting.api.post("/api/v1/messages", text, expect=200)
+    await texting.api.post("/api/v1/messages", text, expect=200)
+    assert texting.sent_to(PERSON) == ["See you at 3pm."]
+
+
+async def test_a_late_retry_does_not_send_to_someone_who_withdrew_meanwhile(
+    texting: TextingBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = await texting.api.identify("sms", PERSON)
+    await texting.subscribe(profile["id"])
+    door = texting.app[SMS_DOOR]
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("connection refused")
+
+    text = {"to": PERSON, "body": "Spring sale: 20% off.", "purpose": "marketing",
+            "send_key": "spring:1"}  # fmt: skip
+    with monkeypatch.context() as patched:
+        patched.setattr(door.texts, "create", unreachable)
+        await texting.api.post("/api/v1/messages", text, expect=502)
+    await texting.texted(PERSON, "STOP")
+    await texting.twilio.settled()
+
+    refused = await texting.api.post("/api/v1/messages", text, expect=409)
+    assert refused["type"] == "urn:parley:problem:consent-refused"
+    assert "Spring sale: 20% off." not in texting.sent_to(PERSON)

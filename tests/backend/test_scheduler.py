@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,25 +16,21 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from backend import api_tokens
-from backend.api_tokens import Role
-from backend.app import create_app, scheduler_worker
+from backend.app import scheduler_worker
 from backend.clock import FixedClock
 from backend.enrolment import EntryRefused, TriggerEvent, enrol
 from backend.keys import DIRECTORY, SEQUENCES, SESSIONS, WORKER
 from backend.models import Enrolment, Profile, SequenceWork
 from backend.scheduler import Worker, quiet_until, roll_for, wait_until, zone_for
 from backend.sequences import WaitUntil, parse_time_of_day
-from backend.settings import PROJECT_ROOT, Settings
+from backend.settings import PROJECT_ROOT
 from backend.twilio_emulator import TwilioEmulator
-from tests.backend.conftest import Api
-from tests.e2e.conftest import free_port
+from tests.backend.conftest import Api, StartTexting, TextingBackend
 
-TOKEN = "scheduler-test-auth-token"
 LA_PERSON = "+14155552671"  # a San Francisco number: America/Los_Angeles
 BERLIN_PERSON = "+4915112345678"
 STOP = "Reply STOP to opt out."
@@ -122,6 +118,17 @@ steps:
   - id: sorry
     send: {channel: sms, purpose: transactional, template: Sorry we missed you.}
 """,
+    # A question the bot knows (bot/domain/follow_up.yml): a "yes" means yes to a demo.
+    "offer": """
+trigger: {event: pricing_viewed}
+steps:
+  - id: offer
+    send:
+      channel: sms
+      purpose: transactional
+      asks: demo
+      template: Want a walkthrough? Reply YES.
+""",
     # Transactional: no quiet hours, no marketing consent needed.
     "receipt": """
 trigger: {event: order_paid}
@@ -150,11 +157,22 @@ def data_dir(tmp_path: Path) -> Path:
 
 @dataclass
 class Drip:
-    api: Api
-    twilio: TwilioEmulator
-    client: TestClient
-    app: web.Application
+    """The app with a Twilio emulator; the tests run its worker one tick at a time."""
+
+    backend: TextingBackend
     clock: FixedClock
+
+    @property
+    def api(self) -> Api:
+        return self.backend.api
+
+    @property
+    def twilio(self) -> TwilioEmulator:
+        return self.backend.twilio
+
+    @property
+    def app(self) -> web.Application:
+        return self.backend.app
 
     @property
     def worker(self) -> Worker:
@@ -166,27 +184,15 @@ class Drip:
         return worker
 
     def sent_to(self, number: str) -> list[str]:
-        return [m.body for m in self.twilio.messages.values() if m.to == number]
+        return self.backend.sent_to(number)
 
     async def texted(self, number: str, body: str) -> None:
-        """The person texts the business (as the SMS channel hands it over)."""
-        await self.api.post(
-            "/api/v1/inbound-texts",
-            {"sid": "SM" + uuid.uuid4().hex, "from": number, "to": "+15005550006",
-             "body": body},
-            expect=201,
-        )  # fmt: skip
+        await self.backend.texted(number, body)
 
     async def person(self, number: str, subscribed: bool = True, **fields: Any) -> str:
         profile = await self.api.identify("sms", number, **fields)
         if subscribed:
-            for action in ("grant", "confirm"):
-                await self.api.post(
-                    f"/api/v1/profiles/{profile['id']}/consent",
-                    {"channel": "sms", "purpose": "marketing", "action": action,
-                     "source": "sms_keyword", "reply": "YES"},
-                    expect=201,
-                )  # fmt: skip
+            await self.backend.subscribe(profile["id"])
         return str(profile["id"])
 
     async def event(self, profile_id: str, type_: str, **properties: Any) -> None:
@@ -227,36 +233,11 @@ class Drip:
             return list(rows)
 
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
-
-
 @pytest.fixture
-async def drip(
-    aiohttp_server: ServerFactory,
-    aiohttp_client: Callable[..., Awaitable[TestClient]],
-    settings: Settings,
-    clock: FixedClock,
-    data_dir: Path,
-) -> AsyncIterator[Drip]:
-    twilio = TwilioEmulator(settings.twilio_account_sid, TOKEN)
-    twilio_server = await aiohttp_server(twilio.app())
-    port = free_port()
-    configured = settings.model_copy(
-        update={
-            "data_dir": data_dir,
-            "twilio_auth_token": SecretStr(TOKEN),
-            "twilio_api_url": str(twilio_server.make_url("")).rstrip("/"),
-            "backend_port": port,
-            "sms_sends_per_second": 1000.0,
-            # The tests run the worker themselves, one tick at a time.
-            "scheduler_enabled": False,
-        }
-    )
-    app = create_app(configured, clock)
-    client = await aiohttp_client(TestServer(app, port=port))
-    async with app[SESSIONS].begin() as session:
-        issued = await api_tokens.issue(session, name="drip", role=Role.SERVICE, clock=clock)
-    yield Drip(Api(client, issued.secret), twilio, client, app, clock)
+async def drip(start_texting: StartTexting, clock: FixedClock, data_dir: Path) -> Drip:
+    # The tests run the worker themselves, one tick at a time.
+    backend = await start_texting(data_dir=data_dir, scheduler_enabled=False)
+    return Drip(backend, clock)
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -522,6 +503,29 @@ async def test_a_text_twilio_could_not_take_is_tried_again_later(
     assert steps == [("receipt", 1, "retry"), ("receipt", 2, "sent")]
 
 
+async def test_a_text_twilio_took_while_its_answer_was_lost_is_not_sent_again(
+    drip: Drip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.event(person, "order_paid")
+    door = drip.worker.door
+    assert door is not None
+    taken = door.texts.create
+
+    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
+        await taken(*args, **kwargs)
+        raise TimeoutError("no answer from Twilio")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(door.texts, "create", answer_lost)
+        await drip.run_due()
+    await drip.at(drip.clock.now() + timedelta(seconds=60))
+    assert drip.sent_to(LA_PERSON) == ["Thanks, your order is paid."]
+    work = await drip.work(person)
+    assert [(w.attempt, w.outcome) for w in work] == [(1, "retry"), (2, "sent")]
+    assert work[0].send_key == work[1].send_key  # the retry looked the first send up
+
+
 async def test_a_branch_follows_what_the_person_did_since_entering(drip: Drip) -> None:
     came = await drip.person(LA_PERSON, subscribed=False)
     missed = await drip.person(BERLIN_PERSON, subscribed=False)
@@ -568,4 +572,88 @@ async def test_the_frequency_cap_holds_a_second_marketing_text_for_a_day(drip: D
     await drip.at(sent_at + timedelta(days=1, minutes=1))
     assert drip.sent_to(BERLIN_PERSON)[1:] == [
         f"Your coupon is SPRING10. {STOP}", f"A tip for you. {STOP}",
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------ the conversation
+
+
+@dataclass
+class RasaEvents:
+    """Rasa's `POST /conversations/{id}/tracker/events`: what was appended, and how many
+    texts the emulator had taken at that moment."""
+
+    twilio: TwilioEmulator | None = None
+    appended: list[tuple[str, list[dict[str, Any]], int]] = field(default_factory=list)
+    status: int = 200
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/conversations/{id}/tracker/events", self.append)
+        return app
+
+    async def append(self, request: web.Request) -> web.Response:
+        if request.query.get("token") != RASA_TOKEN:
+            return web.json_response({"message": "no token"}, status=401)
+        if self.status >= 300:
+            return web.json_response({"message": "unavailable"}, status=self.status)
+        sent = len(self.twilio.messages) if self.twilio else 0
+        self.appended.append((request.match_info["id"], await request.json(), sent))
+        return web.json_response({})
+
+
+RASA_TOKEN = "scheduler-test-rasa-token"
+
+
+@pytest.fixture
+async def talking(
+    start_texting: StartTexting,
+    clock: FixedClock,
+    data_dir: Path,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> tuple[Drip, RasaEvents]:
+    rasa = RasaEvents()
+    server = await aiohttp_server(rasa.app())
+    backend = await start_texting(
+        data_dir=data_dir, scheduler_enabled=False,
+        rasa_api_url=str(server.make_url("")).rstrip("/"), rasa_token=SecretStr(RASA_TOKEN),
+    )  # fmt: skip
+    rasa.twilio = backend.twilio
+    return Drip(backend, clock), rasa
+
+
+async def test_a_follow_up_is_in_the_conversation_before_it_is_sent(
+    talking: tuple[Drip, RasaEvents],
+) -> None:
+    drip, rasa = talking
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.event(person, "pricing_viewed")
+    await drip.run_due()
+
+    [(conversation, events, texts_sent_before)] = rasa.appended
+    assert conversation == LA_PERSON and texts_sent_before == 0
+    assert [(e["event"], e.get("name")) for e in events] == [
+        ("action", "action_follow_up"), ("bot", None), ("slot", "follow_up"),
+        ("action", "action_listen"),
+    ]  # fmt: skip
+    assert events[1]["text"] == "Want a walkthrough? Reply YES."
+    assert events[2]["value"] == "demo"
+    assert drip.sent_to(LA_PERSON) == ["Want a walkthrough? Reply YES."]
+
+
+async def test_a_follow_up_rasa_could_not_record_waits_and_is_sent_once_it_can(
+    talking: tuple[Drip, RasaEvents],
+) -> None:
+    drip, rasa = talking
+    person = await drip.person(LA_PERSON, subscribed=False)
+    rasa.status = 503
+    await drip.event(person, "pricing_viewed")
+    await drip.run_due()
+    assert drip.sent_to(LA_PERSON) == []
+
+    rasa.status = 200
+    await drip.at(drip.clock.now() + timedelta(seconds=60))
+    assert drip.sent_to(LA_PERSON) == ["Want a walkthrough? Reply YES."]
+    assert [(w.attempt, w.outcome) for w in await drip.work(person)] == [
+        (1, "retry"), (2, "sent"),
     ]  # fmt: skip

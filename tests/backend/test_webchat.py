@@ -73,10 +73,10 @@ class Chat:
 
 @pytest.fixture
 async def chat(
-    aiohttp_client: ClientFactory,
-    aiohttp_server: ServerFactory,
     settings: Settings,
     clock: FixedClock,
+    aiohttp_client: ClientFactory,
+    aiohttp_server: ServerFactory,
 ) -> Chat:
     rasa = FakeRasa()
     server = await aiohttp_server(rasa.app())
@@ -285,7 +285,7 @@ async def test_history_needs_a_chat_token_not_an_api_token(
 
 
 async def test_history_is_a_503_problem_when_rasa_is_unreachable(
-    aiohttp_client: ClientFactory, settings: Settings, clock: FixedClock
+    settings: Settings, clock: FixedClock, aiohttp_client: ClientFactory
 ) -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
@@ -348,7 +348,7 @@ async def test_a_page_on_any_origin_may_start_a_session_and_read_its_history(
 
 
 async def test_only_listed_origins_may_start_sessions_when_a_list_is_set(
-    aiohttp_client: ClientFactory, settings: Settings, clock: FixedClock
+    settings: Settings, clock: FixedClock, aiohttp_client: ClientFactory
 ) -> None:
     listed = settings.model_copy(
         update={"webchat_secret": SecretStr(SECRET),

@@ -44,3 +44,34 @@ async def test_slots_stay_behind_when_the_domain_says_so() -> None:
     domain = {"session_config": {"carry_over_slots_to_new_session": False}}
     events = await ActionSessionStart().run(CollectingDispatcher(), tracker, domain)
     assert events == [SessionStarted(), ActionExecuted("action_listen")]
+
+
+async def test_a_follow_up_being_answered_opens_the_new_session() -> None:
+    tracker = make_tracker("+14155552671", slots={"disclosed": True, "follow_up": "demo"})
+    tracker.events[:0] = [
+        {"event": "session_started"},
+        {"event": "action", "name": "action_follow_up"},
+        {"event": "bot", "text": "Want a walkthrough? Reply YES."},
+        {"event": "slot", "name": "follow_up", "value": "demo"},
+        {"event": "action", "name": "action_listen"},
+    ]
+    events = await ActionSessionStart().run(CollectingDispatcher(), tracker, DOMAIN)
+    assert events[-3:] == [
+        ActionExecuted("action_follow_up"),
+        SlotSet("follow_up", "demo"),
+        ActionExecuted("action_listen"),
+    ]
+
+
+async def test_an_answered_follow_up_is_not_carried_into_a_later_session() -> None:
+    tracker = make_tracker("+14155552671", slots={"disclosed": True, "follow_up": "demo"})
+    tracker.events[:0] = [
+        {"event": "session_started"},
+        {"event": "action", "name": "action_follow_up"},
+        {"event": "action", "name": "action_listen"},
+        {"event": "user", "text": "yes"},
+        {"event": "action", "name": "action_offer_demo"},
+        {"event": "action", "name": "action_listen"},
+    ]
+    events = await ActionSessionStart().run(CollectingDispatcher(), tracker, DOMAIN)
+    assert ActionExecuted("action_follow_up") not in events
