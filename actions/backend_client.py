@@ -7,7 +7,7 @@ politely: `BackendUnavailable` (down, slow, 5xx) and `BackendRejected` (a 4xx pr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -68,6 +68,32 @@ class Profile:
             attributes=dict(data.get("attributes") or {}),
             identities=[Identity(i["kind"], i["address"]) for i in data.get("identities", [])],
         )
+
+
+@dataclass(frozen=True)
+class IdentifiedEvent:
+    """Something a person did, naming them by a channel identity (a profile is created
+    for an identity the backend does not know yet)."""
+
+    type: str
+    kind: str  # identity kind: sms, voice, web, alexa, email
+    address: str
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    occurred_at: datetime | None = None
+    # The backend stores an event sent again with the same key once.
+    idempotency_key: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type,
+            "identity": {"kind": self.kind, "address": self.address},
+            "properties": dict(self.properties),
+        }
+        if self.occurred_at is not None:
+            body["occurred_at"] = self.occurred_at.isoformat()
+        if self.idempotency_key:
+            body["idempotency_key"] = self.idempotency_key
+        return body
 
 
 @dataclass(frozen=True)
@@ -161,6 +187,14 @@ class BackendClient:
         if idempotency_key:
             body["idempotency_key"] = idempotency_key
         await self._request("POST", "/api/v1/events", body)
+
+    async def record_events(self, events: Sequence[IdentifiedEvent]) -> int:
+        """Report up to 1,000 events at once (stored all together or not at all); how
+        many were new (the rest were duplicates of an idempotency key)."""
+        data = await self._request(
+            "POST", "/api/v1/events", {"events": [event.as_json() for event in events]}
+        )
+        return int(data["stored"])
 
     async def record_consent(
         self,

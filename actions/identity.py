@@ -4,6 +4,7 @@ Rasa knows the input channel and the sender id; the backend knows identities by 
 and address. Web chat and the REST channel use the chat session id as a `web` identity;
 the Alexa channel's sender id is the Alexa user id, an `alexa` identity. SMS and phone
 calls use the person's E.164 number (the backend treats both as one person).
+The Rasa server's event broker (bot/conversation_events.py) uses the same mapping.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ KIND_OF_CHANNEL = {
 }
 
 
+def kind_of_channel(channel: str | None) -> str:
+    """The identity kind of a conversation on this input channel (none: the REST API)."""
+    return KIND_OF_CHANNEL.get(channel or "rest", "web")
+
+
 def identity_of(tracker: Tracker) -> tuple[str, str]:
-    channel = tracker.get_latest_input_channel() or "rest"
-    return KIND_OF_CHANNEL.get(channel, "web"), tracker.sender_id
+    return kind_of_channel(tracker.get_latest_input_channel()), tracker.sender_id

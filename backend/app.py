@@ -12,11 +12,13 @@ from backend import data_files, scoring, secret_key, segment_store
 from backend.api import openapi, routes, webchat
 from backend.api.auth import auth_middleware
 from backend.api.bodies import MAX_BODY_BYTES
+from backend.calls import CallDoor, TwilioCalls
 from backend.clock import Clock, SystemClock
 from backend.database import create_engine, create_session_factory
 from backend.inbound import KeywordReplies, SmsInbox
 from backend.keys import (
     BUSINESS_TEXTS,
+    CALL_DOOR,
     CLOCK,
     DIRECTORY,
     ENGINE,
@@ -95,11 +97,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
                 removed=synced.removed,
             )
     yield
+    await app[RASA].close()
     await engine.dispose()
 
 
 async def _texting(app: web.Application) -> AsyncIterator[None]:
-    """The SMS door (through Twilio, or the local emulator) and the inbox."""
+    """The SMS and call doors (through Twilio, or the local emulator) and the inbox."""
     settings, clock, sessions = app[SETTINGS], app[CLOCK], app[SESSIONS]
     texts = None
     if settings.twilio_auth_token is not None:
@@ -121,6 +124,17 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
             status_callback_url=settings.status_callback_url,
             in_flight=timedelta(seconds=settings.sms_max_wait + TWILIO_TIMEOUT + 5),
         )
+        # The door for calls shares the Twilio client (closed with `texts` below).
+        app[CALL_DOOR] = CallDoor(
+            sessions=sessions,
+            clock=clock,
+            directory=app[DIRECTORY],
+            calls=TwilioCalls(texts.client),
+            caller_id=settings.caller_id,
+            status_callback_url=settings.call_status_callback_url,
+            gather_url=settings.voice_gather_url,
+            in_flight=timedelta(seconds=TWILIO_TIMEOUT + 20),
+        )
     else:
         log.warning("sms.not_configured", reason="PARLEY_TWILIO_AUTH_TOKEN is not set")
     app[INBOX] = SmsInbox(sessions, clock, app[DIRECTORY], app.get(SMS_DOOR), app[KEYWORD_REPLIES])
@@ -138,9 +152,13 @@ def scheduler_worker(app: web.Application) -> Worker:
         sequences={s.name: s for s in app[SEQUENCES]},
         directory=app[DIRECTORY],
         door=app.get(SMS_DOOR),
+        calls=app.get(CALL_DOOR),
         business=data_files.load_business(settings.data_path),
         conversations=app[RASA] if settings.rasa_token else None,
+        defaults=app[BUSINESS_TEXTS].follow_ups,
         batch=settings.scheduler_batch,
+        sweep_every=timedelta(seconds=settings.segment_sweep_seconds),
+        concurrency=(1 if app[ENGINE].dialect.name == "sqlite" else settings.scheduler_concurrency),
         lease=timedelta(seconds=settings.scheduler_lease_seconds),
         poll_seconds=settings.scheduler_poll_seconds,
         max_attempts=settings.scheduler_max_attempts,

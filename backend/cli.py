@@ -31,6 +31,7 @@ from backend.secret_key import SecretKeyMissing
 from backend.settings import Settings
 from backend.supervisor import run_to_completion
 from backend.twilio_emulator import TwilioEmulator
+from backend.worker_process import run_worker
 
 T = TypeVar("T")
 
@@ -86,6 +87,28 @@ def backend(settings: Settings) -> None:
         print=lambda _: None,
         access_log=None,
     )
+
+
+@main.command()
+@click.pass_obj
+def worker(settings: Settings) -> None:
+    """Run follow-up sequences only: a scheduler worker with no HTTP listener.
+
+    Run one or more next to API replicas started with PARLEY_SCHEDULER_ENABLED=false
+    (this process runs its scheduler whatever that says). SIGTERM or Ctrl-C stops it
+    after the round in progress.
+    """
+    missing = asyncio.run(with_database(settings, migrations_runner.pending))
+    if missing:
+        raise click.ClickException(
+            f"the database lacks migrations {', '.join(missing)}: run 'parley db upgrade' first"
+        )
+    try:
+        asyncio.run(run_worker(settings))
+    except DataFileInvalid as invalid:
+        raise click.ClickException(f"data/ has mistakes:\n{invalid}") from invalid
+    except SecretKeyMissing as error:
+        raise click.ClickException(str(error)) from error
 
 
 @main.command()

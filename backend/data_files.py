@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from backend.scoring import ScoringRules
 from backend.segments import SegmentDefinition, error_path
-from backend.sequences import Problem, SequenceDefinition, Vocabulary, check
+from backend.sequences import FollowUpDefaults, Problem, SequenceDefinition, Vocabulary, check
 from backend.settings import PROJECT_ROOT
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -247,6 +247,7 @@ class BusinessTexts(BaseModel):
 
     name: str = Field(min_length=1, max_length=60)
     sms_help: str = Field(min_length=1, max_length=320)
+    follow_ups: FollowUpDefaults = Field(default_factory=FollowUpDefaults)
 
     @field_validator("sms_help")
     @classmethod

@@ -4,7 +4,9 @@
 re-entry policy, consent, segments) and, when they hold, records the enrolment and
 schedules its first step as due now; backend.scheduler runs it from there.
 `enrol_on_events` enrols the people behind newly recorded events into every sequence
-whose `event` trigger they match.
+whose trigger they match: an `event` trigger, and the bot's reports (`intent_expressed`
+for an `intent` trigger, `form_completed` for a `form_completed` trigger).
+backend.segment_entries enrols people who enter a segment (`segment_entered`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from backend.segments import Scalar
 from backend.sequences import (
     ConsentNeeded,
     EventTrigger,
+    FormCompletedTrigger,
+    IntentTrigger,
     ReentryPolicy,
     SequenceDefinition,
+    Trigger,
 )
 
 log = get_logger(__name__)
@@ -51,6 +56,12 @@ class EntryRefused(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+# The events the bot reports (bot/conversation_events.py), which intent and form
+# triggers enrol on.
+INTENT_EXPRESSED = "intent_expressed"
+FORM_COMPLETED = "form_completed"
 
 
 def matches(where: Mapping[str, Scalar], properties: Mapping[str, Any]) -> bool:
@@ -183,6 +194,46 @@ class RecordedEvent:
     properties: Mapping[str, Any]
 
 
+def _intent_matches(wanted: str, expressed: Any) -> bool:
+    """`faq` is any FAQ the bot answered (`faq/free_trial`, …); `faq/free_trial` only that."""
+    return isinstance(expressed, str) and (
+        expressed == wanted or ("/" not in wanted and expressed.startswith(wanted + "/"))
+    )
+
+
+def triggered_by(trigger: Trigger, event_type: str, properties: Mapping[str, Any]) -> bool:
+    """Whether a recorded event enrols into a sequence with this trigger."""
+    match trigger:
+        case EventTrigger(event=wanted, where=where):
+            return wanted == event_type and matches(where, properties)
+        case IntentTrigger(intent=wanted):
+            return event_type == INTENT_EXPRESSED and _intent_matches(
+                wanted, properties.get("intent")
+            )
+        case FormCompletedTrigger(form_completed=wanted):
+            return event_type == FORM_COMPLETED and properties.get("form") == wanted
+    return False
+
+
+async def enrol_if_allowed(
+    session: AsyncSession,
+    sequence: SequenceDefinition,
+    profile: Profile,
+    event: TriggerEvent,
+    clock: Clock,
+    rules: ScoringRules,
+) -> Enrolment | None:
+    """Enrol unless the entry conditions refuse; a refusal is logged, not raised."""
+    try:
+        return await enrol(session, sequence, profile, event, clock, rules)
+    except EntryRefused as refused:
+        log.info(
+            "sequence.entry_refused", sequence=sequence.name,
+            profile_id=str(profile.id), reason=refused.kind, trigger=event.type,
+        )  # fmt: skip
+        return None
+
+
 async def enrol_on_events(
     session: AsyncSession,
     sequences: Sequence[SequenceDefinition],
@@ -190,35 +241,21 @@ async def enrol_on_events(
     clock: Clock,
     rules: ScoringRules,
 ) -> list[Enrolment]:
-    """Enrol each event's person into every sequence whose event trigger matches it;
-    people the entry conditions refuse are left out (and logged)."""
+    """Enrol each event's person into every sequence whose trigger the event matches (an
+    event trigger, or an intent or form trigger for the bot's `intent_expressed` and
+    `form_completed`); people the entry conditions refuse are left out (and logged)."""
     made: list[Enrolment] = []
     for event in recorded:
         for sequence in sequences:
-            trigger = sequence.trigger
-            if not (
-                isinstance(trigger, EventTrigger)
-                and trigger.event == event.type
-                and matches(trigger.where, event.properties)
-            ):
+            if not triggered_by(sequence.trigger, event.type, event.properties):
                 continue
             profile = await session.get(Profile, event.profile_id)
             if profile is None:
                 continue
-            try:
-                made.append(
-                    await enrol(
-                        session,
-                        sequence,
-                        profile,
-                        TriggerEvent(event.type, event.properties),
-                        clock,
-                        rules,
-                    )
-                )
-            except EntryRefused as refused:
-                log.info(
-                    "sequence.entry_refused", sequence=sequence.name,
-                    profile_id=str(profile.id), reason=refused.kind,
-                )  # fmt: skip
+            enrolment = await enrol_if_allowed(
+                session, sequence, profile, TriggerEvent(event.type, event.properties),
+                clock, rules,
+            )  # fmt: skip
+            if enrolment is not None:
+                made.append(enrolment)
     return made

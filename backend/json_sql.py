@@ -114,3 +114,22 @@ def _present_pg(element: json_present, compiler: SQLCompiler, **kw: Any) -> str:
 def _present_sqlite(element: json_present, compiler: SQLCompiler, **kw: Any) -> str:
     column, path = _parts(element, compiler, **kw)
     return f"(COALESCE(json_type({column}, {path}), 'null') <> 'null')"
+
+
+class json_null(_JsonValue):
+    """True when the key is there and holds JSON null (false when it is missing)."""
+
+    inherit_cache = True
+    type = Boolean()
+
+
+@compiles(json_null, "postgresql")
+def _null_pg(element: json_null, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = _parts(element, compiler, **kw)
+    return f"(COALESCE(jsonb_typeof({column} -> {key}), 'missing') = 'null')"
+
+
+@compiles(json_null, "sqlite")
+def _null_sqlite(element: json_null, compiler: SQLCompiler, **kw: Any) -> str:
+    column, path = _parts(element, compiler, **kw)
+    return f"(COALESCE(json_type({column}, {path}), 'missing') = 'null')"

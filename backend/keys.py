@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from backend.calls import CallDoor
 from backend.clock import Clock
 from backend.data_files import BusinessTexts
 from backend.inbound import KeywordReplies, SmsInbox
@@ -34,6 +35,9 @@ RASA = web.AppKey("rasa", RasaClient)
 # inbox that records texts people send and answers their STOP, START and HELP.
 SMS_DOOR = web.AppKey("sms_door", SmsDoor)
 INBOX = web.AppKey("inbox", SmsInbox)
+# The one door for outbound calls (follow-ups by voice), beside the SMS door and
+# likewise absent when no Twilio auth token is set.
+CALL_DOOR = web.AppKey("call_door", CallDoor)
 # Runs due steps of follow-up sequences (started only when scheduler_enabled).
 WORKER = web.AppKey("worker", Worker)
 KEYWORD_REPLIES = web.AppKey("keyword_replies", KeywordReplies)

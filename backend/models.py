@@ -296,7 +296,9 @@ class Handoff(Base):
     )
     conversation_id: Mapped[str] = mapped_column(String(200), index=True)
     channel: Mapped[str] = mapped_column(String(32))
-    reason: Mapped[str] = mapped_column(String(32))  # requested or repeated_failure
+    # requested, repeated_failure, or follow_up (a sequence's hand-off step)
+    reason: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)  # the hand-off step's words for the agent
     status: Mapped[str] = mapped_column(String(8))  # open or closed
     opened_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
@@ -320,8 +322,9 @@ class ApiToken(Base):
 
 
 class Message(Base):
-    """One SMS in or out, as Twilio knows it. Every outbound text leaves through the
-    backend's one door (backend.outbound) and is recorded here with its delivery status;
+    """One SMS in or out, or one call Parley placed, as Twilio knows it. Every outbound
+    text leaves through the backend's one door (backend.outbound), every outbound call
+    through the call door (backend.calls), and each is recorded here with its status;
     inbound texts are recorded once per Twilio MessageSid."""
 
     __tablename__ = "messages"
@@ -332,18 +335,20 @@ class Message(Base):
         ForeignKey("profiles.id", ondelete="CASCADE")
     )
     direction: Mapped[str] = mapped_column(String(8))  # inbound or outbound
-    channel: Mapped[str] = mapped_column(String(8))  # sms
+    channel: Mapped[str] = mapped_column(String(8))  # sms, or voice (body: what was said)
     # Outbound: marketing, transactional, conversational or compliance.
     purpose: Mapped[str | None] = mapped_column(String(16))
     to_address: Mapped[str] = mapped_column(String(32))
     from_address: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text)
     media: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"urls": [...]}
-    # queued, sent, delivered, undelivered, failed (outbound) or received (inbound).
+    # queued, sent, delivered, undelivered, failed (outbound) or received (inbound); a
+    # call's statuses are mapped to these words (backend.calls.CALL_STATUS).
     status: Mapped[str] = mapped_column(String(12))
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(Text)
-    # Twilio's MessageSid: a retried webhook or callback finds its message by it.
+    # Twilio's MessageSid (a call's CallSid): a retried webhook or callback finds its
+    # message by it.
     provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
     keyword: Mapped[str | None] = mapped_column(String(8))  # inbound STOP, START or HELP
     in_reply_to_id: Mapped[int | None] = mapped_column(
@@ -433,3 +438,32 @@ class SequenceWork(Base):
     # The door's send key for this step's text. A retry after an unknown outcome keeps
     # it, so the door looks the earlier send up at Twilio instead of texting twice.
     send_key: Mapped[str | None] = mapped_column(String(220))
+
+
+class SegmentWatch(Base):
+    """A segment that some sequence's `segment_entered` trigger watches
+    (backend.segment_entries): its members were last compared at `swept_at`, under a rule
+    (and scoring rules) with this fingerprint."""
+
+    __tablename__ = "segment_watches"
+
+    segment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rules_fingerprint: Mapped[str] = mapped_column(String(64))
+    watched_since: Mapped[datetime]
+    swept_at: Mapped[datetime]
+
+
+class SegmentMember(Base):
+    """Who was in a watched segment at its last sweep; someone in it now but not here has
+    entered it."""
+
+    __tablename__ = "segment_members"
+
+    segment: Mapped[str] = mapped_column(
+        ForeignKey("segment_watches.segment", ondelete="CASCADE"), primary_key=True
+    )
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    # When the sweep saw them enter (for members already there when the watch began: then).
+    entered_at: Mapped[datetime]

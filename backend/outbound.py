@@ -150,7 +150,11 @@ Sleep = Callable[[float], Awaitable[None]]
 @dataclass
 class SendingPace:
     """Each sending number's turn to send, `per_second` times a second at most, kept in
-    the database (row-locked on PostgreSQL) so that every replica shares the pace."""
+    the database (row-locked on PostgreSQL) so that every replica shares the pace.
+
+    Turns are handed out in batches: whoever holds the process's lock reserves a slot
+    for every send waiting in the process with one row update, so the row lock is taken
+    once per batch rather than once per text."""
 
     sessions: async_sessionmaker[AsyncSession]
     clock: Clock
@@ -159,36 +163,66 @@ class SendingPace:
     sleep: Sleep = asyncio.sleep
     # SQLite has one writer: take turns in-process rather than meet a locked database.
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _waiting: dict[str, list[asyncio.Future[float]]] = field(default_factory=dict)
 
     async def wait_turn(self, sender: str) -> None:
-        interval = timedelta(seconds=1 / self.per_second)
+        turn: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(sender, []).append(turn)
         async with self._lock:
-            now = self.clock.now()
+            queued = self._waiting.pop(sender, [])
+            if queued:
+                await self._hand_out(sender, queued)
+        wait = await turn
+        if wait > 0:
+            await self.sleep(wait)
+
+    async def _hand_out(self, sender: str, queued: list[asyncio.Future[float]]) -> None:
+        """Reserve the next slots for the queued sends; each learns its wait, or that the
+        number is too busy (429)."""
+        interval = timedelta(seconds=1 / self.per_second)
+        now = self.clock.now()
+        waits: list[float | SendRefused] = []
+        try:
             async with self.sessions.begin() as session:
                 row = await session.get(SenderPace, sender, with_for_update=True)
                 if row is None:
                     try:
                         async with session.begin_nested():
-                            session.add(SenderPace(sender=sender, next_free_at=now + interval))
-                        return
+                            row = SenderPace(sender=sender, next_free_at=now)
+                            session.add(row)
                     except IntegrityError:
                         row = await session.get(
                             SenderPace, sender, with_for_update=True, populate_existing=True
                         )
                         assert row is not None
                 slot = max(now, row.next_free_at)
-                wait = (slot - now).total_seconds()
-                if wait > self.max_wait:
-                    raise SendRefused(
-                        429,
-                        "sender-busy",
-                        f"{sender} has more texts waiting than it can send in "
-                        f"{self.max_wait:g} s; try again later.",
-                        retry_after=wait - self.max_wait,
-                    )
-                row.next_free_at = slot + interval
-        if wait > 0:
-            await self.sleep(wait)
+                for _ in queued:
+                    ahead = (slot - now).total_seconds()
+                    if ahead > self.max_wait:
+                        waits.append(
+                            SendRefused(
+                                429, "sender-busy",
+                                f"{sender} has more texts waiting than it can send in "
+                                f"{self.max_wait:g} s; try again later.",
+                                retry_after=ahead - self.max_wait,
+                            )
+                        )  # fmt: skip
+                        continue
+                    waits.append(ahead)
+                    slot += interval
+                row.next_free_at = slot
+        except BaseException as error:
+            for turn in queued:
+                if not turn.done():
+                    turn.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        for turn, outcome in zip(queued, waits, strict=True):
+            if isinstance(outcome, SendRefused):
+                turn.set_exception(outcome)
+            else:
+                turn.set_result(outcome)
 
 
 @dataclass
@@ -300,9 +334,7 @@ class SmsDoor:
         """Consent is checked at the moment of sending: again, before a late part goes."""
         if row.purpose == MessagePurpose.COMPLIANCE.value:
             return  # the one answer to a keyword text, already checked to be that
-        needed = Purpose.MARKETING if row.purpose == MessagePurpose.MARKETING.value else (
-            Purpose.TRANSACTIONAL
-        )  # fmt: skip
+        needed = consent_needed(MessagePurpose(row.purpose or MessagePurpose.TRANSACTIONAL))
         async with self.sessions() as session:
             allowed = row.profile_id is None or await consent.may_send(
                 session, row.profile_id, Channel.SMS, needed
@@ -320,6 +352,10 @@ class SmsDoor:
         first = await session.scalar(select(Message).where(Message.send_key == key))
         if first is None:
             return []
+        if first.channel != "sms":
+            raise SendRefused(
+                409, "send-key-reused", "This send key was used for a call, not a text.", [first]
+            )
         rows = await session.scalars(
             select(Message).where(Message.batch_id == first.batch_id).order_by(Message.part)
         )
@@ -331,24 +367,7 @@ class SmsDoor:
         if text.purpose is MessagePurpose.COMPLIANCE:
             await self._check_keyword_reply(session, text)
             return
-        needed = (
-            Purpose.MARKETING
-            if text.purpose is MessagePurpose.MARKETING
-            else (Purpose.TRANSACTIONAL)
-        )
-        if profile is None:
-            if needed is Purpose.MARKETING:
-                raise SendRefused(
-                    409, "consent-refused",
-                    "Nobody with this number has agreed to marketing texts.",
-                )  # fmt: skip
-            return
-        if not await consent.may_send(session, profile.id, Channel.SMS, needed):
-            raise SendRefused(
-                409,
-                "consent-refused",
-                f"This person's SMS consent does not allow {text.purpose.value} texts now.",
-            )
+        await require_consent(session, profile, Channel.SMS, text.purpose, "texts")
 
     async def _check_keyword_reply(self, session: AsyncSession, text: OutboundText) -> None:
         inbound = await session.get(Message, text.in_reply_to) if text.in_reply_to else None
@@ -492,6 +511,34 @@ class SmsDoor:
                         self.clock, "twilio",
                     )  # fmt: skip
         log.info("consent.withdrawn_at_carrier", profile_id=str(row.profile_id))
+
+
+def consent_needed(purpose: MessagePurpose) -> Purpose:
+    """Marketing needs the grant; anything else only needs no withdrawal."""
+    return Purpose.MARKETING if purpose is MessagePurpose.MARKETING else Purpose.TRANSACTIONAL
+
+
+async def require_consent(
+    session: AsyncSession,
+    profile: Profile | None,
+    channel: Channel,
+    purpose: MessagePurpose,
+    noun: str,
+) -> None:
+    """Refuse (409 consent-refused) unless the person's consent on `channel` allows a
+    message of this purpose now; someone unknown may get anything but marketing."""
+    needed = consent_needed(purpose)
+    if profile is None:
+        if needed is Purpose.MARKETING:
+            raise SendRefused(
+                409, "consent-refused", f"Nobody with this number has agreed to marketing {noun}."
+            )
+        return
+    if not await consent.may_send(session, profile.id, channel, needed):
+        raise SendRefused(
+            409, "consent-refused",
+            f"This person's {channel.value} consent does not allow {purpose.value} {noun} now.",
+        )  # fmt: skip
 
 
 def _refusal(error: TwilioRestException) -> tuple[int, str]:

@@ -30,19 +30,29 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from backend import consent, scoring, segment_store
+from backend import consent, handoffs, scoring, segment_store
+from backend.calls import CallDoor, OutboundCall, Placed
 from backend.clock import Clock
 from backend.consent import Channel, Purpose
 from backend.enrolment import ACTIVE, COMPLETED, EXITED, matches, next_attempt
 from backend.identities import IdentityKind, redact
 from backend.logs import get_logger
-from backend.models import Enrolment, Event, Identity, Message, Profile, SequenceWork
-from backend.outbound import FollowUp, MessagePurpose, OutboundText, SendRefused, SmsDoor
+from backend.models import (
+    ConsentState,
+    Enrolment,
+    Event,
+    Identity,
+    Message,
+    Profile,
+    SequenceWork,
+)
+from backend.outbound import FollowUp, MessagePurpose, OutboundText, SendRefused, Sent, SmsDoor
 from backend.profiles import ProfileDirectory
 from backend.rasa_client import RasaClient, RasaUnavailable
+from backend.segment_entries import sweep_segment_entries
 from backend.sequences import (
     DEFAULT_PER_7D,
     DEFAULT_PER_24H,
@@ -52,6 +62,8 @@ from backend.sequences import (
     BranchStep,
     Condition,
     EventCondition,
+    FollowUpDefaults,
+    HandoffStep,
     RepliedCondition,
     ScoreCondition,
     SegmentCondition,
@@ -69,6 +81,8 @@ from backend.sequences import (
 log = get_logger(__name__)
 
 WEEKDAYS = list(Weekday)
+# The shortest sleep between rounds, so a step nobody can claim never spins a worker.
+MIN_SLEEP = 0.02
 # Consent refusals: the person does not want this text; never retried.
 CONSENT_KINDS = frozenset({"consent-refused", "recipient-unsubscribed"})
 # The text may or may not have reached Twilio: try again later with the same send key,
@@ -212,8 +226,16 @@ class _SendPlan:
     attempt: int
     text: OutboundText
     asks: str | None
+    channel: Channel = Channel.SMS
     # False when retrying a send whose outcome was unknown: it is in the conversation.
     record: bool = True
+
+
+@dataclass(frozen=True)
+class _PausePlan:
+    """After a hand-off step: pause the bot in this conversation."""
+
+    conversation: str
 
 
 @dataclass
@@ -226,9 +248,12 @@ class Worker:
     directory: ProfileDirectory
     door: SmsDoor | None
     business: Mapping[str, Any]
+    calls: CallDoor | None = None
     # Rasa's HTTP API, to record each follow-up in the person's conversation before it
     # is sent; None when Rasa's token is not set (the texts then go unrecorded).
     conversations: RasaClient | None = None
+    # The business's quiet hours and caps (data/business.yml `follow_ups:`).
+    defaults: FollowUpDefaults = field(default_factory=FollowUpDefaults)
     owner: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:12]}")
     batch: int = 100
     lease: timedelta = timedelta(seconds=60)
@@ -236,6 +261,10 @@ class Worker:
     max_attempts: int = 5
     retry_after: timedelta = timedelta(seconds=60)
     paused: bool = False
+    # Steps run at once by this worker (each on its own connection); 1 on SQLite.
+    concurrency: int = 1
+    # How often segments that trigger sequences are compared with their last members.
+    sweep_every: timedelta = timedelta(seconds=60)
 
     @property
     def business_timezone(self) -> str:
@@ -243,7 +272,12 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick until `stop` is set; a round that finds work looks again at once."""
+        swept: datetime | None = None
         while not stop.is_set():
+            now = self.clock.now()
+            if swept is None or now - swept >= self.sweep_every:
+                swept = now
+                await self.sweep_segments()
             try:
                 done = await self.tick()
             except Exception:  # one bad round must not stop the scheduler
@@ -252,21 +286,68 @@ class Worker:
             if done:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.poll_seconds)
+                await asyncio.wait_for(stop.wait(), await self._until_next_due())
+
+    async def sweep_segments(self) -> int:
+        """Enrol people who entered a segment some sequence triggers on since the last
+        sweep (backend.segment_entries); how many were enrolled."""
+        try:
+            if self._on_sqlite():
+                async with _sqlite_lock():
+                    return await sweep_segment_entries(
+                        self.sessions, self.sequences.values(), self.clock, self.directory.rules
+                    )
+            return await sweep_segment_entries(
+                self.sessions, self.sequences.values(), self.clock, self.directory.rules
+            )
+        except Exception:  # the next sweep tries again
+            log.exception("scheduler.sweep_failed", owner=self.owner)
+            return 0
+
+    def _on_sqlite(self) -> bool:
+        bind = self.sessions.kw.get("bind")
+        return bind is not None and bind.dialect.name == "sqlite"
+
+    async def _until_next_due(self) -> float:
+        """How long to sleep: until the earliest free step falls due, at most the poll
+        interval (steps enrolled meanwhile, or leases expiring, are found by polling)."""
+        if self.paused:
+            return self.poll_seconds
+        try:
+            async with self.sessions() as session:
+                due = await session.scalar(
+                    select(func.min(SequenceWork.due_at)).where(
+                        SequenceWork.done_at.is_(None), SequenceWork.lease_until.is_(None)
+                    )
+                )
+        except Exception:  # the database is briefly away: poll as usual
+            log.warning("scheduler.next_due_unknown", owner=self.owner, exc_info=True)
+            return self.poll_seconds
+        if due is None:
+            return self.poll_seconds
+        wait = (due - self.clock.now()).total_seconds()
+        return min(self.poll_seconds, max(MIN_SLEEP, wait))
 
     async def tick(self) -> int:
-        """Claim due work and run it; how many rows were run."""
+        """Claim due work and run it, `concurrency` steps at a time; how many rows ran."""
         if self.paused:
             return 0
         ids = await self.claim()
-        for work_id in ids:
-            await self.run_step(work_id)
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def run(work_id: int) -> None:
+            async with gate:
+                try:
+                    await self.run_step(work_id)
+                except Exception:  # one step failing must not stop the others
+                    log.exception("scheduler.step_failed", work_id=work_id, owner=self.owner)
+
+        await asyncio.gather(*(run(work_id) for work_id in ids))
         return len(ids)
 
     async def claim(self) -> list[int]:
         now = self.clock.now()
-        bind = self.sessions.kw.get("bind")
-        if bind is not None and bind.dialect.name == "sqlite":
+        if self._on_sqlite():
             # SQLite has one writer: one claimer at a time in this process.
             async with _sqlite_lock(), self.sessions.begin() as session:
                 return await claim(session, now, self.owner, self.batch, self.lease)
@@ -277,12 +358,14 @@ class Worker:
         """Run one claimed row (nothing if it is done or leased to someone else)."""
         async with self.sessions.begin() as session:
             plan = await self._decide(session, work_id)
-        if plan is not None:
+        if isinstance(plan, _PausePlan):
+            await self._pause(plan.conversation)
+        elif plan is not None:
             await self._send(plan)
 
     # -- deciding, in one transaction
 
-    async def _decide(self, session: AsyncSession, work_id: int) -> _SendPlan | None:
+    async def _decide(self, session: AsyncSession, work_id: int) -> _SendPlan | _PausePlan | None:
         now = self.clock.now()
         work = await session.get(SequenceWork, work_id, with_for_update=True)
         if work is None or work.done_at is not None or work.lease_owner != self.owner:
@@ -332,8 +415,9 @@ class Worker:
             return None
         if isinstance(step, UpdateStep):
             await self.directory.update(session, profile, {}, step.update.set_)
-            detail = "add_points is not applied yet" if step.update.add_points is not None else None
-            self._finish(work, "updated", detail)
+            if points := step.update.add_points:
+                await self._add_points(session, profile.id, sequence.name, step.id, points)
+            self._finish(work, "updated")
             await self._advance(session, enrolment, following, now)
             return None
         if isinstance(step, BranchStep):
@@ -345,18 +429,14 @@ class Worker:
             self._finish(work, "branched", f"to {target}")
             await self._advance(session, enrolment, target, now)
             return None
-        if not isinstance(step, SendStep):
-            # handoff steps are not built yet (docs/sequences.md).
-            self._exit(work, enrolment, "not_supported_yet", step_outcome=True)
-            return None
+        if isinstance(step, HandoffStep):
+            return await self._hand_off(session, work, enrolment, profile, phone, step)
+        assert isinstance(step, SendStep)
 
         message = step.send
-        if message.channel not in (SendChannel.SMS, SendChannel.BEST):
-            self._exit(work, enrolment, "not_supported_yet", step_outcome=True)
-            return None
         marketing = message.purpose is Purpose.MARKETING
         if marketing:
-            quiet = sequence.quiet_hours
+            quiet = sequence.quiet_hours or self.defaults.quiet_hours
             start, end = (
                 (quiet.start, quiet.end) if quiet else (DEFAULT_QUIET_FROM, DEFAULT_QUIET_UNTIL)
             )
@@ -365,10 +445,12 @@ class Worker:
                 work.due_at, work.lease_owner, work.lease_until = later, None, None
                 work.outcome, work.outcome_detail = "rescheduled", "quiet hours"
                 return None
-        if not await consent.may_send(session, profile.id, Channel.SMS, message.purpose):
+        route = await self._route(session, message.channel, message.purpose, profile, phone)
+        if route is None:
             self._finish(work, "skipped_consent")
             await self._advance(session, enrolment, following, now)
             return None
+        channel, address = route
         if step.id in enrolment.variants:
             chosen = enrolment.variants[step.id]
         else:
@@ -380,13 +462,15 @@ class Worker:
             await self._advance(session, enrolment, following, now)
             return None
         if marketing:
-            capped_until = await self._capped_until(session, sequence, profile.id, now)
+            capped_until = await self._capped_until(
+                session, sequence, profile.id, now, work.send_key
+            )
             if capped_until is not None:
                 work.due_at, work.lease_owner, work.lease_until = capped_until, None, None
                 work.outcome, work.outcome_detail = "rescheduled", "frequency cap"
                 return None
-        if phone is None:
-            self._finish(work, "failed", "no phone number to text")
+        if address is None:
+            self._finish(work, "failed", f"no {channel.value} address to send to")
             await self._advance(session, enrolment, following, now)
             return None
         template = next(v.template for v in message.choices if v.name == chosen)
@@ -413,11 +497,85 @@ class Worker:
         return _SendPlan(
             work.id, enrolment.id, step.id, work.attempt,
             OutboundText(
-                to=phone, body=body, purpose=purpose, send_key=key,
+                to=address, body=body, purpose=purpose, send_key=key,
                 follow_up=FollowUp(enrolment.id, step.id, chosen),
             ),
-            message.asks, record=first_try,
+            message.asks, channel, record=first_try,
         )  # fmt: skip
+
+    async def _route(
+        self,
+        session: AsyncSession,
+        wanted: SendChannel,
+        purpose: Purpose,
+        profile: Profile,
+        phone: str | None,
+    ) -> tuple[Channel, str | None] | None:
+        """The channel and address a text goes by, if consent allows it now: the step's
+        channel, or for `best` the reachable channel the person most recently agreed to
+        (for transactional texts with no agreement on record: SMS, then web)."""
+        web = await self._address(session, profile.id, IdentityKind.WEB)
+        addresses = {Channel.SMS: phone, Channel.WEB: web, Channel.VOICE: phone}
+        if wanted is not SendChannel.BEST:
+            channel = Channel(wanted.value)
+            if not await consent.may_send(session, profile.id, channel, purpose):
+                return None
+            return channel, addresses[channel]
+        rows = await session.execute(
+            select(ConsentState.channel, ConsentState.state)
+            .where(ConsentState.profile_id == profile.id, ConsentState.purpose == purpose.value)
+            .order_by(ConsentState.since.desc())
+        )
+        states = {Channel(c): consent.State(s) for c, s in rows if c in addresses}
+        agreed = [c for c, s in states.items() if s is consent.State.GRANTED]
+        fallback = [] if purpose is Purpose.MARKETING else [Channel.SMS, Channel.WEB]
+        for channel in [*agreed, *fallback]:
+            allowed = consent.allows(states.get(channel, consent.State.NONE), purpose)
+            if allowed and addresses[channel] is not None:
+                return channel, addresses[channel]
+        return None
+
+    async def _add_points(
+        self, session: AsyncSession, profile_id: uuid.UUID, sequence: str, step: str, points: float
+    ) -> None:
+        """A sequence's points, stored as an event so they decay and survive a rebuild."""
+        now = self.clock.now()
+        properties = {"sequence": sequence, "step": step, "points": points}
+        session.add(
+            Event(
+                profile_id=profile_id, type=scoring.SEQUENCE_POINTS, properties=properties,
+                occurred_at=now, received_at=now,
+            )
+        )  # fmt: skip
+        await scoring.apply_events(
+            session, self.directory.rules,
+            [scoring.Scored(profile_id, scoring.SEQUENCE_POINTS, properties, now)],
+        )  # fmt: skip
+
+    async def _hand_off(
+        self,
+        session: AsyncSession,
+        work: SequenceWork,
+        enrolment: Enrolment,
+        profile: Profile,
+        phone: str | None,
+        step: HandoffStep,
+    ) -> _PausePlan | None:
+        """Open a hand-off on the person's conversation (their texts, else their web
+        chat) with the step's words for the agent; the sequence ends for them."""
+        web = await self._address(session, profile.id, IdentityKind.WEB)
+        conversation, channel = (phone, "sms") if phone else (web, "web")
+        if conversation is None:
+            self._finish(work, "failed", "no conversation to hand off")
+            enrolment.status, enrolment.exit_reason = EXITED, "handed_off"
+            return None
+        handoff, _ = await handoffs.open_handoff(
+            session, self.clock, conversation, channel, "follow_up", profile.id
+        )
+        handoff.note = step.handoff.reason
+        self._exit(work, enrolment, "handed_off")
+        work.outcome = "handed_off"
+        return _PausePlan(conversation)
 
     async def _goal_reached(
         self,
@@ -448,13 +606,17 @@ class Worker:
         sequence: SequenceDefinition,
         profile_id: uuid.UUID,
         now: datetime,
+        own_key: str | None = None,
     ) -> datetime | None:
-        """When another marketing text may go to this person under the frequency caps
-        (the sequence's, else 1 per 24 h and 3 per 7 days), counting every marketing text
-        the door sent them; None if one may go now."""
+        """When another marketing message may go to this person under the frequency caps
+        (the sequence's, else the business's, else 1 per 24 h and 3 per 7 days), counting
+        every marketing message sent them on any channel; None if one may go now. A step
+        run again after a crash does not count its own earlier send (`own_key`): that is
+        the same message, which the door reconciles."""
+        business = self.defaults.caps
         limits = (
-            (timedelta(days=1), sequence.caps.per_24h or DEFAULT_PER_24H),
-            (timedelta(days=7), sequence.caps.per_7d or DEFAULT_PER_7D),
+            (timedelta(days=1), sequence.caps.per_24h or business.per_24h or DEFAULT_PER_24H),
+            (timedelta(days=7), sequence.caps.per_7d or business.per_7d or DEFAULT_PER_7D),
         )
         free_at: datetime | None = None
         for window, limit in limits:
@@ -468,6 +630,7 @@ class Worker:
                         Message.part == 1,
                         Message.status != "failed",
                         Message.created_at > now - window,
+                        or_(Message.send_key.is_(None), Message.send_key != (own_key or "")),
                     )
                     .order_by(Message.created_at.desc())
                     .limit(limit)
@@ -539,13 +702,22 @@ class Worker:
     async def _phone(self, session: AsyncSession, profile: Profile) -> str | None:
         """The number texts go to: the profile's SMS identity (the door finds people by
         it), else its phone field."""
-        address = await session.scalar(
+        return await self._address(session, profile.id, IdentityKind.SMS) or profile.phone
+
+    async def _address(
+        self, session: AsyncSession, profile_id: uuid.UUID, kind: IdentityKind
+    ) -> str | None:
+        """The person's address of this kind: their first SMS number, or their latest web
+        chat session (the conversation a web follow-up goes into)."""
+        newest_first = kind is IdentityKind.WEB
+        order = Identity.created_at.desc() if newest_first else Identity.created_at
+        found: str | None = await session.scalar(
             select(Identity.address)
-            .where(Identity.profile_id == profile.id, Identity.kind == IdentityKind.SMS.value)
-            .order_by(Identity.created_at)
+            .where(Identity.profile_id == profile_id, Identity.kind == kind.value)
+            .order_by(order)
             .limit(1)
         )
-        return address or profile.phone
+        return found
 
     def _finish(self, work: SequenceWork, outcome: str, detail: str | None = None) -> None:
         work.done_at = self.clock.now()
@@ -587,6 +759,68 @@ class Worker:
 
     # -- sending, outside any transaction, then recording
 
+    async def _deliver(self, plan: _SendPlan) -> Sent | Placed:
+        """Text through the one door for texts, or call through the door for calls (which
+        speaks the text and lets the person answer, in the same conversation)."""
+        text = plan.text
+        if plan.channel is Channel.VOICE:
+            assert self.calls is not None
+            return await self.calls.call(
+                OutboundCall(
+                    to=text.to, say=text.body, purpose=text.purpose, send_key=text.send_key,
+                    follow_up=text.follow_up,
+                )
+            )  # fmt: skip
+        assert self.door is not None
+        return await self.door.send(text)
+
+    async def _push_to_web(self, plan: _SendPlan) -> tuple[str, str | None, bool]:
+        """A web follow-up: put it in the person's web chat conversation, pushed to an
+        open page (Rasa sends it to the web chat channel) or read at the next visit from
+        the history. Kept as a message like a text; its key makes it go once."""
+        if self.conversations is None:
+            return "retry", "Rasa's token is not set, so web follow-ups cannot be sent", True
+        text, follow_up = plan.text, plan.text.follow_up
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
+            if await session.scalar(select(Message.id).where(Message.send_key == text.send_key)):
+                return "sent", "already in the conversation", False
+            enrolment = await session.get(Enrolment, plan.enrolment_id)
+            row = Message(
+                profile_id=enrolment.profile_id if enrolment else None,
+                direction="outbound", channel="web", purpose=text.purpose.value,
+                to_address=text.to, from_address="webchat", body=text.body, media={},
+                status="queued", batch_id=uuid.uuid4(), part=1, parts=1,
+                send_key=text.send_key, created_at=now, updated_at=now,
+                enrolment_id=follow_up.enrolment_id if follow_up else None,
+                sequence_step=follow_up.step if follow_up else None,
+                variant=follow_up.variant if follow_up else None,
+            )  # fmt: skip
+            session.add(row)
+        try:
+            await self.conversations.record_follow_up(
+                text.to, text.body, plan.asks,
+                {"sequence_step": plan.step, "enrolment_id": str(plan.enrolment_id)},
+                output_channel="webchat",
+            )  # fmt: skip
+            status, detail, retry = "sent", None, False
+        except RasaUnavailable as error:
+            status, detail, retry = "failed", f"Rasa could not take it: {error}", True
+        async with self.sessions.begin() as session:
+            stored = await session.get(Message, row.id)
+            assert stored is not None
+            stored.status, stored.error_message, stored.updated_at = status, detail, now
+        return ("retry" if retry else "sent"), detail or f"message {row.id}", retry
+
+    async def _pause(self, conversation: str) -> None:
+        """Pause the bot where a person takes over; the open hand-off is what counts."""
+        if self.conversations is None:
+            return
+        try:
+            await self.conversations.append_events(conversation, [{"event": "pause"}])
+        except RasaUnavailable as error:
+            log.warning("sequence.handoff_not_paused", error=str(error))
+
     async def _record(self, plan: _SendPlan) -> bool:
         """Put the text in the person's conversation (an SMS conversation is named by
         the phone number); False if Rasa could not take it."""
@@ -594,7 +828,7 @@ class Worker:
             return True
         try:
             await self.conversations.record_follow_up(
-                plan.text.to, plan.text.body, plan.asks, self.clock.now(),
+                plan.text.to, plan.text.body, plan.asks,
                 {"sequence_step": plan.step, "enrolment_id": str(plan.enrolment_id)},
             )  # fmt: skip
         except RasaUnavailable as error:
@@ -604,13 +838,15 @@ class Worker:
 
     async def _send(self, plan: _SendPlan) -> None:
         outcome, detail, retry, same_key = "sent", None, False, False
-        if self.door is None:
-            outcome, detail, retry = "retry", "SMS is not configured", True
+        if plan.channel is Channel.WEB:
+            outcome, detail, retry = await self._push_to_web(plan)
+        elif (self.calls if plan.channel is Channel.VOICE else self.door) is None:
+            outcome, detail, retry = "retry", f"{plan.channel.value} is not configured", True
         elif not await self._record(plan):
             outcome, detail, retry = "retry", "Rasa could not record it in the conversation", True
         else:
             try:
-                sent = await self.door.send(plan.text)
+                sent = await self._deliver(plan)
                 first = sent.messages[0]
                 detail = f"message {first.id}" + (" (repeated)" if sent.repeated else "")
                 if first.status == "failed":

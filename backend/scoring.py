@@ -42,6 +42,9 @@ from backend.segments import (
 )
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+# A sequence's `update: {add_points: N}` is stored as an event of this type (properties
+# sequence, step, points), so its points decay like any event's and survive a rebuild.
+SEQUENCE_POINTS = "sequence_points"
 RuleName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,63}$")]
 
 
@@ -162,6 +165,18 @@ class Scored:
     occurred_at: datetime
 
 
+def _earned(rules: ScoringRules, event: Scored) -> Iterable[tuple[str, float]]:
+    """(rule, points) for each rule the event meets; a sequence's points are its own."""
+    if event.type == SEQUENCE_POINTS:
+        points = event.properties.get("points")
+        if isinstance(points, int | float):
+            yield f"sequence:{event.properties.get('sequence')}"[:64], float(points)
+        return
+    for rule in rules.events:
+        if rule.matches(event.type, event.properties):
+            yield rule.name, rule.points
+
+
 async def apply_events(
     session: AsyncSession, rules: ScoringRules, events: Iterable[Scored]
 ) -> None:
@@ -169,11 +184,9 @@ async def apply_events(
     deltas: dict[tuple[uuid.UUID, str], tuple[float, int, datetime]] = {}
     totals: dict[uuid.UUID, float] = defaultdict(float)
     for event in events:
-        for rule in rules.events:
-            if not rule.matches(event.type, event.properties):
-                continue
-            points = rules.scaled(rule.points, event.occurred_at)
-            key = (event.profile_id, rule.name)
+        for name, earned in _earned(rules, event):
+            points = rules.scaled(earned, event.occurred_at)
+            key = (event.profile_id, name)
             before = deltas.get(key, (0.0, 0, event.occurred_at))
             deltas[key] = (before[0] + points, before[1] + 1, max(before[2], event.occurred_at))
             totals[event.profile_id] += points
@@ -273,11 +286,13 @@ async def explain(
     session: AsyncSession, rules: ScoringRules, profile_id: uuid.UUID, now: datetime
 ) -> list[Reason]:
     """The rules behind a profile's score, biggest first."""
-    kinds = rules.rule_kinds()
     factor = rules.factor(now)
-    result = await session.scalars(
-        select(ScoreContribution).where(ScoreContribution.profile_id == profile_id)
+    result = list(
+        await session.scalars(
+            select(ScoreContribution).where(ScoreContribution.profile_id == profile_id)
+        )
     )
+    kinds = rules.rule_kinds() | {c.rule: "event" for c in result if c.rule.startswith("sequence:")}
     reasons = [
         Reason(
             rule=c.rule,
@@ -322,7 +337,7 @@ async def rebuild(
     """Recompute every score from the events and the profiles, from scratch."""
     await session.execute(delete(ScoreContribution))
     await session.execute(update(Profile).values(score_events=0.0, score_attributes=0.0))
-    types = sorted({r.event for r in rules.events})
+    types = sorted({r.event for r in rules.events} | {SEQUENCE_POINTS})
     if types:
         last_id = 0
         while True:

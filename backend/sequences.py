@@ -447,6 +447,14 @@ class QuietHours(_Strict):
         return self
 
 
+class FollowUpDefaults(_Strict):
+    """`follow_ups:` in data/business.yml: the business's quiet hours and frequency caps,
+    which a sequence's own `quiet_hours` and `caps` override."""
+
+    quiet_hours: QuietHours | None = None
+    caps: Caps = Field(default_factory=Caps)
+
+
 # Steps.
 
 
@@ -498,6 +506,13 @@ class Variant(_Strict):
     # Relative: weights 2 and 1 send two thirds of people the first text, a third the other.
     weight: float = 1
     template: TemplateText
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_holdout(cls, value: str) -> str:
+        if value == "holdout":
+            raise ValueError("'holdout' names the people who get nothing; call the variant else")
+        return value
 
     @field_validator("weight")
     @classmethod

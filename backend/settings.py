@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     twilio_emulator_port: int = Field(8010, ge=1, le=65535)
     # The number texts are sent from (E.164). The default is Twilio's test number.
     twilio_sms_number: str = "+15005550006"
+    # The number follow-up calls come from (E.164, a Twilio number of the account);
+    # unset: twilio_sms_number.
+    twilio_voice_number: str | None = None
     # Where the emulator sends a person's texts (the SMS channel's webhook).
     twilio_sms_webhook_url: str | None = None
     # Where the emulator sends a person's calls (the voice channel's "A call comes in"
@@ -97,6 +100,11 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     scheduler_poll_seconds: float = Field(1.0, gt=0)
     scheduler_batch: int = Field(100, ge=1, le=10000)
+    # Steps one worker runs at once on PostgreSQL (SQLite runs one at a time). Keep it
+    # under the database pool (15 connections per process).
+    scheduler_concurrency: int = Field(8, ge=1, le=64)
+    # Seconds between looks at who entered a segment that triggers a sequence.
+    segment_sweep_seconds: float = Field(60.0, ge=1)
     scheduler_lease_seconds: float = Field(60.0, gt=0)
     scheduler_max_attempts: int = Field(5, ge=1, le=50)
     scheduler_retry_seconds: float = Field(60.0, gt=0)
@@ -152,6 +160,22 @@ class Settings(BaseSettings):
     def status_callback_url(self) -> str:
         """Where Twilio reports delivery: this backend's public URL."""
         return (self.public_url or self.backend_url).rstrip("/") + "/twilio/status"
+
+    @property
+    def call_status_callback_url(self) -> str:
+        """Where Twilio reports the progress of a call Parley placed: this backend."""
+        return (self.public_url or self.backend_url).rstrip("/") + "/twilio/call-status"
+
+    @property
+    def caller_id(self) -> str:
+        """The number Parley's calls come from."""
+        return self.twilio_voice_number or self.twilio_sms_number
+
+    @property
+    def voice_gather_url(self) -> str:
+        """Where a person's answer to a call Parley placed goes: the voice channel's
+        gather webhook, on Rasa's public URL (the proxy sends /webhooks/ to Rasa)."""
+        return (self.public_url or self.rasa_url).rstrip("/") + "/webhooks/voice/gather"
 
     @property
     def resolved_webchat_socket_url(self) -> str:

@@ -9,6 +9,14 @@ Parley without a Twilio account.
 - `POST /emulator/sms` plays a person texting: it fires a correctly signed inbound
   webhook at the configured SMS webhook URL and answers with what that URL answered.
 - `GET /emulator/messages` lists everything sent, newest last.
+- `POST …/Calls.json` places a call (`Twiml` inline, or `Url` to fetch it from): it
+  is `initiated`, `ringing`, then the person picks up (`in-progress`) and hears the TwiML
+  played as below, until it is `completed`; each step goes to its `StatusCallback`,
+  signed, for the `StatusCallbackEvent`s asked for. A number in `unanswered` gives
+  `no-answer`, one in `busy` gives `busy`. `GET …/Calls/{Sid}.json` and `GET …/Calls.json`
+  (`To`, `From`) read calls back. A placed call waiting at its `<Gather>` is answered
+  through `POST /emulator/call/{CallSid}/gather`, as below; its webhooks carry
+  `Direction=outbound-api`, `From` the business and `To` the person.
 - `POST /emulator/call` plays a person calling: it fires a correctly signed voice
   webhook at the configured voice webhook URL and plays the TwiML it answers as Twilio
   would (`<Say>`, `<Pause>`, `<Gather>`, `<Redirect>`, `<Hangup>`) until the call waits
@@ -16,7 +24,7 @@ Parley without a Twilio account.
   `<Gather>`: `{"speech": "…"}` or `{"digits": "1"}` post to its action URL, `{}` is
   silence (the verbs after the `<Gather>`, such as a `<Redirect>`, run). Both answer
   with the TwiML and what it did: what was said, whether the call hung up.
-  `GET /emulator/calls` lists the calls with their transcripts.
+  `GET /emulator/calls` lists the calls, in and out, with their transcripts.
 
 Requests are authenticated with HTTP Basic (account SID, auth token) as at Twilio, and
 errors come in Twilio's JSON shape with its error codes, so the real `twilio` library
@@ -32,7 +40,7 @@ import base64
 import binascii
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
@@ -55,6 +63,10 @@ API = "/2010-04-01/Accounts/{account}"
 INVALID_NUMBER = "+15005550001"
 OPTED_OUT_NUMBER = "+15005550004"
 MAX_REDIRECTS = 10  # per step of a call: more is a loop
+# The statuses a call ends in.
+ENDED = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+# The progress events a call's status callback may ask for (StatusCallbackEvent).
+CALL_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 
 
 @dataclass
@@ -99,35 +111,94 @@ class Message:
 
 @dataclass
 class Call:
-    """A call the emulator plays, and where its TwiML has got to."""
+    """A call the emulator plays, and where its TwiML has got to: a person calling in
+    (`inbound`), or a call placed through the Calls API (`outbound-api`)."""
 
     sid: str
     account_sid: str
     from_: str
     to: str
     url: str  # the URL whose TwiML is playing: relative URLs are resolved against it
-    status: str = "ringing"  # then in-progress, completed, or failed
-    twiml: str = ""  # the last TwiML document received
+    created_at: datetime
+    direction: str = "inbound"
+    # inbound: ringing, then in-progress, completed or failed; outbound: queued,
+    # initiated, ringing, then in-progress and completed, or busy, no-answer, failed.
+    status: str = "ringing"
+    twiml: str = ""  # the last TwiML document received (or given, inline)
     listening: dict[str, str] | None = None  # the <Gather> waiting for the caller
     after_gather: list[ET.Element] = field(default_factory=list)  # run on silence
     transcript: list[dict[str, str]] = field(default_factory=list)
+    # Placed through the API: where its progress is reported, and which events.
+    status_callback: str | None = None
+    callback_events: frozenset[str] = frozenset()
+    statuses: list[str] = field(default_factory=list)  # every status it had, in order
+    callbacks: int = 0  # status callbacks made
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
 
     def params(self, **extra: str) -> dict[str, str]:
         """What Twilio posts to a voice webhook."""
         return {
             "CallSid": self.sid, "AccountSid": self.account_sid, "From": self.from_,
             "To": self.to, "Caller": self.from_, "Called": self.to,
-            "CallStatus": self.status, "Direction": "inbound", "ApiVersion": "2010-04-01",
+            "CallStatus": self.status, "Direction": self.direction, "ApiVersion": "2010-04-01",
             **extra,
         }  # fmt: skip
+
+    def duration(self) -> int | None:
+        if self.answered_at is None or self.ended_at is None:
+            return None
+        return max(0, round((self.ended_at - self.answered_at).total_seconds()))
 
     def as_json(self) -> dict[str, Any]:
         return {
             "sid": self.sid,
             "from": self.from_,
             "to": self.to,
+            "direction": self.direction,
             "status": self.status,
+            "statuses": self.statuses,
             "transcript": self.transcript,
+        }
+
+    def as_twilio(self, base: str) -> dict[str, Any]:
+        """The call as Twilio's Calls API shows it."""
+        created = format_datetime(self.created_at)
+        duration = self.duration()
+        return {
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "parent_call_sid": None,
+            "to": self.to,
+            "to_formatted": self.to,
+            "from": self.from_,
+            "from_formatted": self.from_,
+            "phone_number_sid": None,
+            "status": self.status,
+            "direction": self.direction,
+            "start_time": format_datetime(self.answered_at) if self.answered_at else None,
+            "end_time": format_datetime(self.ended_at) if self.ended_at else None,
+            "duration": None if duration is None else str(duration),
+            "answered_by": None,
+            "caller_name": None,
+            "forwarded_from": None,
+            "group_sid": None,
+            "queue_time": "0",
+            "trunk_sid": None,
+            "price": None,
+            "price_unit": "USD",
+            "api_version": "2010-04-01",
+            "date_created": created,
+            "date_updated": created,
+            "uri": f"{base}/Calls/{self.sid}.json",
+            "subresource_uris": {
+                "notifications": f"{base}/Calls/{self.sid}/Notifications.json",
+                "recordings": f"{base}/Calls/{self.sid}/Recordings.json",
+            },
         }
 
 
@@ -160,6 +231,9 @@ class TwilioEmulator:
         self.clock = clock or SystemClock()
         self.messages: dict[str, Message] = {}
         self.undeliverable: set[str] = set()
+        # Numbers that, called, never pick up (no-answer) or are busy.
+        self.unanswered: set[str] = set()
+        self.busy: set[str] = set()
         self.validator = RequestValidator(auth_token)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -169,6 +243,9 @@ class TwilioEmulator:
         app.router.add_post(f"{base}/Messages.json", self.create_message)
         app.router.add_get(f"{base}/Messages.json", self.list_messages)
         app.router.add_get(f"{base}/Messages/{{sid}}.json", self.fetch_message)
+        app.router.add_post(f"{base}/Calls.json", self.create_call)
+        app.router.add_get(f"{base}/Calls.json", self.list_twilio_calls)
+        app.router.add_get(f"{base}/Calls/{{sid}}.json", self.fetch_call)
         app.router.add_post("/emulator/sms", self.inbound_sms)
         app.router.add_get("/emulator/messages", self.sent_messages)
         app.router.add_post("/emulator/call", self.inbound_call)
@@ -224,10 +301,13 @@ class TwilioEmulator:
         )
         self.messages[message.sid] = message
         log.info("emulator.message_sent", sid=message.sid, segments=segments(body))
-        task = asyncio.create_task(self._progress(message))
+        self._in_background(self._progress(message))
+        return web.json_response(message.as_twilio(self._base(request)), status=201)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return web.json_response(message.as_twilio(self._base(request)), status=201)
 
     async def fetch_message(self, request: web.Request) -> web.Response:
         if not self._authenticated(request):
@@ -289,8 +369,127 @@ class TwilioEmulator:
                     params["ErrorCode"] = str(message.error_code)
                 await self.post_signed(message.status_callback, params)
 
+    async def create_call(self, request: web.Request) -> web.Response:
+        """Place a call (`To`, `From`, and `Twiml` or `Url`): it rings, then the person
+        picks up (unless the number is `unanswered` or `busy`) and hears the TwiML, as a
+        call coming in does; each step is reported to `StatusCallback`, signed, for the
+        `StatusCallbackEvent`s asked for (default: `completed`)."""
+        if not self._authenticated(request):
+            return twilio_error(401, 20003, "Authenticate")
+        form = await request.post()
+        to, from_ = str(form.get("To", "")), str(form.get("From", ""))
+        twiml, url = str(form.get("Twiml", "")), str(form.get("Url", ""))
+        if not to:
+            return twilio_error(400, 21201, "No 'To' number is specified")
+        if not _e164(to) or to == INVALID_NUMBER:
+            return twilio_error(400, 21211, f"Invalid 'To' Phone Number: {to}")
+        if not _e164(from_):
+            return twilio_error(400, 21212, f"Invalid 'From' Phone Number: {from_}")
+        if not twiml and not url:
+            return twilio_error(400, 21205, "Url parameter is required.")
+        asked = {e for v in form.getall("StatusCallbackEvent", []) for e in str(v).split()}
+        call = Call(
+            sid="CA" + secrets.token_hex(16),
+            account_sid=self.account_sid,
+            from_=from_,
+            to=to,
+            url=url,  # Twilio takes Url over Twiml when both are given
+            created_at=self.clock.now(),
+            direction="outbound-api",
+            status="queued",
+            twiml="" if url else twiml,
+            status_callback=str(form["StatusCallback"]) if form.get("StatusCallback") else None,
+            callback_events=frozenset(asked & CALL_EVENTS) or frozenset({"completed"}),
+            statuses=["queued"],
+        )
+        self.calls[call.sid] = call
+        log.info("emulator.call_placed", sid=call.sid)
+        self._in_background(self._place(call))
+        return web.json_response(call.as_twilio(self._base(request)), status=201)
+
+    async def fetch_call(self, request: web.Request) -> web.Response:
+        if not self._authenticated(request):
+            return twilio_error(401, 20003, "Authenticate")
+        call = self.calls.get(request.match_info["sid"])
+        if call is None:
+            return twilio_error(404, 20404, "The requested resource was not found")
+        return web.json_response(call.as_twilio(self._base(request)))
+
+    async def list_twilio_calls(self, request: web.Request) -> web.Response:
+        if not self._authenticated(request):
+            return twilio_error(401, 20003, "Authenticate")
+        to, from_ = request.query.get("To"), request.query.get("From")
+        base = self._base(request)
+        items = [
+            c.as_twilio(base)
+            for c in reversed(self.calls.values())
+            if (to is None or c.to == to) and (from_ is None or c.from_ == from_)
+        ]
+        return web.json_response(
+            {
+                "calls": items,
+                "page": 0,
+                "page_size": len(items),
+                "first_page_uri": f"{base}/Calls.json?PageSize=50&Page=0",
+                "next_page_uri": None,
+                "previous_page_uri": None,
+                "uri": f"{base}/Calls.json?PageSize=50&Page=0",
+                "start": 0,
+                "end": max(len(items) - 1, 0),
+            }
+        )
+
+    async def _place(self, call: Call) -> None:
+        """What Twilio does with a call it accepted, one step at a time."""
+        for status in ("initiated", "ringing"):
+            await asyncio.sleep(0.01)
+            await self._report(call, status, status)
+        await asyncio.sleep(0.01)
+        if call.to in self.unanswered or call.to in self.busy:
+            call.ended_at = self.clock.now()
+            await self._report(call, "no-answer" if call.to in self.unanswered else "busy")
+            log.info("emulator.call_not_answered", sid=call.sid, status=call.status)
+            return
+        call.answered_at = self.clock.now()
+        await self._report(call, "in-progress", "answered")
+        said: list[str] = []
+        if call.url:
+            await self._fetch_and_play(call, call.url, call.params(), said)
+            return
+        document = _twiml(call.twiml)
+        if document is None:
+            log.warning("emulator.call_failed", sid=call.sid, reason="invalid TwiML")
+            call.status = "failed"
+            await self._hung_up(call)
+            return
+        await self._play(call, list(document), said)
+
+    async def _report(self, call: Call, status: str, event: str = "completed") -> None:
+        """The call moves to `status`; its status callback hears of it if it asked for
+        `event` (the final status of every call is the `completed` event)."""
+        call.status = status
+        call.statuses.append(status)
+        if call.status_callback is None or event not in call.callback_events:
+            return
+        params = call.params(
+            CallbackSource="call-progress-events",
+            SequenceNumber=str(call.callbacks),
+            Timestamp=format_datetime(self.clock.now()),
+        )
+        duration = call.duration()
+        if event == "completed" and duration is not None:
+            params["CallDuration"] = str(duration)
+        call.callbacks += 1
+        await self.post_signed(call.status_callback, params)
+
+    async def _hung_up(self, call: Call) -> None:
+        """The call has ended (its status says how): a placed call reports it."""
+        call.ended_at = self.clock.now()
+        await self._report(call, call.status)
+
     async def settled(self) -> None:
-        """Wait until every status callback of the messages sent so far has been made."""
+        """Wait until every status callback of the messages sent so far has been made,
+        and every call placed so far has been answered (or not)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -371,6 +570,7 @@ class TwilioEmulator:
             from_=from_,
             to=to,
             url=self.voice_webhook_url,
+            created_at=self.clock.now(),
         )
         self.calls[call.sid] = call
         log.info("emulator.call_started", sid=call.sid)
@@ -426,7 +626,7 @@ class TwilioEmulator:
             "twiml": call.twiml,
             "said": said,
             "listening": call.listening,
-            "hung_up": call.status in ("completed", "failed"),
+            "hung_up": call.ended,
             "status": call.status,
         }
 
@@ -441,6 +641,7 @@ class TwilioEmulator:
         if document is None:
             log.warning("emulator.call_failed", sid=call.sid, webhook_status=status)
             call.status = "failed"
+            await self._hung_up(call)
             return status
         call.status = "in-progress"
         await self._play(call, list(document), said, hops)
@@ -468,6 +669,7 @@ class TwilioEmulator:
                 break
         call.status = "completed"
         log.info("emulator.call_ended", sid=call.sid)
+        await self._hung_up(call)
 
     def _bot_says(self, call: Call, say: ET.Element, said: list[str]) -> None:
         text = (say.text or "").strip()

@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 
-from bench import backend, sms
+from bench import backend, sequences, sms
 from bench.report import machine, write_section
 
 
@@ -82,9 +82,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--batches", type=int, default=60, help="event batches to ingest")
-    parser.add_argument("--only", choices=["postgresql", "sqlite", "sms"])
+    parser.add_argument("--only", choices=["postgresql", "sqlite", "sms", "sequences"])
     parser.add_argument("--sms-rate", type=float, default=50.0, help="webhooks per second")
     parser.add_argument("--sms-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--sequences-rates", default="200,1000", help="steps falling due per second, side by side"
+    )
+    parser.add_argument("--sequences-seconds", type=float, default=15.0)
     args = parser.parse_args()
     if args.only in (None, "sms"):
         print(f"SMS: {args.sms_rate:g} webhooks/s for {args.sms_seconds:g} s…", flush=True)
@@ -93,6 +97,17 @@ async def main() -> None:
         print(table)
         write_section("sms", table)
         if args.only == "sms":
+            return
+    if args.only in (None, "sequences"):
+        measured_runs = []
+        for rate in (float(r) for r in args.sequences_rates.split(",")):
+            print(f"Sequences: {rate:g} steps due/s for {args.sequences_seconds:g} s…", flush=True)
+            measured_runs.append(await sequences.bench_sequences(rate, args.sequences_seconds))
+        version = await postgres_version()
+        table = sequences.sequences_table(measured_runs, machine({"PostgreSQL": version}))
+        print(table)
+        write_section("sequences", table)
+        if args.only == "sequences":
             return
     results = []
     if args.only in (None, "postgresql"):

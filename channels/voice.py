@@ -8,8 +8,10 @@ Routes, under `/webhooks/voice/`:
 
 Every request must carry a valid `X-Twilio-Signature` over the public URL Twilio called
 (`channels.twilio_webhook`), else 403 and Rasa hears nothing. The conversation is the
-caller's E.164 number, the sender id the SMS channel uses too, so a person's texts and
-calls are one conversation and one profile.
+person's E.164 number, the sender id the SMS channel uses too, so a person's texts and
+calls are one conversation and one profile: the caller (`From`) of a call that comes in,
+the person called (`To`) of a call Parley placed (`Direction` `outbound-api`: a follow-up
+the backend's call door placed, whose `<Gather>` posts the person's answer to `gather`).
 
 Each answer speaks the bot's messages inside a `<Gather input="speech dtmf">` (so the
 caller can interrupt), reads buttons as "Press 1 for …, or just say it.", and carries
@@ -21,14 +23,11 @@ bot's goodbye (`utter_goodbye`) and a hand-off to a person end it too.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from rasa.shared.exceptions import InvalidConfigException
@@ -38,6 +37,16 @@ from sanic.response import HTTPResponse
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from bot.settings import settings
+from channels.spoken import (
+    MAX_KEYPAD_CHOICES,
+    Choice,
+    Prompt,
+    as_sentence,
+    first_value,
+    last_question,
+    speakable,
+    with_query,
+)
 from channels.twilio_webhook import signed_by_twilio
 
 log = logging.getLogger("parley.channels.voice")
@@ -49,8 +58,6 @@ OPTIONS = frozenset({"voice", "language", "timeout", "speech_timeout"})  # crede
 GOODBYE_RESPONSES = frozenset({"utter_goodbye"})
 HANDOFF_RESPONSES = frozenset({"utter_handoff_started"})
 MAX_SILENCES = 2  # the first is re-asked, the second ends the call
-MAX_KEYPAD_CHOICES = 9  # one key per choice
-PROMPT_CHARS = 300  # at most this much of the last message is re-asked after a silence
 
 SORRY_SILENCE = "Sorry, I didn't catch that."
 SORRY_KEY = "Sorry, that key isn't one of the options."
@@ -66,14 +73,6 @@ HIDDEN_NUMBER = (
 ANONYMOUS_NUMBERS = frozenset({"+266696687", "+7378742833", "+2562533", "+8656696", "+86282452253"})
 _E164 = re.compile(r"\+[1-9]\d{6,14}")
 _NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A button of the current prompt: what is read out, and what Rasa receives."""
-
-    title: str
-    payload: str
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class Turn:
             ][:MAX_KEYPAD_CHOICES]
             if buttons:
                 choices = buttons
-                text = f"{_sentence(text)} {choices_read_out(buttons)}".strip()
+                text = f"{as_sentence(text)} {choices_read_out(buttons)}".strip()
             if text:
                 spoken.append(text)
         actions = {message.get("utter_action") for message in messages}
@@ -147,38 +146,7 @@ def _origin(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {"utter_action": action} if action else {}
 
 
-# ------------------------------------------------------------------- speaking text
-
-_LINK = re.compile(r"\[([^\]]+)\]\([^)\s]+\)")
-_URL = re.compile(r"https?://(?:www\.)?(\S+?)(?=[.,;:!?)]*(?:\s|$))")
-_STRONG = re.compile(r"(\*\*|__)(\S(?:.*?\S)?)\1")
-_EMPHASIS = re.compile(r"(?<![\w*])\*(\S(?:.*?\S)?)\*(?![\w*])|(?<!\w)_(\S(?:.*?\S)?)_(?!\w)")
-_CODE = re.compile(r"`([^`]*)`")
-_LINE_START = re.compile(r"^\s*(?:#+|[-*•>]|\d+[.)])\s+")
-_SPACES = re.compile(r"\s+")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
-
-
-def speakable(text: str) -> str:
-    """`text` as a voice should read it: markdown marks, emoji and link addresses gone
-    (a bare address is read without its `https://`), lines joined as sentences."""
-    text = _LINK.sub(r"\1", text)
-    text = _URL.sub(r"\1", text)
-    text = _STRONG.sub(r"\2", text)
-    text = _EMPHASIS.sub(lambda m: m.group(1) or m.group(2), text)
-    text = _CODE.sub(r"\1", text)
-    text = "".join(
-        c
-        for c in text
-        if unicodedata.category(c) not in ("So", "Cs", "Co") and c not in "\ufe0f\u200d"
-    )
-    lines = [_SPACES.sub(" ", _LINE_START.sub("", line)).strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
-    return " ".join([*(_sentence(line) for line in lines[:-1]), *lines[-1:]])
-
-
-def _sentence(text: str) -> str:
-    return text if not text or text[-1] in ".!?…:;," else f"{text}."
+# ------------------------------------ choices, read out and said (text: channels.spoken)
 
 
 def choices_read_out(choices: Sequence[Choice]) -> str:
@@ -203,62 +171,7 @@ def _words(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
 
-def last_question(spoken: Sequence[str]) -> str:
-    """What to re-ask after a silence: the last sentences of the last message, up to
-    about PROMPT_CHARS (the question, and any choices, come last)."""
-    if not spoken:
-        return ""
-    kept: list[str] = []
-    for sentence in reversed(_SENTENCE_END.split(spoken[-1])):
-        if kept and len(" ".join([sentence, *kept])) > PROMPT_CHARS:
-            break
-        kept.insert(0, sentence)
-    return " ".join(kept)
-
-
 # ----------------------------------------------------------------------- the channel
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """What the caller is being asked, carried in the (signed) URLs of the TwiML."""
-
-    choices: list[Choice]
-    question: str
-
-    def query(self, silences: int | None = None) -> str:
-        params: dict[str, str] = {}
-        if self.choices:
-            params["buttons"] = json.dumps(
-                [[c.title, c.payload] for c in self.choices], separators=(",", ":")
-            )
-        if self.question:
-            params["prompt"] = self.question
-        if silences is not None:
-            params["silence"] = str(silences)
-        return urlencode(params, quote_via=_quote)
-
-    @classmethod
-    def from_query(cls, args: Mapping[str, Any]) -> Prompt:
-        try:
-            pairs = json.loads(_first(args, "buttons") or "[]")
-            choices = [Choice(str(title), str(payload)) for title, payload in pairs]
-        except (ValueError, TypeError):
-            choices = []
-        return cls(choices[:MAX_KEYPAD_CHOICES], _first(args, "prompt") or "")
-
-
-def _quote(value: str, *_: Any) -> str:
-    """Percent-encodes only what a query value must not contain, so that no client or
-    proxy on the way has a reason to re-encode the URL Twilio signs."""
-    return quote(value, safe="!$'()*,:@/?")
-
-
-def _first(args: Mapping[str, Any], name: str) -> str | None:
-    value = args.get(name)
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return None if value is None else str(value)
 
 
 class VoiceInput(InputChannel):
@@ -365,13 +278,13 @@ class VoiceInput(InputChannel):
     async def _answer(
         self, request: Request, on_new_message: Callable[[UserMessage], Awaitable[Any]], text: str
     ) -> HTTPResponse:
-        caller, call_sid = str(request.form.get("From")), request.form.get("CallSid")
-        if not _E164.fullmatch(caller) or caller in ANONYMOUS_NUMBERS:
+        person, call_sid = person_on_the_call(request.form), request.form.get("CallSid")
+        if not _E164.fullmatch(person) or person in ANONYMOUS_NUMBERS:
             log.info("voice.hidden_number call=%s", call_sid)
             return _twiml(self._farewell([HIDDEN_NUMBER]))
         output = VoiceOutput()
         try:
-            await on_new_message(UserMessage(text, output, caller, input_channel=self.name()))
+            await on_new_message(UserMessage(text, output, person, input_channel=self.name()))
         except Exception:
             log.exception("voice.rasa_failed call=%s", call_sid)
             return _twiml(self._farewell([TROUBLE]))
@@ -390,7 +303,7 @@ class VoiceInput(InputChannel):
 
     def _after_silence(self, request: Request, prompt: Prompt) -> VoiceResponse:
         try:
-            silences = int(_first(request.args, "silence") or 1)
+            silences = int(first_value(request.args, "silence") or 1)
         except ValueError:
             silences = MAX_SILENCES
         if silences >= MAX_SILENCES:
@@ -418,7 +331,7 @@ class VoiceInput(InputChannel):
         hook = self._hook_url(request)
         gather = Gather(
             input="speech dtmf",
-            action=_with_query(hook, prompt.query()),
+            action=with_query(hook, prompt.query()),
             method="POST",
             timeout=self.timeout,
             speech_timeout=self.speech_timeout,
@@ -430,7 +343,7 @@ class VoiceInput(InputChannel):
         self._say_all(gather, spoken)
         twiml = VoiceResponse()
         twiml.append(gather)
-        twiml.redirect(_with_query(hook, prompt.query(silences)), method="POST")
+        twiml.redirect(with_query(hook, prompt.query(silences)), method="POST")
         return twiml
 
     def _farewell(self, spoken: Iterable[str]) -> VoiceResponse:
@@ -454,8 +367,13 @@ class VoiceInput(InputChannel):
         return f"{base}{prefix}/gather"
 
 
-def _with_query(url: str, query: str) -> str:
-    return f"{url}?{query}" if query else url
+def person_on_the_call(form: Mapping[str, Any]) -> str:
+    """The number of the person Parley is talking with, the conversation's id: who
+    called (`From`), or for a call Parley placed through Twilio's API (`Direction`
+    `outbound-api`: `From` is the business, `To` the person) who was called. Twilio's
+    signature covers the form, `Direction` included, so no one else can choose."""
+    placed = first_value(form, "Direction") == "outbound-api"
+    return first_value(form, "To" if placed else "From") or ""
 
 
 def _hang_up() -> VoiceResponse:

@@ -1,9 +1,13 @@
 """Text message routes: the one door for outbound texts, texts people send (handed over
-by the SMS channel), a profile's texts, and Twilio's delivery status callbacks."""
+by the SMS channel), a profile's texts and calls, and Twilio's status callbacks (a
+text's delivery, and the progress of a call Parley placed)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
+from multidict import MultiDictProxy
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.request_validator import RequestValidator
@@ -18,6 +22,7 @@ from backend.api.schemas import (
     TextReceived,
     TextSent,
 )
+from backend.calls import advance_call_status
 from backend.inbound import InboundText
 from backend.keys import CLOCK, INBOX, SESSIONS, SETTINGS, SMS_DOOR
 from backend.logs import get_logger
@@ -147,12 +152,13 @@ async def receive_text(request: web.Request) -> web.Response:
     )
 
 
-async def twilio_status(request: web.Request) -> web.Response:
-    """Twilio reports a message's progress; only requests Twilio signed count."""
+async def signed_form(request: web.Request, public_callback_url: str) -> MultiDictProxy[Any]:
+    """The form of a Twilio callback, if Twilio signed it (over `public_callback_url` and
+    this request's query when a public URL is set, else the URL requested); else 403."""
     settings = request.app[SETTINGS]
     form = await request.post()
     url = (
-        settings.status_callback_url + (f"?{request.query_string}" if request.query_string else "")
+        public_callback_url + (f"?{request.query_string}" if request.query_string else "")
         if settings.public_url
         else str(request.url)
     )
@@ -163,8 +169,14 @@ async def twilio_status(request: web.Request) -> web.Response:
         or not signature
         or not RequestValidator(token.get_secret_value()).validate(url, form, signature)
     ):
-        log.warning("twilio.status_signature_invalid")
+        log.warning("twilio.callback_signature_invalid", path=request.path)
         raise Problem(403, "The request is not signed by Twilio.", type_="bad-signature")
+    return form
+
+
+async def twilio_status(request: web.Request) -> web.Response:
+    """Twilio reports a message's progress; only requests Twilio signed count."""
+    form = await signed_form(request, request.app[SETTINGS].status_callback_url)
     sid, status = str(form.get("MessageSid", "")), str(form.get("MessageStatus", ""))
     code = _int(form.get("ErrorCode"))
     async with request.app[SESSIONS].begin() as session:
@@ -179,6 +191,25 @@ async def twilio_status(request: web.Request) -> web.Response:
         )
     if changed:
         log.info("sms.status", message_id=row.id, status=status, error_code=code)
+    return web.Response(status=204)
+
+
+async def twilio_call_status(request: web.Request) -> web.Response:
+    """Twilio reports the progress of a call Parley placed (backend.calls); only requests
+    Twilio signed count, and a status never moves back."""
+    form = await signed_form(request, request.app[SETTINGS].call_status_callback_url)
+    sid, status = str(form.get("CallSid", "")), str(form.get("CallStatus", ""))
+    code = _int(form.get("ErrorCode"))
+    async with request.app[SESSIONS].begin() as session:
+        row = await _reported_message(session, request.query.get("message"), sid)
+        if row is None or row.channel != "voice" or row.direction != "outbound":
+            log.warning("twilio.call_status_unknown_call")
+            return web.Response(status=204)
+        if row.provider_sid is None and sid:
+            row.provider_sid = sid
+        changed = advance_call_status(row, status, code, request.app[CLOCK])
+    if changed:
+        log.info("call.status", message_id=row.id, call_status=status, status=row.status)
     return web.Response(status=204)
 
 

@@ -14,8 +14,10 @@ WRITERS = frozenset({ADMIN, MARKETER, SERVICE})  # analysts only read
 MACHINES = frozenset({ADMIN, SERVICE})  # the bot, channels and integrations
 PEOPLE_WHO_EDIT = frozenset({ADMIN, MARKETER})
 
-# Twilio's callback carries no token: it is checked against Twilio's signature instead.
-PUBLIC: frozenset[str] = frozenset({"health", "openapi", "docs", "twilio_status"})
+# Twilio's callbacks carry no token: they are checked against Twilio's signature instead.
+PUBLIC: frozenset[str] = frozenset(
+    {"health", "openapi", "docs", "twilio_status", "twilio_call_status"}
+)
 # The web chat: visitors' browsers call these; a chat session token (not an API token)
 # guards the history.
 PUBLIC |= {"webchat_widget", "webchat_demo", "start_chat_session", "chat_history"}
@@ -46,6 +48,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "delete_segment": PEOPLE_WHO_EDIT,
     "list_sequences": EVERYONE,
     "enrol_profile": WRITERS,
+    "sequence_stats": EVERYONE,
     "list_demos": EVERYONE,
     "profile_demos": EVERYONE,
     "book_demo": MACHINES,

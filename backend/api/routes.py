@@ -140,6 +140,12 @@ ROUTES: list[Route] = [
           sequences.enrol_profile,
           "Enrol a person into a sequence (entry conditions apply; 409 says why not).",
           "sequences", body=s.EnrolmentIn, responses={201: s.EnrolmentOut}),
+    Route("GET", "/api/v1/sequences/{id}/stats", "sequence_stats", sequences.sequence_stats,
+          "A sequence's results: people enrolled, sent, delivered, replied, reaching the "
+          "goal and opting out, per send step and variant, with each variant's lift over "
+          "the holdout.", "sequences", responses={200: s.SequenceStats},
+          query=(("since", {"type": "string", "format": "date-time"},
+                  "only people enrolled at or after this time"),)),
 
     Route("GET", "/api/v1/demos", "list_demos", demos.list_demos,
           "Demo bookings starting in a time range (to offer the free slots).", "demos",
@@ -186,6 +192,9 @@ ROUTES: list[Route] = [
     Route("POST", "/twilio/status", "twilio_status", messages.twilio_status,
           "Twilio's delivery status callback (checked against X-Twilio-Signature).",
           "messages", responses={204: None}),
+    Route("POST", "/twilio/call-status", "twilio_call_status", messages.twilio_call_status,
+          "Twilio's progress callback for a call Parley placed (checked against "
+          "X-Twilio-Signature).", "messages", responses={204: None}),
 
     Route("GET", "/api/v1/audit", "list_audit", audit_log.list_audit,
           "Who changed what, newest first.", "operations", responses={200: s.AuditPage},

@@ -473,6 +473,7 @@ class HandoffOut(BaseModel):
     conversation_id: str
     channel: str
     reason: str
+    note: str | None = Field(None, description="what a follow-up sequence's hand-off step says")
     status: Literal["open", "closed"]
     opened_at: datetime
     closed_at: datetime | None
@@ -659,3 +660,82 @@ class EnrolmentOut(BaseModel):
     exit_reason: str | None
     current_step: str | None
     enrolled_at: datetime
+
+
+class LiftOut(BaseModel):
+    """A variant's goal rate minus the holdout's, with its 95% confidence interval
+    (Newcombe's hybrid score interval for a difference of two proportions)."""
+
+    difference: float = Field(description="goal rate of the variant minus the holdout's")
+    low: float = Field(description="lower end of the 95% interval")
+    high: float = Field(description="upper end of the 95% interval")
+
+
+class ArmStats(BaseModel):
+    """One arm of a send step: a variant, or the holdout who get nothing."""
+
+    name: str = Field(
+        description="the variant's name ('default' for a step with one template) or 'holdout'"
+    )
+    kind: Literal["variant", "holdout"]
+    share: float | None = Field(
+        description="the part of the people reaching the step the file sends to this arm; "
+        "null for an arm no longer in the file"
+    )
+    assigned: int = Field(description="enrolments put in this arm at this step")
+    sent: int = Field(description="of those, sent a message for this step (it did not fail)")
+    delivered: int = Field(description="of those, the message was reported delivered")
+    replied: int = Field(
+        description="wrote back (not STOP, START or HELP) after the step's message, or for "
+        "the holdout after the step was reached"
+    )
+    goal_reached: int | None = Field(
+        description="had a goal event after enrolling; null when the sequence has no goal"
+    )
+    opted_out: int = Field(description="withdrew SMS marketing consent after enrolling")
+    goal_rate: float | None = Field(description="goal_reached / assigned")
+    lift: LiftOut | None = Field(
+        description="this variant over the holdout; null for the holdout, without a "
+        "holdout or a goal, or when either arm has nobody"
+    )
+
+
+class StepStats(BaseModel):
+    """One send step: its figures over every arm, then arm by arm."""
+
+    id: str
+    holdout: float = Field(description="the holdout share the file gives the step")
+    assigned: int
+    sent: int
+    delivered: int
+    replied: int
+    goal_reached: int | None
+    opted_out: int
+    arms: list[ArmStats]
+
+
+class SequenceTotals(BaseModel):
+    enrolled: int
+    active: int
+    completed: int
+    exited: int
+    exited_by_reason: dict[str, int] = Field(
+        description="exited enrolments by reason: opted_out, replied, goal_reached, paused, …"
+    )
+    sent: int = Field(description="enrolments sent at least one message (that did not fail)")
+    delivered: int = Field(description="enrolments with at least one message delivered")
+    replied: int = Field(description="enrolments whose person wrote back after enrolling")
+    goal_reached: int | None = Field(description="null when the sequence has no goal")
+    opted_out: int
+    goal_rate: float | None = Field(description="goal_reached / enrolled")
+
+
+class SequenceStats(BaseModel):
+    """The results of a follow-up sequence (docs/sequences.md, "Results")."""
+
+    sequence: str
+    since: datetime | None = Field(description="only enrolments from this time (the query)")
+    goals: list[str] = Field(description="the goal event types (exit_when.goal)")
+    confidence: float = Field(description="the confidence level of the lift intervals")
+    totals: SequenceTotals
+    steps: list[StepStats] = Field(description="the send steps, in file order")

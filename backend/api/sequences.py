@@ -1,13 +1,21 @@
-"""Sequence routes: the follow-up sequences loaded from data/sequences/, and enrolling a
-person into one through the API."""
+"""Sequence routes: the follow-up sequences loaded from data/sequences/, enrolling a
+person into one through the API, and a sequence's results."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 
-from backend import audit
+from backend import audit, sequence_results
 from backend.api.bodies import read_body, respond
-from backend.api.schemas import EnrolmentIn, EnrolmentOut, SequenceList, SequenceOut
+from backend.api.schemas import (
+    EnrolmentIn,
+    EnrolmentOut,
+    SequenceList,
+    SequenceOut,
+    SequenceStats,
+)
 from backend.enrolment import EntryRefused, TriggerEvent, enrol
 from backend.keys import CALLER, CLOCK, DIRECTORY, SEQUENCES, SESSIONS
 from backend.problems import Problem
@@ -36,11 +44,18 @@ async def list_sequences(request: web.Request) -> web.Response:
     return respond(SequenceList(items=[_out(s) for s in request.app[SEQUENCES]]))
 
 
-async def enrol_profile(request: web.Request) -> web.Response:
+def _sequence(request: web.Request) -> SequenceDefinition:
+    """The sequence the path's `{id}` names, else 404 sequence-not-found."""
     name = request.match_info["id"]
     sequence = next((s for s in request.app[SEQUENCES] if s.name == name), None)
     if sequence is None:
         raise Problem(404, f"There is no sequence {name!r}.", type_="sequence-not-found")
+    return sequence
+
+
+async def enrol_profile(request: web.Request) -> web.Response:
+    sequence = _sequence(request)
+    name = sequence.name
     body = await read_body(request, EnrolmentIn)
     clock = request.app[CLOCK]
     async with request.app[SESSIONS].begin() as session:
@@ -59,3 +74,30 @@ async def enrol_profile(request: web.Request) -> web.Response:
         )
         out = EnrolmentOut.model_validate(enrolment, from_attributes=True)
     return respond(out, status=201)
+
+
+def _since(request: web.Request) -> datetime | None:
+    """The `since` query parameter: a date and time with a zone, else 400 invalid-query."""
+    raw = request.query.get("since")
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+        # A zone is required; a time at the edge of the calendar may not exist in UTC.
+        if value.tzinfo is not None:
+            return value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        pass
+    raise Problem(
+        400,
+        "query parameter 'since' must be a date and time with a zone, e.g. 2026-12-01T00:00:00Z",
+        type_="invalid-query",
+    )
+
+
+async def sequence_stats(request: web.Request) -> web.Response:
+    sequence = _sequence(request)
+    since = _since(request)
+    async with request.app[SESSIONS]() as session:
+        results = await sequence_results.results(session, sequence, since)
+    return respond(SequenceStats.model_validate(results, from_attributes=True))

@@ -42,5 +42,16 @@ def test_the_files_the_images_copy_and_run_exist() -> None:
 def test_the_scale_endpoints_use_a_shared_lock_store_and_event_broker() -> None:
     endpoints = yaml.safe_load((PROJECT_ROOT / "bot" / "endpoints.scale.yml").read_text())
     assert endpoints["lock_store"]["type"] == "redis"
-    assert endpoints["event_broker"]["type"] == "pika"
+    # Parley's broker posts to the backend and hands every event on to RabbitMQ.
+    broker = endpoints["event_broker"]
+    assert broker["type"] == "bot.conversation_events.BackendEventBroker"
+    assert broker["forward_to"]["type"] == "pika"
     assert endpoints["tracker_store"]["type"] == "SQL"
+
+
+def test_both_profiles_use_the_event_broker_that_reports_to_the_backend() -> None:
+    for name in ("endpoints.yml", "endpoints.scale.yml"):
+        endpoints = yaml.safe_load((PROJECT_ROOT / "bot" / name).read_text())
+        module, _, cls = endpoints["event_broker"]["type"].rpartition(".")
+        assert (PROJECT_ROOT / Path(*module.split("."))).with_suffix(".py").exists(), name
+        assert f"class {cls}(" in (PROJECT_ROOT / "bot" / "conversation_events.py").read_text()

@@ -25,7 +25,7 @@ from backend.clock import FixedClock
 from backend.enrolment import EntryRefused, TriggerEvent, enrol
 from backend.keys import DIRECTORY, SEQUENCES, SESSIONS, WORKER
 from backend.models import Enrolment, Profile, SequenceWork
-from backend.scheduler import Worker, quiet_until, roll_for, wait_until, zone_for
+from backend.scheduler import Worker, _PausePlan, quiet_until, roll_for, wait_until, zone_for
 from backend.sequences import WaitUntil, parse_time_of_day
 from backend.settings import PROJECT_ROOT
 from backend.twilio_emulator import TwilioEmulator
@@ -128,6 +128,40 @@ steps:
       purpose: transactional
       asks: demo
       template: Want a walkthrough? Reply YES.
+""",
+    # Points, then a person takes over.
+    "handover": """
+trigger: {event: demo_requested}
+steps:
+  - id: points
+    update: {add_points: 15, set: {wants_demo: "yes"}}
+  - id: agent
+    handoff: {reason: Asked for a demo twice; call them today.}
+""",
+    # Into the web chat.
+    "web-nudge": """
+trigger: {event: cart_left}
+steps:
+  - id: nudge
+    send: {channel: web, purpose: transactional, template: Your cart is waiting.}
+""",
+    # A call that speaks the text.
+    "call-back": """
+trigger: {event: callback_requested}
+steps:
+  - id: call
+    send:
+      channel: voice
+      purpose: transactional
+      asks: demo
+      template: Hi, it's Brightdesk. Would you like a demo this week?
+""",
+    # Whichever channel the person agreed to last.
+    "best-nudge": """
+trigger: {event: price_dropped}
+steps:
+  - id: nudge
+    send: {channel: best, template: "Prices dropped 10%. Reply STOP to opt out."}
 """,
     # Transactional: no quiet hours, no marketing consent needed.
     "receipt": """
@@ -429,7 +463,7 @@ async def test_a_send_that_happened_before_a_crash_is_not_repeated(drip: Drip) -
     # It sent the text, then died before recording the step's outcome.
     async with drip.app[SESSIONS].begin() as session:
         plan = await crashed._decide(session, work_id)
-    assert plan is not None
+    assert plan is not None and not isinstance(plan, _PausePlan)
     assert crashed.door is not None
     await crashed.door.send(plan.text)
     drip.clock.advance(timedelta(minutes=2))
@@ -575,6 +609,29 @@ async def test_the_frequency_cap_holds_a_second_marketing_text_for_a_day(drip: D
     ]  # fmt: skip
 
 
+async def test_the_business_sets_the_caps_and_quiet_hours_every_sequence_starts_from(
+    start_texting: StartTexting, clock: FixedClock, data_dir: Path
+) -> None:
+    business = data_dir / "business.yml"
+    text = business.read_text().split("follow_ups:")[0]
+    business.write_text(
+        text + 'follow_ups:\n  quiet_hours: {from: "22:30", until: "07:00"}\n'
+        "  caps: {per_24h: 2, per_7d: 5}\n"
+    )
+    drip = Drip(await start_texting(data_dir=data_dir, scheduler_enabled=False), clock)
+    person = await drip.person(BERLIN_PERSON, timezone="Europe/Berlin")
+    await drip.at(utc(2026, 3, 2, 21, 45))  # 22:45 in Berlin: quiet from 22:30
+    await drip.event(person, "coupon_requested")
+    await drip.run_due()
+    assert drip.sent_to(BERLIN_PERSON)[1:] == []
+    await drip.at(utc(2026, 3, 3, 6))  # 07:00 in Berlin
+    await drip.event(person, "tips_requested")  # a second marketing text: the cap is 2
+    await drip.run_due()
+    assert drip.sent_to(BERLIN_PERSON)[1:] == [
+        f"Your coupon is SPRING10. {STOP}", f"A tip for you. {STOP}",
+    ]  # fmt: skip
+
+
 # ------------------------------------------------------------------ the conversation
 
 
@@ -585,6 +642,7 @@ class RasaEvents:
 
     twilio: TwilioEmulator | None = None
     appended: list[tuple[str, list[dict[str, Any]], int]] = field(default_factory=list)
+    pushed_to: list[str | None] = field(default_factory=list)  # each append's output_channel
     status: int = 200
 
     def app(self) -> web.Application:
@@ -599,6 +657,7 @@ class RasaEvents:
             return web.json_response({"message": "unavailable"}, status=self.status)
         sent = len(self.twilio.messages) if self.twilio else 0
         self.appended.append((request.match_info["id"], await request.json(), sent))
+        self.pushed_to.append(request.query.get("output_channel"))
         return web.json_response({})
 
 
@@ -657,3 +716,97 @@ async def test_a_follow_up_rasa_could_not_record_waits_and_is_sent_once_it_can(
     assert [(w.attempt, w.outcome) for w in await drip.work(person)] == [
         (1, "retry"), (2, "sent"),
     ]  # fmt: skip
+
+
+async def test_an_update_adds_points_and_a_handoff_step_gives_the_person_to_an_agent(
+    talking: tuple[Drip, RasaEvents],
+) -> None:
+    drip, rasa = talking
+    person = await drip.person(LA_PERSON, subscribed=False)
+    before = (await drip.api.get(f"/api/v1/profiles/{person}/score"))["score"]
+    await drip.event(person, "demo_requested")
+    await drip.run_due()
+
+    score = await drip.api.get(f"/api/v1/profiles/{person}/score")
+    assert score["score"] == pytest.approx(before + 15)
+    assert "sequence:handover" in [r["rule"] for r in score["reasons"]]
+    [handoff] = (await drip.api.get("/api/v1/handoffs?status=open"))["items"]
+    assert (handoff["conversation_id"], handoff["reason"]) == (LA_PERSON, "follow_up")
+    assert handoff["note"] == "Asked for a demo twice; call them today."
+    [enrolment] = await drip.enrolments(person)
+    assert (enrolment.status, enrolment.exit_reason) == ("exited", "handed_off")
+    # The bot stays quiet in that conversation while the agent has it.
+    assert [(c, [e["event"] for e in events]) for c, events, _ in rasa.appended] == [
+        (LA_PERSON, ["pause"])
+    ]
+
+
+async def test_a_web_follow_up_goes_into_the_persons_web_chat(
+    talking: tuple[Drip, RasaEvents],
+) -> None:
+    drip, rasa = talking
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.api.post(
+        f"/api/v1/profiles/{person}/identities", {"kind": "web", "address": "chat-7f3a"},
+        expect=None,
+    )  # fmt: skip
+    await drip.event(person, "cart_left")
+    await drip.run_due()
+
+    [(conversation, events, _)] = rasa.appended
+    assert conversation == "chat-7f3a" and rasa.pushed_to == ["webchat"]
+    assert [e["text"] for e in events if e["event"] == "bot"] == ["Your cart is waiting."]
+    assert drip.sent_to(LA_PERSON) == []
+    listed = (await drip.api.get(f"/api/v1/profiles/{person}/messages"))["items"]
+    assert [(m["channel"], m["body"], m["status"]) for m in listed] == [
+        ("web", "Your cart is waiting.", "sent")
+    ]
+
+
+async def test_best_picks_the_channel_the_person_agreed_to_last(
+    talking: tuple[Drip, RasaEvents],
+) -> None:
+    drip, rasa = talking
+    by_text = await drip.person(BERLIN_PERSON, timezone="Europe/Berlin")
+    await drip.event(by_text, "price_dropped")
+    await drip.run_due()
+    assert drip.sent_to(BERLIN_PERSON)[-1] == "Prices dropped 10%. Reply STOP to opt out."
+
+    on_the_web = await drip.person("+4915112345679", timezone="Europe/Berlin")
+    await drip.api.post(
+        f"/api/v1/profiles/{on_the_web}/identities", {"kind": "web", "address": "chat-9b1c"},
+        expect=None,
+    )  # fmt: skip
+    drip.clock.advance(timedelta(minutes=5))
+    await drip.api.post(
+        f"/api/v1/profiles/{on_the_web}/consent",
+        {"channel": "web", "purpose": "marketing", "action": "grant", "source": "dialogue",
+         "wording": "Tips and offers in this chat?", "reply": "yes please"},
+        expect=201,
+    )  # fmt: skip
+    await drip.event(on_the_web, "price_dropped")
+    await drip.run_due()
+    assert "Prices dropped 10%. Reply STOP to opt out." not in drip.sent_to("+4915112345679")
+    assert rasa.pushed_to[-1] == "webchat" and rasa.appended[-1][0] == "chat-9b1c"
+
+
+async def test_a_voice_follow_up_is_a_call_that_speaks_it_in_the_same_conversation(
+    talking: tuple[Drip, RasaEvents],
+) -> None:
+    drip, rasa = talking
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.event(person, "callback_requested")
+    await drip.run_due()
+
+    spoken = "Hi, it's Brightdesk. Would you like a demo this week?"
+    [(conversation, events, _)] = rasa.appended
+    assert conversation == LA_PERSON
+    assert [e.get("value") for e in events if e["event"] == "slot"] == ["demo"]
+    [call] = drip.twilio.calls.values()
+    assert (call.direction, call.to) == ("outbound-api", LA_PERSON)
+    await drip.backend.settle()
+    assert call.transcript[0]["text"] == spoken
+    listed = (await drip.api.get(f"/api/v1/profiles/{person}/messages"))["items"]
+    assert [(m["channel"], m["body"]) for m in listed] == [("voice", spoken)]
+    [step] = await drip.work(person)
+    assert step.outcome == "sent"

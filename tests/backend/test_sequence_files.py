@@ -580,3 +580,33 @@ def test_sample_texts_fit_three_segments_with_a_long_name() -> None:
             if isinstance(step, SendStep) and step.send.channel in ("sms", "best"):
                 for variant in step.send.choices:
                     assert segments(render(variant.template, context)) <= 3
+
+
+def test_a_variant_cannot_be_called_holdout(data: Path) -> None:
+    text = """
+trigger: {event: trial_started}
+steps:
+  - id: tip
+    send:
+      channel: sms
+      variants:
+        - {name: holdout, template: "A. Reply STOP to opt out."}
+        - {name: other, template: "B. Reply STOP to opt out."}
+"""
+    [(line, message)] = mistakes_in(data, text)
+    assert line == 8 and "'holdout' names the people who get nothing" in message
+
+
+def test_a_follow_up_may_ask_only_a_question_the_bot_knows(data: Path) -> None:
+    text = """
+trigger: {event: trial_started}
+steps:
+  - id: offer
+    send:
+      channel: sms
+      asks: dmeo
+      template: "Want a demo? Reply YES. Reply STOP to opt out."
+"""
+    [(line, message)] = mistakes_in(data, text)
+    assert line == 7 and "the bot has no follow-up question 'dmeo'" in message
+    assert "did you mean 'demo'" in message

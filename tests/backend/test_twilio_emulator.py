@@ -338,3 +338,185 @@ async def test_a_call_without_a_voice_webhook_url_is_refused(
     _, url = emulator
     status, answer = await post_json(f"{url}/emulator/call", {"from": PERSON, "to": BUSINESS})
     assert (status, answer) == (409, {"error": "no voice webhook URL is configured"})
+
+
+# ------------------------------------------------------------- calls placed (Calls API)
+
+LISTENING = (
+    "<Response><Say>Hi Ada, your demo is tomorrow. Shall I text you the link?</Say>"
+    '<Gather input="speech dtmf" action="{base}/voice/gather?prompt=Shall%20I" />'
+    '<Redirect method="POST">{base}/voice/gather?silence=1</Redirect></Response>'
+)
+EVERY_EVENT = ["initiated", "ringing", "answered", "completed"]
+
+
+@pytest.fixture
+async def calling(
+    aiohttp_server: ServerFactory, voice_app: VoiceApp
+) -> AsyncIterator[tuple[TwilioEmulator, str]]:
+    twilio = TwilioEmulator(SID, TOKEN, voice_webhook_url=f"{voice_app.base}/voice/call")
+    server = await aiohttp_server(twilio.app())
+    yield twilio, str(server.make_url("/")).rstrip("/")
+
+
+async def place(api: str, token: str = TOKEN, **fields: Any) -> Any:
+    client = twilio_client(SID, token, api_url=api)
+    try:
+        return await client.calls.create_async(**fields)
+    finally:
+        await client.http_client.close()
+
+
+async def emulated_calls(url: str) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/emulator/calls") as r:
+        listed: list[dict[str, Any]] = await r.json()
+    return listed
+
+
+async def test_a_placed_call_rings_speaks_its_twiml_and_reports_each_step_signed(
+    calling: tuple[TwilioEmulator, str], voice_app: VoiceApp, receiver: Receiver
+) -> None:
+    twilio, url = calling
+    call = await place(
+        url, to=PERSON, from_=BUSINESS, twiml=LISTENING.format(base=voice_app.base),
+        status_callback=receiver.url, status_callback_event=EVERY_EVENT,
+    )  # fmt: skip
+    assert call.sid.startswith("CA") and len(call.sid) == 34
+    assert (call.to, call._from, call.status, call.direction) == (
+        PERSON, BUSINESS, "queued", "outbound-api",
+    )  # fmt: skip
+
+    await twilio.settled()
+    assert [c["CallStatus"] for c in receiver.calls] == ["initiated", "ringing", "in-progress"]
+    assert receiver.signed == [True, True, True]
+    first = receiver.calls[0]
+    assert (first["CallSid"], first["Direction"], first["From"], first["To"]) == (
+        call.sid, "outbound-api", BUSINESS, PERSON,
+    )  # fmt: skip
+    assert [c["SequenceNumber"] for c in receiver.calls] == ["0", "1", "2"]
+    [listed] = await emulated_calls(url)
+    assert listed["transcript"] == [
+        {"speaker": "bot", "input": "speech",
+         "text": "Hi Ada, your demo is tomorrow. Shall I text you the link?"},
+    ]  # fmt: skip
+    assert (listed["direction"], listed["status"]) == ("outbound-api", "in-progress")
+
+    # The person answers the <Gather>: its action hears them, as on a call coming in.
+    status, answered = await post_json(f"{url}/emulator/call/{call.sid}/gather", {"speech": "bye"})
+    assert (status, answered["said"], answered["hung_up"]) == (200, ["Goodbye!"], True)
+    [(action, form)] = voice_app.requests
+    assert action == f"{voice_app.base}/voice/gather?prompt=Shall%20I"
+    assert (form["Direction"], form["From"], form["To"], form["SpeechResult"]) == (
+        "outbound-api", BUSINESS, PERSON, "bye",
+    )  # fmt: skip
+    assert voice_app.signed == [True]
+    completed = receiver.calls[-1]
+    assert (completed["CallStatus"], completed["CallDuration"]) == ("completed", "0")
+    assert receiver.signed[-1]
+
+    client = twilio_client(SID, TOKEN, api_url=url)
+    try:
+        fetched = await client.calls(call.sid).fetch_async()
+        listed_to = await client.calls.list_async(to=PERSON, from_=BUSINESS)
+        listed_other = await client.calls.list_async(to=BUSINESS)
+    finally:
+        await client.http_client.close()
+    assert (fetched.status, fetched.direction, fetched.duration) == (
+        "completed", "outbound-api", "0",
+    )  # fmt: skip
+    assert [c.sid for c in listed_to] == [call.sid]
+    assert listed_to[0].date_created is not None
+    assert listed_other == []
+
+
+async def test_silence_on_a_placed_call_follows_the_redirect_with_the_callers_params(
+    calling: tuple[TwilioEmulator, str], voice_app: VoiceApp
+) -> None:
+    twilio, url = calling
+    call = await place(url, to=PERSON, from_=BUSINESS, twiml=LISTENING.format(base=voice_app.base))
+    await twilio.settled()
+    _, silent = await post_json(f"{url}/emulator/call/{call.sid}/gather", {})
+    assert silent["said"] == ["Sorry, I didn't catch that."]
+    [(redirect, form)] = voice_app.requests
+    assert redirect == f"{voice_app.base}/voice/gather?silence=1"
+    assert (form["Direction"], form["To"]) == ("outbound-api", PERSON)
+
+
+@pytest.mark.parametrize(("numbers", "status"), [("unanswered", "no-answer"), ("busy", "busy")])
+async def test_a_number_that_does_not_pick_up_reports_why_and_hears_nothing(
+    calling: tuple[TwilioEmulator, str], voice_app: VoiceApp, receiver: Receiver,
+    numbers: str, status: str,
+) -> None:  # fmt: skip
+    twilio, url = calling
+    getattr(twilio, numbers).add(PERSON)
+    call = await place(
+        url, to=PERSON, from_=BUSINESS, twiml=LISTENING.format(base=voice_app.base),
+        status_callback=receiver.url, status_callback_event=EVERY_EVENT,
+    )  # fmt: skip
+    await twilio.settled()
+    assert [c["CallStatus"] for c in receiver.calls] == ["initiated", "ringing", status]
+    assert "CallDuration" not in receiver.calls[-1]
+    [listed] = await emulated_calls(url)
+    assert (listed["status"], listed["transcript"]) == (status, [])
+    assert voice_app.requests == []
+    gather = await post_json(f"{url}/emulator/call/{call.sid}/gather", {"speech": "hello?"})
+    assert gather == (409, {"error": f"the call is {status}"})
+
+
+async def test_without_events_asked_for_only_the_end_of_the_call_is_reported(
+    calling: tuple[TwilioEmulator, str], receiver: Receiver
+) -> None:
+    twilio, url = calling
+    await place(
+        url, to=PERSON, from_=BUSINESS, status_callback=receiver.url,
+        twiml="<Response><Say>Your demo starts in an hour.</Say></Response>",
+    )  # fmt: skip
+    await twilio.settled()
+    assert [c["CallStatus"] for c in receiver.calls] == ["completed"]
+    [listed] = await emulated_calls(url)
+    assert listed["statuses"] == ["queued", "initiated", "ringing", "in-progress", "completed"]
+
+
+async def test_a_call_placed_with_a_url_fetches_its_twiml_there_signed(
+    calling: tuple[TwilioEmulator, str], voice_app: VoiceApp
+) -> None:
+    twilio, url = calling
+    call = await place(url, to=PERSON, from_=BUSINESS, url=f"{voice_app.base}/voice/call")
+    await twilio.settled()
+    [(fetched, form)] = voice_app.requests
+    assert fetched == f"{voice_app.base}/voice/call"
+    assert (form["CallSid"], form["Direction"], form["CallStatus"]) == (
+        call.sid, "outbound-api", "in-progress",
+    )  # fmt: skip
+    assert voice_app.signed == [True]
+    [listed] = await emulated_calls(url)
+    assert listed["transcript"][0]["text"] == "Hi! Press 1 for Pricing, or just say it."
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"to": "+15005550001", "from_": BUSINESS, "twiml": "<Response/>"}, 21211),
+        ({"to": "not a number", "from_": BUSINESS, "twiml": "<Response/>"}, 21211),
+        ({"to": PERSON, "from_": "nope", "twiml": "<Response/>"}, 21212),
+        ({"to": PERSON, "from_": BUSINESS}, 21205),
+    ],
+)
+async def test_bad_calls_get_twilios_errors(
+    calling: tuple[TwilioEmulator, str], fields: dict[str, str], code: int
+) -> None:
+    twilio, url = calling
+    with pytest.raises(TwilioRestException) as raised:
+        await place(url, **fields)
+    assert (raised.value.status, raised.value.code) == (400, code)
+    assert twilio.calls == {}
+
+
+async def test_placing_a_call_with_a_wrong_auth_token_is_refused(
+    calling: tuple[TwilioEmulator, str],
+) -> None:
+    twilio, url = calling
+    with pytest.raises(TwilioRestException) as raised:
+        await place(url, token="wrong", to=PERSON, from_=BUSINESS, twiml="<Response/>")
+    assert (raised.value.status, raised.value.code) == (401, 20003)
+    assert twilio.calls == {}

@@ -25,7 +25,8 @@ from sanic import Sanic
 from twilio.request_validator import RequestValidator
 
 from bot.settings import settings
-from channels.voice import VoiceInput, speakable
+from channels.spoken import speakable
+from channels.voice import VoiceInput
 from tests.bot.conftest import free_port
 
 TOKEN = "voice-test-auth-token"
@@ -613,3 +614,88 @@ def test_an_unknown_credentials_option_stops_rasa_with_the_options_named() -> No
 )
 def test_markdown_links_and_emoji_are_spoken_sensibly(text: str, spoken: str) -> None:
     assert speakable(text) == spoken
+
+
+# ---------------------------------------------------------- calls Parley placed (follow-ups)
+
+# What the backend's call door puts in a follow-up call's TwiML (backend/calls.py): the
+# message, then a <Gather> posting to the gather route with the question to re-ask.
+FOLLOW_UP_QUESTION = "Your demo is tomorrow at 3pm. Shall I text you the link?"
+
+
+def placed_call_form(phone: Phone, **extra: str) -> dict[str, str]:
+    """What Twilio posts during a call placed through its API: From is the business."""
+    return phone.form(
+        From=BUSINESS, To=CALLER, Direction="outbound-api", CallStatus="in-progress", **extra
+    )
+
+
+def follow_up_gather(phone: Phone, **params: str) -> str:
+    return f"{phone.base}/webhooks/voice/gather?{query(prompt=FOLLOW_UP_QUESTION, **params)}"
+
+
+async def test_the_answer_to_a_call_parley_placed_goes_to_the_called_persons_conversation(
+    start_phone: StartPhone,
+) -> None:
+    phone = await start_phone()
+    answer = await phone.post(
+        follow_up_gather(phone), placed_call_form(phone, SpeechResult="yes please")
+    )
+    assert answer.status == 200
+    [heard] = phone.agent.heard
+    # The person's number (To), where their texts and the recorded follow-up are: never
+    # the business's own number (From).
+    assert (heard.text, heard.sender_id, heard.input_channel) == ("yes please", CALLER, "voice")
+    assert answer.said == ["You said: yes please. What else?"]
+    assert answer.action.startswith(f"{phone.base}/webhooks/voice/gather?")
+
+
+async def test_keys_pressed_after_a_placed_calls_message_go_to_the_persons_conversation(
+    start_phone: StartPhone,
+) -> None:
+    phone = await start_phone()
+    await phone.post(follow_up_gather(phone), placed_call_form(phone, Digits="12"))
+    [heard] = phone.agent.heard
+    assert (heard.text, heard.sender_id) == ("12", CALLER)
+
+
+async def test_silence_after_a_placed_calls_message_asks_its_question_again(
+    start_phone: StartPhone,
+) -> None:
+    phone = await start_phone()
+    answer = await phone.post(follow_up_gather(phone, silence="1"), placed_call_form(phone))
+    assert answer.said == [f"Sorry, I didn't catch that. {FOLLOW_UP_QUESTION}"]
+    assert answer.redirect.endswith("&silence=2")
+    assert phone.agent.heard == []
+
+    again = await phone.post(answer.redirect, placed_call_form(phone))
+    assert again.hung_up
+    assert phone.agent.heard == []
+
+
+async def test_a_call_coming_in_is_the_callers_conversation_whatever_it_was_called(
+    start_phone: StartPhone,
+) -> None:
+    phone = await start_phone()
+    form = phone.form(CallStatus="in-progress", SpeechResult="hi", Direction="inbound")
+    await phone.post(follow_up_gather(phone), form)
+    [heard] = phone.agent.heard
+    assert heard.sender_id == CALLER and form["From"] == CALLER and form["To"] == BUSINESS
+
+
+@pytest.mark.parametrize(
+    "tampered",
+    [{"Direction": "inbound"}, {"To": "+14155550000"}],
+    ids=["direction", "to"],
+)
+async def test_the_direction_and_number_of_a_call_cannot_be_changed_unsigned(
+    start_phone: StartPhone, tampered: dict[str, str]
+) -> None:
+    """Forging an answer into someone else's conversation needs Twilio's signature."""
+    phone = await start_phone()
+    url = follow_up_gather(phone)
+    signed = placed_call_form(phone, SpeechResult="stop")
+    signature = RequestValidator(TOKEN).compute_signature(url, signed)
+    answer = await phone.post(url, {**signed, **tampered}, signature=signature)
+    assert answer.status == 403
+    assert phone.agent.heard == []
