@@ -153,7 +153,7 @@ def scheduler_worker(app: web.Application) -> Worker:
         directory=app[DIRECTORY],
         door=app.get(SMS_DOOR),
         calls=app.get(CALL_DOOR),
-        business=data_files.load_business(settings.data_path),
+        business=app[BUSINESS_TEXTS].model_dump(),
         conversations=app[RASA] if settings.rasa_token else None,
         defaults=app[BUSINESS_TEXTS].follow_ups,
         batch=settings.scheduler_batch,

@@ -241,9 +241,11 @@ def _yaml_mapping(path: Path) -> dict[str, Any]:
 
 
 class BusinessTexts(BaseModel):
-    """What the backend reads of data/business.yml (the bot runtime reads the rest)."""
+    """data/business.yml as the backend reads it: the fields it checks, and the rest as
+    it is (what templates see of it is chosen by backend.sequences.business_context;
+    the bot runtime checks the rest)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     name: str = Field(min_length=1, max_length=60)
     sms_help: str = Field(min_length=1, max_length=320)
@@ -260,12 +262,6 @@ class BusinessTexts(BaseModel):
 
 def load_business_texts(data_dir: Path) -> BusinessTexts:
     return read(data_dir / "business.yml", BusinessTexts)
-
-
-def load_business(data_dir: Path) -> dict[str, Any]:
-    """data/business.yml as a mapping (what sequence templates see of it is chosen by
-    backend.sequences.business_context)."""
-    return _yaml_mapping(data_dir / "business.yml")
 
 
 def validate(data_dir: Path) -> list[Mistake]:
