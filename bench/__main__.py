@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 
-from bench import backend, sequences, sms
+from bench import backend, rasa_recording, sequences, sms
 from bench.report import machine, write_section
 
 
@@ -82,7 +82,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--batches", type=int, default=60, help="event batches to ingest")
-    parser.add_argument("--only", choices=["postgresql", "sqlite", "sms", "sequences"])
+    parser.add_argument(
+        "--only", choices=["postgresql", "sqlite", "sms", "sequences", "rasa-recording"]
+    )
     parser.add_argument("--sms-rate", type=float, default=50.0, help="webhooks per second")
     parser.add_argument("--sms-seconds", type=float, default=20.0)
     parser.add_argument(
@@ -97,6 +99,14 @@ async def main() -> None:
         print(table)
         write_section("sms", table)
         if args.only == "sms":
+            return
+    if args.only in (None, "rasa-recording"):
+        print("Rasa: recording follow-ups in conversations…", flush=True)
+        recorded = await rasa_recording.bench_rasa_recording()
+        table = rasa_recording.recording_table(recorded, machine())
+        print(table)
+        write_section("rasa-recording", table)
+        if args.only == "rasa-recording":
             return
     if args.only in (None, "sequences"):
         measured_runs = []
