@@ -4,15 +4,16 @@ Due work lives in the `sequence_work` table, one row per step visit. A worker cl
 rows with a lease (`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite one
 claimer at a time in the process, and every claim is a conditional update, so a row
 leased by someone else is never taken), runs each step, records its outcome, and
-schedules the next step. A killed worker's lease expires and its rows are claimed again;
-a send is keyed by (enrolment, step, attempt), so running a step again never texts twice
-through the one door (backend.outbound).
+schedules the next step. A killed worker's lease expires and its rows are claimed again.
+A send is keyed by (enrolment, step, attempt), and a retry after an unknown outcome keeps
+the key, so the door (backend.outbound, backend.calls) reconciles it with Twilio's record
+instead of sending twice.
 
 Guards are checked at the moment of sending: the global pause, quiet hours in the
-person's time zone (the send moves to the next allowed minute), consent, and the
-frequency cap on marketing texts. docs/sequences.md ("How sequences run") says what
-runs and what is not built yet (handoff steps, web and voice, add_points, recording in
-the Rasa conversation, results).
+person's time zone (the send moves to the next allowed minute), consent on the channel,
+and the frequency caps on marketing messages. Each follow-up is recorded in the person's
+Rasa conversation before it goes (backend.rasa_client). docs/sequences.md ("How
+sequences run") describes it for marketers and operators.
 """
 
 from __future__ import annotations
