@@ -515,7 +515,11 @@ class Worker:
         """The channel and address a text goes by, if consent allows it now: the step's
         channel, or for `best` the reachable channel the person most recently agreed to
         (for transactional texts with no agreement on record: SMS, then web)."""
-        web = await self._address(session, profile.id, IdentityKind.WEB)
+        web = (
+            await self._address(session, profile.id, IdentityKind.WEB)
+            if wanted in (SendChannel.WEB, SendChannel.BEST)
+            else None
+        )
         addresses = {Channel.SMS: phone, Channel.WEB: web, Channel.VOICE: phone}
         if wanted is not SendChannel.BEST:
             channel = Channel(wanted.value)

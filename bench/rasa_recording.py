@@ -8,17 +8,13 @@ tracker store, the conversation-events broker on), into conversations that exist
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from backend.rasa_client import RasaClient
-from backend.settings import PROJECT_ROOT
-from bench.backend import free_port, p99
+from bench.backend import p99
+from bench.sms import running_parley
 
 RASA_TOKEN = "bench-rasa-token"  # noqa: S105 (a throwaway token for a loopback run)
 
@@ -36,37 +32,8 @@ class RecordingMeasured:
 
 
 async def bench_rasa_recording(follow_ups: int = 400, concurrency: int = 16) -> RecordingMeasured:
-    var = Path(tempfile.mkdtemp(prefix="parley-bench-rasa-"))
-    ports = {name: free_port() for name in ("BACKEND", "RASA", "ACTION_SERVER", "TWILIO_EMULATOR")}
-    env = {
-        **os.environ,
-        "PARLEY_VAR_DIR": str(var),
-        **{f"PARLEY_{name}_PORT": str(port) for name, port in ports.items()},
-        "PARLEY_RASA_TOKEN": RASA_TOKEN,
-        "PARLEY_LOG_LEVEL": "warning",
-    }
-    for leaked in ("PARLEY_DATABASE_URL", "PARLEY_TWILIO_API_URL", "PARLEY_PUBLIC_URL"):
-        env.pop(leaked, None)
-    log = var / "parley-run.log"
-    with log.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "backend", "run", env=env, stdout=sink, stderr=sink,
-            cwd=PROJECT_ROOT,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 900
-        while "[parley] Parley is up." not in log.read_text(errors="replace"):
-            if process.returncode is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"parley run did not come up:\n{log.read_text()[-3000:]}")
-            await asyncio.sleep(1)
+    async with running_parley("parley-bench-rasa-", {"PARLEY_RASA_TOKEN": RASA_TOKEN}) as ports:
         return await _record(f"http://127.0.0.1:{ports['RASA']}", follow_ups, concurrency)
-    finally:
-        if process.returncode is None:
-            process.send_signal(2)
-            try:
-                await asyncio.wait_for(process.wait(), 60)
-            except TimeoutError:
-                process.kill()
 
 
 async def _record(rasa: str, follow_ups: int, concurrency: int) -> RecordingMeasured:

@@ -8,11 +8,13 @@ the person waits for the bot's first reply text to reach the emulator (the full 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -40,17 +42,18 @@ class SmsMeasured:
     rasa_peak_rss_mb: float = 0.0
 
 
-async def bench_sms(rate: float = 50.0, seconds: float = 20.0) -> SmsMeasured:
-    var = Path(tempfile.mkdtemp(prefix="parley-bench-sms-"))
+@contextlib.asynccontextmanager
+async def running_parley(prefix: str, settings: dict[str, str]) -> AsyncIterator[dict[str, int]]:
+    """A whole `parley run` (SQLite, its own var dir and ports) with these extra
+    settings, until the block ends; its ports by name."""
+    var = Path(tempfile.mkdtemp(prefix=prefix))
     ports = {name: free_port() for name in ("BACKEND", "RASA", "ACTION_SERVER", "TWILIO_EMULATOR")}
     env = {
         **os.environ,
         "PARLEY_VAR_DIR": str(var),
         **{f"PARLEY_{name}_PORT": str(port) for name, port in ports.items()},
-        "PARLEY_TWILIO_AUTH_TOKEN": TOKEN,
-        # One sending number answers every text here: give it a short code's pace.
-        "PARLEY_SMS_SENDS_PER_SECOND": "500",
         "PARLEY_LOG_LEVEL": "warning",
+        **settings,
     }
     for leaked in ("PARLEY_DATABASE_URL", "PARLEY_TWILIO_API_URL", "PARLEY_PUBLIC_URL"):
         env.pop(leaked, None)
@@ -66,9 +69,7 @@ async def bench_sms(rate: float = 50.0, seconds: float = 20.0) -> SmsMeasured:
             if process.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"parley run did not come up:\n{log.read_text()[-3000:]}")
             await asyncio.sleep(1)
-        webhook = f"http://127.0.0.1:{ports['RASA']}/webhooks/sms/webhook"
-        emulator = f"http://127.0.0.1:{ports['TWILIO_EMULATOR']}"
-        return await _load(webhook, emulator, rate, seconds, _rasa_pid(ports["RASA"]))
+        yield ports
     finally:
         if process.returncode is None:
             process.send_signal(2)
@@ -76,6 +77,15 @@ async def bench_sms(rate: float = 50.0, seconds: float = 20.0) -> SmsMeasured:
                 await asyncio.wait_for(process.wait(), 60)
             except TimeoutError:
                 process.kill()
+
+
+async def bench_sms(rate: float = 50.0, seconds: float = 20.0) -> SmsMeasured:
+    # One sending number answers every text here: give it a short code's pace.
+    settings = {"PARLEY_TWILIO_AUTH_TOKEN": TOKEN, "PARLEY_SMS_SENDS_PER_SECOND": "500"}
+    async with running_parley("parley-bench-sms-", settings) as ports:
+        webhook = f"http://127.0.0.1:{ports['RASA']}/webhooks/sms/webhook"
+        emulator = f"http://127.0.0.1:{ports['TWILIO_EMULATOR']}"
+        return await _load(webhook, emulator, rate, seconds, _rasa_pid(ports["RASA"]))
 
 
 def _rasa_pid(port: int) -> int | None:

@@ -34,7 +34,7 @@ from rasa.utils.endpoints import EndpointConfig, read_endpoint_config
 from actions.backend_client import BackendClient
 from bot.conversation_events import BackendEventBroker, ConversationReader, form_names
 from bot.settings import PROJECT_ROOT
-from tests.bot.conftest import PARLEY, RunningBackend, free_port, wait_until_up
+from tests.bot.conftest import PARLEY, RunningBackend, free_port, server_missing, wait_until_up
 
 FORMS = form_names(PROJECT_ROOT / "bot" / "domain")
 PRICING_SEQUENCE = """
@@ -459,7 +459,7 @@ async def test_every_event_is_forwarded_to_rabbitmq_as_well(
     try:
         connection = await aio_pika.connect(RABBITMQ, timeout=5)
     except Exception as error:  # no RabbitMQ on this machine
-        pytest.skip(f"RabbitMQ is not reachable at {RABBITMQ}: {error}")
+        server_missing(f"RabbitMQ is not reachable at {RABBITMQ}: {error}")
     queue_name = f"parley-test-{uuid.uuid4().hex[:8]}"
     host = RABBITMQ.split("@")[-1].split(":")[0]
     config = EndpointConfig.from_dict(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import time
 import uuid
@@ -31,7 +30,7 @@ from channels.webchat import (
     WebChatOutput,
     verify_token,
 )
-from tests.bot.conftest import RunningBackend, free_port, make_tracker
+from tests.bot.conftest import RunningBackend, free_port, make_tracker, server_missing
 
 SECRET = "test-webchat-secret-of-32-bytes-or-more"
 # Several Sanic apps start and stop in one process here; Sanic's start-up rewriting of
@@ -329,10 +328,9 @@ async def test_pushes_reach_a_socket_held_by_another_replica_through_redis(
     try:
         socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
     except OSError as error:
-        message = f"Redis is not reachable at 127.0.0.1:6379: {error}"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{message} (CI=true: the scale profile's Redis test is mandatory)")
-        pytest.skip(f"{message}; start it to test pushes across replicas")
+        server_missing(
+            f"Redis (pushes across replicas) is not reachable at 127.0.0.1:6379: {error}"
+        )
     url = "redis://127.0.0.1:6379/0"
     async with (
         serving(WebChatInput(secret=SECRET, redis_url=url)) as first,
