@@ -260,6 +260,30 @@ async def may_send(
     return allows(await state(session, profile_id, channel, purpose), purpose)
 
 
+# One person's consent now: (channel, purpose) -> (state, since); missing means NONE.
+Current = dict[tuple[Channel, Purpose], tuple[State, datetime]]
+
+
+async def current_of(
+    session: AsyncSession, profile_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, Current]:
+    """The consent of many people at once (a batch of sends checks them in one query);
+    everyone asked about is in the answer."""
+    wanted = set(profile_ids)
+    found: dict[uuid.UUID, Current] = {p: {} for p in wanted}
+    if not wanted:
+        return found
+    rows = await session.execute(
+        select(
+            ConsentState.profile_id, ConsentState.channel, ConsentState.purpose,
+            ConsentState.state, ConsentState.since,
+        ).where(ConsentState.profile_id.in_(wanted))
+    )  # fmt: skip
+    for profile_id, channel, purpose, value, since in rows:
+        found[profile_id][(Channel(channel), Purpose(purpose))] = (State(value), since)
+    return found
+
+
 async def states(session: AsyncSession, profile_id: uuid.UUID) -> list[ConsentState]:
     result = await session.scalars(
         select(ConsentState)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -240,30 +240,92 @@ class SmsDoor:
 
     async def send(self, text: OutboundText) -> Sent:
         """Check, record and send; the recorded parts. Raises `SendRefused`."""
-        rows: list[Message] = []
+        [result] = await self.send_many([text])
+        if isinstance(result, SendRefused):
+            raise result
+        return result
+
+    async def send_many(self, texts: Sequence[OutboundText]) -> list[Sent | SendRefused]:
+        """`send` for many texts at once, each answered in its place: they are checked
+        and recorded in one transaction, sent side by side (each text's parts in order),
+        and Twilio's acceptances are stored in one transaction."""
+        results: list[Sent | SendRefused | None] = [None] * len(texts)
+        fresh: list[tuple[int, list[Message]]] = []
+        repeated: list[tuple[int, list[Message]]] = []
         try:
             async with self.sessions.begin() as session:
-                earlier = await self._earlier_send(session, text.send_key)
-                if not earlier:
-                    profile = await self.directory.find_by_identity(
-                        session, IdentityKind.SMS, text.to
-                    )
-                    await self._check_consent(session, profile, text)
-                    rows = self._parts(text, profile)
+                earlier = await self._earlier_sends(session, texts)
+                new = [i for i, t in enumerate(texts) if t.send_key not in earlier]
+                owners = await self.directory.ids_by_identity(
+                    session, IdentityKind.SMS, [texts[i].to for i in new]
+                )
+                consents = await consent.current_of(session, owners.values())
+                for index, text in enumerate(texts):
+                    if text.send_key in earlier:
+                        found = earlier[text.send_key]
+                        if isinstance(found, SendRefused):
+                            results[index] = found
+                        else:
+                            repeated.append((index, found))
+                        continue
+                    owner = owners.get(text.to)
+                    try:
+                        if text.purpose is MessagePurpose.COMPLIANCE:
+                            await self._check_keyword_reply(session, text)
+                        else:
+                            refuse_unless_allowed(
+                                owner, consents.get(owner, {}) if owner else {},
+                                Channel.SMS, text.purpose, "texts",
+                            )  # fmt: skip
+                    except SendRefused as refused:
+                        results[index] = refused
+                        continue
+                    rows = self._parts(text, owner)
                     session.add_all(rows)
+                    fresh.append((index, rows))
         except IntegrityError:
-            # The same send key, sent twice at the same moment: the first one sends.
-            async with self.sessions() as session:
-                earlier = await self._earlier_send(session, text.send_key)
-        if earlier:
-            return await self._settle(earlier)
-        for index, row in enumerate(rows):
-            await self._send_part(row, rows[index + 1 :])
-        log.info(
-            "sms.sent", to=redact(IdentityKind.SMS, text.to), purpose=text.purpose.value,
-            parts=len(rows), batch_id=str(rows[0].batch_id),
-        )  # fmt: skip
-        return Sent(rows, repeated=False)
+            if len(texts) == 1:
+                # The same send key, sent twice at the same moment: the first one sends.
+                async with self.sessions() as session:
+                    taken = (await self._earlier_sends(session, texts)).get(texts[0].send_key or "")
+                if taken is None:
+                    raise
+                return [taken if isinstance(taken, SendRefused) else await self._settle(taken)]
+            # One of these keys is being sent by someone else: each text on its own.
+            return [await _answer(self.send(text)) for text in texts]
+        accepted: list[tuple[Message, Accepted]] = []
+
+        async def send_parts(index: int, rows: list[Message]) -> None:
+            try:
+                for part, row in enumerate(rows):
+                    accepted.append((row, await self._deliver_part(row, rows[part + 1 :])))
+            except SendRefused as refused:
+                results[index] = refused
+                return
+            results[index] = Sent(rows, repeated=False)
+            log.info(
+                "sms.sent", to=redact(IdentityKind.SMS, rows[0].to_address),
+                purpose=rows[0].purpose, parts=len(rows), batch_id=str(rows[0].batch_id),
+            )  # fmt: skip
+
+        async def settle(index: int, rows: list[Message]) -> None:
+            results[index] = await _answer(self._settle(rows))
+
+        failures = [
+            outcome
+            for outcome in await asyncio.gather(
+                *(send_parts(i, rows) for i, rows in fresh),
+                *(settle(i, rows) for i, rows in repeated),
+                return_exceptions=True,
+            )
+            if isinstance(outcome, BaseException)
+        ]
+        # Store what Twilio accepted even if something else went wrong meanwhile.
+        await self._confirm(accepted)
+        if failures:
+            raise failures[0]
+        assert all(result is not None for result in results)
+        return [result for result in results if result is not None]
 
     async def _settle(self, earlier: list[Message]) -> Sent:
         """The earlier send of a repeated key. Parts recorded but never confirmed by
@@ -346,28 +408,33 @@ class SmsDoor:
                 "This person's SMS consent no longer allows this text.", unsent,
             )  # fmt: skip
 
-    async def _earlier_send(self, session: AsyncSession, key: str | None) -> list[Message]:
-        if key is None:
-            return []
-        first = await session.scalar(select(Message).where(Message.send_key == key))
-        if first is None:
-            return []
-        if first.channel != "sms":
-            raise SendRefused(
-                409, "send-key-reused", "This send key was used for a call, not a text.", [first]
-            )
-        rows = await session.scalars(
-            select(Message).where(Message.batch_id == first.batch_id).order_by(Message.part)
-        )
-        return list(rows)
-
-    async def _check_consent(
-        self, session: AsyncSession, profile: Profile | None, text: OutboundText
-    ) -> None:
-        if text.purpose is MessagePurpose.COMPLIANCE:
-            await self._check_keyword_reply(session, text)
-            return
-        await require_consent(session, profile, Channel.SMS, text.purpose, "texts")
+    async def _earlier_sends(
+        self, session: AsyncSession, texts: Sequence[OutboundText]
+    ) -> dict[str, list[Message] | SendRefused]:
+        """The earlier sends of these texts' keys, by key: their parts in order (or why
+        the key cannot be used for a text)."""
+        keys = {t.send_key for t in texts if t.send_key is not None}
+        if not keys:
+            return {}
+        firsts = list(await session.scalars(select(Message).where(Message.send_key.in_(keys))))
+        found: dict[str, list[Message] | SendRefused] = {}
+        batches = [m.batch_id for m in firsts if m.channel == "sms"]
+        parts: dict[uuid.UUID, list[Message]] = {}
+        if batches:
+            query = select(Message).where(Message.batch_id.in_(batches)).order_by(Message.part)
+            for row in await session.scalars(query):
+                parts.setdefault(row.batch_id, []).append(row)
+        for first in firsts:
+            assert first.send_key is not None
+            found[first.send_key] = (
+                parts[first.batch_id]
+                if first.channel == "sms"
+                else SendRefused(
+                    409, "send-key-reused", "This send key was used for a call, not a text.",
+                    [first],
+                )
+            )  # fmt: skip
+        return found
 
     async def _check_keyword_reply(self, session: AsyncSession, text: OutboundText) -> None:
         inbound = await session.get(Message, text.in_reply_to) if text.in_reply_to else None
@@ -392,13 +459,13 @@ class SmsDoor:
         if answered:
             raise SendRefused(409, "already-answered", "That text has been answered already.")
 
-    def _parts(self, text: OutboundText, profile: Profile | None) -> list[Message]:
+    def _parts(self, text: OutboundText, profile_id: uuid.UUID | None) -> list[Message]:
         now = self.clock.now()
         bodies = split_for_sms(text.body) if text.body.strip() else [""]
         batch = uuid.uuid4()
         return [
             Message(
-                profile_id=profile.id if profile else None,
+                profile_id=profile_id,
                 direction="outbound",
                 channel="sms",
                 purpose=text.purpose.value,
@@ -429,6 +496,11 @@ class SmsDoor:
         ]
 
     async def _send_part(self, row: Message, rest: Sequence[Message]) -> None:
+        await self._confirm([(row, await self._deliver_part(row, rest))])
+
+    async def _deliver_part(self, row: Message, rest: Sequence[Message]) -> Accepted:
+        """Wait for the number's turn and hand one part to Twilio; Twilio's answer, not
+        yet stored. A refusal marks this part and the `rest` of its text and raises."""
         try:
             await self.pace.wait_turn(self.sender)
         except SendRefused as busy:
@@ -465,12 +537,31 @@ class SmsDoor:
                 "Twilio could not be reached; retry with the same send_key to complete it.",
                 [row, *rest],
             ) from error  # fmt: skip
+        return accepted
+
+    async def _confirm(self, accepted: Sequence[tuple[Message, Accepted]]) -> None:
+        """Store Twilio's sid for the parts it accepted, in one statement (and the status
+        it answered, where that is further along than a status callback got first)."""
+        if not accepted:
+            return
+        now = self.clock.now()
         async with self.sessions.begin() as session:
-            stored = await session.get(Message, row.id, populate_existing=True)
-            assert stored is not None
-            stored.provider_sid = accepted.sid
-            advance_status(stored, accepted.status, None, None, self.clock)
-        row.provider_sid, row.status = stored.provider_sid, stored.status
+            await session.execute(
+                update(Message),
+                [{"id": row.id, "provider_sid": a.sid, "updated_at": now} for row, a in accepted],
+            )
+            for row, answer in accepted:
+                row.provider_sid = answer.sid
+                rank = STATUS_RANK.get(answer.status, -1)
+                if rank <= STATUS_RANK.get(row.status, -1):
+                    continue
+                behind = [status for status, r in STATUS_RANK.items() if r < rank]
+                await session.execute(
+                    update(Message)
+                    .where(Message.id == row.id, Message.status.in_(behind))
+                    .values(status=answer.status)
+                )
+                row.status = answer.status
 
     async def _failed(self, rows: Sequence[Message], code: int | None, reason: str) -> None:
         if not rows:
@@ -527,18 +618,39 @@ async def require_consent(
 ) -> None:
     """Refuse (409 consent-refused) unless the person's consent on `channel` allows a
     message of this purpose now; someone unknown may get anything but marketing."""
+    known = (await consent.current_of(session, [profile.id]))[profile.id] if profile else {}
+    refuse_unless_allowed(profile.id if profile else None, known, channel, purpose, noun)
+
+
+def refuse_unless_allowed(
+    profile_id: uuid.UUID | None,
+    known: consent.Current,
+    channel: Channel,
+    purpose: MessagePurpose,
+    noun: str,
+) -> None:
+    """`require_consent` with the person's consent already read."""
     needed = consent_needed(purpose)
-    if profile is None:
+    if profile_id is None:
         if needed is Purpose.MARKETING:
             raise SendRefused(
                 409, "consent-refused", f"Nobody with this number has agreed to marketing {noun}."
             )
         return
-    if not await consent.may_send(session, profile.id, channel, needed):
+    found = known.get((channel, needed))
+    if not consent.allows(found[0] if found else consent.State.NONE, needed):
         raise SendRefused(
             409, "consent-refused",
             f"This person's {channel.value} consent does not allow {purpose.value} {noun} now.",
         )  # fmt: skip
+
+
+async def _answer(work: Awaitable[Sent]) -> Sent | SendRefused:
+    """A send's result, or its refusal, as a value."""
+    try:
+        return await work
+    except SendRefused as refused:
+        return refused
 
 
 def _refusal(error: TwilioRestException) -> tuple[int, str]:

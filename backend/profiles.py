@@ -4,7 +4,7 @@ to date, and merged when two turn out to be the same person."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,42 @@ class ProfileDirectory:
         if profile is not None and profile.merged_into_id is not None:
             profile = await session.get(Profile, profile.merged_into_id)
         return profile
+
+    async def resolve_many(
+        self, session: AsyncSession, profile_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, Profile | None]:
+        """`resolve` for many ids in two queries; every id asked about is a key."""
+        wanted = set(profile_ids)
+        loaded = {
+            p.id: p for p in await session.scalars(select(Profile).where(Profile.id.in_(wanted)))
+        }
+        targets = {p.merged_into_id for p in loaded.values() if p.merged_into_id is not None}
+        if targets - loaded.keys():
+            query = select(Profile).where(Profile.id.in_(targets - loaded.keys()))
+            loaded |= {p.id: p for p in await session.scalars(query)}
+        found: dict[uuid.UUID, Profile | None] = {}
+        for profile_id in wanted:
+            profile = loaded.get(profile_id)
+            if profile is not None and profile.merged_into_id is not None:
+                profile = loaded.get(profile.merged_into_id)
+            found[profile_id] = profile
+        return found
+
+    async def ids_by_identity(
+        self, session: AsyncSession, kind: IdentityKind, addresses: Iterable[str]
+    ) -> dict[str, uuid.UUID]:
+        """Whose addresses these are (as `find_by_identity` finds them), in one query;
+        unknown addresses are left out."""
+        kinds = [k.value for k in PHONE_KINDS] if kind in PHONE_KINDS else [kind.value]
+        rows = await session.execute(
+            select(Identity.address, Identity.profile_id)
+            .where(Identity.kind.in_(kinds), Identity.address.in_(set(addresses)))
+            .order_by(Identity.created_at)
+        )
+        found: dict[str, uuid.UUID] = {}
+        for address, profile_id in rows:
+            found.setdefault(address, profile_id)
+        return found
 
     async def find_by_identity(
         self, session: AsyncSession, kind: IdentityKind, address: str

@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -37,15 +37,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend import consent, handoffs, scoring, segment_store
 from backend.calls import CallDoor, OutboundCall, Placed
 from backend.clock import Clock
-from backend.consent import Channel, Purpose
-from backend.enrolment import ACTIVE, COMPLETED, EXITED, matches, next_attempt
+from backend.consent import Channel, Purpose, State
+from backend.enrolment import ACTIVE, COMPLETED, EXITED, matches
 from backend.identities import IdentityKind, redact
 from backend.logs import get_logger
 from backend.models import (
-    ConsentState,
     Enrolment,
     Event,
-    Identity,
     Message,
     Profile,
     SequenceWork,
@@ -54,6 +52,7 @@ from backend.outbound import FollowUp, MessagePurpose, OutboundText, SendRefused
 from backend.profiles import ProfileDirectory
 from backend.rasa_client import RasaClient, RasaUnavailable
 from backend.segment_entries import sweep_segment_entries
+from backend.sequence_facts import Attempts, Facts, Goal, address_of, load_attempts, load_facts
 from backend.sequences import (
     DEFAULT_PER_7D,
     DEFAULT_PER_24H,
@@ -182,7 +181,7 @@ async def claim(
     session: AsyncSession, now: datetime, owner: str, limit: int, lease: timedelta
 ) -> list[int]:
     """Lease up to `limit` due rows (not done, not leased or lease expired) to `owner`;
-    their ids, earliest due first. Call inside a transaction."""
+    the earliest due first; their ids. Call inside a transaction."""
     free = or_(SequenceWork.lease_until.is_(None), SequenceWork.lease_until <= now)
     query = (
         select(SequenceWork.id)
@@ -190,19 +189,17 @@ async def claim(
         .order_by(SequenceWork.due_at, SequenceWork.id)
         .limit(limit)
     )
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
-        query = query.with_for_update(skip_locked=True)
-    ids = list(await session.scalars(query))
-    if not ids:
-        return []
-    if postgres:
-        await session.execute(
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement: rows another worker is claiming right now are skipped.
+        leased = await session.scalars(
             update(SequenceWork)
-            .where(SequenceWork.id.in_(ids))
+            .where(SequenceWork.id.in_(query.with_for_update(skip_locked=True)))
             .values(lease_owner=owner, lease_until=now + lease)
+            .returning(SequenceWork.id)
+            .execution_options(synchronize_session=False)
         )
-        return ids
+        return sorted(leased)
+    ids = list(await session.scalars(query))
     # SQLite: take only the rows nobody leased since they were read.
     claimed: list[int] = []
     for work_id in ids:
@@ -239,6 +236,18 @@ class _PausePlan:
     conversation: str
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """How a send went, to be recorded on its step."""
+
+    plan: _SendPlan
+    outcome: str
+    detail: str | None = None
+    # Try again later; with `same_key`, as the same send (its outcome is unknown).
+    retry: bool = False
+    same_key: bool = False
+
+
 @dataclass
 class Worker:
     """Claims due sequence work and runs it. `tick()` runs one round; `run()` loops."""
@@ -262,7 +271,7 @@ class Worker:
     max_attempts: int = 5
     retry_after: timedelta = timedelta(seconds=60)
     paused: bool = False
-    # Steps run at once by this worker (each on its own connection); 1 on SQLite.
+    # Batches in flight at once in `run` (each on its own connection); 1 on SQLite.
     concurrency: int = 1
     # How often segments that trigger sequences are compared with their last members.
     sweep_every: timedelta = timedelta(seconds=60)
@@ -272,22 +281,40 @@ class Worker:
         return str(self.business.get("timezone") or "UTC")
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Tick until `stop` is set; a round that finds work looks again at once."""
+        """Claim and run batches until `stop` is set, up to `concurrency` batches in
+        flight, so one batch's database work overlaps another's waiting on Twilio and
+        Rasa; a claim that finds nothing sleeps until the next step falls due. Batches
+        in flight are finished before it returns."""
+        running: set[asyncio.Task[None]] = set()
         swept: datetime | None = None
         while not stop.is_set():
             now = self.clock.now()
             if swept is None or now - swept >= self.sweep_every:
                 swept = now
                 await self.sweep_segments()
-            try:
-                done = await self.tick()
-            except Exception:  # one bad round must not stop the scheduler
-                log.exception("scheduler.tick_failed", owner=self.owner)
-                done = 0
-            if done:
+            if len(running) >= self.concurrency:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            ids: list[int] = []
+            if not self.paused:
+                try:
+                    ids = await self.claim()
+                except Exception:  # the database is briefly away: try again later
+                    log.exception("scheduler.claim_failed", owner=self.owner)
+            if ids:
+                task = asyncio.create_task(self._run_claimed(ids))
+                running.add(task)
+                task.add_done_callback(running.discard)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), await self._until_next_due())
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def _run_claimed(self, work_ids: list[int]) -> None:
+        try:
+            await self.run_batch(work_ids)
+        except Exception:  # one bad batch must not stop the scheduler; its leases expire
+            log.exception("scheduler.batch_failed", owner=self.owner, rows=len(work_ids))
 
     async def sweep_segments(self) -> int:
         """Enrol people who entered a segment some sequence triggers on since the last
@@ -330,20 +357,12 @@ class Worker:
         return min(self.poll_seconds, max(MIN_SLEEP, wait))
 
     async def tick(self) -> int:
-        """Claim due work and run it, `concurrency` steps at a time; how many rows ran."""
+        """Claim a batch of due work and run it; how many rows ran."""
         if self.paused:
             return 0
         ids = await self.claim()
-        gate = asyncio.Semaphore(self.concurrency)
-
-        async def run(work_id: int) -> None:
-            async with gate:
-                try:
-                    await self.run_step(work_id)
-                except Exception:  # one step failing must not stop the others
-                    log.exception("scheduler.step_failed", work_id=work_id, owner=self.owner)
-
-        await asyncio.gather(*(run(work_id) for work_id in ids))
+        if ids:
+            await self.run_batch(ids)
         return len(ids)
 
     async def claim(self) -> list[int]:
@@ -357,22 +376,49 @@ class Worker:
 
     async def run_step(self, work_id: int) -> None:
         """Run one claimed row (nothing if it is done or leased to someone else)."""
+        await self.run_batch([work_id])
+
+    async def run_batch(self, work_ids: Sequence[int]) -> None:
+        """Run claimed rows together: decide every step in one transaction, send the
+        texts side by side through the door, and record every outcome in one more."""
         async with self.sessions.begin() as session:
-            plan = await self._decide(session, work_id)
-        if isinstance(plan, _PausePlan):
-            await self._pause(plan.conversation)
-        elif plan is not None:
-            await self._send(plan)
+            plans = await self._decide_all(session, work_ids)
+        await asyncio.gather(
+            *(self._pause(p.conversation) for p in plans if isinstance(p, _PausePlan))
+        )
+        sends = [p for p in plans if isinstance(p, _SendPlan)]
+        if sends:
+            await self._record_outcomes(await self._send_all(sends))
 
     # -- deciding, in one transaction
 
-    async def _decide(self, session: AsyncSession, work_id: int) -> _SendPlan | _PausePlan | None:
+    async def _decide_all(
+        self, session: AsyncSession, work_ids: Sequence[int]
+    ) -> list[_SendPlan | _PausePlan]:
         now = self.clock.now()
-        work = await session.get(SequenceWork, work_id, with_for_update=True)
-        if work is None or work.done_at is not None or work.lease_owner != self.owner:
-            return None
-        enrolment = await session.get(Enrolment, work.enrolment_id, with_for_update=True)
-        assert enrolment is not None
+        mine = [
+            (work, enrolment)
+            for work, enrolment in await _locked(session, work_ids)
+            if work.done_at is None and work.lease_owner == self.owner
+        ]
+        if not mine:
+            return []
+        facts = await load_facts(session, self.directory, [e for _, e in mine], self.sequences, now)
+        plans: list[_SendPlan | _PausePlan] = []
+        for work, enrolment in mine:
+            plan = await self._decide(session, work, enrolment, facts, now)
+            if plan is not None:
+                plans.append(plan)
+        return plans
+
+    async def _decide(
+        self,
+        session: AsyncSession,
+        work: SequenceWork,
+        enrolment: Enrolment,
+        facts: Facts,
+        now: datetime,
+    ) -> _SendPlan | _PausePlan | None:
         if enrolment.status != ACTIVE:
             self._finish(work, "enrolment_ended", enrolment.exit_reason)
             return None
@@ -383,22 +429,17 @@ class Worker:
         if sequence.paused:
             self._exit(work, enrolment, "paused")
             return None
-        profile = await self.directory.resolve(session, enrolment.profile_id)
+        profile = facts.profiles.get(enrolment.profile_id)
         if profile is None:
             self._exit(work, enrolment, "profile_gone")
             return None
-        if (
-            await consent.state(session, profile.id, Channel.SMS, Purpose.MARKETING)
-            is consent.State.WITHDRAWN
-        ):
+        if facts.consent_state(profile.id, Channel.SMS, Purpose.MARKETING) is State.WITHDRAWN:
             self._exit(work, enrolment, "opted_out")
             return None
-        if sequence.exit_when.replied and await self._replied(
-            session, profile.id, enrolment.enrolled_at
-        ):
+        if sequence.exit_when.replied and facts.replied_since(profile.id, enrolment.enrolled_at):
             self._exit(work, enrolment, "replied")
             return None
-        if await self._goal_reached(session, sequence, enrolment, profile.id):
+        if self._goal_reached(sequence, enrolment, facts.goals.get(profile.id, [])):
             self._exit(work, enrolment, "goal_reached")
             return None
         index = next((i for i, s in enumerate(sequence.steps) if s.id == work.step), None)
@@ -406,29 +447,30 @@ class Worker:
             self._exit(work, enrolment, "step_removed")
             return None
         step = sequence.steps[index]
-        phone = await self._phone(session, profile)
+        phone = address_of(profile, IdentityKind.SMS) or profile.phone
         zone = zone_for(profile.timezone, phone, self.business_timezone)
         following = sequence.successors(index)[0]
 
         if isinstance(step, WaitStep):
             self._finish(work, "waited")
-            await self._advance(session, enrolment, following, wait_until(now, step.plan, zone))
+            due = wait_until(now, step.plan, zone)
+            self._advance(session, enrolment, following, due, facts.attempts)
             return None
         if isinstance(step, UpdateStep):
             await self.directory.update(session, profile, {}, step.update.set_)
             if points := step.update.add_points:
                 await self._add_points(session, profile.id, sequence.name, step.id, points)
             self._finish(work, "updated")
-            await self._advance(session, enrolment, following, now)
+            self._advance(session, enrolment, following, now, facts.attempts)
             return None
         if isinstance(step, BranchStep):
             target = sequence.successors(index)[-1]  # otherwise, or the next step
             for case in step.branch:
-                if await self._holds(session, case.when, profile, enrolment, now):
+                if await self._holds(session, case.when, profile, enrolment, now, facts):
                     target = case.goto
                     break
             self._finish(work, "branched", f"to {target}")
-            await self._advance(session, enrolment, target, now)
+            self._advance(session, enrolment, target, now, facts.attempts)
             return None
         if isinstance(step, HandoffStep):
             return await self._hand_off(session, work, enrolment, profile, phone, step)
@@ -446,12 +488,12 @@ class Worker:
                 work.due_at, work.lease_owner, work.lease_until = later, None, None
                 work.outcome, work.outcome_detail = "rescheduled", "quiet hours"
                 return None
-        route = await self._route(session, message.channel, message.purpose, profile, phone)
+        route = self._route(message.channel, message.purpose, profile, phone, facts)
         if route is None:
             self._finish(work, "skipped_consent")
-            await self._advance(session, enrolment, following, now)
+            self._advance(session, enrolment, following, now, facts.attempts)
             return None
-        channel, address = route
+        channel, to = route
         if step.id in enrolment.variants:
             chosen = enrolment.variants[step.id]
         else:
@@ -460,19 +502,19 @@ class Worker:
             enrolment.variants = {**enrolment.variants, step.id: chosen}
         if chosen is None:
             self._finish(work, "held_out")
-            await self._advance(session, enrolment, following, now)
+            self._advance(session, enrolment, following, now, facts.attempts)
             return None
         if marketing:
-            capped_until = await self._capped_until(
-                session, sequence, profile.id, now, work.send_key
+            capped_until = self._capped_until(
+                sequence, facts.marketing.get(profile.id, []), now, work.send_key
             )
             if capped_until is not None:
                 work.due_at, work.lease_owner, work.lease_until = capped_until, None, None
                 work.outcome, work.outcome_detail = "rescheduled", "frequency cap"
                 return None
-        if address is None:
+        if to is None:
             self._finish(work, "failed", f"no {channel.value} address to send to")
-            await self._advance(session, enrolment, following, now)
+            self._advance(session, enrolment, following, now, facts.attempts)
             return None
         template = next(v.template for v in message.choices if v.name == chosen)
         context = template_context(
@@ -490,52 +532,51 @@ class Worker:
             body = render(template, context)
         except Exception as error:  # a marketer's template failing on this person
             self._finish(work, "failed", f"the template failed: {error}")
-            await self._advance(session, enrolment, following, now)
+            self._advance(session, enrolment, following, now, facts.attempts)
             return None
         purpose = MessagePurpose.MARKETING if marketing else MessagePurpose.TRANSACTIONAL
         first_try = work.send_key is None
         key = work.send_key = work.send_key or f"seq:{enrolment.id}:{step.id}:{work.attempt}"
+        if marketing:
+            facts.note_marketing(profile.id, now, key)
         return _SendPlan(
             work.id, enrolment.id, step.id, work.attempt,
             OutboundText(
-                to=address, body=body, purpose=purpose, send_key=key,
+                to=to, body=body, purpose=purpose, send_key=key,
                 follow_up=FollowUp(enrolment.id, step.id, chosen),
             ),
             message.asks, channel, record=first_try,
         )  # fmt: skip
 
-    async def _route(
+    def _route(
         self,
-        session: AsyncSession,
         wanted: SendChannel,
         purpose: Purpose,
         profile: Profile,
         phone: str | None,
+        facts: Facts,
     ) -> tuple[Channel, str | None] | None:
         """The channel and address a text goes by, if consent allows it now: the step's
         channel, or for `best` the reachable channel the person most recently agreed to
         (for transactional texts with no agreement on record: SMS, then web)."""
-        web = (
-            await self._address(session, profile.id, IdentityKind.WEB)
-            if wanted in (SendChannel.WEB, SendChannel.BEST)
-            else None
-        )
+        web = address_of(profile, IdentityKind.WEB)
         addresses = {Channel.SMS: phone, Channel.WEB: web, Channel.VOICE: phone}
         if wanted is not SendChannel.BEST:
             channel = Channel(wanted.value)
-            if not await consent.may_send(session, profile.id, channel, purpose):
+            if not facts.may_send(profile.id, channel, purpose):
                 return None
             return channel, addresses[channel]
-        rows = await session.execute(
-            select(ConsentState.channel, ConsentState.state)
-            .where(ConsentState.profile_id == profile.id, ConsentState.purpose == purpose.value)
-            .order_by(ConsentState.since.desc())
+        known = facts.consents.get(profile.id, {})
+        newest_first = sorted(
+            ((c, state, since) for (c, p), (state, since) in known.items() if p is purpose),
+            key=lambda item: item[2],
+            reverse=True,
         )
-        states = {Channel(c): consent.State(s) for c, s in rows if c in addresses}
-        agreed = [c for c, s in states.items() if s is consent.State.GRANTED]
+        states = {c: state for c, state, _ in newest_first if c in addresses}
+        agreed = [c for c, state in states.items() if state is State.GRANTED]
         fallback = [] if purpose is Purpose.MARKETING else [Channel.SMS, Channel.WEB]
         for channel in [*agreed, *fallback]:
-            allowed = consent.allows(states.get(channel, consent.State.NONE), purpose)
+            allowed = consent.allows(states.get(channel, State.NONE), purpose)
             if allowed and addresses[channel] is not None:
                 return channel, addresses[channel]
         return None
@@ -568,7 +609,7 @@ class Worker:
     ) -> _PausePlan | None:
         """Open a hand-off on the person's conversation (their texts, else their web
         chat) with the step's words for the agent; the sequence ends for them."""
-        web = await self._address(session, profile.id, IdentityKind.WEB)
+        web = address_of(profile, IdentityKind.WEB)
         conversation, channel = (phone, "sms") if phone else (web, "web")
         if conversation is None:
             self._finish(work, "failed", "no conversation to hand off")
@@ -582,42 +623,31 @@ class Worker:
         work.outcome = "handed_off"
         return _PausePlan(conversation)
 
-    async def _goal_reached(
-        self,
-        session: AsyncSession,
-        sequence: SequenceDefinition,
-        enrolment: Enrolment,
-        profile_id: uuid.UUID,
+    def _goal_reached(
+        self, sequence: SequenceDefinition, enrolment: Enrolment, events: list[Goal]
     ) -> bool:
         goals = sequence.exit_when.goal
-        if not goals:
-            return False
-        rows = await session.execute(
-            select(Event.type, Event.properties).where(
-                Event.profile_id == profile_id,
-                Event.type.in_([g.event for g in goals]),
-                Event.received_at >= enrolment.enrolled_at,
-            )
-        )
         return any(
-            goal.event == type_ and matches(goal.where, properties or {})
-            for type_, properties in rows
+            goal.event == event.type
+            and event.received_at >= enrolment.enrolled_at
+            and matches(goal.where, event.properties)
+            for event in events
             for goal in goals
         )
 
-    async def _capped_until(
+    def _capped_until(
         self,
-        session: AsyncSession,
         sequence: SequenceDefinition,
-        profile_id: uuid.UUID,
+        sent: list[tuple[datetime, str | None]],
         now: datetime,
         own_key: str | None = None,
     ) -> datetime | None:
         """When another marketing message may go to this person under the frequency caps
         (the sequence's, else the business's, else 1 per 24 h and 3 per 7 days), counting
-        every marketing message sent them on any channel; None if one may go now. A step
-        run again after a crash does not count its own earlier send (`own_key`): that is
-        the same message, which the door reconciles."""
+        every marketing message sent them on any channel (`sent`: when, and its send
+        key); None if one may go now. A step run again after a crash does not count its
+        own earlier send (`own_key`): that is the same message, which the door
+        reconciles."""
         business = self.defaults.caps
         limits = (
             (timedelta(days=1), sequence.caps.per_24h or business.per_24h or DEFAULT_PER_24H),
@@ -625,42 +655,19 @@ class Worker:
         )
         free_at: datetime | None = None
         for window, limit in limits:
-            recent = list(
-                await session.scalars(
-                    select(Message.created_at)
-                    .where(
-                        Message.profile_id == profile_id,
-                        Message.direction == "outbound",
-                        Message.purpose == MessagePurpose.MARKETING.value,
-                        Message.part == 1,
-                        Message.status != "failed",
-                        Message.created_at > now - window,
-                        or_(Message.send_key.is_(None), Message.send_key != (own_key or "")),
-                    )
-                    .order_by(Message.created_at.desc())
-                    .limit(limit)
-                )
-            )
+            recent = sorted(
+                (
+                    at
+                    for at, key in sent
+                    if at > now - window and (own_key is None or key != own_key)
+                ),
+                reverse=True,
+            )[:limit]
             if len(recent) >= limit:
                 # Free again when the oldest of the last `limit` texts leaves the window.
                 at = recent[-1] + window + timedelta(minutes=1)
                 free_at = at if free_at is None else max(free_at, at)
         return free_at
-
-    async def _replied(self, session: AsyncSession, profile_id: uuid.UUID, since: datetime) -> bool:
-        """Did the person text us since `since`? (Keyword texts, STOP and the like, are
-        not replies.)"""
-        found = await session.scalar(
-            select(Message.id)
-            .where(
-                Message.profile_id == profile_id,
-                Message.direction == "inbound",
-                Message.keyword.is_(None),
-                Message.created_at >= since,
-            )
-            .limit(1)
-        )
-        return found is not None
 
     async def _holds(
         self,
@@ -669,12 +676,13 @@ class Worker:
         profile: Profile,
         enrolment: Enrolment,
         now: datetime,
+        facts: Facts,
     ) -> bool:
         """Whether a branch condition holds for the person now."""
         match when:
             case RepliedCondition(replied=replied, within=within):
                 since = now - within if within else enrolment.enrolled_at
-                return await self._replied(session, profile.id, since) is replied
+                return facts.replied_since(profile.id, since) is replied
             case EventCondition(event=type_, where=where, within=within):
                 since = now - within if within else enrolment.enrolled_at
                 rows = await session.scalars(
@@ -704,26 +712,6 @@ class Worker:
                     profile.id,
                 )
 
-    async def _phone(self, session: AsyncSession, profile: Profile) -> str | None:
-        """The number texts go to: the profile's SMS identity (the door finds people by
-        it), else its phone field."""
-        return await self._address(session, profile.id, IdentityKind.SMS) or profile.phone
-
-    async def _address(
-        self, session: AsyncSession, profile_id: uuid.UUID, kind: IdentityKind
-    ) -> str | None:
-        """The person's address of this kind: their first SMS number, or their latest web
-        chat session (the conversation a web follow-up goes into)."""
-        newest_first = kind is IdentityKind.WEB
-        order = Identity.created_at.desc() if newest_first else Identity.created_at
-        found: str | None = await session.scalar(
-            select(Identity.address)
-            .where(Identity.profile_id == profile_id, Identity.kind == kind.value)
-            .order_by(order)
-            .limit(1)
-        )
-        return found
-
     def _finish(self, work: SequenceWork, outcome: str, detail: str | None = None) -> None:
         work.done_at = self.clock.now()
         work.outcome, work.outcome_detail = outcome, detail
@@ -744,8 +732,13 @@ class Worker:
             profile_id=str(enrolment.profile_id), reason=reason,
         )  # fmt: skip
 
-    async def _advance(
-        self, session: AsyncSession, enrolment: Enrolment, target: str, due: datetime
+    def _advance(
+        self,
+        session: AsyncSession,
+        enrolment: Enrolment,
+        target: str,
+        due: datetime,
+        attempts: Attempts,
     ) -> None:
         enrolment.updated_at = self.clock.now()
         if target == EXIT:
@@ -758,38 +751,69 @@ class Worker:
                 enrolment_id=enrolment.id,
                 step=target,
                 due_at=due,
-                attempt=await next_attempt(session, enrolment.id, target),
+                attempt=attempts.next(enrolment.id, target),
             )
         )
 
     # -- sending, outside any transaction, then recording
 
-    async def _deliver(self, plan: _SendPlan) -> Sent | Placed:
-        """Text through the one door for texts, or call through the door for calls (which
-        speaks the text and lets the person answer, in the same conversation)."""
+    async def _send_all(self, plans: list[_SendPlan]) -> list[_Outcome]:
+        """Send a batch's follow-ups: texts together through the door, web and voice
+        follow-ups each on their own."""
+        texts = [p for p in plans if p.channel is Channel.SMS]
+        others = [p for p in plans if p.channel is not Channel.SMS]
+        outcomes = list(await asyncio.gather(*(self._send_one(p) for p in others)))
+        if texts:
+            outcomes += await self._text_all(texts)
+        return outcomes
+
+    async def _text_all(self, plans: list[_SendPlan]) -> list[_Outcome]:
+        """Record each text in its conversation, then send the recorded ones at once."""
+        if self.door is None:
+            return [_Outcome(p, "retry", "sms is not configured", retry=True) for p in plans]
+        recorded = await asyncio.gather(*(self._record(p) for p in plans))
+        ready = [p for p, ok in zip(plans, recorded, strict=True) if ok]
+        outcomes = [_not_recorded(p) for p, ok in zip(plans, recorded, strict=True) if not ok]
+        results = await self.door.send_many([p.text for p in ready])
+        return outcomes + [_result(p, r) for p, r in zip(ready, results, strict=True)]
+
+    async def _send_one(self, plan: _SendPlan) -> _Outcome:
+        """A web follow-up, or a call (which speaks the text and lets the person answer,
+        in the same conversation)."""
+        if plan.channel is Channel.WEB:
+            return await self._push_to_web(plan)
+        if self.calls is None:
+            return _Outcome(plan, "retry", f"{plan.channel.value} is not configured", retry=True)
+        if not await self._record(plan):
+            return _not_recorded(plan)
         text = plan.text
-        if plan.channel is Channel.VOICE:
-            assert self.calls is not None
-            return await self.calls.call(
+        try:
+            placed = await self.calls.call(
                 OutboundCall(
                     to=text.to, say=text.body, purpose=text.purpose, send_key=text.send_key,
                     follow_up=text.follow_up,
                 )
             )  # fmt: skip
-        assert self.door is not None
-        return await self.door.send(text)
+        except SendRefused as refused:
+            return _result(plan, refused)
+        return _result(plan, placed)
 
-    async def _push_to_web(self, plan: _SendPlan) -> tuple[str, str | None, bool]:
+    async def _push_to_web(self, plan: _SendPlan) -> _Outcome:
         """A web follow-up: put it in the person's web chat conversation, pushed to an
         open page (Rasa sends it to the web chat channel) or read at the next visit from
         the history. Kept as a message like a text; its key makes it go once."""
         if self.conversations is None:
-            return "retry", "Rasa's token is not set, so web follow-ups cannot be sent", True
+            return _Outcome(
+                plan,
+                "retry",
+                "Rasa's token is not set, so web follow-ups cannot be sent",
+                retry=True,
+            )
         text, follow_up = plan.text, plan.text.follow_up
         now = self.clock.now()
         async with self.sessions.begin() as session:
             if await session.scalar(select(Message.id).where(Message.send_key == text.send_key)):
-                return "sent", "already in the conversation", False
+                return _Outcome(plan, "sent", "already in the conversation")
             enrolment = await session.get(Enrolment, plan.enrolment_id)
             row = Message(
                 profile_id=enrolment.profile_id if enrolment else None,
@@ -815,7 +839,7 @@ class Worker:
             stored = await session.get(Message, row.id)
             assert stored is not None
             stored.status, stored.error_message, stored.updated_at = status, detail, now
-        return ("retry" if retry else "sent"), detail or f"message {row.id}", retry
+        return _Outcome(plan, "retry" if retry else "sent", detail or f"message {row.id}", retry)
 
     async def _pause(self, conversation: str) -> None:
         """Pause the bot where a person takes over; the open hand-off is what counts."""
@@ -841,56 +865,88 @@ class Worker:
             return False
         return True
 
-    async def _send(self, plan: _SendPlan) -> None:
-        outcome, detail, retry, same_key = "sent", None, False, False
-        if plan.channel is Channel.WEB:
-            outcome, detail, retry = await self._push_to_web(plan)
-        elif (self.calls if plan.channel is Channel.VOICE else self.door) is None:
-            outcome, detail, retry = "retry", f"{plan.channel.value} is not configured", True
-        elif not await self._record(plan):
-            outcome, detail, retry = "retry", "Rasa could not record it in the conversation", True
-        else:
-            try:
-                sent = await self._deliver(plan)
-                first = sent.messages[0]
-                detail = f"message {first.id}" + (" (repeated)" if sent.repeated else "")
-                if first.status == "failed":
-                    outcome, detail = "failed", f"message {first.id}: {first.error_message}"
-            except SendRefused as refused:
-                if refused.kind in CONSENT_KINDS:
-                    outcome, detail = "skipped_consent", str(refused)
-                elif refused.kind in IN_DOUBT_KINDS | NOT_SENT_KINDS:
-                    outcome, detail, retry = "retry", f"{refused.kind}: {refused}", True
-                    same_key = refused.kind in IN_DOUBT_KINDS
-                else:
-                    outcome, detail = "failed", f"{refused.kind}: {refused}"
+    async def _record_outcomes(self, outcomes: list[_Outcome]) -> None:
+        """Each send's outcome on its step, then the next step (or a retry), in one
+        transaction."""
         now = self.clock.now()
         async with self.sessions.begin() as session:
-            work = await session.get(SequenceWork, plan.work_id, with_for_update=True)
-            enrolment = await session.get(Enrolment, plan.enrolment_id, with_for_update=True)
-            assert work is not None and enrolment is not None
-            if work.done_at is not None:
-                return  # another worker finished it (its lease had expired)
-            sequence = self.sequences[enrolment.sequence]
-            index = next(i for i, s in enumerate(sequence.steps) if s.id == plan.step)
-            if retry and plan.attempt < self.max_attempts:
-                self._finish(work, "retry", detail)
-                backoff = self.retry_after * 2 ** (plan.attempt - 1)
-                session.add(
-                    SequenceWork(
-                        enrolment_id=enrolment.id, step=plan.step,
-                        due_at=now + backoff, attempt=plan.attempt + 1,
-                        send_key=plan.text.send_key if same_key else None,
-                    )
-                )  # fmt: skip
-                return
-            if retry:
-                outcome = "failed"
-            self._finish(work, outcome, detail)
-            if enrolment.status == ACTIVE:
-                await self._advance(session, enrolment, sequence.successors(index)[0], now)
+            rows = {
+                work.id: (work, enrolment)
+                for work, enrolment in await _locked(session, [o.plan.work_id for o in outcomes])
+            }
+            attempts = await load_attempts(session, {e.id for _, e in rows.values()})
+            for outcome in outcomes:
+                work, enrolment = rows[outcome.plan.work_id]
+                if work.done_at is None:  # else another worker finished it (lease expired)
+                    self._apply(session, outcome, work, enrolment, attempts, now)
+
+    def _apply(
+        self,
+        session: AsyncSession,
+        result: _Outcome,
+        work: SequenceWork,
+        enrolment: Enrolment,
+        attempts: Attempts,
+        now: datetime,
+    ) -> None:
+        plan, outcome = result.plan, result.outcome
+        sequence = self.sequences[enrolment.sequence]
+        index = next(i for i, s in enumerate(sequence.steps) if s.id == plan.step)
+        if result.retry and plan.attempt < self.max_attempts:
+            self._finish(work, "retry", result.detail)
+            backoff = self.retry_after * 2 ** (plan.attempt - 1)
+            session.add(
+                SequenceWork(
+                    enrolment_id=enrolment.id, step=plan.step,
+                    due_at=now + backoff, attempt=attempts.next(enrolment.id, plan.step),
+                    send_key=plan.text.send_key if result.same_key else None,
+                )
+            )  # fmt: skip
+            return
+        if result.retry:
+            outcome = "failed"
+        self._finish(work, outcome, result.detail)
+        if enrolment.status == ACTIVE:
+            self._advance(session, enrolment, sequence.successors(index)[0], now, attempts)
         log.info(
             "sequence.step", sequence=enrolment.sequence, step=plan.step,
             profile_id=str(enrolment.profile_id), outcome=outcome,
             to=redact(IdentityKind.SMS, plan.text.to),
         )  # fmt: skip
+
+
+async def _locked(
+    session: AsyncSession, work_ids: Sequence[int]
+) -> list[tuple[SequenceWork, Enrolment]]:
+    """These work rows with their enrolments, locked for this transaction (PostgreSQL)."""
+    rows = await session.execute(
+        select(SequenceWork, Enrolment)
+        .join(Enrolment, Enrolment.id == SequenceWork.enrolment_id)
+        .where(SequenceWork.id.in_(work_ids))
+        .order_by(SequenceWork.id)
+        .with_for_update()
+    )
+    return [(work, enrolment) for work, enrolment in rows.all()]
+
+
+def _not_recorded(plan: _SendPlan) -> _Outcome:
+    return _Outcome(plan, "retry", "Rasa could not record it in the conversation", retry=True)
+
+
+def _result(plan: _SendPlan, result: Sent | Placed | SendRefused) -> _Outcome:
+    """A door's answer as a step outcome."""
+    if isinstance(result, SendRefused):
+        if result.kind in CONSENT_KINDS:
+            return _Outcome(plan, "skipped_consent", str(result))
+        if result.kind in IN_DOUBT_KINDS | NOT_SENT_KINDS:
+            detail = f"{result.kind}: {result}"
+            return _Outcome(
+                plan, "retry", detail, retry=True, same_key=result.kind in IN_DOUBT_KINDS
+            )
+        return _Outcome(plan, "failed", f"{result.kind}: {result}")
+    first = result.messages[0]
+    if first.status == "failed":
+        return _Outcome(plan, "failed", f"message {first.id}: {first.error_message}")
+    return _Outcome(
+        plan, "sent", f"message {first.id}" + (" (repeated)" if result.repeated else "")
+    )

@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     scheduler_enabled: bool = True
     scheduler_poll_seconds: float = Field(1.0, gt=0)
     scheduler_batch: int = Field(100, ge=1, le=10000)
-    # Steps one worker runs at once on PostgreSQL (SQLite runs one at a time). Keep it
+    # Batches one worker keeps in flight at once on PostgreSQL (SQLite: one). Keep it
     # under the database pool (15 connections per process).
     scheduler_concurrency: int = Field(8, ge=1, le=64)
     # Seconds between looks at who entered a segment that triggers a sequence.

@@ -236,6 +236,7 @@ class TwilioEmulator:
         self.busy: set[str] = set()
         self.validator = RequestValidator(auth_token)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -496,6 +497,18 @@ class TwilioEmulator:
     async def _finish_callbacks(self, _: web.Application) -> None:
         for task in list(self._tasks):
             task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        """One connection pool for every webhook and callback (opened on first use, in
+        the app's loop): Twilio keeps its connections too, and a new pool per callback
+        would cost the emulator more than the sending it stands in for."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self._session
 
     # ------------------------------------------------------------- playing a person
 
@@ -506,10 +519,7 @@ class TwilioEmulator:
         headers = {"X-Twilio-Signature": signature}
         target = URL(url, encoded=True)
         try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
-                session.post(target, data=dict(params), headers=headers) as response,
-            ):
+            async with self._client().post(target, data=dict(params), headers=headers) as response:
                 return response.status, await response.text()
         except (aiohttp.ClientError, TimeoutError) as error:
             log.warning("emulator.webhook_failed", url=url, error=str(error))

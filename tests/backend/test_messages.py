@@ -16,8 +16,8 @@ from backend.api_tokens import Role
 from backend.app import create_app
 from backend.clock import FixedClock
 from backend.database import create_engine, create_session_factory
-from backend.keys import SMS_DOOR
-from backend.outbound import SendingPace, SendRefused
+from backend.keys import SESSIONS, SMS_DOOR
+from backend.outbound import MessagePurpose, OutboundText, SendingPace, SendRefused, Sent
 from backend.settings import Settings
 from backend.twilio_emulator import OPTED_OUT_NUMBER
 from channels.sms_text import segments
@@ -484,16 +484,15 @@ async def test_a_text_recorded_before_a_crash_waits_until_it_cannot_be_in_flight
     texting: TextingBackend, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     door = texting.app[SMS_DOOR]
-
-    async def crashed(*args: Any, **kwargs: Any) -> None:
-        """The process died after recording the text and before calling Twilio."""
-
     text = {"to": PERSON, "body": "See you at 3pm.", "purpose": "transactional",
             "send_key": "reminder:42"}  # fmt: skip
-    with monkeypatch.context() as patched:
-        patched.setattr(door, "_send_part", crashed)
-        await texting.api.post("/api/v1/messages", text, expect=201)
-    assert texting.sent_to(PERSON) == []
+    # The process died after recording the text and before calling Twilio.
+    recorded = door._parts(
+        OutboundText(PERSON, text["body"], MessagePurpose.TRANSACTIONAL, send_key="reminder:42"),
+        None,
+    )
+    async with texting.app[SESSIONS].begin() as session:
+        session.add_all(recorded)
 
     # Another replica asks while the first could still be sending: it is told to wait.
     busy = await texting.api.post("/api/v1/messages", text, expect=409)
@@ -527,3 +526,35 @@ async def test_a_late_retry_does_not_send_to_someone_who_withdrew_meanwhile(
     refused = await texting.api.post("/api/v1/messages", text, expect=409)
     assert refused["type"] == "urn:parley:problem:consent-refused"
     assert "Spring sale: 20% off." not in texting.sent_to(PERSON)
+
+
+async def test_texts_sent_together_are_each_answered_in_their_place(
+    texting: TextingBackend,
+) -> None:
+    """The scheduler hands the door a batch: each text is checked, sent and answered on
+    its own, and Twilio's sids are stored for the ones it took."""
+    door = texting.app[SMS_DOOR]
+    person = await texting.api.identify("sms", PERSON)
+    await texting.subscribe(person["id"])
+    stranger = "+14155550177"
+    sale = "Spring sale: 10% off this week. Reply STOP to opt out."
+    earlier = await door.send(
+        OutboundText(PERSON, "Your order shipped.", MessagePurpose.TRANSACTIONAL, send_key="o:1")
+    )
+    texted, refused, repeated = await door.send_many(
+        [
+            OutboundText(PERSON, sale, MessagePurpose.MARKETING, send_key="sale:1"),
+            OutboundText(stranger, sale, MessagePurpose.MARKETING, send_key="sale:2"),
+            OutboundText(
+                PERSON, "Your order shipped.", MessagePurpose.TRANSACTIONAL, send_key="o:1"
+            ),
+        ]
+    )
+    assert isinstance(texted, Sent) and not texted.repeated
+    assert isinstance(refused, SendRefused) and refused.kind == "consent-refused"
+    assert isinstance(repeated, Sent) and repeated.repeated
+    assert repeated.messages[0].id == earlier.messages[0].id
+    assert texting.sent_to(PERSON)[-2:] == ["Your order shipped.", sale]
+    assert texting.sent_to(stranger) == []
+    stored = await texting.api.get(f"/api/v1/messages/{texted.messages[0].id}")
+    assert stored["provider_sid"].startswith("SM") and stored["status"] != "failed"

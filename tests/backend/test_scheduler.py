@@ -462,8 +462,8 @@ async def test_a_send_that_happened_before_a_crash_is_not_repeated(drip: Drip) -
     [work_id] = await crashed.claim()
     # It sent the text, then died before recording the step's outcome.
     async with drip.app[SESSIONS].begin() as session:
-        plan = await crashed._decide(session, work_id)
-    assert plan is not None and not isinstance(plan, _PausePlan)
+        [plan] = await crashed._decide_all(session, [work_id])
+    assert not isinstance(plan, _PausePlan)
     assert crashed.door is not None
     await crashed.door.send(plan.text)
     drip.clock.advance(timedelta(minutes=2))
@@ -607,6 +607,35 @@ async def test_the_frequency_cap_holds_a_second_marketing_text_for_a_day(drip: D
     assert drip.sent_to(BERLIN_PERSON)[1:] == [
         f"Your coupon is SPRING10. {STOP}", f"A tip for you. {STOP}",
     ]  # fmt: skip
+
+
+async def test_two_marketing_texts_due_in_one_batch_obey_the_cap_together(drip: Drip) -> None:
+    person = await drip.person(BERLIN_PERSON, timezone="Europe/Berlin")
+    await drip.event(person, "coupon_requested")
+    await drip.event(person, "tips_requested")
+    assert await drip.worker.tick() == 2  # both steps, decided together
+    assert drip.sent_to(BERLIN_PERSON)[1:] == [f"Your coupon is SPRING10. {STOP}"]
+    [capped] = [w for w in await drip.work(person) if w.step == "tip"]
+    assert capped.outcome_detail == "frequency cap"
+    assert capped.due_at == drip.clock.now() + timedelta(days=1, minutes=1)
+
+
+async def test_one_batch_texts_everyone_it_may_and_only_them(drip: Drip) -> None:
+    numbers = [f"+4915112345{n:03d}" for n in range(6)]
+    people = [
+        await drip.person(number, subscribed=n != 2, timezone="Europe/Berlin")
+        for n, number in enumerate(numbers)
+    ]
+    for person in people:
+        await drip.event(person, "coupon_requested")
+    assert await drip.worker.tick() == 6
+    for n, number in enumerate(numbers):
+        if n == 2:  # no SMS marketing consent: nothing, not even the request for it
+            assert drip.sent_to(number) == []
+        else:
+            assert drip.sent_to(number)[1:] == [f"Your coupon is SPRING10. {STOP}"]
+    outcomes = [w.outcome for p in people for w in await drip.work(p)]
+    assert outcomes == ["sent", "sent", "skipped_consent", "sent", "sent", "sent"]
 
 
 async def test_the_business_sets_the_caps_and_quiet_hours_every_sequence_starts_from(
