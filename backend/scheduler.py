@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend import consent, handoffs, scoring, segment_store
@@ -220,6 +220,8 @@ async def claim(
 class _SendPlan:
     work_id: int
     enrolment_id: uuid.UUID
+    sequence: str
+    profile_id: uuid.UUID
     step: str
     attempt: int
     text: OutboundText
@@ -540,7 +542,7 @@ class Worker:
         if marketing:
             facts.note_marketing(profile.id, now, key)
         return _SendPlan(
-            work.id, enrolment.id, step.id, work.attempt,
+            work.id, enrolment.id, sequence.name, enrolment.profile_id, step.id, work.attempt,
             OutboundText(
                 to=to, body=body, purpose=purpose, send_key=key,
                 follow_up=FollowUp(enrolment.id, step.id, chosen),
@@ -713,9 +715,15 @@ class Worker:
                 )
 
     def _finish(self, work: SequenceWork, outcome: str, detail: str | None = None) -> None:
-        work.done_at = self.clock.now()
-        work.outcome, work.outcome_detail = outcome, detail
-        work.lease_owner, work.lease_until = None, None
+        for name, value in self._finished(outcome, detail).items():
+            setattr(work, name, value)
+
+    def _finished(self, outcome: str, detail: str | None) -> dict[str, Any]:
+        """A work row's fields once its step has run (its lease let go)."""
+        return {
+            "done_at": self.clock.now(), "outcome": outcome, "outcome_detail": detail,
+            "lease_owner": None, "lease_until": None,
+        }  # fmt: skip
 
     def _exit(
         self,
@@ -740,20 +748,26 @@ class Worker:
         due: datetime,
         attempts: Attempts,
     ) -> None:
-        enrolment.updated_at = self.clock.now()
+        fields, following = self._next(enrolment.id, target, due, attempts)
+        for name, value in fields.items():
+            setattr(enrolment, name, value)
+        if following is not None:
+            session.add(SequenceWork(**following))
+
+    def _next(
+        self, enrolment_id: uuid.UUID, target: str, due: datetime, attempts: Attempts
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Moving an enrolment on to `target` (a step, or the exit): the enrolment's new
+        fields, and the work row of that step, due at `due` (none at the exit)."""
+        now = self.clock.now()
         if target == EXIT:
-            enrolment.status, enrolment.current_step = COMPLETED, None
-            enrolment.exit_reason = "completed"
-            return
-        enrolment.current_step = target
-        session.add(
-            SequenceWork(
-                enrolment_id=enrolment.id,
-                step=target,
-                due_at=due,
-                attempt=attempts.next(enrolment.id, target),
-            )
-        )
+            done = {"status": COMPLETED, "current_step": None, "exit_reason": "completed"}
+            return {**done, "updated_at": now}, None
+        following = {
+            "enrolment_id": enrolment_id, "step": target, "due_at": due,
+            "attempt": attempts.next(enrolment_id, target),
+        }  # fmt: skip
+        return {"current_step": target, "updated_at": now}, following
 
     # -- sending, outside any transaction, then recording
 
@@ -814,9 +828,8 @@ class Worker:
         async with self.sessions.begin() as session:
             if await session.scalar(select(Message.id).where(Message.send_key == text.send_key)):
                 return _Outcome(plan, "sent", "already in the conversation")
-            enrolment = await session.get(Enrolment, plan.enrolment_id)
             row = Message(
-                profile_id=enrolment.profile_id if enrolment else None,
+                profile_id=plan.profile_id,
                 direction="outbound", channel="web", purpose=text.purpose.value,
                 to_address=text.to, from_address="webchat", body=text.body, media={},
                 status="queued", batch_id=uuid.uuid4(), part=1, parts=1,
@@ -867,52 +880,75 @@ class Worker:
 
     async def _record_outcomes(self, outcomes: list[_Outcome]) -> None:
         """Each send's outcome on its step, then the next step (or a retry), in one
-        transaction."""
+        transaction of a few statements, whatever the batch's size."""
         now = self.clock.now()
         async with self.sessions.begin() as session:
-            rows = {
-                work.id: (work, enrolment)
-                for work, enrolment in await _locked(session, [o.plan.work_id for o in outcomes])
-            }
-            attempts = await load_attempts(session, {e.id for _, e in rows.values()})
+            rows = await session.execute(
+                select(SequenceWork.id, SequenceWork.done_at, Enrolment.id, Enrolment.status)
+                .join(Enrolment, Enrolment.id == SequenceWork.enrolment_id)
+                .where(SequenceWork.id.in_([o.plan.work_id for o in outcomes]))
+                .order_by(SequenceWork.id)
+                .with_for_update()
+            )
+            steps = {work_id: (done_at, status) for work_id, done_at, _, status in rows}
+            attempts = await load_attempts(session, {o.plan.enrolment_id for o in outcomes})
+            changes = _Changes()
             for outcome in outcomes:
-                work, enrolment = rows[outcome.plan.work_id]
-                if work.done_at is None:  # else another worker finished it (lease expired)
-                    self._apply(session, outcome, work, enrolment, attempts, now)
+                done_at, status = steps[outcome.plan.work_id]
+                if done_at is None:  # else another worker finished it (its lease expired)
+                    self._apply(changes, outcome, status, attempts, now)
+            await changes.write(session)
 
     def _apply(
-        self,
-        session: AsyncSession,
-        result: _Outcome,
-        work: SequenceWork,
-        enrolment: Enrolment,
-        attempts: Attempts,
-        now: datetime,
+        self, changes: _Changes, result: _Outcome, status: str, attempts: Attempts, now: datetime
     ) -> None:
         plan, outcome = result.plan, result.outcome
-        sequence = self.sequences[enrolment.sequence]
-        index = next(i for i, s in enumerate(sequence.steps) if s.id == plan.step)
         if result.retry and plan.attempt < self.max_attempts:
-            self._finish(work, "retry", result.detail)
+            changes.work.append({"id": plan.work_id, **self._finished("retry", result.detail)})
             backoff = self.retry_after * 2 ** (plan.attempt - 1)
-            session.add(
-                SequenceWork(
-                    enrolment_id=enrolment.id, step=plan.step,
-                    due_at=now + backoff, attempt=attempts.next(enrolment.id, plan.step),
-                    send_key=plan.text.send_key if result.same_key else None,
-                )
+            changes.new_work.append(
+                {
+                    "enrolment_id": plan.enrolment_id, "step": plan.step,
+                    "due_at": now + backoff, "attempt": attempts.next(plan.enrolment_id, plan.step),
+                    "send_key": plan.text.send_key if result.same_key else None,
+                }
             )  # fmt: skip
             return
         if result.retry:
             outcome = "failed"
-        self._finish(work, outcome, result.detail)
-        if enrolment.status == ACTIVE:
-            self._advance(session, enrolment, sequence.successors(index)[0], now, attempts)
+        changes.work.append({"id": plan.work_id, **self._finished(outcome, result.detail)})
+        if status == ACTIVE:
+            sequence = self.sequences[plan.sequence]
+            index = next(i for i, s in enumerate(sequence.steps) if s.id == plan.step)
+            target = sequence.successors(index)[0]
+            fields, following = self._next(plan.enrolment_id, target, now, attempts)
+            changes.enrolments.append({"id": plan.enrolment_id, **fields})
+            if following is not None:
+                changes.new_work.append(following)
         log.info(
-            "sequence.step", sequence=enrolment.sequence, step=plan.step,
-            profile_id=str(enrolment.profile_id), outcome=outcome,
+            "sequence.step", sequence=plan.sequence, step=plan.step,
+            profile_id=str(plan.profile_id), outcome=outcome,
             to=redact(IdentityKind.SMS, plan.text.to),
         )  # fmt: skip
+
+
+@dataclass
+class _Changes:
+    """Rows to write when a batch's outcomes are recorded: work rows finished (by id),
+    enrolments moved on (by id), and the next work rows."""
+
+    work: list[dict[str, Any]] = field(default_factory=list)
+    enrolments: list[dict[str, Any]] = field(default_factory=list)
+    new_work: list[dict[str, Any]] = field(default_factory=list)
+
+    async def write(self, session: AsyncSession) -> None:
+        # Bulk statements by primary key: one executemany per table, no objects loaded.
+        if self.work:
+            await session.execute(update(SequenceWork), self.work)
+        if self.enrolments:
+            await session.execute(update(Enrolment), self.enrolments)
+        if self.new_work:
+            await session.execute(insert(SequenceWork), self.new_work)
 
 
 async def _locked(

@@ -87,6 +87,10 @@ class SequencesMeasured:
     worker_cpu: list[float] = field(default_factory=list)  # share of one core, per worker
     worker_waiting: list[float] = field(default_factory=list)  # share of time waiting for a core
     emulator_cpu: float = 0.0
+    postgres_cpu: float = 0.0  # every PostgreSQL process, in shares of one core
+    bench_cpu: float = 0.0  # this process: the Rasa stub and the progress queries
+    machine_busy: float = 0.0  # share of all the machine's cores busy
+    worker_cpu_seconds: float = 0.0  # both workers together
     worker_peak_rss_mb: list[float] = field(default_factory=list)
 
 
@@ -170,6 +174,26 @@ async def schedule(dsn: str, enrolments: list[uuid.UUID], start: datetime, rate:
         await connection.close()
 
 
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds of every PostgreSQL process (the server's, and one per connection)."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found[int(entry.name)] = cpu_seconds(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue  # it ended meanwhile
+    return found
+
+
+def machine_busy() -> tuple[int, int]:
+    """The machine's busy and total CPU time so far, in clock ticks (/proc/stat)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and waiting for I/O
+    return sum(ticks) - idle, sum(ticks)
+
+
 def run_queue_seconds(pid: int) -> float:
     """Time a process has spent ready to run but waiting for a free core."""
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
@@ -247,6 +271,8 @@ async def bench_sequences(rate: float, seconds: float, workers: int = 2) -> Sequ
         await schedule(dsn, enrolments, start, rate)
         await asyncio.sleep((start - datetime.now(UTC)).total_seconds())
         cpu_before = [cpu_seconds(p.pid) for p in processes]
+        postgres_before, own_before = postgres_cpu(), cpu_seconds(os.getpid())
+        busy_before = machine_busy()
         waiting_before = [run_queue_seconds(p.pid) for p in processes[1:]]
         clock_before = time.monotonic()
         # Until every step is done, nothing has moved for 30 s, or CUTOFF_SECONDS have
@@ -290,6 +316,14 @@ async def bench_sequences(rate: float, seconds: float, workers: int = 2) -> Sequ
             (cpu_seconds(p.pid) - b) / elapsed for p, b in zip(processes, cpu_before, strict=True)
         ]
         result.emulator_cpu, result.worker_cpu = cpu[0], cpu[1:]
+        postgres_after = postgres_cpu()
+        result.postgres_cpu = (
+            sum(t - postgres_before.get(pid, 0.0) for pid, t in postgres_after.items()) / elapsed
+        )
+        result.bench_cpu = (cpu_seconds(os.getpid()) - own_before) / elapsed
+        busy, total = (now - then for now, then in zip(machine_busy(), busy_before, strict=True))
+        result.machine_busy = busy / total if total else 0.0
+        result.worker_cpu_seconds = sum(cpu[1:]) * elapsed
         result.worker_waiting = [
             (run_queue_seconds(p.pid) - b) / elapsed
             for p, b in zip(processes[1:], waiting_before, strict=True)
@@ -439,6 +473,22 @@ def sequences_table(results: list[SequencesMeasured], machine_line: str) -> str:
             [", ".join(f"{c:.0%}" for c in r.worker_waiting) for r in results],
         ),
         row("CPU of the emulator", [f"{r.emulator_cpu:.0%}" for r in results]),
+        row("CPU of PostgreSQL (all its processes)", [f"{r.postgres_cpu:.0%}" for r in results]),
+        row(
+            "CPU of the benchmark process (the Rasa stub)",
+            [f"{r.bench_cpu:.0%}" for r in results],
+        ),
+        row(
+            f"the machine's {os.cpu_count()} cores, share busy",
+            [f"{r.machine_busy:.0%}" for r in results],
+        ),
+        row(
+            "worker CPU per text sent",
+            [
+                f"{r.worker_cpu_seconds / r.texted * 1000:.2f} ms" if r.texted else "—"
+                for r in results
+            ],
+        ),
         row(
             "worker peak memory (RSS)",
             [", ".join(f"{m:.0f} MB" for m in r.worker_peak_rss_mb) for r in results],
