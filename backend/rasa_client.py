@@ -4,6 +4,7 @@ follow-up text, and read a conversation back (a web chat visitor's history)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -41,35 +42,19 @@ class RasaClient:
         """Append events; with `output_channel`, the bot's words among them are also sent
         through that channel (Rasa's execute_side_effects). The conversation's events
         as Rasa holds them afterwards."""
-        if not self._token:
-            raise RasaUnavailable("PARLEY_RASA_TOKEN is not set, so Rasa's API cannot be used")
-        url = f"{self._base_url}/conversations/{_in_path(conversation_id)}/tracker/events"
-        params = {"token": self._token}
+        params = {"token": self._require_token()}
         if output_channel:
             params |= {"output_channel": output_channel, "execute_side_effects": "true"}
-        try:
-            async with self._client().post(url, json=events, params=params) as response:
-                if response.status >= 300:
-                    raise RasaUnavailable(f"Rasa answered {response.status}")
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            raise RasaUnavailable(f"{type(error).__name__}: {error}") from error
-        held = body.get("events") if isinstance(body, dict) else None
+        path = f"/conversations/{_in_path(conversation_id)}/tracker/events"
+        body = await self._call("POST", path, events, params=params)
+        held = body.get("events")
         return [e for e in held if isinstance(e, dict)] if isinstance(held, list) else []
 
     async def conversation_events(self, conversation_id: str) -> list[dict[str, Any]]:
         """The events of a conversation's tracker (since its last restart)."""
-        if not self._token:
-            raise RasaUnavailable("PARLEY_RASA_TOKEN is not set, so Rasa's API cannot be used")
-        url = f"{self._base_url}/conversations/{_in_path(conversation_id)}/tracker"
-        try:
-            async with self._client().get(url, params={"token": self._token}) as response:
-                if response.status >= 300:
-                    raise RasaUnavailable(f"Rasa answered {response.status}")
-                body = await response.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            raise RasaUnavailable(f"{type(error).__name__}: {error}") from error
-        events = body.get("events") if isinstance(body, dict) else None
+        path = f"/conversations/{_in_path(conversation_id)}/tracker"
+        body = await self._call("GET", path, params={"token": self._require_token()})
+        events = body.get("events")
         return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
 
     async def resume(self, conversation_id: str) -> None:
@@ -78,6 +63,57 @@ class RasaClient:
         await self.append_events(
             conversation_id, [{"event": "resume"}, {"event": "action", "name": "action_listen"}]
         )
+
+    async def append_to_many(self, batch: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+        """Append events to many conversations in one request (channels.conversation_batch
+        in the bot); the conversations Rasa could not append to, with why. Raises
+        `RasaUnavailable` if the request as a whole failed."""
+        body = {"conversations": [{"conversation_id": c, "events": e} for c, e in batch.items()]}
+        headers = {"Authorization": f"Bearer {self._require_token()}"}
+        answer = await self._call("POST", "/webhooks/conversations/append", body, headers=headers)
+        appended = set(answer.get("appended") or [])
+        return {c: "Rasa did not say it appended them" for c in batch if c not in appended} | {
+            str(f.get("conversation_id")): str(f.get("error"))
+            for f in answer.get("failed") or []
+            if isinstance(f, dict)
+        }
+
+    def _require_token(self) -> str:
+        if not self._token:
+            raise RasaUnavailable("PARLEY_RASA_TOKEN is not set, so Rasa's API cannot be used")
+        return self._token
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Rasa's JSON answer (an empty one if it is not an object); `RasaUnavailable`
+        if Rasa could not be reached or did not answer 2xx."""
+        url = f"{self._base_url}{path}"
+        try:
+            async with self._client().request(
+                method, url, json=body, params=params, headers=headers
+            ) as response:
+                if response.status >= 300:
+                    raise RasaUnavailable(f"Rasa answered {response.status}")
+                answer = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise RasaUnavailable(f"{type(error).__name__}: {error}") from error
+        return answer if isinstance(answer, dict) else {}
+
+    async def record_follow_ups(self, follow_ups: list[FollowUpRecord]) -> dict[str, str]:
+        """Record many follow-ups at once, each as `record_follow_up` does (without
+        pushing them to a web page); the conversations that failed, with why."""
+        batch: dict[str, list[dict[str, Any]]] = {}
+        for item in follow_ups:
+            batch.setdefault(item.conversation_id, []).extend(
+                follow_up_events(item.text, item.asks, item.metadata)
+            )
+        return await self.append_to_many(batch)
 
     async def record_follow_up(
         self,
@@ -90,12 +126,7 @@ class RasaClient:
         """Put a follow-up text in the conversation as the bot's words, with the question
         it asks in the `follow_up` slot (bot/domain/follow_up.yml), before it is sent, so
         the person's answer is read in its light. Rasa stamps the events itself."""
-        events: list[dict[str, Any]] = [
-            {"event": "action", "name": "action_follow_up"},
-            {"event": "bot", "text": text, "metadata": metadata},
-            {"event": "slot", "name": "follow_up", "value": asks},
-            {"event": "action", "name": "action_listen"},
-        ]
+        events = follow_up_events(text, asks, metadata)
         held = await self.append_events(conversation_id, events, output_channel)
         if _session_began_after_ours(held):
             # A new conversation: Rasa started its session during this very call, after
@@ -103,6 +134,25 @@ class RasaClient:
             # start, so our events would be invisible. Now that it exists, append again
             # (without pushing the text to a web page twice).
             await self.append_events(conversation_id, events)
+
+
+@dataclass(frozen=True)
+class FollowUpRecord:
+    conversation_id: str
+    text: str
+    asks: str | None
+    metadata: dict[str, Any]
+
+
+def follow_up_events(text: str, asks: str | None, metadata: dict[str, Any]) -> list[dict[str, Any]]:
+    """A follow-up in a conversation: the bot's words, after an action of its own, with
+    the question it asks in the `follow_up` slot; then the bot listens."""
+    return [
+        {"event": "action", "name": "action_follow_up"},
+        {"event": "bot", "text": text, "metadata": metadata},
+        {"event": "slot", "name": "follow_up", "value": asks},
+        {"event": "action", "name": "action_listen"},
+    ]
 
 
 def _session_began_after_ours(events: list[dict[str, Any]]) -> bool:

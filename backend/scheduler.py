@@ -50,7 +50,7 @@ from backend.models import (
 )
 from backend.outbound import FollowUp, MessagePurpose, OutboundText, SendRefused, Sent, SmsDoor
 from backend.profiles import ProfileDirectory
-from backend.rasa_client import RasaClient, RasaUnavailable
+from backend.rasa_client import FollowUpRecord, RasaClient, RasaUnavailable
 from backend.segment_entries import sweep_segment_entries
 from backend.sequence_facts import Attempts, Facts, Goal, address_of, load_attempts, load_facts
 from backend.sequences import (
@@ -785,7 +785,7 @@ class Worker:
         """Record each text in its conversation, then send the recorded ones at once."""
         if self.door is None:
             return [_Outcome(p, "retry", "sms is not configured", retry=True) for p in plans]
-        recorded = await asyncio.gather(*(self._record(p) for p in plans))
+        recorded = await self._record(plans)
         ready = [p for p, ok in zip(plans, recorded, strict=True) if ok]
         outcomes = [_not_recorded(p) for p, ok in zip(plans, recorded, strict=True) if not ok]
         results = await self.door.send_many([p.text for p in ready])
@@ -798,7 +798,7 @@ class Worker:
             return await self._push_to_web(plan)
         if self.calls is None:
             return _Outcome(plan, "retry", f"{plan.channel.value} is not configured", retry=True)
-        if not await self._record(plan):
+        if not (await self._record([plan]))[0]:
             return _not_recorded(plan)
         text = plan.text
         try:
@@ -863,20 +863,30 @@ class Worker:
         except RasaUnavailable as error:
             log.warning("sequence.handoff_not_paused", error=str(error))
 
-    async def _record(self, plan: _SendPlan) -> bool:
-        """Put the text in the person's conversation (an SMS conversation is named by
-        the phone number); False if Rasa could not take it."""
-        if self.conversations is None or not plan.record:
-            return True
+    async def _record(self, plans: list[_SendPlan]) -> list[bool]:
+        """Put each text in the person's conversation (an SMS or voice conversation is
+        named by the phone number), the whole batch in one request; for each, whether
+        it is there (a retry after an unknown outcome is there already)."""
+        wanted = [p for p in plans if p.record]
+        if self.conversations is None or not wanted:
+            return [True] * len(plans)
         try:
-            await self.conversations.record_follow_up(
-                plan.text.to, plan.text.body, plan.asks,
-                {"sequence_step": plan.step, "enrolment_id": str(plan.enrolment_id)},
+            failed = await self.conversations.record_follow_ups(
+                [
+                    FollowUpRecord(
+                        p.text.to, p.text.body, p.asks,
+                        {"sequence_step": p.step, "enrolment_id": str(p.enrolment_id)},
+                    )
+                    for p in wanted
+                ]
             )  # fmt: skip
         except RasaUnavailable as error:
-            log.warning("sequence.not_recorded", step=plan.step, error=str(error))
-            return False
-        return True
+            failed = {p.text.to: str(error) for p in wanted}
+        for conversation, why in failed.items():
+            log.warning(
+                "sequence.not_recorded", to=redact(IdentityKind.SMS, conversation), error=why
+            )
+        return [not p.record or p.text.to not in failed for p in plans]
 
     async def _record_outcomes(self, outcomes: list[_Outcome]) -> None:
         """Each send's outcome on its step, then the next step (or a retry), in one

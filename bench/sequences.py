@@ -46,8 +46,9 @@ CUTOFF_SECONDS = 60.0
 
 
 class RasaEventsStub:
-    """Rasa's tracker-events endpoint, answering at once: where the workers record each
-    follow-up in the person's conversation. Rasa's own cost is not measured here."""
+    """Rasa's tracker-events endpoints (its own, and the bot's batch of them), answering
+    at once: where the workers record each follow-up in the person's conversation.
+    Rasa's own cost is not measured here (`--only rasa-recording` measures it)."""
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -60,9 +61,22 @@ class RasaEventsStub:
         self.recorded[request.match_info["conversation"]] += 1
         return web.json_response({"events": []})
 
+    async def append_batch(self, request: web.Request) -> web.Response:
+        """The bot's batch endpoint (channels.conversation_batch), where the scheduler
+        records a batch of follow-ups in one request."""
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"title": "no token"}, status=401)
+        batch = (await request.json())["conversations"]
+        for item in batch:
+            self.recorded[item["conversation_id"]] += 1
+        return web.json_response(
+            {"appended": [item["conversation_id"] for item in batch], "failed": []}
+        )
+
     async def start(self) -> tuple[web.AppRunner, int]:
         app = web.Application()
         app.router.add_post("/conversations/{conversation}/tracker/events", self.append)
+        app.router.add_post("/webhooks/conversations/append", self.append_batch)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         port = free_port()

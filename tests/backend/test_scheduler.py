@@ -666,18 +666,38 @@ async def test_the_business_sets_the_caps_and_quiet_hours_every_sequence_starts_
 
 @dataclass
 class RasaEvents:
-    """Rasa's `POST /conversations/{id}/tracker/events`: what was appended, and how many
-    texts the emulator had taken at that moment."""
+    """Rasa's `POST /conversations/{id}/tracker/events` and the bot's batch of them
+    (channels.conversation_batch): what was appended, and how many texts the emulator
+    had taken at that moment."""
 
     twilio: TwilioEmulator | None = None
     appended: list[tuple[str, list[dict[str, Any]], int]] = field(default_factory=list)
     pushed_to: list[str | None] = field(default_factory=list)  # each append's output_channel
     status: int = 200
+    failing: set[str] = field(default_factory=set)  # conversations a batch cannot append to
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/conversations/{id}/tracker/events", self.append)
+        app.router.add_post("/webhooks/conversations/append", self.append_batch)
         return app
+
+    async def append_batch(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {RASA_TOKEN}":
+            return web.json_response({"title": "no token"}, status=401)
+        if self.status >= 300:
+            return web.json_response({"title": "unavailable"}, status=self.status)
+        sent = len(self.twilio.messages) if self.twilio else 0
+        batch = (await request.json())["conversations"]
+        appended, failed = [], []
+        for item in batch:
+            if item["conversation_id"] in self.failing:
+                failed.append({"conversation_id": item["conversation_id"], "error": "no"})
+                continue
+            self.appended.append((item["conversation_id"], item["events"], sent))
+            self.pushed_to.append(None)
+            appended.append(item["conversation_id"])
+        return web.json_response({"appended": appended, "failed": failed})
 
     async def append(self, request: web.Request) -> web.Response:
         if request.query.get("token") != RASA_TOKEN:
@@ -745,6 +765,25 @@ async def test_a_follow_up_rasa_could_not_record_waits_and_is_sent_once_it_can(
     assert [(w.attempt, w.outcome) for w in await drip.work(person)] == [
         (1, "retry"), (2, "sent"),
     ]  # fmt: skip
+
+
+async def test_only_the_follow_up_rasa_could_not_record_in_a_batch_waits(
+    talking: tuple[Drip, RasaEvents],
+) -> None:
+    drip, rasa = talking
+    other = "+14155552672"
+    people = [await drip.person(number, subscribed=False) for number in (LA_PERSON, other)]
+    rasa.failing = {other}
+    for person in people:
+        await drip.event(person, "pricing_viewed")
+    assert await drip.worker.tick() == 2  # one batch, one request to Rasa
+    assert drip.sent_to(LA_PERSON) == ["Want a walkthrough? Reply YES."]
+    assert drip.sent_to(other) == []
+    [first, again] = await drip.work(people[1])
+    assert (first.outcome, first.outcome_detail) == (
+        "retry", "Rasa could not record it in the conversation",
+    )  # fmt: skip
+    assert (again.attempt, again.done_at) == (2, None)
 
 
 async def test_an_update_adds_points_and_a_handoff_step_gives_the_person_to_an_agent(

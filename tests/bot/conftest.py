@@ -11,13 +11,16 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rasa.core.channels.channel import InputChannel, register
 from rasa_sdk import Tracker
+from sanic import Sanic
 
 ROOT = Path(__file__).resolve().parents[2]
 PARLEY = ROOT / ".venv" / "bin" / "parley"
@@ -27,6 +30,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def serving(
+    app: Sanic, channels: list[InputChannel], port: int | None = None
+) -> AsyncIterator[str]:
+    """The channels registered on `app` as Rasa registers them, served by a real Sanic
+    server on loopback (on `port`, else a free one); its base URL. (Call with Sanic's
+    test mode on.)"""
+    register(channels, app, "/webhooks/")
+    port = port or free_port()
+    # Any: Sanic's AsyncioServer is only partly typed.
+    server: Any = await app.create_server(
+        "127.0.0.1", port, return_asyncio_server=True, access_log=False
+    )
+    await server.startup()
+    await server.before_start()
+    await server.after_start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await server.before_stop()
+        await server.close()
+        await server.after_stop()
 
 
 def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 60) -> None:

@@ -17,13 +17,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from rasa.core.channels.channel import UserMessage, register
+from rasa.core.channels.channel import UserMessage
 from sanic import Sanic
 from twilio.request_validator import RequestValidator
 
 from actions.backend_client import BackendClient, BackendUnavailable
 from channels.sms import SmsInput, with_choices
-from tests.bot.conftest import PARLEY, RunningBackend, free_port, wait_until_up
+from tests.bot.conftest import PARLEY, RunningBackend, free_port, serving, wait_until_up
 
 TOKEN = "sms-channel-test-token"
 BUSINESS = "+15005550006"
@@ -150,26 +150,17 @@ StartPhone = Callable[[], Awaitable[Phone]]
 
 
 @asynccontextmanager
-async def serving(channel: SmsInput, port: int) -> AsyncIterator[EchoAgent]:
+async def serving_sms(channel: SmsInput, port: int) -> AsyncIterator[EchoAgent]:
     """A Sanic app with the channel registered as Rasa registers channels."""
     app = Sanic(f"sms_test_{next(_apps)}")
     agent = EchoAgent()
     app.ctx.agent = agent
-    register([channel], app, "/webhooks/")
-    server: Any = await app.create_server(
-        "127.0.0.1", port, return_asyncio_server=True, access_log=False
-    )
-    await server.startup()
-    await server.before_start()
-    await server.after_start()
-    try:
-        yield agent
-    finally:
-        await channel.settled()
-        await channel.backend.close()
-        await server.before_stop()
-        await server.close()
-        await server.after_stop()
+    async with serving(app, [channel], port):
+        try:
+            yield agent
+        finally:
+            await channel.settled()
+            await channel.backend.close()
 
 
 @pytest.fixture
@@ -177,7 +168,10 @@ async def phone(twilio: Twilio, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     monkeypatch.setattr(Sanic, "test_mode", True)
     backend = BackendClient(twilio.backend.url, twilio.backend.token, 10.0)
     channel = SmsInput(auth_token=TOKEN, backend=backend)
-    async with serving(channel, twilio.webhook_port) as agent, aiohttp.ClientSession() as session:
+    async with (
+        serving_sms(channel, twilio.webhook_port) as agent,
+        aiohttp.ClientSession() as session,
+    ):
         yield Phone(twilio, channel, agent, session, f"+1415555{next(_numbers):04d}")
 
 
@@ -346,7 +340,7 @@ async def test_the_public_url_setting_is_what_signatures_cover(
     port = free_port()
     form = {"MessageSid": "SM" + "2" * 32, "From": "+14155550100", "To": BUSINESS, "Body": "x"}
     local = f"http://127.0.0.1:{port}/webhooks/sms/webhook"
-    async with serving(channel, port) as agent, aiohttp.ClientSession() as session:
+    async with serving_sms(channel, port) as agent, aiohttp.ClientSession() as session:
         for signed_for, expected in ((local, 403), (public + "/webhooks/sms/webhook", 200)):
             signature = RequestValidator(TOKEN).compute_signature(signed_for, form)
             async with session.post(
@@ -378,7 +372,7 @@ async def test_a_text_whose_receipt_was_lost_still_reaches_the_bot_once(
     backend = AnswerLostOnce(twilio.backend.url, twilio.backend.token, 10.0)
     channel = SmsInput(auth_token=TOKEN, backend=backend)
     async with (
-        serving(channel, twilio.webhook_port) as agent,
+        serving_sms(channel, twilio.webhook_port) as agent,
         aiohttp.ClientSession() as session,
     ):
         phone = Phone(twilio, channel, agent, session, "+14155550199")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import itertools
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import pytest
-from rasa.core.channels.channel import UserMessage, register
+from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.events import BotUttered
 from rasa.shared.exceptions import InvalidConfigException
 from sanic import Sanic
@@ -27,7 +27,7 @@ from twilio.request_validator import RequestValidator
 from bot.settings import settings
 from channels.spoken import speakable
 from channels.voice import VoiceInput
-from tests.bot.conftest import free_port
+from tests.bot.conftest import serving
 
 TOKEN = "voice-test-auth-token"
 CALLER = "+14155552671"
@@ -202,33 +202,19 @@ async def start_phone(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartPho
     # Test mode: several apps in one process (Sanic otherwise touches up its class
     # once per app and refuses a second app).
     monkeypatch.setattr(Sanic, "test_mode", True)
-    servers: list[Any] = []
-    sessions: list[aiohttp.ClientSession] = []
+    async with AsyncExitStack() as running:
 
-    async def start(channel: VoiceInput | None = None, public_base: str = "") -> Phone:
-        app = Sanic(f"voice_test_{next(_apps)}")
-        agent = StandInAgent()
-        app.ctx.agent = agent
-        register([channel or VoiceInput(auth_token=TOKEN)], app, "/webhooks/")
-        port = free_port()
-        server: Any = await app.create_server(
-            "127.0.0.1", port, return_asyncio_server=True, access_log=False
-        )
-        await server.startup()
-        await server.before_start()
-        await server.after_start()
-        servers.append(server)
-        session = aiohttp.ClientSession()
-        sessions.append(session)
-        return Phone(f"http://127.0.0.1:{port}", agent, session, public_base)
+        async def start(channel: VoiceInput | None = None, public_base: str = "") -> Phone:
+            app = Sanic(f"voice_test_{next(_apps)}")
+            agent = StandInAgent()
+            app.ctx.agent = agent
+            base = await running.enter_async_context(
+                serving(app, [channel or VoiceInput(auth_token=TOKEN)])
+            )
+            session = await running.enter_async_context(aiohttp.ClientSession())
+            return Phone(base, agent, session, public_base)
 
-    yield start
-    for session in sessions:
-        await session.close()
-    for server in servers:
-        await server.before_stop()
-        await server.close()
-        await server.after_stop()
+        yield start
 
 
 def query(**params: str) -> str:

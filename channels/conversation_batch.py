@@ -1,0 +1,145 @@
+"""Events appended to many conversations in one request: how the backend's scheduler
+records a batch of follow-ups in the people's conversations before it sends them.
+
+Rasa's own `POST /conversations/{id}/tracker/events` takes one conversation a request.
+This endpoint does what it does for each conversation of a batch: under the
+conversation's lock it fetches the tracker (a new conversation gets its session start
+first, as Rasa's endpoint does), appends the events, and saves the tracker. The events
+are read after the session has started, so they come after it and stay visible.
+A conversation that fails is reported in the answer; the others are still appended.
+
+`POST /webhooks/conversations/append` with `Authorization: Bearer <PARLEY_RASA_TOKEN>`
+(the token of Rasa's HTTP API) and a body
+`{"conversations": [{"conversation_id": "+14155550100", "events": [{...}, ...]}, ...]}`;
+the answer is `{"appended": [ids], "failed": [{"conversation_id": ..., "error": ...}]}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rasa.core.agent import Agent
+from rasa.core.channels.channel import InputChannel, UserMessage
+from rasa.shared.core.events import Event
+from sanic import Blueprint, response
+from sanic.request import Request
+from sanic.response import HTTPResponse
+
+from bot.settings import settings
+
+logger = logging.getLogger(__name__)
+
+# Conversations per request at most; the backend sends one batch of its scheduler.
+MAX_CONVERSATIONS = 1000
+# Conversations appended at once (each fetches and saves its tracker).
+CONCURRENT = 16
+
+
+class ConversationBatchInput(InputChannel):
+    @classmethod
+    def name(cls) -> str:
+        return "conversations"
+
+    def __init__(self, token: str | None = None) -> None:
+        secret = settings().rasa_token
+        self.token = token or (secret.get_secret_value() if secret else "")
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        batch = Blueprint("conversation_batch", __name__)
+
+        @batch.route("/append", methods=["POST"])
+        async def append(request: Request) -> HTTPResponse:
+            if not self._authorised(request):
+                return _problem(401, "The request needs Rasa's API token as a Bearer token.")
+            items = _conversations(request)
+            if items is None:
+                return _problem(
+                    400,
+                    'The body must be {"conversations": [{"conversation_id": "…", '
+                    f'"events": [{{…}}]}}]}} with 1 to {MAX_CONVERSATIONS} conversations.',
+                )
+            agent: Agent | None = getattr(request.app.ctx, "agent", None)
+            if agent is None or not agent.is_ready():
+                return _problem(503, "No model is loaded yet; try again shortly.")
+            gate = asyncio.Semaphore(CONCURRENT)
+
+            async def one(conversation_id: str, events: list[dict[str, Any]]) -> str | None:
+                async with gate:
+                    try:
+                        await _append(agent, conversation_id, events)
+                    except Exception as error:  # one conversation must not fail the rest
+                        logger.warning(
+                            "conversations.append_failed", exc_info=True,
+                            extra={"error": str(error)},
+                        )  # fmt: skip
+                        return f"{type(error).__name__}: {error}"
+                    return None
+
+            errors = await asyncio.gather(*(one(c, e) for c, e in items))
+            outcomes = list(zip((c for c, _ in items), errors, strict=True))
+            return response.json(
+                {
+                    "appended": [c for c, error in outcomes if error is None],
+                    "failed": [
+                        {"conversation_id": c, "error": error}
+                        for c, error in outcomes
+                        if error is not None
+                    ],
+                }
+            )
+
+        return batch
+
+    def _authorised(self, request: Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        given = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
+        return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
+
+
+async def _append(agent: Agent, conversation_id: str, events: list[dict[str, Any]]) -> None:
+    """What Rasa's tracker-events endpoint does for one conversation, with the events
+    read (and stamped) after a new conversation's session has started."""
+    async with agent.lock_store.lock(conversation_id):
+        tracker = await agent.processor.fetch_tracker_with_initial_session(conversation_id)
+        parsed = [Event.from_parameters(e) for e in events]
+        if any(event is None for event in parsed):
+            raise ValueError("an event Rasa does not know")
+        for event in parsed:
+            tracker.update(event, agent.domain)
+        await agent.tracker_store.save(tracker)
+
+
+def _conversations(request: Request) -> list[tuple[str, list[dict[str, Any]]]] | None:
+    """The batch in the body, or None if it is not one."""
+    try:
+        body = request.json
+    except Exception:  # Sanic raises on a body that is not JSON
+        return None
+    items = body.get("conversations") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_CONVERSATIONS:
+        return None
+    found: list[tuple[str, list[dict[str, Any]]]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            return None
+        conversation_id, events = item.get("conversation_id"), item.get("events")
+        if not isinstance(conversation_id, str) or not conversation_id:
+            return None
+        if not isinstance(events, list) or not events:
+            return None
+        if not all(isinstance(e, dict) and isinstance(e.get("event"), str) for e in events):
+            return None
+        found.append((conversation_id, events))
+    return found
+
+
+def _problem(status: int, detail: str) -> HTTPResponse:
+    return response.json(
+        {"type": "about:blank", "title": detail, "status": status},
+        status=status,
+        content_type="application/problem+json",
+    )
