@@ -275,6 +275,8 @@ class Worker:
     paused: bool = False
     # Batches in flight at once in `run` (each on its own connection); 1 on SQLite.
     concurrency: int = 1
+    # After claiming less than a batch, how long due steps gather before the next claim.
+    gather_seconds: float = 0.1
     # How often segments that trigger sequences are compared with their last members.
     sweep_every: timedelta = timedelta(seconds=60)
 
@@ -307,6 +309,12 @@ class Worker:
                 task = asyncio.create_task(self._run_claimed(ids))
                 running.add(task)
                 task.add_done_callback(running.discard)
+                if len(ids) < self.batch:
+                    # Less than a batch was due: let the next steps gather for a moment
+                    # rather than claim them one or two at a time, each a round of
+                    # statements of its own.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self.gather_seconds)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), await self._until_next_due())
