@@ -446,9 +446,10 @@ def sequences_table(results: list[SequencesMeasured], machine_line: str) -> str:
         f"number, paced at {SENDS_PER_SECOND:,} a second here (the door keeps one pace "
         "per number, `PARLEY_SMS_SENDS_PER_SECOND`; a real long code sends 1 a second). "
         "No API replica runs, so the emulator's delivery callbacks meet a closed port. "
-        "Each follow-up is recorded in the person's conversation through Rasa's HTTP API "
-        "before it is sent; a stub of that endpoint answers at once, so the workers' "
-        "side of recording is measured and Rasa's own cost of storing it is not.",
+        "Before a batch is sent, its follow-ups are recorded in the people's conversations "
+        "in one request to the bot's batch endpoint; a stub of it answers at once, so the "
+        "workers' side of recording is measured and Rasa's own cost of storing them is not "
+        "(the next table measures that).",
         "",
         "| Measure | " + " | ".join(columns) + " | Target |",
         "|---|" + "---|" * len(columns) + "---|",
