@@ -227,7 +227,10 @@ class _SendPlan:
     text: OutboundText
     asks: str | None
     channel: Channel = Channel.SMS
-    # False when retrying a send whose outcome was unknown: it is in the conversation.
+    # False for a retry after an unknown outcome (a new row with the earlier row's key):
+    # it was recorded before that try. A row run again after its worker died may or may
+    # not have been recorded, so it is recorded again: a text read out of context is
+    # worse than a conversation that shows it twice.
     record: bool = True
 
 
@@ -545,8 +548,8 @@ class Worker:
             self._advance(session, enrolment, following, now, facts.attempts)
             return None
         purpose = MessagePurpose.MARKETING if marketing else MessagePurpose.TRANSACTIONAL
-        first_try = work.send_key is None
-        key = work.send_key = work.send_key or f"seq:{enrolment.id}:{step.id}:{work.attempt}"
+        own_key = f"seq:{enrolment.id}:{step.id}:{work.attempt}"
+        key = work.send_key = work.send_key or own_key
         if marketing:
             facts.note_marketing(profile.id, now, key)
         return _SendPlan(
@@ -555,7 +558,7 @@ class Worker:
                 to=to, body=body, purpose=purpose, send_key=key,
                 follow_up=FollowUp(enrolment.id, step.id, chosen),
             ),
-            message.asks, channel, record=first_try,
+            message.asks, channel, record=key == own_key,
         )  # fmt: skip
 
     def _route(
@@ -796,7 +799,7 @@ class Worker:
         recorded = await self._record(plans)
         ready = [p for p, ok in zip(plans, recorded, strict=True) if ok]
         outcomes = [_not_recorded(p) for p, ok in zip(plans, recorded, strict=True) if not ok]
-        results = await self.door.send_many([p.text for p in ready])
+        results = await self.door.send_many([p.text for p in ready]) if ready else []
         return outcomes + [_result(p, r) for p, r in zip(ready, results, strict=True)]
 
     async def _send_one(self, plan: _SendPlan) -> _Outcome:
@@ -912,8 +915,10 @@ class Worker:
             attempts = await load_attempts(session, {o.plan.enrolment_id for o in outcomes})
             changes = _Changes()
             for outcome in outcomes:
-                done_at, status = steps[outcome.plan.work_id]
-                if done_at is None:  # else another worker finished it (its lease expired)
+                done_at, status = steps.get(outcome.plan.work_id, (now, None))
+                # Done already: another worker ran it (its lease expired); gone: the
+                # person was erased meanwhile.
+                if done_at is None and status is not None:
                     self._apply(changes, outcome, status, attempts, now)
             await changes.write(session)
 

@@ -767,6 +767,43 @@ async def test_a_follow_up_rasa_could_not_record_waits_and_is_sent_once_it_can(
     ]  # fmt: skip
 
 
+async def test_a_follow_up_whose_worker_died_before_recording_it_is_recorded_then_sent(
+    talking: tuple[Drip, RasaEvents],
+) -> None:
+    drip, rasa = talking
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.event(person, "pricing_viewed")
+    crashed, rescuer = drip.other_worker("crashed"), drip.other_worker("rescuer")
+    [work_id] = await crashed.claim()
+    async with drip.app[SESSIONS].begin() as session:
+        await crashed._decide_all(session, [work_id])  # …and it dies before recording
+    drip.clock.advance(timedelta(minutes=2))
+    assert await rescuer.tick() == 1
+    [(conversation, _, texts_sent_before)] = rasa.appended
+    assert (conversation, texts_sent_before) == (LA_PERSON, 0)
+    assert drip.sent_to(LA_PERSON) == ["Want a walkthrough? Reply YES."]
+
+
+async def test_a_follow_up_retried_after_an_unknown_outcome_is_not_recorded_twice(
+    talking: tuple[Drip, RasaEvents], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drip, rasa = talking
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.event(person, "pricing_viewed")
+    door = drip.worker.door
+    assert door is not None
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("connection refused")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(door.texts, "create", unreachable)
+        await drip.run_due()
+    await drip.at(drip.clock.now() + timedelta(seconds=60))
+    assert drip.sent_to(LA_PERSON) == ["Want a walkthrough? Reply YES."]
+    assert [conversation for conversation, _, _ in rasa.appended] == [LA_PERSON]
+
+
 async def test_only_the_follow_up_rasa_could_not_record_in_a_batch_waits(
     talking: tuple[Drip, RasaEvents],
 ) -> None:
