@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -274,6 +275,20 @@ async def drip(start_texting: StartTexting, clock: FixedClock, data_dir: Path) -
     return Drip(backend, clock)
 
 
+@contextmanager
+def twilio_unreachable(drip: Drip, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Twilio's API cannot be reached: every send's outcome is unknown."""
+    door = drip.worker.door
+    assert door is not None
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("connection refused")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(door.texts, "create", unreachable)
+        yield
+
+
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
@@ -519,14 +534,7 @@ async def test_a_text_twilio_could_not_take_is_tried_again_later(
 ) -> None:
     person = await drip.person(LA_PERSON, subscribed=False)
     await drip.event(person, "order_paid")
-    door = drip.worker.door
-    assert door is not None
-
-    async def unreachable(*args: Any, **kwargs: Any) -> Any:
-        raise OSError("connection refused")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(door.texts, "create", unreachable)
+    with twilio_unreachable(drip, monkeypatch):
         await drip.run_due()
     assert drip.sent_to(LA_PERSON) == []
     await drip.at(drip.clock.now() + timedelta(seconds=59))
@@ -790,14 +798,7 @@ async def test_a_follow_up_retried_after_an_unknown_outcome_is_not_recorded_twic
     drip, rasa = talking
     person = await drip.person(LA_PERSON, subscribed=False)
     await drip.event(person, "pricing_viewed")
-    door = drip.worker.door
-    assert door is not None
-
-    async def unreachable(*args: Any, **kwargs: Any) -> Any:
-        raise OSError("connection refused")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(door.texts, "create", unreachable)
+    with twilio_unreachable(drip, monkeypatch):
         await drip.run_due()
     await drip.at(drip.clock.now() + timedelta(seconds=60))
     assert drip.sent_to(LA_PERSON) == ["Want a walkthrough? Reply YES."]
