@@ -161,8 +161,14 @@ def validate(settings: Settings) -> None:
 
 
 @main.command(name="twilio-emulator")
+@click.option(
+    "--no-status-callbacks",
+    is_flag=True,
+    help="Move texts through their statuses without making their status callbacks (for "
+    "benchmarks that run no API to receive them).",
+)
 @click.pass_obj
-def twilio_emulator(settings: Settings) -> None:
+def twilio_emulator(settings: Settings, no_status_callbacks: bool) -> None:
     """Play Twilio locally (send messages, status callbacks, a person's texts and calls)."""
     token = settings.twilio_auth_token
     if token is None:
@@ -174,6 +180,7 @@ def twilio_emulator(settings: Settings) -> None:
         token.get_secret_value(),
         settings.twilio_sms_webhook_url,
         voice_webhook_url=settings.twilio_voice_webhook_url,
+        status_callbacks=not no_status_callbacks,
     )
     click.echo(
         f"Twilio emulator on http://{settings.host}:{settings.twilio_emulator_port} "

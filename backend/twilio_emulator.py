@@ -222,6 +222,7 @@ class TwilioEmulator:
         sms_webhook_url: str | None = None,
         voice_webhook_url: str | None = None,
         clock: Clock | None = None,
+        status_callbacks: bool = True,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -235,6 +236,8 @@ class TwilioEmulator:
         self.unanswered: set[str] = set()
         self.busy: set[str] = set()
         self.validator = RequestValidator(auth_token)
+        # False: messages still move through their statuses, but nobody is called back.
+        self.status_callbacks = status_callbacks
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
@@ -355,7 +358,7 @@ class TwilioEmulator:
             message.status = status
             message.error_code = 30003 if status == "undelivered" else None
             message.statuses.append(status)
-            if message.status_callback:
+            if message.status_callback and self.status_callbacks:
                 params = {
                     "MessageSid": message.sid,
                     "SmsSid": message.sid,

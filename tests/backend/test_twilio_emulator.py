@@ -105,6 +105,17 @@ async def test_a_message_sent_with_the_twilio_library_is_recorded_and_reported_s
     assert [m.sid for m in listed] == [message.sid]
 
 
+async def test_without_status_callbacks_a_message_is_delivered_and_nobody_is_called(
+    aiohttp_server: ServerFactory, receiver: Receiver
+) -> None:
+    twilio = TwilioEmulator(SID, TOKEN, status_callbacks=False)
+    url = str((await aiohttp_server(twilio.app())).make_url("/")).rstrip("/")
+    message = await send(url, to=PERSON, from_=BUSINESS, body="hi", status_callback=receiver.url)
+    await twilio.settled()
+    assert twilio.messages[message.sid].statuses[-2:] == ["sent", "delivered"]
+    assert receiver.calls == []
+
+
 async def test_an_undeliverable_number_reports_the_failure_with_its_error_code(
     emulator: tuple[TwilioEmulator, str], receiver: Receiver
 ) -> None:
