@@ -435,8 +435,9 @@ class SequenceWork(Base):
     # sent, held_out, waited, updated, skipped_consent, retry, failed, rescheduled, ...
     outcome: Mapped[str | None] = mapped_column(String(32))
     outcome_detail: Mapped[str | None] = mapped_column(Text)
-    # The door's send key for this step's text. A retry after an unknown outcome keeps
-    # it, so the door looks the earlier send up at Twilio instead of texting twice.
+    # The door's send key for this step's text, stored with the outcome (until then it is
+    # derived from the row). A retry after an unknown outcome starts with the earlier
+    # row's, so the door looks that send up at Twilio instead of texting twice.
     send_key: Mapped[str | None] = mapped_column(String(220))
 
 

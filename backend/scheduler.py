@@ -232,6 +232,8 @@ class _SendPlan:
     # not have been recorded, so it is recorded again: a text read out of context is
     # worse than a conversation that shows it twice.
     record: bool = True
+    # The variant was rolled for this send: keep it on the enrolment with the outcome.
+    new_variant: bool = False
 
 
 @dataclass(frozen=True)
@@ -507,19 +509,26 @@ class Worker:
             self._advance(session, enrolment, following, now, facts.attempts)
             return None
         channel, to = route
-        if step.id in enrolment.variants:
-            chosen = enrolment.variants[step.id]
-        else:
+        # The variant is kept on the enrolment with the send's outcome (one write fewer
+        # here); until then it is the same roll again.
+        new_variant = step.id not in enrolment.variants
+        if new_variant:
             variant = message.variant_for(roll_for(profile.id, sequence.name, step.id))
             chosen = variant.name if variant else None
-            enrolment.variants = {**enrolment.variants, step.id: chosen}
+        else:
+            chosen = enrolment.variants[step.id]
         if chosen is None:
+            enrolment.variants = {**enrolment.variants, step.id: None}
             self._finish(work, "held_out")
             self._advance(session, enrolment, following, now, facts.attempts)
             return None
+        # A row's own send key is derived, not stored (one write fewer): only a retry
+        # after an unknown outcome stores a key, the earlier row's.
+        own_key = f"seq:{enrolment.id}:{step.id}:{work.attempt}"
+        key = work.send_key or own_key
         if marketing:
             capped_until = self._capped_until(
-                sequence, facts.marketing.get(profile.id, []), now, work.send_key
+                sequence, facts.marketing.get(profile.id, []), now, key
             )
             if capped_until is not None:
                 work.due_at, work.lease_owner, work.lease_until = capped_until, None, None
@@ -548,8 +557,6 @@ class Worker:
             self._advance(session, enrolment, following, now, facts.attempts)
             return None
         purpose = MessagePurpose.MARKETING if marketing else MessagePurpose.TRANSACTIONAL
-        own_key = f"seq:{enrolment.id}:{step.id}:{work.attempt}"
-        key = work.send_key = work.send_key or own_key
         if marketing:
             facts.note_marketing(profile.id, now, key)
         return _SendPlan(
@@ -558,7 +565,7 @@ class Worker:
                 to=to, body=body, purpose=purpose, send_key=key,
                 follow_up=FollowUp(enrolment.id, step.id, chosen),
             ),
-            message.asks, channel, record=key == own_key,
+            message.asks, channel, record=key == own_key, new_variant=new_variant,
         )  # fmt: skip
 
     def _route(
@@ -905,29 +912,44 @@ class Worker:
         now = self.clock.now()
         async with self.sessions.begin() as session:
             rows = await session.execute(
-                select(SequenceWork.id, SequenceWork.done_at, Enrolment.id, Enrolment.status)
+                select(SequenceWork.id, SequenceWork.done_at, Enrolment.status, Enrolment.variants)
                 .join(Enrolment, Enrolment.id == SequenceWork.enrolment_id)
                 .where(SequenceWork.id.in_([o.plan.work_id for o in outcomes]))
                 .order_by(SequenceWork.id)
                 .with_for_update()
             )
-            steps = {work_id: (done_at, status) for work_id, done_at, _, status in rows}
+            steps = {
+                work_id: (done_at, status, variants) for work_id, done_at, status, variants in rows
+            }
             attempts = await load_attempts(session, {o.plan.enrolment_id for o in outcomes})
             changes = _Changes()
             for outcome in outcomes:
-                done_at, status = steps.get(outcome.plan.work_id, (now, None))
+                done_at, status, variants = steps.get(outcome.plan.work_id, (now, None, {}))
                 # Done already: another worker ran it (its lease expired); gone: the
                 # person was erased meanwhile.
                 if done_at is None and status is not None:
-                    self._apply(changes, outcome, status, attempts, now)
+                    self._apply(changes, outcome, status, variants, attempts, now)
             await changes.write(session)
 
     def _apply(
-        self, changes: _Changes, result: _Outcome, status: str, attempts: Attempts, now: datetime
+        self,
+        changes: _Changes,
+        result: _Outcome,
+        status: str,
+        variants: dict[str, str | None],
+        attempts: Attempts,
+        now: datetime,
     ) -> None:
         plan, outcome = result.plan, result.outcome
+        # The row keeps the send key it used (derived until now, see `_decide`).
+        finished = {"id": plan.work_id, "send_key": plan.text.send_key}
+        enrolment: dict[str, Any] = {}
+        if plan.new_variant and plan.text.follow_up is not None:
+            enrolment["variants"] = {**variants, plan.step: plan.text.follow_up.variant}
         if result.retry and plan.attempt < self.max_attempts:
-            changes.work.append({"id": plan.work_id, **self._finished("retry", result.detail)})
+            if enrolment:
+                changes.enrolments.append({"id": plan.enrolment_id, **enrolment})
+            changes.work.append({**finished, **self._finished("retry", result.detail)})
             backoff = self.retry_after * 2 ** (plan.attempt - 1)
             changes.new_work.append(
                 {
@@ -939,15 +961,17 @@ class Worker:
             return
         if result.retry:
             outcome = "failed"
-        changes.work.append({"id": plan.work_id, **self._finished(outcome, result.detail)})
+        changes.work.append({**finished, **self._finished(outcome, result.detail)})
         if status == ACTIVE:
             sequence = self.sequences[plan.sequence]
             index = next(i for i, s in enumerate(sequence.steps) if s.id == plan.step)
             target = sequence.successors(index)[0]
             fields, following = self._next(plan.enrolment_id, target, now, attempts)
-            changes.enrolments.append({"id": plan.enrolment_id, **fields})
+            enrolment |= fields
             if following is not None:
                 changes.new_work.append(following)
+        if enrolment:
+            changes.enrolments.append({"id": plan.enrolment_id, **enrolment})
         log.info(
             "sequence.step", sequence=plan.sequence, step=plan.step,
             profile_id=str(plan.profile_id), outcome=outcome,
