@@ -396,8 +396,22 @@ class Worker:
     async def run_batch(self, work_ids: Sequence[int]) -> None:
         """Run claimed rows together: decide every step in one transaction, send the
         texts side by side through the door, and record every outcome in one more."""
-        async with self.sessions.begin() as session:
-            plans = await self._decide_all(session, work_ids)
+        try:
+            async with self.sessions.begin() as session:
+                plans = await self._decide_all(session, work_ids)
+        except Exception:
+            if len(work_ids) == 1:
+                raise
+            # One step failed and took the batch's transaction with it: decide each on
+            # its own, so that one bad step does not hold back the others.
+            log.warning("scheduler.batch_split", owner=self.owner, rows=len(work_ids))
+            plans = []
+            for work_id in work_ids:
+                try:
+                    async with self.sessions.begin() as session:
+                        plans += await self._decide_all(session, [work_id])
+                except Exception:  # its lease ends, and it is tried again
+                    log.exception("scheduler.step_failed", work_id=work_id, owner=self.owner)
         await asyncio.gather(
             *(self._pause(p.conversation) for p in plans if isinstance(p, _PausePlan))
         )

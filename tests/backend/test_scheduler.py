@@ -646,6 +646,28 @@ async def test_one_batch_texts_everyone_it_may_and_only_them(drip: Drip) -> None
     assert outcomes == ["sent", "sent", "skipped_consent", "sent", "sent", "sent"]
 
 
+async def test_a_step_that_fails_does_not_hold_back_the_others_in_its_batch(
+    drip: Drip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    numbers = [f"+4915112345{n:03d}" for n in range(3)]
+    people = [await drip.person(n, timezone="Europe/Berlin") for n in numbers]
+    for person in people:
+        await drip.event(person, "coupon_requested")
+    [bad] = await drip.work(people[1])
+    decide = Worker._decide
+
+    async def failing(self: Worker, session: Any, work: SequenceWork, *args: Any) -> Any:
+        if work.id == bad.id:
+            raise RuntimeError("a step that cannot be decided")
+        return await decide(self, session, work, *args)
+
+    monkeypatch.setattr(Worker, "_decide", failing)
+    assert await drip.worker.tick() == 3
+    assert [len(drip.sent_to(n)[1:]) for n in numbers] == [1, 0, 1]
+    [still] = await drip.work(people[1])
+    assert (still.done_at, still.lease_owner) == (None, drip.worker.owner)
+
+
 async def test_the_business_sets_the_caps_and_quiet_hours_every_sequence_starts_from(
     start_texting: StartTexting, clock: FixedClock, data_dir: Path
 ) -> None:
