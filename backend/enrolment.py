@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -73,16 +73,6 @@ def matches(where: Mapping[str, Scalar], properties: Mapping[str, Any]) -> bool:
         if found != wanted and str(found) != str(wanted):
             return False
     return True
-
-
-async def next_attempt(session: AsyncSession, enrolment_id: uuid.UUID, step: str) -> int:
-    """The attempt number for a new visit to a step (a loop may come back to it)."""
-    most = await session.scalar(
-        select(func.max(SequenceWork.attempt)).where(
-            SequenceWork.enrolment_id == enrolment_id, SequenceWork.step == step
-        )
-    )
-    return int(most or 0) + 1
 
 
 async def check_entry(

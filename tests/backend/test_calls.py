@@ -254,17 +254,21 @@ async def test_the_same_send_key_places_one_call(calling: Calling) -> None:
     assert calling.placed_to() == [first.message.provider_sid]
 
 
+def answer_lost(create: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Twilio places the call, and its answer never arrives."""
+
+    async def lost(*args: Any, **kwargs: Any) -> Any:
+        await create(*args, **kwargs)
+        raise TimeoutError("no answer from Twilio")
+
+    return lost
+
+
 async def test_a_call_twilio_took_while_its_answer_was_lost_is_not_placed_twice(
     calling: Calling, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    taken = calling.door.calls.create
-
-    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
-        await taken(*args, **kwargs)
-        raise TimeoutError("no answer from Twilio")
-
     with monkeypatch.context() as patched:
-        patched.setattr(calling.door.calls, "create", answer_lost)
+        patched.setattr(calling.door.calls, "create", answer_lost(calling.door.calls.create))
         unknown = await refusal(calling.call("See you at 3pm.", send_key="reminder:1"))
     assert (unknown.status, unknown.kind) == (502, "twilio-unavailable")
     await calling.texting.settle()  # Twilio's callbacks name the call meanwhile
@@ -277,14 +281,8 @@ async def test_a_call_twilio_took_while_its_answer_was_lost_is_not_placed_twice(
 async def test_a_call_whose_answer_and_callbacks_were_lost_is_found_in_twilios_list(
     calling: Calling, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    taken = calling.door.calls.create
-
-    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
-        await taken(*args, **kwargs)
-        raise TimeoutError("no answer from Twilio")
-
     with monkeypatch.context() as patched:
-        patched.setattr(calling.door.calls, "create", answer_lost)
+        patched.setattr(calling.door.calls, "create", answer_lost(calling.door.calls.create))
         patched.setattr(calling.door, "status_callback_url", NOWHERE)
         await refusal(calling.call("See you at 3pm.", send_key="reminder:2"))
         await calling.texting.settle()

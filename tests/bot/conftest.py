@@ -12,7 +12,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,22 +85,23 @@ class RunningBackend:
     env: dict[str, str]
 
 
-@pytest.fixture(scope="session")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBackend]:
+@contextmanager
+def running_backend(var: Path, name: str, **settings: str) -> Iterator[RunningBackend]:
+    """The real backend (`parley backend`) on a free loopback port, with its own SQLite
+    database under `var`, a service token, and these `PARLEY_*` settings."""
     if not PARLEY.exists():
         pytest.fail(f"{PARLEY} is missing: run 'make install' (the backend runtime) first")
     port = free_port()
-    var = tmp_path_factory.mktemp("backend-var")
+    var.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "PARLEY_VAR_DIR": str(var),
         "PARLEY_BACKEND_PORT": str(port),
         "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'parley.db'}",
-        # What the web chat channel's tests verify the backend's session tokens with.
-        "PARLEY_WEBCHAT_SECRET": "bot-tests-webchat-secret-of-32-bytes-or-more",
+        **settings,
     }
     token = subprocess.run(
-        [str(PARLEY), "token", "create", "--role", "service", "--name", "bot tests"],
+        [str(PARLEY), "token", "create", "--role", "service", "--name", name],
         env=env, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     process = subprocess.Popen([str(PARLEY), "backend"], env=env)
@@ -111,6 +112,17 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBackend
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBackend]:
+    with running_backend(
+        tmp_path_factory.mktemp("backend-var"),
+        "bot tests",
+        # What the web chat channel's tests verify the backend's session tokens with.
+        PARLEY_WEBCHAT_SECRET="bot-tests-webchat-secret-of-32-bytes-or-more",
+    ) as running:
+        yield running
 
 
 def make_tracker(

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,7 +33,12 @@ from rasa.utils.endpoints import EndpointConfig, read_endpoint_config
 from actions.backend_client import BackendClient
 from bot.conversation_events import BackendEventBroker, ConversationReader, form_names
 from bot.settings import PROJECT_ROOT
-from tests.bot.conftest import PARLEY, RunningBackend, free_port, server_missing, wait_until_up
+from tests.bot.conftest import (
+    RunningBackend,
+    free_port,
+    running_backend,
+    server_missing,
+)
 
 FORMS = form_names(PROJECT_ROOT / "bot" / "domain")
 PRICING_SEQUENCE = """
@@ -60,30 +64,14 @@ def backend_with_pricing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     data = tmp_path_factory.mktemp("pricing") / "data"
     shutil.copytree(PROJECT_ROOT / "data", data)
     (data / "sequences" / "pricing-follow-up.yml").write_text(PRICING_SEQUENCE)
-    var = data.parent / "var"
-    port = free_port()
-    env = {
-        **os.environ,
-        "PARLEY_DATA_DIR": str(data),
-        "PARLEY_VAR_DIR": str(var),
-        "PARLEY_BACKEND_PORT": str(port),
-        "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'parley.db'}",
+    with running_backend(
+        data.parent / "var",
+        "broker tests",
+        PARLEY_DATA_DIR=str(data),
         # The follow-ups themselves are the backend's tests; here only who is enrolled.
-        "PARLEY_SCHEDULER_ENABLED": "false",
-    }
-    var.mkdir()
-    token = subprocess.run(
-        [str(PARLEY), "token", "create", "--role", "service", "--name", "broker tests"],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    process = subprocess.Popen([str(PARLEY), "backend"], env=env)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_up(f"{url}/health", process)
-        yield RunningBackend(url=url, token=token, env=env)
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+        PARLEY_SCHEDULER_ENABLED="false",
+    ) as running:
+        yield running
 
 
 def call(backend: RunningBackend, method: str, path: str, body: Any = None) -> tuple[int, Any]:
