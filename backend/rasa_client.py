@@ -51,9 +51,12 @@ class RasaClient:
         return [e for e in held if isinstance(e, dict)] if isinstance(held, list) else []
 
     async def conversation_events(self, conversation_id: str) -> list[dict[str, Any]]:
-        """The events of a conversation's tracker (since its last restart)."""
-        path = f"/conversations/{_in_path(conversation_id)}/tracker"
-        body = await self._call("GET", path, params={"token": self._require_token()})
+        """The events of a conversation's tracker (all sessions, since its last restart),
+        read once a turn in progress is saved (channels.conversation_batch in the bot):
+        what a visitor's other tab already shows is in it."""
+        path = f"/webhooks/conversations/{_in_path(conversation_id)}/tracker"
+        headers = {"Authorization": f"Bearer {self._require_token()}"}
+        body = await self._call("GET", path, headers=headers)
         events = body.get("events")
         return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
 

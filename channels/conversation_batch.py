@@ -1,5 +1,7 @@
-"""Events appended to many conversations in one request: how the backend's scheduler
-records a batch of follow-ups in the people's conversations before it sends them.
+"""Conversations under their locks: events appended to many conversations in one
+request (how the backend's scheduler records a batch of follow-ups in the people's
+conversations before it sends them), and a conversation read once its turn is over (how
+the web chat's history is read).
 
 Rasa's own `POST /conversations/{id}/tracker/events` takes one conversation a request.
 This endpoint does what it does for each conversation of a batch: under the
@@ -12,6 +14,13 @@ A conversation that fails is reported in the answer; the others are still append
 (the token of Rasa's HTTP API) and a body
 `{"conversations": [{"conversation_id": "+14155550100", "events": [{...}, ...]}, ...]}`;
 the answer is `{"appended": [ids], "failed": [{"conversation_id": ..., "error": ...}]}`.
+
+`GET /webhooks/conversations/<conversation_id>/tracker`, with the same token, answers
+what Rasa's `GET /conversations/<id>/tracker` does (all sessions, events since the last
+restart), but read under the conversation's lock: a turn in progress has sent its
+messages to the visitor's open tabs before Rasa saves them, so a read without the lock
+can miss what a tab already shows. A conversation nobody has written in has no events
+(Rasa's endpoint would run a session start for it, and not keep it).
 """
 
 from __future__ import annotations
@@ -21,10 +30,13 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 from rasa.core.agent import Agent
 from rasa.core.channels.channel import InputChannel, UserMessage
+from rasa.core.lock_store import LockError
 from rasa.shared.core.events import Event
+from rasa.shared.core.trackers import EventVerbosity
 from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
@@ -37,6 +49,9 @@ logger = logging.getLogger(__name__)
 MAX_CONVERSATIONS = 1000
 # Conversations appended at once (each fetches and saves its tracker).
 CONCURRENT = 16
+# How often a read waiting for a conversation's turn asks for the lock again (Rasa's
+# default, one second, is long for a visitor watching the chat load).
+READ_LOCK_POLL_SECONDS = 0.05
 
 
 class ConversationBatchInput(InputChannel):
@@ -92,6 +107,20 @@ class ConversationBatchInput(InputChannel):
                 }
             )
 
+        @batch.route("/<conversation_id:path>/tracker", methods=["GET"])
+        async def tracker(request: Request, conversation_id: str) -> HTTPResponse:
+            if not self._authorised(request):
+                return _problem(401, "The request needs Rasa's API token as a Bearer token.")
+            agent: Agent | None = getattr(request.app.ctx, "agent", None)
+            if agent is None or not agent.is_ready():
+                return _problem(503, "No model is loaded yet; try again shortly.")
+            try:
+                # Sanic leaves a path parameter's escapes (a phone number's %2B) as sent.
+                return response.json(await _read(agent, unquote(conversation_id)))
+            except LockError:
+                logger.warning("conversations.read_lock_expired")
+                return _problem(503, "The conversation is busy; try again shortly.")
+
         return batch
 
     def _authorised(self, request: Request) -> bool:
@@ -111,6 +140,16 @@ async def _append(agent: Agent, conversation_id: str, events: list[dict[str, Any
         for event in parsed:
             tracker.update(event, agent.domain)
         await agent.tracker_store.save(tracker)
+
+
+async def _read(agent: Agent, conversation_id: str) -> dict[str, Any]:
+    """The conversation as Rasa's tracker endpoint shows it, once no turn is running."""
+    async with agent.lock_store.lock(conversation_id, wait_time_in_seconds=READ_LOCK_POLL_SECONDS):
+        tracker = await agent.tracker_store.retrieve_full_tracker(conversation_id)
+    if tracker is None:
+        return {"sender_id": conversation_id, "events": []}
+    state: dict[str, Any] = tracker.current_state(EventVerbosity.AFTER_RESTART)
+    return state
 
 
 def _conversations(request: Request) -> list[tuple[str, list[dict[str, Any]]]] | None:

@@ -34,18 +34,20 @@ ClientFactory = Callable[..., Awaitable[TestClient]]
 
 @dataclass
 class FakeRasa:
-    """Rasa's `GET /conversations/{id}/tracker`, holding one tracker per conversation."""
+    """The bot's `GET /webhooks/conversations/{id}/tracker` (Rasa's tracker, read under
+    the conversation's lock: tests/bot/test_conversation_batch.py), holding one tracker
+    per conversation."""
 
     trackers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     asked_for: list[str] = field(default_factory=list)
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/conversations/{id}/tracker", self.tracker)
+        app.router.add_get("/webhooks/conversations/{id}/tracker", self.tracker)
         return app
 
     async def tracker(self, request: web.Request) -> web.Response:
-        if request.query.get("token") != RASA_TOKEN:
+        if request.headers.get("Authorization") != f"Bearer {RASA_TOKEN}":
             return web.json_response({"message": "no token"}, status=401)
         conversation = request.match_info["id"]
         self.asked_for.append(conversation)

@@ -1,5 +1,6 @@
-"""The batch endpoint the backend's scheduler records follow-ups through, on a real Sanic
-server with Rasa's own tracker store, lock store and the bot's domain. Only the session
+"""The batch endpoint the backend's scheduler records follow-ups through, and the locked
+read the web chat's history comes from, on a real Sanic server with Rasa's own tracker
+store, lock store and the bot's domain. Only the session
 start of a new conversation is a stand-in (Rasa's runs the action server), so that these
 tests need no trained model; the end-to-end follow-up tests run the real one."""
 
@@ -10,13 +11,14 @@ import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 from rasa.core.lock_store import InMemoryLockStore
 from rasa.core.tracker_store import InMemoryTrackerStore
 from rasa.shared.core.domain import Domain
-from rasa.shared.core.events import ActionExecuted, SessionStarted
+from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from sanic import Sanic
 
@@ -77,9 +79,22 @@ class Endpoint:
     session: aiohttp.ClientSession
 
     async def append(self, body: Any, token: str | None = TOKEN) -> tuple[int, dict[str, Any]]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self.session.post(self.url, json=body, headers=headers) as response:
+        async with self.session.post(
+            f"{self.url}/append", json=body, headers=_bearer(token)
+        ) as response:
             return response.status, await response.json(content_type=None)
+
+    async def read(
+        self, conversation_id: str, token: str | None = TOKEN
+    ) -> tuple[int, dict[str, Any]]:
+        async with self.session.get(
+            f"{self.url}/{quote(conversation_id, safe='')}/tracker", headers=_bearer(token)
+        ) as response:
+            return response.status, await response.json(content_type=None)
+
+
+def _bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 @pytest.fixture
@@ -94,7 +109,7 @@ async def endpoint(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Endpoint]:
         serving(app, [ConversationBatchInput(TOKEN)]) as base,
         aiohttp.ClientSession() as session,
     ):
-        yield Endpoint(f"{base}/webhooks/conversations/append", rasa, session)
+        yield Endpoint(f"{base}/webhooks/conversations", rasa, session)
 
 
 def follow_up(text: str, asks: str | None = "demo") -> list[dict[str, Any]]:
@@ -189,3 +204,61 @@ async def test_a_body_that_is_not_a_batch_gets_a_clear_400(endpoint: Endpoint, b
     status, answer = await endpoint.append(body)
     assert status == 400 and "conversations" in answer["title"]
     assert await endpoint.rasa.events("+14155550107") == []
+
+
+# --- the locked read (the web chat's history) ---------------------------------------------
+
+
+async def test_a_read_waits_for_the_turn_in_progress_and_sees_what_it_said(
+    endpoint: Endpoint,
+) -> None:
+    """A visitor's first tab already shows the bot's answer while Rasa is still in the
+    turn; a second tab reading the history then must see it too."""
+    conversation = "c0ffee-visitor"
+    rasa = endpoint.rasa
+    async with rasa.lock_store.lock(conversation):  # Rasa handling a message
+        tracker = await rasa.processor.fetch_tracker_with_initial_session(conversation)
+        read = asyncio.create_task(endpoint.read(conversation))
+        await asyncio.sleep(0.3)
+        assert not read.done()
+        for event in (UserUttered("/session_start"), BotUttered("I'm a bot.")):
+            tracker.update(event, rasa.domain)
+        await rasa.tracker_store.save(tracker)
+    status, state = await asyncio.wait_for(read, timeout=5)
+    assert status == 200 and state["sender_id"] == conversation
+    said = [(e["event"], e.get("text")) for e in state["events"] if e["event"] in ("user", "bot")]
+    assert said == [("user", "/session_start"), ("bot", "I'm a bot.")]
+
+
+async def test_reading_a_conversation_nobody_wrote_in_finds_no_events_and_keeps_none(
+    endpoint: Endpoint,
+) -> None:
+    status, state = await endpoint.read("+14155550108")
+    assert status == 200 and state == {"sender_id": "+14155550108", "events": []}
+    assert await endpoint.rasa.tracker_store.retrieve("+14155550108") is None
+
+
+async def test_a_read_shows_the_conversation_as_rasas_tracker_endpoint_does(
+    endpoint: Endpoint,
+) -> None:
+    await endpoint.append(
+        {"conversations": [{"conversation_id": "+14155550109", "events": follow_up("Hi.")}]}
+    )
+    status, state = await endpoint.read("+14155550109")
+    assert status == 200
+    assert [e["event"] for e in state["events"]] == [
+        "action", "session_started", "action", "action", "bot", "slot", "action",
+    ]  # fmt: skip
+    assert state["slots"]["follow_up"] == "demo"
+    assert state["latest_message"] is not None
+
+
+@pytest.mark.parametrize("token", [None, "not-the-token"])
+async def test_without_rasas_token_no_conversation_is_read(
+    endpoint: Endpoint, token: str | None
+) -> None:
+    await endpoint.append(
+        {"conversations": [{"conversation_id": "+14155550110", "events": follow_up("Hi.")}]}
+    )
+    status, answer = await endpoint.read("+14155550110", token=token)
+    assert status == 401 and answer["status"] == 401 and "Hi." not in str(answer)
