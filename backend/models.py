@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -439,6 +440,10 @@ class SequenceWork(Base):
     # derived from the row). A retry after an unknown outcome starts with the earlier
     # row's, so the door looks that send up at Twilio instead of texting twice.
     send_key: Mapped[str | None] = mapped_column(String(220))
+    # The step's text is in the person's conversation already: an earlier attempt
+    # recorded it and was not sent (the sending number was busy), so this one sends it
+    # without recording it a second time.
+    recorded: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class SegmentWatch(Base):

@@ -227,10 +227,11 @@ class _SendPlan:
     text: OutboundText
     asks: str | None
     channel: Channel = Channel.SMS
-    # False for a retry after an unknown outcome (a new row with the earlier row's key):
-    # it was recorded before that try. A row run again after its worker died may or may
-    # not have been recorded, so it is recorded again: a text read out of context is
-    # worse than a conversation that shows it twice.
+    # False for a retry after an unknown outcome (a new row with the earlier row's key)
+    # or after the sending number was busy (`SequenceWork.recorded`): it was recorded
+    # before that try. A row run again after its worker died may or may not have been
+    # recorded, so it is recorded again: a text read out of context is worse than a
+    # conversation that shows it twice.
     record: bool = True
     # The variant was rolled for this send: keep it on the enrolment with the outcome.
     new_variant: bool = False
@@ -253,6 +254,9 @@ class _Outcome:
     # Try again later; with `same_key`, as the same send (its outcome is unknown).
     retry: bool = False
     same_key: bool = False
+    # The text is in the person's conversation (the door or the calls were asked only
+    # once it was), so a retry does not record it again.
+    in_conversation: bool = False
 
 
 @dataclass
@@ -579,7 +583,8 @@ class Worker:
                 to=to, body=body, purpose=purpose, send_key=key,
                 follow_up=FollowUp(enrolment.id, step.id, chosen),
             ),
-            message.asks, channel, record=key == own_key, new_variant=new_variant,
+            message.asks, channel, record=key == own_key and not work.recorded,
+            new_variant=new_variant,
         )  # fmt: skip
 
     def _route(
@@ -797,7 +802,7 @@ class Worker:
             return {**done, "updated_at": now}, None
         following = {
             "enrolment_id": enrolment_id, "step": target, "due_at": due,
-            "attempt": attempts.next(enrolment_id, target),
+            "attempt": attempts.next(enrolment_id, target), "recorded": False,
         }  # fmt: skip
         return {"current_step": target, "updated_at": now}, following
 
@@ -970,6 +975,7 @@ class Worker:
                     "enrolment_id": plan.enrolment_id, "step": plan.step,
                     "due_at": now + backoff, "attempt": attempts.next(plan.enrolment_id, plan.step),
                     "send_key": plan.text.send_key if result.same_key else None,
+                    "recorded": result.in_conversation,
                 }
             )  # fmt: skip
             return
@@ -1031,15 +1037,17 @@ def _not_recorded(plan: _SendPlan) -> _Outcome:
 
 
 def _result(plan: _SendPlan, result: Sent | Placed | SendRefused) -> _Outcome:
-    """A door's answer as a step outcome."""
+    """A door's answer as a step outcome (the door is asked once the text is in the
+    person's conversation)."""
     if isinstance(result, SendRefused):
         if result.kind in CONSENT_KINDS:
             return _Outcome(plan, "skipped_consent", str(result))
         if result.kind in IN_DOUBT_KINDS | NOT_SENT_KINDS:
             detail = f"{result.kind}: {result}"
             return _Outcome(
-                plan, "retry", detail, retry=True, same_key=result.kind in IN_DOUBT_KINDS
-            )
+                plan, "retry", detail, retry=True, same_key=result.kind in IN_DOUBT_KINDS,
+                in_conversation=True,
+            )  # fmt: skip
         return _Outcome(plan, "failed", f"{result.kind}: {result}")
     first = result.messages[0]
     if first.status == "failed":

@@ -25,7 +25,7 @@ from backend.app import scheduler_worker
 from backend.clock import FixedClock
 from backend.enrolment import EntryRefused, TriggerEvent, enrol
 from backend.keys import DIRECTORY, SEQUENCES, SESSIONS, WORKER
-from backend.models import Enrolment, Profile, SequenceWork
+from backend.models import Enrolment, Profile, SenderPace, SequenceWork
 from backend.scheduler import Worker, _PausePlan, quiet_until, roll_for, wait_until, zone_for
 from backend.sequences import WaitUntil, parse_time_of_day
 from backend.settings import PROJECT_ROOT
@@ -825,6 +825,33 @@ async def test_a_follow_up_retried_after_an_unknown_outcome_is_not_recorded_twic
     await drip.at(drip.clock.now() + timedelta(seconds=60))
     assert drip.sent_to(LA_PERSON) == ["Want a walkthrough? Reply YES."]
     assert [conversation for conversation, _, _ in rasa.appended] == [LA_PERSON]
+
+
+async def test_a_follow_up_held_back_by_a_busy_sending_number_is_recorded_once(
+    talking: tuple[Drip, RasaEvents],
+) -> None:
+    """The number has an hour of texts queued: the follow-up, already in the
+    conversation, waits; when it goes, the conversation does not show it twice."""
+    drip, rasa = talking
+    person = await drip.person(LA_PERSON, subscribed=False)
+    door = drip.worker.door
+    assert door is not None
+    async with drip.app[SESSIONS].begin() as session:
+        busy_until = drip.clock.now() + timedelta(hours=1)
+        session.add(SenderPace(sender=door.sender, next_free_at=busy_until))
+    await drip.event(person, "pricing_viewed")
+    await drip.run_due()
+    assert drip.sent_to(LA_PERSON) == []
+    [(conversation, _, _)] = rasa.appended
+    assert conversation == LA_PERSON
+
+    await drip.at(drip.clock.now() + timedelta(hours=2))
+    assert drip.sent_to(LA_PERSON) == ["Want a walkthrough? Reply YES."]
+    assert [c for c, _, _ in rasa.appended] == [LA_PERSON]
+    [busy, sent, *_] = await drip.work(person)
+    assert (busy.attempt, busy.outcome) == (1, "retry")
+    assert busy.outcome_detail is not None and "sender-busy" in busy.outcome_detail
+    assert (sent.attempt, sent.outcome) == (2, "sent")
 
 
 async def test_only_the_follow_up_rasa_could_not_record_in_a_batch_waits(
