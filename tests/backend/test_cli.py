@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -148,8 +149,12 @@ def test_the_twilio_emulator_needs_an_auth_token(tmp_path: Path) -> None:
     assert "PARLEY_TWILIO_AUTH_TOKEN" in result.stderr
 
 
-async def test_the_twilio_emulator_serves_the_twilio_library(tmp_path: Path) -> None:
+async def test_the_twilio_emulator_serves_the_twilio_library(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from backend.twilio_api import twilio_client
+
+    caplog.set_level(logging.INFO)  # the library's own request logs stay out even so
 
     port = free_port()
     env = {
@@ -178,6 +183,9 @@ async def test_the_twilio_emulator_serves_the_twilio_library(tmp_path: Path) -> 
         ):
             recorded = await response.json()
         assert [(m["sid"], m["body"]) for m in recorded] == [(sent.sid, "hello")]
+        listed = await client.messages.list_async(to="+14155552671", from_="+15557654321")
+        assert [m.sid for m in listed] == [sent.sid]
+        assert "4155552671" not in caplog.text
     finally:
         await client.http_client.close()
         process.terminate()
