@@ -55,8 +55,7 @@ class RasaClient:
         read once a turn in progress is saved (channels.conversation_batch in the bot):
         what a visitor's other tab already shows is in it."""
         path = f"/webhooks/conversations/{_in_path(conversation_id)}/tracker"
-        headers = {"Authorization": f"Bearer {self._require_token()}"}
-        body = await self._call("GET", path, headers=headers)
+        body = await self._call("GET", path, headers=self._bearer())
         events = body.get("events")
         return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
 
@@ -72,14 +71,19 @@ class RasaClient:
         in the bot); the conversations Rasa could not append to, with why. Raises
         `RasaUnavailable` if the request as a whole failed."""
         body = {"conversations": [{"conversation_id": c, "events": e} for c, e in batch.items()]}
-        headers = {"Authorization": f"Bearer {self._require_token()}"}
-        answer = await self._call("POST", "/webhooks/conversations/append", body, headers=headers)
+        answer = await self._call(
+            "POST", "/webhooks/conversations/append", body, headers=self._bearer()
+        )
         appended = set(answer.get("appended") or [])
         return {c: "Rasa did not say it appended them" for c in batch if c not in appended} | {
             str(f.get("conversation_id")): str(f.get("error"))
             for f in answer.get("failed") or []
             if isinstance(f, dict)
         }
+
+    def _bearer(self) -> dict[str, str]:
+        """Rasa's token as the bot's own endpoints take it (channels.conversation_batch)."""
+        return {"Authorization": f"Bearer {self._require_token()}"}
 
     def _require_token(self) -> str:
         if not self._token:

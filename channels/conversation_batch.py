@@ -52,6 +52,8 @@ CONCURRENT = 16
 # How often a read waiting for a conversation's turn asks for the lock again (Rasa's
 # default, one second, is long for a visitor watching the chat load).
 READ_LOCK_POLL_SECONDS = 0.05
+UNAUTHORISED = "The request needs Rasa's API token as a Bearer token."
+NOT_LOADED = "No model is loaded yet; try again shortly."
 
 
 class ConversationBatchInput(InputChannel):
@@ -69,7 +71,7 @@ class ConversationBatchInput(InputChannel):
         @batch.route("/append", methods=["POST"])
         async def append(request: Request) -> HTTPResponse:
             if not self._authorised(request):
-                return _problem(401, "The request needs Rasa's API token as a Bearer token.")
+                return _problem(401, UNAUTHORISED)
             items = _conversations(request)
             if items is None:
                 return _problem(
@@ -77,9 +79,9 @@ class ConversationBatchInput(InputChannel):
                     'The body must be {"conversations": [{"conversation_id": "…", '
                     f'"events": [{{…}}]}}]}} with 1 to {MAX_CONVERSATIONS} conversations.',
                 )
-            agent: Agent | None = getattr(request.app.ctx, "agent", None)
-            if agent is None or not agent.is_ready():
-                return _problem(503, "No model is loaded yet; try again shortly.")
+            agent = _loaded_agent(request)
+            if agent is None:
+                return _problem(503, NOT_LOADED)
             gate = asyncio.Semaphore(CONCURRENT)
 
             async def one(conversation_id: str, events: list[dict[str, Any]]) -> str | None:
@@ -110,10 +112,10 @@ class ConversationBatchInput(InputChannel):
         @batch.route("/<conversation_id:path>/tracker", methods=["GET"])
         async def tracker(request: Request, conversation_id: str) -> HTTPResponse:
             if not self._authorised(request):
-                return _problem(401, "The request needs Rasa's API token as a Bearer token.")
-            agent: Agent | None = getattr(request.app.ctx, "agent", None)
-            if agent is None or not agent.is_ready():
-                return _problem(503, "No model is loaded yet; try again shortly.")
+                return _problem(401, UNAUTHORISED)
+            agent = _loaded_agent(request)
+            if agent is None:
+                return _problem(503, NOT_LOADED)
             try:
                 # Sanic leaves a path parameter's escapes (a phone number's %2B) as sent.
                 return response.json(await _read(agent, unquote(conversation_id)))
@@ -140,6 +142,12 @@ async def _append(agent: Agent, conversation_id: str, events: list[dict[str, Any
         for event in parsed:
             tracker.update(event, agent.domain)
         await agent.tracker_store.save(tracker)
+
+
+def _loaded_agent(request: Request) -> Agent | None:
+    """Rasa's agent, once its model is loaded."""
+    agent: Agent | None = getattr(request.app.ctx, "agent", None)
+    return agent if agent is not None and agent.is_ready() else None
 
 
 async def _read(agent: Agent, conversation_id: str) -> dict[str, Any]:
