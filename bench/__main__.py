@@ -113,13 +113,21 @@ async def main() -> None:
         rates = [float(r) for r in args.sequences_rates.split(",")]
         # The fastest rate again with an emulator that makes no status callbacks: Twilio's
         # side of the callbacks is not on a deployment's machines, only on this one.
-        for rate, callbacks in [*((r, True) for r in rates), (max(rates), False)]:
-            print(
-                f"Sequences: {rate:g} steps due/s for {args.sequences_seconds:g} s"
-                + ("" if callbacks else ", no status callbacks") + "…", flush=True,
-            )  # fmt: skip
+        # Last, as many steps as the fastest rate brings, all due at once: how many the
+        # workers can send a second.
+        runs = [*((r, True, False) for r in rates), (max(rates), False, False)]
+        for rate, callbacks, backlog in [*runs, (max(rates), False, True)]:
+            load = (
+                f"{rate * args.sequences_seconds:g} steps due at once"
+                if backlog
+                else f"{rate:g} steps due/s for {args.sequences_seconds:g} s"
+            )
+            quiet = "" if callbacks else ", no status callbacks"
+            print(f"Sequences: {load}{quiet}…", flush=True)
             measured_runs.append(
-                await sequences.bench_sequences(rate, args.sequences_seconds, callbacks=callbacks)
+                await sequences.bench_sequences(
+                    rate, args.sequences_seconds, callbacks=callbacks, backlog=backlog
+                )
             )
         version = await postgres_version()
         table = sequences.sequences_table(measured_runs, machine({"PostgreSQL": version}))

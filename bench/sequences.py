@@ -12,6 +12,7 @@ written once both workers are up, due from a few seconds ahead at `rate` a secon
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import secrets
 import shutil
@@ -90,6 +91,8 @@ class SequencesMeasured:
     seconds: float
     workers: int
     callbacks: bool = True  # the emulator makes the texts' status callbacks
+    # All N steps fall due at once: the sends per second are the workers' capacity.
+    backlog: bool = False
     due: int = 0
     texted: int = 0  # people the emulator got a text for
     repeated: int = 0  # texts beyond the first to one person
@@ -229,12 +232,16 @@ async def _wait_for(path: Path, text: str, process: asyncio.subprocess.Process) 
 
 
 async def bench_sequences(
-    rate: float, seconds: float, workers: int = 2, callbacks: bool = True
+    rate: float, seconds: float, workers: int = 2, callbacks: bool = True, backlog: bool = False
 ) -> SequencesMeasured:
+    """`rate` times `seconds` steps falling due at `rate` a second, or with `backlog` all
+    due at the same moment."""
     count = int(rate * seconds)
     result = SequencesMeasured(
-        rate=rate, seconds=seconds, workers=workers, due=count, callbacks=callbacks
-    )
+        rate=rate, seconds=seconds, workers=workers, due=count, callbacks=callbacks,
+        backlog=backlog,
+    )  # fmt: skip
+    due_rate = math.inf if backlog else rate
     rasa = RasaEventsStub(secrets.token_hex(8))
     rasa_runner, rasa_port = await rasa.start()
     name = f"parley_bench_seq_{secrets.token_hex(4)}"
@@ -288,7 +295,7 @@ async def bench_sequences(
             await _wait_for(log, "worker.started", process)
 
         start = datetime.now(UTC) + timedelta(seconds=LEAD_SECONDS)
-        await schedule(dsn, enrolments, start, rate)
+        await schedule(dsn, enrolments, start, due_rate)
         await asyncio.sleep((start - datetime.now(UTC)).total_seconds())
         cpu_before = [cpu_seconds(p.pid) for p in processes]
         postgres_before, own_before = postgres_cpu(), cpu_seconds(os.getpid())
@@ -355,7 +362,7 @@ async def bench_sequences(
             session.get(f"http://127.0.0.1:{port}/emulator/messages") as response,
         ):
             messages = await response.json()
-        _measure(result, messages, start, rate, recorded_sent)
+        _measure(result, messages, start, due_rate, recorded_sent)
         texted = {m["to"] for m in messages}
         result.recorded = sum(1 for to in rasa.recorded if to in texted)
     finally:
@@ -421,7 +428,7 @@ def sequences_table(results: list[SequencesMeasured], machine_line: str) -> str:
         return f"| {label} | " + " | ".join(cells) + f" | {target} |"
 
     def lag(r: SequencesMeasured, pick: str) -> str:
-        if not r.lag_ms:
+        if not r.lag_ms or r.backlog:  # there, the lag is how long the backlog took
             return "—"
         value = (
             statistics.median(r.lag_ms)
@@ -433,7 +440,9 @@ def sequences_table(results: list[SequencesMeasured], machine_line: str) -> str:
         return f"{value:,.0f} ms"
 
     columns = [
-        f"{r.rate:,.0f} due/s" + ("" if r.callbacks else ", no status callbacks") for r in results
+        (f"{r.due:,} due at once" if r.backlog else f"{r.rate:,.0f} due/s")
+        + ("" if r.callbacks else ", no status callbacks")
+        for r in results
     ]
     lines = [
         "## Sequences: two scheduler workers dispatching follow-up texts",
@@ -454,9 +463,12 @@ def sequences_table(results: list[SequencesMeasured], machine_line: str) -> str:
         f"number, paced at {SENDS_PER_SECOND:,} a second here (the door keeps one pace "
         "per number, `PARLEY_SMS_SENDS_PER_SECOND`; a real long code sends 1 a second). "
         "No API replica runs, so the emulator's delivery callbacks meet a closed port; "
-        "in the last column the emulator makes none (`parley twilio-emulator "
+        "in the columns that say so the emulator makes none (`parley twilio-emulator "
         "--no-status-callbacks`), since in a deployment that work is Twilio's, on its own "
-        "machines, and here it shares the two cores with the workers. "
+        "machines, and here it shares the two cores with the workers. In the last column "
+        "the steps are all due at the same moment, so the sends per second are as many as "
+        "the workers can send (at a steady 1,000 due a second they can send no more than "
+        "1,000), and the lag is the time the backlog took, not shown. "
         "Before a batch is sent, its follow-ups are recorded in the people's conversations "
         "in one request to the bot's batch endpoint; a stub of it answers at once, so the "
         "workers' side of recording is measured and Rasa's own cost of storing them is not "
@@ -468,10 +480,10 @@ def sequences_table(results: list[SequencesMeasured], machine_line: str) -> str:
         row(
             "sends per second (emulator)",
             [f"{r.sends_per_second:,.0f}" for r in results],
-            "≥ 1,000 at 1,000 due/s",
+            "≥ 1,000",
         ),
         row("lag, due to sent: median", [lag(r, "p50") for r in results]),
-        row("lag, due to sent: p99", [lag(r, "p99") for r in results], "≤ 1 s"),
+        row("lag, due to sent: p99", [lag(r, "p99") for r in results], "≤ 1 s at 1,000 due/s"),
         row("lag, due to sent: max", [lag(r, "max") for r in results]),
         row("texts sent (people texted)", [f"{r.texted:,}" for r in results]),
         row(
