@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 
 import asyncpg
 
+from backend.settings import PROJECT_ROOT
 from bench import backend, rasa_recording, sequences, sms
 from bench.report import machine, write_section
 
@@ -70,6 +72,33 @@ def backend_table(results: list[backend.Measured], postgres_version: str) -> str
     return "\n".join(lines)
 
 
+def tracker_saves_table(machine_line: str) -> str:
+    """bench/tracker_saves.py, run where Rasa is (the bot runtime)."""
+    measured = subprocess.run(
+        [str(PROJECT_ROOT / ".venv-bot" / "bin" / "python"), "-m", "bench.tracker_saves",
+         backend.POSTGRES],
+        cwd=PROJECT_ROOT, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    return "\n".join(
+        [
+            "## Rasa's side: saving a conversation",
+            "",
+            f"Machine: {machine_line}.",
+            "",
+            "Median time of one save of a conversation, with an event broker configured, "
+            "when a follow-up (four events) is added to a tracker read afresh, as the bot's "
+            "batch endpoint records one: 100 conversations per cell, each saved into once "
+            "(Rasa 3.6 on Python 3.10, the bot runtime). Rasa's SQL tracker store reads "
+            "the conversation's session back before each save, to find the events to "
+            "hand the broker; Parley's (bot/tracker_store.py) counts the stored events once "
+            "and uses the count for both. Side by side on SQLite (the embedded default) and "
+            "PostgreSQL (the scale profile).",
+            "",
+            measured,
+        ]
+    )
+
+
 async def postgres_version() -> str:
     connection = await asyncpg.connect(backend.POSTGRES)
     try:
@@ -83,7 +112,8 @@ async def main() -> None:
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--batches", type=int, default=60, help="event batches to ingest")
     parser.add_argument(
-        "--only", choices=["postgresql", "sqlite", "sms", "sequences", "rasa-recording"]
+        "--only",
+        choices=["postgresql", "sqlite", "sms", "sequences", "rasa-recording", "tracker-saves"],
     )
     parser.add_argument("--sms-rate", type=float, default=50.0, help="webhooks per second")
     parser.add_argument("--sms-seconds", type=float, default=20.0)
@@ -107,6 +137,13 @@ async def main() -> None:
         print(table)
         write_section("rasa-recording", table)
         if args.only == "rasa-recording":
+            return
+    if args.only in (None, "tracker-saves"):
+        print("Rasa: saving conversations, Rasa's tracker store and Parley's…", flush=True)
+        table = tracker_saves_table(machine({"PostgreSQL": await postgres_version()}))
+        print(table)
+        write_section("tracker-saves", table)
+        if args.only == "tracker-saves":
             return
     if args.only in (None, "sequences"):
         measured_runs = []

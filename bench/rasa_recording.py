@@ -119,7 +119,7 @@ def recording_table(results: list[RecordingMeasured], machine_line: str) -> str:
             "",
             f"Load: {batched.follow_ups:,} follow-ups (in batches) and "
             f"{results[-1].follow_ups:,} (one a request) recorded into existing conversations "
-            "of one Rasa server (`parley run`: SQLite tracker store, the conversation-events "
+            "of one Rasa server (`parley run`: the SQL tracker store on SQLite, the conversation-events "
             "broker on), each as the scheduler records it before sending: "
             "`action_follow_up`, the text, the `follow_up` slot. Side by side: a batch a "
             "request through the bot's batch endpoint (how the scheduler records texts and "

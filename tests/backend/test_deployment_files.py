@@ -46,7 +46,7 @@ def test_the_scale_endpoints_use_a_shared_lock_store_and_event_broker() -> None:
     broker = endpoints["event_broker"]
     assert broker["type"] == "bot.conversation_events.BackendEventBroker"
     assert broker["forward_to"]["type"] == "pika"
-    assert endpoints["tracker_store"]["type"] == "SQL"
+    assert endpoints["tracker_store"]["type"] == "bot.tracker_store.ParleySQLTrackerStore"
 
 
 def test_both_profiles_use_the_event_broker_that_reports_to_the_backend() -> None:
