@@ -152,8 +152,12 @@ async def main() -> None:
         # side of the callbacks is not on a deployment's machines, only on this one.
         # Last, as many steps as the fastest rate brings, all due at once: how many the
         # workers can send a second.
-        runs = [*((r, True, False) for r in rates), (max(rates), False, False)]
-        for rate, callbacks, backlog in [*runs, (max(rates), False, True)]:
+        runs = [
+            *((rate, True, False) for rate in rates),
+            (max(rates), False, False),
+            (max(rates), False, True),
+        ]
+        for rate, callbacks, backlog in runs:
             load = (
                 f"{rate * args.sequences_seconds:g} steps due at once"
                 if backlog

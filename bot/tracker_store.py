@@ -15,37 +15,22 @@ Rasa's `type: SQL`).
 
 from __future__ import annotations
 
-import itertools
-import json
+from collections.abc import Iterator
+from typing import Any
 
 from rasa.core.tracker_store import SQLTrackerStore
 from rasa.shared.core.trackers import DialogueStateTracker
-from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
 
 class ParleySQLTrackerStore(SQLTrackerStore):
-    async def save(self, tracker: DialogueStateTracker) -> None:
-        """Publish and store the events that are not stored yet, as Rasa's does."""
-        with self.session_scope() as session:
-            stored = self._event_query(
-                session, tracker.sender_id, fetch_events_from_all_sessions=False
-            ).count()
-            new = list(itertools.islice(tracker.events, stored, None))
-            if self.event_broker is not None:
-                await self._stream_new_events(self.event_broker, new, tracker.sender_id)
+    async def stream_events(self, tracker: DialogueStateTracker) -> None:
+        """Nothing here: `save` publishes the events it stores (`_additional_events`)."""
+
+    def _additional_events(self, session: Any, tracker: DialogueStateTracker) -> Iterator[Any]:
+        """Rasa's events to store (those after the stored ones, by one count), handed to
+        the event broker before Rasa's `save` writes them, as Rasa's own store does."""
+        new = list(super()._additional_events(session, tracker))
+        if self.event_broker is not None:
             for event in new:
-                # The row Rasa's `save` writes for an event.
-                data = event.as_dict()
-                session.add(
-                    self.SQLEvent(
-                        sender_id=tracker.sender_id,
-                        type_name=event.type_name,
-                        timestamp=data.get("timestamp"),
-                        intent_name=data.get("parse_data", {})
-                        .get("intent", {})
-                        .get(INTENT_NAME_KEY),
-                        action_name=data.get("name"),
-                        data=json.dumps(data),
-                    )
-                )
-            session.commit()
+                self.event_broker.publish({"sender_id": tracker.sender_id, **event.as_dict()})
+        return iter(new)

@@ -4,7 +4,6 @@ when the server is there), the real app, and tokens for each role."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,11 +25,7 @@ from backend.database import create_engine, create_session_factory
 from backend.settings import Settings
 from backend.twilio_emulator import TwilioEmulator
 from tests.e2e.conftest import free_port
-
-POSTGRES_DSN = os.environ.get(
-    "PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+from tests.servers import POSTGRES_DSN, server_missing
 
 
 async def _create_postgres_database() -> str:
@@ -38,10 +33,7 @@ async def _create_postgres_database() -> str:
     try:
         connection = await asyncpg.connect(POSTGRES_DSN, timeout=5)
     except (OSError, asyncpg.PostgresError) as error:
-        message = f"PostgreSQL is not reachable at {POSTGRES_DSN}: {error}"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true: PostgreSQL-backed tests are mandatory)")
-        pytest.skip(message)
+        server_missing(f"PostgreSQL is not reachable at {POSTGRES_DSN}: {error}")
     try:
         await connection.execute(f'CREATE DATABASE "{name}"')
     finally:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from backend.database import create_engine
-from tests.backend.conftest import POSTGRES_DSN
+from tests.servers import POSTGRES_DSN
 
 pytestmark = pytest.mark.parametrize(
     "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True

@@ -25,11 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.database import create_engine, create_session_factory
 from backend.models import Enrolment, SequenceWork
 from backend.twilio_emulator import TwilioEmulator
-from tests.backend.conftest import (
-    POSTGRES_DSN,
-    _create_postgres_database,
-    _drop_postgres_database,
-)
+from tests.backend.conftest import _create_postgres_database, _drop_postgres_database
 from tests.backend.test_worker_process import (
     ACCOUNT,
     PATIENCE,
@@ -43,6 +39,7 @@ from tests.backend.test_worker_process import (
     subscribe_and_enrol,
     worker_env,
 )
+from tests.servers import POSTGRES_DSN
 
 pytestmark = pytest.mark.postgres
 

@@ -70,14 +70,6 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 60) -> N
     raise RuntimeError(f"{url} did not come up in {timeout} s")
 
 
-def server_missing(message: str) -> None:
-    """A local server a test needs is not running: on a developer's machine the test is
-    skipped with how to run it; with CI=true it fails, since CI has every server."""
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"{message} (CI=true: tests that need it are mandatory)")
-    pytest.skip(f"{message}; start it to run this test")
-
-
 @dataclass
 class RunningBackend:
     url: str

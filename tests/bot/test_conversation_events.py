@@ -33,12 +33,8 @@ from rasa.utils.endpoints import EndpointConfig, read_endpoint_config
 from actions.backend_client import BackendClient
 from bot.conversation_events import BackendEventBroker, ConversationReader, form_names
 from bot.settings import PROJECT_ROOT
-from tests.bot.conftest import (
-    RunningBackend,
-    free_port,
-    running_backend,
-    server_missing,
-)
+from tests.bot.conftest import RunningBackend, free_port, running_backend
+from tests.servers import server_missing
 
 FORMS = form_names(PROJECT_ROOT / "bot" / "domain")
 PRICING_SEQUENCE = """

@@ -4,7 +4,6 @@ events and hands the event broker the same ones; and both endpoint files load it
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -28,12 +27,9 @@ from rasa.shared.core.events import (
 
 from bot.settings import PROJECT_ROOT
 from bot.tracker_store import ParleySQLTrackerStore
+from tests.servers import POSTGRES_DSN, server_missing
 
 CONVERSATION = "+14155550123"
-POSTGRES_DSN = os.environ.get(
-    "PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 class Published(EventBroker):  # type: ignore[misc]
@@ -101,10 +97,7 @@ def database_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tu
     try:
         admin = psycopg2.connect(POSTGRES_DSN, connect_timeout=5)
     except psycopg2.OperationalError as error:
-        message = f"PostgreSQL is not reachable at {POSTGRES_DSN}: {error}"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true: PostgreSQL-backed tests are mandatory)")
-        pytest.skip(message)
+        server_missing(f"PostgreSQL is not reachable at {POSTGRES_DSN}: {error}")
     admin.autocommit = True
     names = [f"parley_tracker_{secrets.token_hex(6)}" for _ in range(2)]
     try:
