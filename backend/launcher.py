@@ -186,6 +186,9 @@ def services(
             env={
                 **BOT_RUNTIME_ENV,
                 **twilio,
+                # Twilio's signatures cover the URL it calls, built from these.
+                "PARLEY_HOST": settings.host,
+                "PARLEY_RASA_PORT": str(settings.rasa_port),
                 "PARLEY_RASA_TOKEN": run.rasa_token,
                 "PARLEY_WEBCHAT_SECRET": run.webchat_secret,
                 "PARLEY_ACTION_SERVER_URL": f"{settings.action_server_url}/webhook",

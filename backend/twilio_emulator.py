@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import mimetypes
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Coroutine, Mapping
@@ -142,12 +143,18 @@ class Call:
         return self.status in ENDED
 
     def params(self, **extra: str) -> dict[str, str]:
-        """What Twilio posts to a voice webhook."""
+        """What Twilio posts to a voice webhook: every parameter of its "request to your
+        application", the geography it could not look up left blank."""
+        geography = {
+            f"{side}{part}": ("US" if part == "Country" else "")
+            for side in ("From", "To", "Caller", "Called")
+            for part in ("City", "State", "Zip", "Country")
+        }
         return {
             "CallSid": self.sid, "AccountSid": self.account_sid, "From": self.from_,
             "To": self.to, "Caller": self.from_, "Called": self.to,
             "CallStatus": self.status, "Direction": self.direction, "ApiVersion": "2010-04-01",
-            **extra,
+            "CallToken": "", **geography, **extra,
         }  # fmt: skip
 
     def duration(self) -> int | None:
@@ -533,26 +540,26 @@ class TwilioEmulator:
             return 0, str(error)
 
     async def inbound_sms(self, request: web.Request) -> web.Response:
-        """Body: {"from": "+1555…", "to": "+1555…", "body": "hi"}; fires the webhook."""
+        """Body: {"from": "+1555…", "to": "+1555…", "body": "hi", "media_urls": […]};
+        fires the webhook with every parameter Twilio posts, blank ones included."""
         try:
             data = await request.json()
-            from_, to, body = str(data["from"]), str(data["to"]), str(data["body"])
-        except (ValueError, KeyError, TypeError):
+            from_, to = str(data["from"]), str(data["to"])
+            body, media = str(data.get("body", "")), [str(u) for u in data.get("media_urls", [])]
+        except (ValueError, KeyError, TypeError, AttributeError):
             return web.json_response(
-                {"error": 'send JSON {"from": "+15551234567", "to": "+15557654321", "body": "hi"}'},
+                {"error": 'send JSON {"from": "+15551234567", "to": "+15557654321", "body": "hi"}'
+                 ' (and "media_urls": [...] for an MMS)'},
                 status=400,
-            )
+            )  # fmt: skip
         if not self.sms_webhook_url:
             return web.json_response({"error": "no SMS webhook URL is configured"}, status=409)
         if not (_e164(from_) and _e164(to)):
             return web.json_response({"error": "from and to must be E.164 numbers"}, status=400)
-        sid = "SM" + secrets.token_hex(16)
-        params = {
-            "MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid,
-            "AccountSid": self.account_sid, "From": from_, "To": to, "Body": body,
-            "NumMedia": "0", "NumSegments": str(segments(body)), "SmsStatus": "received",
-            "ApiVersion": "2010-04-01",
-        }  # fmt: skip
+        if not body and not media:
+            return web.json_response({"error": "a text needs a body or media_urls"}, status=400)
+        sid = ("MM" if media else "SM") + secrets.token_hex(16)
+        params = incoming_message_params(self.account_sid, sid, from_, to, body, media)
         status, answer = await self.post_signed(self.sms_webhook_url, params)
         return web.json_response({"sid": sid, "webhook_status": status, "webhook_body": answer})
 
@@ -693,6 +700,26 @@ class TwilioEmulator:
         if text:
             said.append(text)
             call.transcript.append({"speaker": "bot", "input": "speech", "text": text})
+
+
+def incoming_message_params(
+    account_sid: str, sid: str, from_: str, to: str, body: str, media: list[str]
+) -> dict[str, str]:
+    """What Twilio posts to "A message comes in" for a text or MMS, blank fields
+    included (geography Twilio could not look up, an image-only MMS's Body)."""
+    return {
+        "ToCountry": "US", "ToState": "", "SmsMessageSid": sid, "NumMedia": str(len(media)),
+        "ToCity": "", "FromZip": "", "SmsSid": sid, "FromState": "", "SmsStatus": "received",
+        "FromCity": "", "Body": body, "FromCountry": "US", "To": to,
+        "MessagingServiceSid": "", "ToZip": "", "NumSegments": str(segments(body) if body else 1),
+        "MessageSid": sid, "AccountSid": account_sid, "From": from_, "ApiVersion": "2010-04-01",
+        **{f"MediaContentType{i}": _media_type(url) for i, url in enumerate(media)},
+        **{f"MediaUrl{i}": url for i, url in enumerate(media)},
+    }  # fmt: skip
+
+
+def _media_type(url: str) -> str:
+    return mimetypes.guess_type(url)[0] or "application/octet-stream"
 
 
 def _twiml(body: str) -> ET.Element | None:

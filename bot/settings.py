@@ -16,6 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 class BotSettings(BaseSettings):
     host: str = "127.0.0.1"
+    rasa_port: int = Field(5005, ge=1, le=65535)
     action_server_port: int = Field(5055, ge=1, le=65535)
     # Rasa's HTTP API token (`--enable-api --auth-token`).
     rasa_token: SecretStr | None = None
@@ -57,6 +58,19 @@ class BotSettings(BaseSettings):
     )
     def empty_means_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @property
+    def webhook_base_url(self) -> str:
+        """The base of the URLs Twilio and Amazon call, which their signatures cover:
+        the public URL, else Rasa's configured address (never a request's Host header).
+        Bound to every interface, Rasa is reached on loopback unless a public URL says
+        otherwise."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        wildcard = self.host in ("0.0.0.0", "::", "")  # noqa: S104 (recognised, not bound)
+        host = "127.0.0.1" if wildcard else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.rasa_port}"
 
     class Config:
         env_prefix = "PARLEY_"

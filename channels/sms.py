@@ -29,7 +29,7 @@ from sanic.response import HTTPResponse
 
 from actions.backend_client import BackendClient, BackendError, BackendRejected
 from bot.settings import settings
-from channels.twilio_webhook import signed_by_twilio
+from channels.twilio_webhook import Refusal, twilio_form
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ class SmsInput(InputChannel):
         if auth_token is None and config.twilio_auth_token is not None:
             auth_token = config.twilio_auth_token.get_secret_value()
         self.auth_token = auth_token or ""
-        self.public_url = public_url or config.public_url
+        # What Twilio's signatures cover: the public URL, else Rasa's configured address.
+        self.base_url = public_url or config.webhook_base_url
         self._backend = backend
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._queues: dict[str, asyncio.Task[None]] = {}
@@ -185,10 +186,11 @@ class SmsInput(InputChannel):
 
         @webhook.route("/webhook", methods=["POST"])
         async def receive(request: Request) -> HTTPResponse:
-            if not signed_by_twilio(request, self.auth_token, self.public_url):
-                logger.warning("sms.signature_invalid")
-                return response.text("Forbidden: not signed by Twilio", status=403)
-            text = IncomingText.from_form(request.form)
+            form = twilio_form(request, self.auth_token, self.base_url)
+            if isinstance(form, Refusal):
+                logger.warning("sms.refused status=%s", form.status)
+                return form.as_text()
+            text = IncomingText.from_form(form)
             if text is None:
                 return response.text("Bad request: MessageSid, From and To are required", 400)
             if not self._first_time(text.sid):

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from multidict import MultiDict
 from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
 from rasa.shared.exceptions import InvalidConfigException
 from sanic import Blueprint, response
@@ -47,7 +48,7 @@ from channels.spoken import (
     speakable,
     with_query,
 )
-from channels.twilio_webhook import signed_by_twilio
+from channels.twilio_webhook import Refusal, TwilioForm, twilio_form
 
 log = logging.getLogger("parley.channels.voice")
 
@@ -214,7 +215,9 @@ class VoiceInput(InputChannel):
         speech_timeout: str = "2",
     ) -> None:
         self.auth_token = auth_token
-        self.public_url = public_url
+        # What Twilio's signatures and the TwiML's URLs use: the public URL, else Rasa's
+        # configured address (never the request's Host header).
+        self.base_url = (public_url or settings().webhook_base_url).rstrip("/")
         self.voice = voice
         self.language = language
         self.timeout = timeout
@@ -231,54 +234,60 @@ class VoiceInput(InputChannel):
 
         @hook.route("/call", methods=["POST"])
         async def call(request: Request) -> HTTPResponse:
-            refused = self._refused(request)
-            if refused is not None:
-                return refused
-            log.info("voice.call_started call=%s", request.form.get("CallSid"))
-            return await self._answer(request, on_new_message, GREET)
+            form = self._form(request)
+            if not isinstance(form, MultiDict):
+                return form
+            log.info("voice.call_started call=%s", form.get("CallSid"))
+            return await self._answer(request, form, on_new_message, GREET)
 
         @hook.route("/gather", methods=["POST"])
         async def gather(request: Request) -> HTTPResponse:
-            refused = self._refused(request)
-            if refused is not None:
-                return refused
+            form = self._form(request)
+            if not isinstance(form, MultiDict):
+                return form
             prompt = Prompt.from_query(request.args)
-            speech = (request.form.get("SpeechResult") or "").strip()
-            digits = (request.form.get("Digits") or "").strip()
+            speech = (form.get("SpeechResult") or "").strip()
+            digits = (form.get("Digits") or "").strip()
             if speech:
                 choice = choice_said(speech, prompt.choices)
                 return await self._answer(
-                    request, on_new_message, choice.payload if choice else speech
+                    request, form, on_new_message, choice.payload if choice else speech
                 )
             if digits:
                 if not prompt.choices:
-                    return await self._answer(request, on_new_message, digits)
+                    return await self._answer(request, form, on_new_message, digits)
                 number = int(digits) if digits.isdigit() else 0
                 if 1 <= number <= len(prompt.choices):
                     return await self._answer(
-                        request, on_new_message, prompt.choices[number - 1].payload
+                        request, form, on_new_message, prompt.choices[number - 1].payload
                     )
                 return _twiml(self._ask_again(request, prompt, SORRY_KEY, silences=0))
-            return _twiml(self._after_silence(request, prompt))
+            return _twiml(self._after_silence(request, form, prompt))
 
         return hook
 
     # ------------------------------------------------------------------ requests
 
-    def _refused(self, request: Request) -> HTTPResponse | None:
-        """403 unless Twilio signed this request; 400 if it is not a call's webhook."""
-        if not signed_by_twilio(request, self.auth_token or "", self.public_url):
-            log.warning("voice.refused reason=signature path=%s", request.path)
-            return _twiml(_hang_up(), status=403)
-        if not request.form.get("From") or not request.form.get("CallSid"):
+    def _form(self, request: Request) -> TwilioForm | HTTPResponse:
+        """The parameters of a call's webhook Twilio signed; else a refusal in TwiML
+        (413, 415, 400 or 403)."""
+        form = twilio_form(request, self.auth_token or "", self.base_url)
+        if isinstance(form, Refusal):
+            log.warning("voice.refused status=%s path=%s", form.status, request.path)
+            return _twiml(_hang_up(), status=form.status)
+        if not form.get("From") or not form.get("CallSid"):
             log.warning("voice.refused reason=missing_caller path=%s", request.path)
             return _twiml(_hang_up(), status=400)
-        return None
+        return form
 
     async def _answer(
-        self, request: Request, on_new_message: Callable[[UserMessage], Awaitable[Any]], text: str
+        self,
+        request: Request,
+        form: TwilioForm,
+        on_new_message: Callable[[UserMessage], Awaitable[Any]],
+        text: str,
     ) -> HTTPResponse:
-        person, call_sid = person_on_the_call(request.form), request.form.get("CallSid")
+        person, call_sid = person_on_the_call(form), form.get("CallSid")
         if not _E164.fullmatch(person) or person in ANONYMOUS_NUMBERS:
             log.info("voice.hidden_number call=%s", call_sid)
             return _twiml(self._farewell([HIDDEN_NUMBER]))
@@ -301,13 +310,13 @@ class VoiceInput(InputChannel):
         prompt = Prompt(turn.choices, last_question(turn.spoken))
         return _twiml(self._listen(request, turn.spoken, prompt, silences=1))
 
-    def _after_silence(self, request: Request, prompt: Prompt) -> VoiceResponse:
+    def _after_silence(self, request: Request, form: TwilioForm, prompt: Prompt) -> VoiceResponse:
         try:
             silences = int(first_value(request.args, "silence") or 1)
         except ValueError:
             silences = MAX_SILENCES
         if silences >= MAX_SILENCES:
-            log.info("voice.call_ended call=%s reason=silence", request.form.get("CallSid"))
+            log.info("voice.call_ended call=%s reason=silence", form.get("CallSid"))
             return self._farewell([GOODBYE_SILENCE])
         return self._ask_again(request, prompt, SORRY_SILENCE, silences)
 
@@ -360,11 +369,8 @@ class VoiceInput(InputChannel):
 
     def _hook_url(self, request: Request) -> str:
         """The absolute URL of the gather route, as Twilio reaches it."""
-        base = (
-            self.public_url.rstrip("/") if self.public_url else f"{request.scheme}://{request.host}"
-        )
         prefix = request.path.rstrip("/").rsplit("/", 1)[0]
-        return f"{base}{prefix}/gather"
+        return f"{self.base_url}{prefix}/gather"
 
 
 def person_on_the_call(form: Mapping[str, Any]) -> str:

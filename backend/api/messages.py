@@ -4,13 +4,9 @@ text's delivery, and the progress of a call Parley placed)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
-from multidict import MultiDictProxy
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from twilio.request_validator import RequestValidator
 
 from backend.api.bodies import query_int, read_body, respond
 from backend.api.profiles import live_profile
@@ -22,6 +18,7 @@ from backend.api.schemas import (
     TextReceived,
     TextSent,
 )
+from backend.api.twilio_webhooks import twilio_form
 from backend.calls import advance_call_status
 from backend.inbound import InboundText
 from backend.keys import CLOCK, INBOX, SESSIONS, SETTINGS, SMS_DOOR
@@ -152,31 +149,9 @@ async def receive_text(request: web.Request) -> web.Response:
     )
 
 
-async def signed_form(request: web.Request, public_callback_url: str) -> MultiDictProxy[Any]:
-    """The form of a Twilio callback, if Twilio signed it (over `public_callback_url` and
-    this request's query when a public URL is set, else the URL requested); else 403."""
-    settings = request.app[SETTINGS]
-    form = await request.post()
-    url = (
-        public_callback_url + (f"?{request.query_string}" if request.query_string else "")
-        if settings.public_url
-        else str(request.url)
-    )
-    token = settings.twilio_auth_token
-    signature = request.headers.get("X-Twilio-Signature", "")
-    if (
-        token is None
-        or not signature
-        or not RequestValidator(token.get_secret_value()).validate(url, form, signature)
-    ):
-        log.warning("twilio.callback_signature_invalid", path=request.path)
-        raise Problem(403, "The request is not signed by Twilio.", type_="bad-signature")
-    return form
-
-
 async def twilio_status(request: web.Request) -> web.Response:
     """Twilio reports a message's progress; only requests Twilio signed count."""
-    form = await signed_form(request, request.app[SETTINGS].status_callback_url)
+    form = await twilio_form(request, request.app[SETTINGS].status_callback_url)
     sid, status = str(form.get("MessageSid", "")), str(form.get("MessageStatus", ""))
     code = _int(form.get("ErrorCode"))
     async with request.app[SESSIONS].begin() as session:
@@ -197,7 +172,7 @@ async def twilio_status(request: web.Request) -> web.Response:
 async def twilio_call_status(request: web.Request) -> web.Response:
     """Twilio reports the progress of a call Parley placed (backend.calls); only requests
     Twilio signed count, and a status never moves back."""
-    form = await signed_form(request, request.app[SETTINGS].call_status_callback_url)
+    form = await twilio_form(request, request.app[SETTINGS].call_status_callback_url)
     sid, status = str(form.get("CallSid", "")), str(form.get("CallStatus", ""))
     code = _int(form.get("ErrorCode"))
     async with request.app[SESSIONS].begin() as session:

@@ -6,16 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from twilio.base.exceptions import TwilioRestException
-from twilio.request_validator import RequestValidator
 
 from backend.twilio_api import twilio_client
 from backend.twilio_emulator import TwilioEmulator
+from tests.twilio_requests import image_only_mms, incoming_call, incoming_sms, twilio_signature
 
 SID = "AC" + "0" * 32
 TOKEN = "emulator-auth-token"
@@ -34,12 +35,11 @@ class Receiver:
     signed: list[bool] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        valid = RequestValidator(TOKEN).validate(
-            self.url, form, request.headers.get("X-Twilio-Signature", "")
-        )
-        self.calls.append(form)
-        self.signed.append(bool(valid))
+        # Read as Twilio's documentation describes it, not as the emulator writes it.
+        pairs = parse_qsl((await request.read()).decode(), keep_blank_values=True)
+        signature = request.headers.get("X-Twilio-Signature", "")
+        self.calls.append(dict(pairs))
+        self.signed.append(signature == twilio_signature(TOKEN, self.url, pairs))
         return web.Response(text="<Response/>", content_type="text/xml")
 
 
@@ -172,6 +172,29 @@ async def test_a_person_texting_fires_a_signed_inbound_webhook(
     assert (call["From"], call["To"], call["Body"]) == (PERSON, BUSINESS, "hi there")
     assert call["MessageSid"] == answer["sid"]
     assert receiver.signed == [True]
+    # Every parameter Twilio documents for an incoming text, its blank ones included.
+    assert set(call) == {name for name, _ in incoming_sms("SM1", PERSON, "hi there")}
+    assert call["ToCity"] == "" and call["NumMedia"] == "0"
+
+
+async def test_a_picture_without_words_is_posted_as_twilio_posts_an_mms(
+    emulator: tuple[TwilioEmulator, str], receiver: Receiver
+) -> None:
+    _, url = emulator
+    picture = "https://example.com/cat.jpg"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{url}/emulator/sms", json={"from": PERSON, "to": BUSINESS, "media_urls": [picture]}
+        ) as response,
+    ):
+        answer = await response.json()
+    assert answer["webhook_status"] == 200 and answer["sid"].startswith("MM")
+    [call] = receiver.calls
+    assert set(call) == {name for name, _ in image_only_mms("MM1", PERSON)}
+    assert (call["Body"], call["NumMedia"], call["MediaUrl0"]) == ("", "1", picture)
+    assert call["MediaContentType0"] == "image/jpeg"
+    assert receiver.signed == [True]
 
 
 # ------------------------------------------------------------------- calls (TwiML)
@@ -195,13 +218,12 @@ class VoiceApp:
     refuse: bool = False
 
     async def handle(self, request: web.Request) -> web.Response:
-        form = {k: str(v) for k, v in (await request.post()).items()}
+        pairs = parse_qsl((await request.read()).decode(), keep_blank_values=True)
+        form = dict(pairs)
         url = f"{self.base}{request.raw_path}"
-        valid = RequestValidator(TOKEN).validate(
-            url, form, request.headers.get("X-Twilio-Signature", "")
-        )
+        signature = request.headers.get("X-Twilio-Signature", "")
         self.requests.append((url, form))
-        self.signed.append(bool(valid))
+        self.signed.append(signature == twilio_signature(TOKEN, url, pairs))
         if self.refuse:
             return web.Response(status=403)
         return web.Response(text=self.twiml(request, form), content_type="text/xml")
@@ -259,11 +281,15 @@ async def test_a_call_plays_its_twiml_round_trip_signed_at_every_step(
     assert call["listening"]["input"] == "speech dtmf"
     [(url, first)] = voice_app.requests
     assert url == f"{voice_app.base}/voice/call"
-    assert first == {
+    assert {k: first[k] for k in ("CallSid", "AccountSid", "From", "To", "Caller", "Called",
+                                  "CallStatus", "Direction", "ApiVersion")} == {
         "CallSid": sid, "AccountSid": SID, "From": PERSON, "To": BUSINESS, "Caller": PERSON,
         "Called": BUSINESS, "CallStatus": "ringing", "Direction": "inbound",
         "ApiVersion": "2010-04-01",
     }  # fmt: skip
+    # Every parameter Twilio documents for a call coming in, its blank ones included.
+    assert set(first) == {name for name, _ in incoming_call(sid, PERSON)}
+    assert first["CallerZip"] == "" and first["CallToken"] == ""
 
     status, pressed = await post_json(f"{phone}/emulator/call/{sid}/gather", {"digits": "1"})
     assert status == 200

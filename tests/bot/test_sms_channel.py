@@ -23,7 +23,9 @@ from twilio.request_validator import RequestValidator
 
 from actions.backend_client import BackendClient, BackendUnavailable
 from channels.sms import SmsInput, with_choices
+from channels.twilio_webhook import FORM, MAX_BODY_BYTES
 from tests.bot.conftest import PARLEY, RunningBackend, free_port, serving, wait_until_up
+from tests.twilio_requests import form_body, image_only_mms, incoming_sms, twilio_signature
 
 TOKEN = "sms-channel-test-token"
 BUSINESS = "+15005550006"
@@ -37,6 +39,11 @@ class Twilio:
     url: str
     backend: RunningBackend
     webhook_port: int
+
+    @property
+    def webhook_base(self) -> str:
+        """Where the channel under test is served, as Rasa's settings would say."""
+        return f"http://127.0.0.1:{self.webhook_port}"
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +174,7 @@ async def serving_sms(channel: SmsInput, port: int) -> AsyncIterator[EchoAgent]:
 async def phone(twilio: Twilio, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Phone]:
     monkeypatch.setattr(Sanic, "test_mode", True)
     backend = BackendClient(twilio.backend.url, twilio.backend.token, 10.0)
-    channel = SmsInput(auth_token=TOKEN, backend=backend)
+    channel = SmsInput(auth_token=TOKEN, public_url=twilio.webhook_base, backend=backend)
     async with (
         serving_sms(channel, twilio.webhook_port) as agent,
         aiohttp.ClientSession() as session,
@@ -370,7 +377,7 @@ async def test_a_text_whose_receipt_was_lost_still_reaches_the_bot_once(
     monkeypatch.setattr(Sanic, "test_mode", True)
     monkeypatch.setattr("channels.sms.RETRY_DELAYS", (0.01,))
     backend = AnswerLostOnce(twilio.backend.url, twilio.backend.token, 10.0)
-    channel = SmsInput(auth_token=TOKEN, backend=backend)
+    channel = SmsInput(auth_token=TOKEN, public_url=twilio.webhook_base, backend=backend)
     async with (
         serving_sms(channel, twilio.webhook_port) as agent,
         aiohttp.ClientSession() as session,
@@ -379,3 +386,72 @@ async def test_a_text_whose_receipt_was_lost_still_reaches_the_bot_once(
         await phone.text("are you there?")
         assert agent.heard == ["are you there?"]
         assert await phone.bodies() == ["You said: are you there?"]
+
+
+# ----------------------------------------- requests as Twilio documents them, and forgeries
+
+
+async def post_raw(
+    phone: Phone, body: bytes, signature: str, content_type: str = FORM, host: str | None = None
+) -> int:
+    headers = {"X-Twilio-Signature": signature, "Content-Type": content_type}
+    if host:
+        headers["Host"] = host
+    async with phone.session.post(phone.webhook, data=body, headers=headers) as answer:
+        await phone.channel.settled()
+        return answer.status
+
+
+async def test_a_text_as_twilio_documents_it_blank_fields_and_all_reaches_the_bot(
+    phone: Phone,
+) -> None:
+    params = incoming_sms("SM" + os.urandom(16).hex(), phone.number, "hi from a real phone")
+    assert ("FromCity", "") in params
+    signature = twilio_signature(TOKEN, phone.webhook, params)
+    assert await post_raw(phone, form_body(params), signature) == 200
+    assert phone.agent.heard == ["hi from a real phone"]
+
+
+async def test_a_picture_without_words_is_recorded_with_its_media(phone: Phone) -> None:
+    params = image_only_mms("MM" + os.urandom(16).hex(), phone.number)
+    signature = twilio_signature(TOKEN, phone.webhook, params)
+    assert await post_raw(phone, form_body(params), signature) == 200
+    profile = await phone.identify()
+    [received] = (await phone.api(f"/api/v1/profiles/{profile}/messages"))["items"][-1:]
+    assert received["direction"] == "inbound" and received["body"] == ""
+    assert received["media_urls"] == [dict(params)["MediaUrl0"]]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["multipart/form-data; boundary=x", "application/json", "text/plain"]
+)
+async def test_a_body_the_signature_did_not_cover_is_refused(
+    phone: Phone, content_type: str
+) -> None:
+    """The forgery: a valid signature over the bare URL, and From and Body in a body
+    of another type, which the signature check would not have read."""
+    body = "".join(
+        f'--x\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in (("MessageSid", "SM" + "3" * 32), ("From", phone.number),
+                            ("To", BUSINESS), ("Body", "STOP"))
+    ).encode() + b"--x--\r\n"  # fmt: skip
+    signature = twilio_signature(TOKEN, phone.webhook, [])
+    assert await post_raw(phone, body, signature, content_type) == 415
+    assert phone.agent.heard == []
+    profile = await phone.identify()
+    assert (await phone.api(f"/api/v1/profiles/{profile}/messages"))["items"] == []
+
+
+async def test_a_text_signed_for_the_host_it_claims_is_refused(phone: Phone) -> None:
+    params = incoming_sms("SM" + os.urandom(16).hex(), phone.number, "STOP")
+    forged_url = "http://attacker.example/webhooks/sms/webhook"
+    signature = twilio_signature(TOKEN, forged_url, params)
+    assert await post_raw(phone, form_body(params), signature, host="attacker.example") == 403
+    assert phone.agent.heard == []
+
+
+async def test_an_oversized_signed_text_is_refused_not_acknowledged(phone: Phone) -> None:
+    params = [*incoming_sms("SM" + os.urandom(16).hex(), phone.number, "x" * MAX_BODY_BYTES)]
+    signature = twilio_signature(TOKEN, phone.webhook, params)
+    assert await post_raw(phone, form_body(params), signature) == 413
+    assert phone.agent.heard == []

@@ -26,8 +26,10 @@ from twilio.request_validator import RequestValidator
 
 from bot.settings import settings
 from channels.spoken import speakable
+from channels.twilio_webhook import FORM, MAX_BODY_BYTES
 from channels.voice import VoiceInput
-from tests.bot.conftest import serving
+from tests.bot.conftest import free_port, serving
+from tests.twilio_requests import form_body, incoming_call, twilio_signature
 
 TOKEN = "voice-test-auth-token"
 CALLER = "+14155552671"
@@ -208,9 +210,12 @@ async def start_phone(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartPho
             app = Sanic(f"voice_test_{next(_apps)}")
             agent = StandInAgent()
             app.ctx.agent = agent
-            base = await running.enter_async_context(
-                serving(app, [channel or VoiceInput(auth_token=TOKEN)])
-            )
+            port = free_port()
+            channel = channel or VoiceInput(auth_token=TOKEN)
+            if not public_base:
+                # What Rasa's settings would say its address is: this server's.
+                channel.base_url = f"http://127.0.0.1:{port}"
+            base = await running.enter_async_context(serving(app, [channel], port))
             session = await running.enter_async_context(aiohttp.ClientSession())
             return Phone(base, agent, session, public_base)
 
@@ -684,4 +689,69 @@ async def test_the_direction_and_number_of_a_call_cannot_be_changed_unsigned(
     signature = RequestValidator(TOKEN).compute_signature(url, signed)
     answer = await phone.post(url, {**signed, **tampered}, signature=signature)
     assert answer.status == 403
+    assert phone.agent.heard == []
+
+
+# ----------------------------------------- requests as Twilio documents them, and forgeries
+
+
+async def _post_raw(
+    phone: Phone, url: str, body: bytes, signature: str, content_type: str = FORM,
+    host: str | None = None,
+) -> Answer:  # fmt: skip
+    headers = {"X-Twilio-Signature": signature, "Content-Type": content_type}
+    if host:
+        headers["Host"] = host
+    async with phone.session.post(url, data=body, headers=headers) as response:
+        return Answer(response.status, response.content_type, await response.text())
+
+
+async def test_a_call_as_twilio_documents_it_blank_fields_and_all_reaches_the_bot(
+    start_phone: StartPhone,
+) -> None:
+    phone = await start_phone()
+    params = incoming_call(CALL_SID, CALLER)
+    assert ("CallerZip", "") in params
+    signature = twilio_signature(TOKEN, phone.call_url, params)
+    answer = await _post_raw(phone, phone.call_url, form_body(params), signature)
+    assert answer.status == 200
+    assert phone.agent.texts == ["/greet"]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["multipart/form-data; boundary=x", "application/json", "text/plain"]
+)
+async def test_a_body_the_signature_did_not_cover_is_refused(
+    start_phone: StartPhone, content_type: str
+) -> None:
+    """The forgery: a valid signature over the bare URL, and the caller in a body of
+    another type, which the signature check would not have read."""
+    phone = await start_phone()
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="From"\r\n\r\n+14155550000\r\n'
+        b'--x\r\nContent-Disposition: form-data; name="CallSid"\r\n\r\nCA1\r\n--x--\r\n'
+    )
+    signature = twilio_signature(TOKEN, phone.call_url, [])
+    answer = await _post_raw(phone, phone.call_url, body, signature, content_type)
+    assert (answer.status, answer.content_type) == (415, "text/xml")
+    assert phone.agent.heard == []
+
+
+async def test_a_call_signed_for_the_host_it_claims_is_refused(start_phone: StartPhone) -> None:
+    phone = await start_phone()
+    params = incoming_call(CALL_SID, CALLER)
+    signature = twilio_signature(TOKEN, "http://attacker.example/webhooks/voice/call", params)
+    answer = await _post_raw(
+        phone, phone.call_url, form_body(params), signature, host="attacker.example"
+    )
+    assert answer.status == 403
+    assert phone.agent.heard == []
+
+
+async def test_an_oversized_signed_call_is_refused_before_parsing(start_phone: StartPhone) -> None:
+    phone = await start_phone()
+    params = [*incoming_call(CALL_SID, CALLER), ("Pad", "x" * MAX_BODY_BYTES)]
+    signature = twilio_signature(TOKEN, phone.call_url, params)
+    answer = await _post_raw(phone, phone.call_url, form_body(params), signature)
+    assert answer.status == 413
     assert phone.agent.heard == []
