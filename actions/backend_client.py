@@ -283,15 +283,16 @@ class BackendClient:
 
     async def receive_text(
         self, sid: str, sender: str, to: str, body: str, media_urls: list[str],
-        opt_out_type: str | None,
+        opt_out_type: str | None, timeout: float | None = None,
     ) -> TextReceipt:  # fmt: skip
-        """Hand a text a person sent to the backend: recorded once, keywords answered."""
+        """Hand a text a person sent to the backend: recorded once, keywords applied,
+        and answered later by the backend (backend.text_turns)."""
         payload: dict[str, Any] = {"sid": sid, "from": sender, "to": to, "body": body}
         if media_urls:
             payload["media_urls"] = media_urls
         if opt_out_type:
             payload["opt_out_type"] = opt_out_type
-        data = await self._request("POST", "/api/v1/inbound-texts", payload)
+        data = await self._request("POST", "/api/v1/inbound-texts", payload, timeout)
         return TextReceipt(
             message_id=int(data["message_id"]),
             profile_id=str(data["profile_id"]),
@@ -302,14 +303,17 @@ class BackendClient:
 
     async def send_text(
         self, to: str, body: str, purpose: str, media_urls: list[str] | None = None,
-        in_reply_to: int | None = None,
+        in_reply_to: int | None = None, send_key: str | None = None,
     ) -> list[int]:  # fmt: skip
-        """Send a text through the backend's one door; the ids of the parts sent."""
+        """Send a text through the backend's one door; the ids of the parts sent. The same
+        `send_key` again is the same send: never sent twice."""
         payload: dict[str, Any] = {"to": to, "body": body, "purpose": purpose}
         if media_urls:
             payload["media_urls"] = media_urls
         if in_reply_to is not None:
             payload["in_reply_to"] = in_reply_to
+        if send_key is not None:
+            payload["send_key"] = send_key
         data = await self._request("POST", "/api/v1/messages", payload)
         return [int(m["id"]) for m in data["messages"]]
 
@@ -319,13 +323,17 @@ class BackendClient:
         self._session = None
 
     async def _request(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+        self, method: str, path: str, body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         if self._session is None or self._session.closed:
             headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
             self._session = aiohttp.ClientSession(headers=headers, timeout=self._timeout)
+        limit = aiohttp.ClientTimeout(total=timeout) if timeout is not None else self._timeout
         try:
-            async with self._session.request(method, self._base_url + path, json=body) as resp:
+            async with self._session.request(
+                method, self._base_url + path, json=body, timeout=limit
+            ) as resp:
                 if resp.status >= 500:
                     raise BackendUnavailable(f"{method} {path} answered {resp.status}")
                 payload = await resp.json(content_type=None)

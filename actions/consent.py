@@ -9,6 +9,7 @@ words, which live in bot/domain/consent.yml.
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 from typing import Any
 
@@ -21,7 +22,7 @@ from rasa_sdk.types import DomainDict
 
 from actions.backend_action import BackendAction
 from actions.backend_client import BackendError, ChannelConsent, Profile
-from actions.identity import identity_of
+from actions.identity import identity_of, kind_of_channel
 from actions.lead import email_in
 from actions.logs import get_logger
 from bot.business import Business, load_business
@@ -50,6 +51,38 @@ CHANNEL_HINTS = [
     ("email", re.compile(r"mail|newsletter|\blist\b", re.I)),
     ("all", re.compile(r"\ball\b|\bevery|again|never|anything|any ?way|contact", re.I)),
 ]
+
+
+# A request to stop that names nothing to stop: "please stop", "STOP IT NOW!!", "enough
+# already", "no more", "quit it", "can you just stop". Outside a form there is nothing
+# else to stop, so it is an opt-out; "stop asking", "stop, I meant Team" or "never mind"
+# name something else (or nothing to stop at all) and are not.
+_STOP_PHRASES = re.compile(
+    r"\b(?:st[o0]+p+|stp|stahp|sotp|stpo|enough|quit|halt|cease|desist|no more"
+    r"|cut (?:it|that|this) out|knock (?:it|that|this) off|leave me alone|give it a rest"
+    r"|make it stop)\b"
+)
+_STOP_FILLER_WORDS = """
+    please pls plz plse pleas thanks thank thx ty now right already just seriously srsly
+    really immediately asap ok okay oh i i'm im said say begging beg is it this that
+    these those them all everything of it's its that's thats you u ya ye can could would
+    will want need to like damn dammit bloody freaking frickin fricking fucking fuckin
+    effing ffs omg god jeez ugh man dude guys for sake god's again i'd id
+"""
+_STOP_FILLER = frozenset(_STOP_FILLER_WORDS.split())
+
+
+def no_object_stop(text: str) -> bool:
+    """Whether `text` only asks to stop, naming no object: the stop words themselves,
+    with nothing but politeness, emphasis, swearing or "it"/"this" around them."""
+    cleaned = unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'")
+    cleaned = re.sub(r"(.)\1{2,}", r"\1", cleaned)  # "stooop", "pleeease"
+    cleaned = re.sub(r"\b\S*\*\S*", " ", cleaned)  # "f***ing"
+    words = " ".join(re.findall(r"[a-z0-9']+", cleaned))
+    if not _STOP_PHRASES.search(words):
+        return False
+    rest = _STOP_PHRASES.sub(" ", words).split()
+    return all(word in _STOP_FILLER for word in rest)
 
 
 def channel_meant(value: Any) -> str | None:
@@ -99,10 +132,16 @@ def own_words(tracker: Tracker, fallback: str) -> str:
 
 
 def evidence_metadata(tracker: Tracker) -> dict[str, Any]:
-    return {
+    evidence: dict[str, Any] = {
         "conversation_id": tracker.sender_id,
         "input_channel": tracker.get_latest_input_channel() or "rest",
     }
+    # A text's record in the backend (the SMS channel passes it): the person's own words
+    # as they arrived, and the text an opt-out's confirmation answers.
+    message_id = (tracker.latest_message.get("metadata") or {}).get("message_id")
+    if isinstance(message_id, int):
+        evidence["message_id"] = message_id
+    return evidence
 
 
 class ConsentAction(BackendAction):
@@ -218,8 +257,13 @@ class ActionRecordConsent(ConsentAction):
 
 class ActionOptOut(ConsentAction):
     """Withdraws consent for the channel the person named ("stop texting me"), for every
-    channel when they said so ("don't contact me again"), for the one channel they are
-    subscribed on when they named none, and asks when that is ambiguous."""
+    channel when they said so ("don't contact me again"), and when they named none: for
+    the channel they are writing on if we market on it (a text: SMS; a call: calls), else
+    for the one channel they are subscribed on, and asks when that is ambiguous.
+
+    Also runs for `stop` outside a form (data/rules/consent.yml): a request to stop that
+    names nothing ("please stop", "enough!") is an opt-out; anything else ("stop asking",
+    "never mind") withdraws nothing (`optout: nothing`)."""
 
     def name(self) -> str:
         return "action_opt_out"
@@ -227,9 +271,13 @@ class ActionOptOut(ConsentAction):
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[EventType]:
+        text = str(tracker.latest_message.get("text") or "")
+        intent = (tracker.latest_message.get("intent") or {}).get("name")
+        if intent == "stop" and not no_object_stop(text):
+            return [SlotSet("optout", "nothing")]
         named = next(
             filter(None, map(channel_meant, tracker.get_latest_entity_values("channel"))), None
-        )
+        ) or self._channel_written_on(tracker)
         try:
             profile = await self.profile(tracker)
             channel = named or self._only_channel(await self.backend.consent_states(profile.id))
@@ -255,6 +303,13 @@ class ActionOptOut(ConsentAction):
             SlotSet("consent_channel", channel),
             SlotSet("profile_id", profile.id),
         ]
+
+    @staticmethod
+    def _channel_written_on(tracker: Tracker) -> str | None:
+        """The channel a person means by "stop" when they write on it: a text stops
+        texts, words on a call stop calls (as the carriers' STOP keyword does)."""
+        kind = kind_of_channel(tracker.get_latest_input_channel())
+        return kind if kind in ("sms", "voice") else None
 
     @staticmethod
     def _only_channel(states: list[ChannelConsent]) -> str | None:

@@ -15,7 +15,7 @@ from backend.api.bodies import MAX_BODY_BYTES
 from backend.calls import CallDoor, TwilioCalls
 from backend.clock import Clock, SystemClock
 from backend.database import create_engine, create_session_factory
-from backend.inbound import KeywordReplies, SmsInbox
+from backend.inbound import KeywordConfirmations, KeywordReplies, SmsInbox
 from backend.keys import (
     BUSINESS_TEXTS,
     CALL_DOOR,
@@ -31,6 +31,7 @@ from backend.keys import (
     SESSIONS,
     SETTINGS,
     SMS_DOOR,
+    TEXT_TURNS,
     WORKER,
 )
 from backend.logs import get_logger
@@ -40,6 +41,7 @@ from backend.profiles import ProfileDirectory
 from backend.rasa_client import RasaClient
 from backend.scheduler import Worker
 from backend.settings import Settings
+from backend.text_turns import BotTurns, TextTurns
 from backend.twilio_api import twilio_client
 
 log = get_logger(__name__)
@@ -102,7 +104,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _texting(app: web.Application) -> AsyncIterator[None]:
-    """The SMS and call doors (through Twilio, or the local emulator) and the inbox."""
+    """The SMS and call doors (through Twilio, or the local emulator), the inbox, and
+    the task that answers every text recorded in it (backend.text_turns)."""
     settings, clock, sessions = app[SETTINGS], app[CLOCK], app[SESSIONS]
     texts = None
     if settings.twilio_auth_token is not None:
@@ -137,8 +140,29 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
         )
     else:
         log.warning("sms.not_configured", reason="PARLEY_TWILIO_AUTH_TOKEN is not set")
-    app[INBOX] = SmsInbox(sessions, clock, app[DIRECTORY], app.get(SMS_DOOR), app[KEYWORD_REPLIES])
+    app[TEXT_TURNS] = turns = TextTurns(
+        sessions=sessions,
+        clock=clock,
+        keywords=KeywordConfirmations(app.get(SMS_DOOR), app[KEYWORD_REPLIES]),
+        bot=(
+            BotTurns(app[RASA], timeout=max(1.0, settings.sms_turn_lease_seconds - 5))
+            if settings.rasa_token
+            else None
+        ),
+        concurrency=settings.sms_concurrent_turns,
+        lease=timedelta(seconds=settings.sms_turn_lease_seconds),
+        max_attempts=settings.sms_turn_max_attempts,
+    )
+    app[INBOX] = SmsInbox(sessions, clock, app[DIRECTORY], on_recorded=turns.nudge)
+    stop = asyncio.Event()
+    task = asyncio.create_task(turns.run(stop), name="text-turns")
     yield
+    stop.set()
+    turns.nudge()
+    try:
+        await asyncio.wait_for(task, 10)
+    except TimeoutError:
+        task.cancel()
     if texts is not None:
         await texts.close()
 

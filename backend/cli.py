@@ -180,6 +180,7 @@ def twilio_emulator(settings: Settings, no_status_callbacks: bool) -> None:
         token.get_secret_value(),
         settings.twilio_sms_webhook_url,
         voice_webhook_url=settings.twilio_voice_webhook_url,
+        sms_fallback_url=settings.twilio_sms_fallback_url,
         status_callbacks=not no_status_callbacks,
     )
     click.echo(

@@ -6,6 +6,7 @@ checked with `email-validator` (syntax only: no DNS lookups from a webhook path)
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 import phonenumbers
@@ -27,14 +28,26 @@ class InvalidAddress(ValueError):
     """The address cannot be an identity of that kind; the message says why."""
 
 
+# A number written exactly as carriers and Twilio write it: +, country code, number.
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
 def normalise_phone(raw: str, default_region: str) -> str:
+    """The number in E.164. Written any other way it must be a number the phone library
+    knows to be valid; written in E.164 (as Twilio gives a sender) it needs only a
+    possible length, so that a range the library does not know yet, or a fictional
+    555 number, is still someone's address, never a text dropped."""
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as error:
         raise InvalidAddress(f"{raw!r} is not a phone number") from error
-    if not phonenumbers.is_valid_number(number):
-        raise InvalidAddress(f"{raw!r} is not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if phonenumbers.is_valid_number(number):
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if _E164.fullmatch(raw) and phonenumbers.is_possible_number_with_reason(number) == (
+        phonenumbers.ValidationResult.IS_POSSIBLE
+    ):
+        return raw
+    raise InvalidAddress(f"{raw!r} is not a valid phone number")
 
 
 def normalise_email(raw: str) -> str:

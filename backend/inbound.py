@@ -1,5 +1,6 @@
-"""Texts people send: recorded once per Twilio MessageSid, and the compliance keywords
-(STOP, START, HELP and their synonyms) answered here, before any NLU sees them.
+"""Texts people send: recorded once per Twilio MessageSid, before Twilio is told they
+arrived, and the compliance keywords (STOP, START, HELP and their synonyms) applied in
+that same transaction, before any NLU sees them.
 
 - STOP and its synonyms withdraw SMS consent (marketing and transactional);
 - START and UNSTOP give it back: transactional at once, marketing only if the person
@@ -9,12 +10,15 @@
 - HELP and INFO change nothing.
 Each is answered by exactly one confirmation text through the one door, unless
 Twilio's Advanced Opt-Out already answered it (the webhook then carries `OptOutType`).
+
+Every text is recorded with its answer owed (`turn` pending): backend.text_turns gives
+it, the keyword's confirmation (`KeywordConfirmations`) or the bot's turn, exactly once.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -29,10 +33,13 @@ from backend.logs import get_logger
 from backend.models import ConsentEvent, Message
 from backend.outbound import MessagePurpose, OutboundText, SendRefused, SmsDoor
 from backend.profiles import ProfileDirectory
+from backend.text_turns import AnswerFailed, PendingText
 from channels.sms_text import Keyword, keyword_of
 
 log = get_logger(__name__)
 
+# Door refusals that may pass: Twilio unreachable, the same send in progress, the pace.
+RETRY_KINDS = frozenset({"twilio-unavailable", "send-in-progress", "sender-busy"})
 # Twilio's OptOutType values (Advanced Opt-Out, custom keywords in any language).
 OPT_OUT_TYPES = {"STOP": Keyword.STOP, "START": Keyword.START, "HELP": Keyword.HELP}
 
@@ -88,8 +95,8 @@ class SmsInbox:
     sessions: async_sessionmaker[AsyncSession]
     clock: Clock
     directory: ProfileDirectory
-    door: SmsDoor | None
-    replies: KeywordReplies
+    # Called after a text is recorded with an answer owed (wakes backend.text_turns).
+    on_recorded: Callable[[], None] = lambda: None
 
     async def receive(self, text: InboundText) -> Received:
         try:
@@ -103,12 +110,16 @@ class SmsInbox:
                 profile_id = identified.profile.id
                 keyword = await self._keyword(session, profile_id, text)
                 now = self.clock.now()
+                # Owed: the bot's turn, or the keyword's confirmation unless Twilio's
+                # Advanced Opt-Out gave it already.
+                owed = keyword is None or text.opt_out_type is None
                 row = Message(
                     profile_id=profile_id, direction="inbound", channel="sms", purpose=None,
                     to_address=text.to, from_address=text.from_, body=text.body,
                     media={"urls": list(text.media_urls)} if text.media_urls else {},
                     status="received", provider_sid=text.sid,
                     keyword=keyword.value if keyword else None, batch_id=uuid.uuid4(),
+                    turn="pending" if owed else "done", turn_due_at=now if owed else None,
                     created_at=now, updated_at=now,
                 )  # fmt: skip
                 session.add(row)
@@ -126,8 +137,8 @@ class SmsInbox:
             sender=redact(IdentityKind.SMS, text.from_),
             keyword=keyword.value if keyword else None,
         )  # fmt: skip
-        if keyword is not None and text.opt_out_type is None:
-            await self._confirm(row, keyword)
+        if owed:
+            self.on_recorded()
         return Received(row.id, profile_id, False, keyword, keyword is not None)
 
     async def _earlier(self, session: AsyncSession, sid: str) -> Received | None:
@@ -179,23 +190,32 @@ class SmsInbox:
                 await append(entry(Purpose.MARKETING, Action.GRANT))
                 await append(entry(Purpose.MARKETING, Action.GRANT, confirm=True))
 
-    async def _confirm(self, inbound: Message, keyword: Keyword) -> None:
+
+@dataclass
+class KeywordConfirmations:
+    """The one confirmation of a STOP, START or HELP text (backend.text_turns calls it,
+    again after a crash: the send key makes sure it goes once)."""
+
+    door: SmsDoor | None
+    replies: KeywordReplies
+
+    async def answer(self, text: PendingText) -> None:
         if self.door is None:
-            log.warning("sms.keyword_unanswered", reason="sending texts is not configured")
-            return
+            raise AnswerFailed("sending texts is not configured", final=True)
         try:
             await self.door.send(
                 OutboundText(
-                    to=inbound.from_address,
-                    body=self.replies.reply(keyword),
+                    to=text.sender,
+                    body=self.replies.reply(Keyword(text.keyword)),
                     purpose=MessagePurpose.COMPLIANCE,
-                    in_reply_to=inbound.id,
-                    send_key=f"keyword-reply:{inbound.id}",
+                    in_reply_to=text.id,
+                    send_key=f"keyword-reply:{text.id}",
                 )
             )
         except SendRefused as refused:
-            # The consent change stands; the confirmation is logged as not sent.
-            log.warning("sms.keyword_reply_failed", message_id=inbound.id, reason=refused.kind)
+            # Twilio unreachable, or the send in progress elsewhere: ask again later.
+            # Anything else will not change: the consent change stands, unconfirmed.
+            raise AnswerFailed(refused.kind, final=refused.kind not in RETRY_KINDS) from refused
 
 
 def _granted_before(lines: Sequence[ConsentEvent]) -> bool:

@@ -18,6 +18,7 @@ from backend.scoring import ScoringRules
 from backend.segments import SegmentDefinition
 from backend.sequences import SequenceDefinition
 from backend.settings import Settings
+from backend.text_turns import TextTurns
 from backend.webchat import ChatSessions
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -35,6 +36,8 @@ RASA = web.AppKey("rasa", RasaClient)
 # inbox that records texts people send and answers their STOP, START and HELP.
 SMS_DOOR = web.AppKey("sms_door", SmsDoor)
 INBOX = web.AppKey("inbox", SmsInbox)
+# Answers every recorded text once: the bot's turn, or a keyword's confirmation.
+TEXT_TURNS = web.AppKey("text_turns", TextTurns)
 # The one door for outbound calls (follow-ups by voice), beside the SMS door and
 # likewise absent when no Twilio auth token is set.
 CALL_DOOR = web.AppKey("call_door", CallDoor)

@@ -143,6 +143,9 @@ def services(
             env={
                 **twilio,
                 "PARLEY_TWILIO_SMS_WEBHOOK_URL": f"{settings.rasa_url}/webhooks/sms/webhook",
+                # Twilio's "Primary handler fails": the backend records a text Rasa
+                # could not take, and the bot answers it once Rasa is back.
+                "PARLEY_TWILIO_SMS_FALLBACK_URL": settings.sms_fallback_url,
                 "PARLEY_TWILIO_VOICE_WEBHOOK_URL": f"{settings.rasa_url}/webhooks/voice/call",
             },
             cwd=project.root,

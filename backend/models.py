@@ -329,7 +329,17 @@ class Message(Base):
     inbound texts are recorded once per Twilio MessageSid."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_profile_time", "profile_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_messages_profile_time", "profile_id", "created_at"),
+        # The texts still to be answered, by sender (backend.text_turns claims from it).
+        Index(
+            "ix_messages_pending_turns",
+            "from_address",
+            "id",
+            postgresql_where=text("turn = 'pending'"),
+            sqlite_where=text("turn = 'pending'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     profile_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -366,6 +376,12 @@ class Message(Base):
     )
     sequence_step: Mapped[str | None] = mapped_column(String(64))
     variant: Mapped[str | None] = mapped_column(String(64))
+    # An inbound text's answer (the bot's turn, or a keyword's confirmation): pending
+    # until given, then done, or failed after every attempt (backend.text_turns). The
+    # next attempt may start at turn_due_at; a claimed one's lease ends then.
+    turn: Mapped[str | None] = mapped_column(String(8))
+    turn_due_at: Mapped[datetime | None]
+    turn_attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -13,7 +13,7 @@ import asyncio
 import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -27,8 +27,9 @@ from backend import consent
 from backend.clock import Clock
 from backend.consent import Action, Channel, Purpose, Source
 from backend.identities import IdentityKind, redact
+from backend.json_sql import json_number
 from backend.logs import get_logger
-from backend.models import Message, Profile, SenderPace
+from backend.models import ConsentEvent, Message, Profile, SenderPace
 from backend.profiles import ProfileDirectory
 from channels.sms_text import split_for_sms
 
@@ -275,9 +276,13 @@ class SmsDoor:
                         continue
                     owner = owners.get(text.to)
                     try:
-                        if text.purpose is MessagePurpose.COMPLIANCE:
-                            await self._check_keyword_reply(session, text)
-                        else:
+                        if text.purpose is MessagePurpose.COMPLIANCE and not (
+                            await self._keyword_reply(session, text)
+                        ):
+                            # In reply to a text that changed nothing: a conversational
+                            # reply, which consent must allow.
+                            text = replace(text, purpose=MessagePurpose.CONVERSATIONAL)
+                        if text.purpose is not MessagePurpose.COMPLIANCE:
                             refuse_unless_allowed(
                                 owner, consents.get(owner, {}) if owner else {},
                                 Channel.SMS, text.purpose, "texts",
@@ -441,20 +446,21 @@ class SmsDoor:
             )  # fmt: skip
         return found
 
-    async def _check_keyword_reply(self, session: AsyncSession, text: OutboundText) -> None:
+    async def _keyword_reply(self, session: AsyncSession, text: OutboundText) -> bool:
+        """Whether a compliance text is the one answer to a text from the same number
+        that was a STOP, START or HELP, or that the bot understood as an SMS opt-out (the
+        withdrawal names the text as its evidence, `message_id`); False for a reply to
+        any other text from that number."""
         inbound = await session.get(Message, text.in_reply_to) if text.in_reply_to else None
-        if (
-            inbound is None
-            or inbound.direction != "inbound"
-            or inbound.from_address != text.to
-            or inbound.keyword is None
-        ):
+        if inbound is None or inbound.direction != "inbound" or inbound.from_address != text.to:
             raise SendRefused(
                 409,
                 "not-a-keyword-reply",
                 "A compliance text answers a STOP, START or HELP text from the same number "
                 "(in_reply_to).",
             )
+        if inbound.keyword is None and not await _opted_out_by(session, inbound):
+            return False
         answered = await session.scalar(
             select(func.count()).where(
                 Message.in_reply_to_id == inbound.id,
@@ -463,6 +469,7 @@ class SmsDoor:
         )
         if answered:
             raise SendRefused(409, "already-answered", "That text has been answered already.")
+        return True
 
     def _parts(self, text: OutboundText, profile_id: uuid.UUID | None) -> list[Message]:
         now = self.clock.now()
@@ -625,6 +632,24 @@ async def require_consent(
     message of this purpose now; someone unknown may get anything but marketing."""
     known = (await consent.current_of(session, [profile.id]))[profile.id] if profile else {}
     refuse_unless_allowed(profile.id if profile else None, known, channel, purpose, noun)
+
+
+async def _opted_out_by(session: AsyncSession, inbound: Message) -> bool:
+    """Whether the bot withdrew SMS consent because of this text ("please stop texting
+    me"): its confirmation is then that text's one compliance answer (CTIA)."""
+    if inbound.profile_id is None:
+        return False
+    line = await session.scalar(
+        select(ConsentEvent.seq)
+        .where(
+            ConsentEvent.profile_id == inbound.profile_id,
+            ConsentEvent.action == Action.WITHDRAW.value,
+            ConsentEvent.channel.in_([Channel.SMS.value, Channel.ALL.value]),
+            json_number(ConsentEvent.channel_metadata, "message_id") == inbound.id,
+        )
+        .limit(1)
+    )
+    return line is not None
 
 
 def refuse_unless_allowed(

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
 from backend.logs import get_logger
@@ -100,6 +101,17 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             409,
             "Someone else changed this at the same moment; read it again and retry.",
             type_="concurrent-change",
+        ).response(request.path)
+    except (OperationalError, InterfaceError, ConnectionError, TimeoutError):
+        # The database (or a service it needs) is away: nothing was done, and the
+        # caller can try again (Twilio falls back or retries; the channels retry).
+        log.warning("request.unavailable", method=request.method, path=request.path,
+                    exc_info=True)  # fmt: skip
+        return Problem(
+            503,
+            "Parley cannot reach its database right now; nothing was done. Try again shortly.",
+            type_="database-unavailable",
+            headers={"Retry-After": "5"},
         ).response(request.path)
     except web.HTTPException as http_error:
         if http_error.status < 400:

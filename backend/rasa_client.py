@@ -12,7 +12,12 @@ import aiohttp
 
 
 class RasaUnavailable(Exception):
-    """Rasa did not take the request; the message says why."""
+    """Rasa did not take the request; the message says why, `status` what Rasa answered
+    (None: no answer)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RasaClient:
@@ -81,6 +86,16 @@ class RasaClient:
             if isinstance(f, dict)
         }
 
+    async def answer_text(self, text: dict[str, Any], timeout: float) -> str:
+        """Hand a text a person sent to the bot's SMS channel (channels/sms.py), which
+        runs the bot's turn unless the text is in the conversation already; waits up to
+        `timeout` seconds for the turn to end. "now" or "before": when it was answered."""
+        answer = await self._call(
+            "POST", "/webhooks/sms/turn", text, headers=self._bearer(),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )  # fmt: skip
+        return str(answer.get("answered", ""))
+
     def _bearer(self) -> dict[str, str]:
         """Rasa's token as the bot's own endpoints take it (channels.conversation_batch)."""
         return {"Authorization": f"Bearer {self._require_token()}"}
@@ -97,16 +112,18 @@ class RasaClient:
         body: Any = None,
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> dict[str, Any]:
         """Rasa's JSON answer (an empty one if it is not an object); `RasaUnavailable`
         if Rasa could not be reached or did not answer 2xx."""
         url = f"{self._base_url}{path}"
         try:
             async with self._client().request(
-                method, url, json=body, params=params, headers=headers
-            ) as response:
+                method, url, json=body, params=params, headers=headers,
+                timeout=timeout or self._timeout,
+            ) as response:  # fmt: skip
                 if response.status >= 300:
-                    raise RasaUnavailable(f"Rasa answered {response.status}")
+                    raise RasaUnavailable(f"Rasa answered {response.status}", response.status)
                 answer = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             raise RasaUnavailable(f"{type(error).__name__}: {error}") from error

@@ -80,6 +80,17 @@ class Settings(BaseSettings):
     # the API answers 429.
     sms_sends_per_second: float = Field(10.0, gt=0)
     sms_max_wait: float = Field(30.0, ge=0)
+    # Every text a person sends is answered by the backend handing it to the bot (or,
+    # for STOP, START and HELP, confirming it), one text at a time per sender and at most
+    # sms_concurrent_turns at once (backend.text_turns). A turn not confirmed within
+    # sms_turn_lease_seconds is tried again (the bot may have died); after
+    # sms_turn_max_attempts failed attempts the text is given up and logged as an error.
+    sms_concurrent_turns: int = Field(4, ge=1, le=256)
+    sms_turn_lease_seconds: float = Field(120.0, gt=0)
+    sms_turn_max_attempts: int = Field(30, ge=1, le=1000)
+    # Where the emulator posts a text when the SMS webhook fails (Twilio's "Primary
+    # handler fails" URL): this backend's /twilio/sms, which `parley run` passes.
+    twilio_sms_fallback_url: str | None = None
     # The base URL Twilio uses to reach this backend (delivery status callbacks), when
     # it differs from what the backend sees (behind a proxy); signatures cover it.
     public_url: str | None = None
@@ -160,6 +171,12 @@ class Settings(BaseSettings):
     def status_callback_url(self) -> str:
         """Where Twilio reports delivery: this backend's public URL."""
         return (self.public_url or self.backend_url).rstrip("/") + "/twilio/status"
+
+    @property
+    def sms_fallback_url(self) -> str:
+        """Where Twilio falls back to with a text when Rasa's SMS webhook fails: this
+        backend records it, and the bot answers it once Rasa is back."""
+        return (self.public_url or self.backend_url).rstrip("/") + "/twilio/sms"
 
     @property
     def call_status_callback_url(self) -> str:

@@ -7,7 +7,12 @@ Parley without a Twilio account.
   signs (`X-Twilio-Signature`).
 - `GET …/Messages/{Sid}.json` and `GET …/Messages.json` read them back.
 - `POST /emulator/sms` plays a person texting: it fires a correctly signed inbound
-  webhook at the configured SMS webhook URL and answers with what that URL answered.
+  webhook, with every parameter Twilio posts, at the configured SMS webhook URL and
+  answers with what that URL answered. As at Twilio, a webhook that fails (no answer
+  within 15 s, or not 2xx) is followed by the same text to the fallback URL ("Primary
+  handler fails"), with `ErrorCode` 11200 and `ErrorUrl`; the text counts as
+  acknowledged if either answered 2xx. `GET /emulator/inbound` lists every text played
+  so, with what became of it.
 - `GET /emulator/messages` lists everything sent, newest last.
 - `POST …/Calls.json` places a call (`Twiml` inline, or `Url` to fetch it from): it
   is `initiated`, `ringing`, then the person picks up (`in-progress`) and hears the TwiML
@@ -65,6 +70,8 @@ API = "/2010-04-01/Accounts/{account}"
 INVALID_NUMBER = "+15005550001"
 OPTED_OUT_NUMBER = "+15005550004"
 MAX_REDIRECTS = 10  # per step of a call: more is a loop
+# Twilio waits this long for a webhook's answer before it counts as failed.
+WEBHOOK_TIMEOUT = aiohttp.ClientTimeout(total=15)
 # The statuses a call ends in.
 ENDED = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 # The progress events a call's status callback may ask for (StatusCallbackEvent).
@@ -231,10 +238,14 @@ class TwilioEmulator:
         voice_webhook_url: str | None = None,
         clock: Clock | None = None,
         status_callbacks: bool = True,
+        sms_fallback_url: str | None = None,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.sms_webhook_url = sms_webhook_url
+        self.sms_fallback_url = sms_fallback_url
+        # Every text a person sent, and whether Parley acknowledged it (fault tests).
+        self.inbound: list[dict[str, Any]] = []
         self.voice_webhook_url = voice_webhook_url
         self.calls: dict[str, Call] = {}
         self.clock = clock or SystemClock()
@@ -260,6 +271,7 @@ class TwilioEmulator:
         app.router.add_get(f"{base}/Calls/{{sid}}.json", self.fetch_call)
         app.router.add_post("/emulator/sms", self.inbound_sms)
         app.router.add_get("/emulator/messages", self.sent_messages)
+        app.router.add_get("/emulator/inbound", self.inbound_texts)
         app.router.add_post("/emulator/call", self.inbound_call)
         app.router.add_post("/emulator/call/{sid}/gather", self.answer_gather)
         app.router.add_get("/emulator/calls", self.list_calls)
@@ -533,7 +545,9 @@ class TwilioEmulator:
         # a tenth of the emulator's CPU when it reports deliveries at 1,000 texts a second.
         form = urlencode(params).encode()
         try:
-            async with self._client().post(target, data=form, headers=headers) as response:
+            async with self._client().post(
+                target, data=form, headers=headers, timeout=WEBHOOK_TIMEOUT
+            ) as response:
                 return response.status, await response.text()
         except (aiohttp.ClientError, TimeoutError) as error:
             log.warning("emulator.webhook_failed", url=url, error=str(error))
@@ -561,7 +575,24 @@ class TwilioEmulator:
         sid = ("MM" if media else "SM") + secrets.token_hex(16)
         params = incoming_message_params(self.account_sid, sid, from_, to, body, media)
         status, answer = await self.post_signed(self.sms_webhook_url, params)
-        return web.json_response({"sid": sid, "webhook_status": status, "webhook_body": answer})
+        fallback: int | None = None
+        if not 200 <= status < 300 and self.sms_fallback_url:
+            # Twilio's error 11200 (HTTP retrieval failure), as its fallback request says.
+            failed = {**params, "ErrorCode": "11200", "ErrorUrl": self.sms_webhook_url}
+            fallback, answer = await self.post_signed(self.sms_fallback_url, failed)
+        acknowledged = 200 <= (fallback or status) < 300
+        self.inbound.append(
+            {"sid": sid, "from": from_, "to": to, "body": body, "media_urls": media,
+             "webhook_status": status, "fallback_status": fallback,
+             "acknowledged": acknowledged}
+        )  # fmt: skip
+        return web.json_response(
+            {"sid": sid, "webhook_status": status, "fallback_status": fallback,
+             "acknowledged": acknowledged, "webhook_body": answer}
+        )  # fmt: skip
+
+    async def inbound_texts(self, request: web.Request) -> web.Response:
+        return web.json_response(self.inbound)
 
     async def sent_messages(self, request: web.Request) -> web.Response:
         base = API.format(account=self.account_sid)

@@ -4,7 +4,10 @@
 token is added here, inside the process, so it never appears on a command line that
 `ps` would show. Without PARLEY_RASA_TOKEN the API is refused rather than left open.
 The model runs beside the event loop (bot/model_thread.py), so that webhooks are
-answered while it thinks.
+answered while it thinks, and every JSON body is checked before Rasa reads it
+(bot/json_guard.py), so that hostile JSON gets a 400 instead of a 500. A tracker store
+that fails fails the turn, instead of Rasa's silent fall-back to an empty conversation
+kept in memory (bot/tracker_store.py).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ def main() -> None:
 
     from rasa.__main__ import main as rasa_main
 
-    from bot import model_thread
+    from bot import json_guard, model_thread, tracker_store
 
     model_thread.install()
+    json_guard.install()
+    tracker_store.install()
     sys.argv = ["rasa", *args]
     rasa_main()
 

@@ -30,8 +30,6 @@ class BotSettings(BaseSettings):
 
     # Twilio (SMS and calls): webhooks are verified with the account's auth token.
     twilio_auth_token: SecretStr | None = None
-    # How many texts the bot answers at once; later ones wait in arrival order.
-    sms_concurrent_turns: int = Field(4, ge=1, le=256)
     # The base URL Twilio, Amazon and browsers use to reach Rasa's channels, when it
     # differs from what Rasa sees (behind a proxy): webhook signatures cover it.
     public_url: str | None = None

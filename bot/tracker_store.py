@@ -11,6 +11,13 @@ Everything else is Rasa's: the table, the queries, reading trackers and the even
 broker gets. bot/endpoints.yml and bot/endpoints.scale.yml name it as the tracker
 store (`type: bot.tracker_store.ParleySQLTrackerStore`, with the same settings as
 Rasa's `type: SQL`).
+
+`install()` (called by bot/rasa_server.py) makes a failing store fail the turn. Rasa
+wraps every store in a fail-safe that, when the database is away, reads a conversation
+as empty (the person is greeted as a stranger) and saves it in memory only (lost at
+the next restart, and never found by the next turn). A turn that cannot read or save
+its conversation now fails instead, and is run again once the database is back (the
+SMS channel's turns are retried by the backend).
 """
 
 from __future__ import annotations
@@ -18,11 +25,34 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from rasa.core.tracker_store import SQLTrackerStore
+from rasa.core.agent import Agent
+from rasa.core.tracker_store import FailSafeTrackerStore, SQLTrackerStore, TrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
 
 class ParleySQLTrackerStore(SQLTrackerStore):
+    def has_user_message(self, sender_id: str, message_id: str) -> bool:
+        """Whether the conversation holds the person's message with this id (in any
+        session): one indexed query, instead of reading the conversation back. Rasa
+        stores each event as JSON text, the message id under "message_id". Ids are
+        Twilio's letters and digits, which need no escaping in a LIKE pattern."""
+        if not message_id.isascii() or not message_id.isalnum():
+            raise ValueError(f"not a message id: {message_id!r}")
+        pattern = f'%"message_id": "{message_id}"%'
+        with self.session_scope() as session:
+            found = (
+                session.query(self.SQLEvent.id)
+                .filter(
+                    self.SQLEvent.sender_id == sender_id,
+                    self.SQLEvent.type_name == UserUttered.type_name,
+                    self.SQLEvent.data.like(pattern),
+                )
+                .first()
+            )
+        return found is not None
+
     async def stream_events(self, tracker: DialogueStateTracker) -> None:
         """Nothing here: `save` publishes the events it stores (`_additional_events`)."""
 
@@ -34,3 +64,19 @@ class ParleySQLTrackerStore(SQLTrackerStore):
             for event in new:
                 self.event_broker.publish({"sender_id": tracker.sender_id, **event.as_dict()})
         return iter(new)
+
+
+def _fail(error: Exception) -> None:
+    raise error
+
+
+def _strict_store(store: TrackerStore | None, domain: Domain) -> TrackerStore:
+    """Rasa 3.6's `Agent._create_tracker_store`, with errors raised, not swallowed."""
+    if store is None:
+        raise ValueError("Parley always configures a tracker store (bot/endpoints*.yml)")
+    store.domain = domain
+    return FailSafeTrackerStore(store, on_tracker_store_error=_fail)
+
+
+def install() -> None:
+    Agent._create_tracker_store = staticmethod(_strict_store)

@@ -18,8 +18,9 @@ from backend.api.schemas import (
     TextReceived,
     TextSent,
 )
-from backend.api.twilio_webhooks import twilio_form
+from backend.api.twilio_webhooks import TwilioForm, twilio_form
 from backend.calls import advance_call_status
+from backend.identities import InvalidAddress, normalise_phone
 from backend.inbound import InboundText
 from backend.keys import CLOCK, INBOX, SESSIONS, SETTINGS, SMS_DOOR
 from backend.logs import get_logger
@@ -28,6 +29,8 @@ from backend.outbound import MessagePurpose, OutboundText, SendRefused, SmsDoor,
 from backend.problems import Problem
 
 log = get_logger(__name__)
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
 def message_out(row: Message) -> MessageOut:
@@ -50,6 +53,7 @@ def message_out(row: Message) -> MessageOut:
         batch_id=row.batch_id,
         part=row.part,
         parts=row.parts,
+        turn=row.turn,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -126,6 +130,8 @@ async def profile_messages(request: web.Request) -> web.Response:
 
 
 async def receive_text(request: web.Request) -> web.Response:
+    """A text as the SMS channel hands it over: recorded (its keyword applied) before
+    the channel tells Twilio it arrived; the bot answers it later (backend.text_turns)."""
     body = await read_body(request, TextReceived)
     received = await request.app[INBOX].receive(
         InboundText(
@@ -146,6 +152,45 @@ async def receive_text(request: web.Request) -> web.Response:
             handled=received.handled,
         ),
         status=200 if received.duplicate else 201,
+    )
+
+
+async def twilio_sms_fallback(request: web.Request) -> web.Response:
+    """Twilio's "Primary handler fails" URL for texts: when Rasa's SMS webhook cannot
+    take a text (Rasa down or restarting), Twilio posts it here, signed. It is recorded
+    as the webhook would have, and the bot answers it once Rasa is back."""
+    form = await twilio_form(request, request.app[SETTINGS].sms_fallback_url)
+    region = request.app[SETTINGS].default_phone_region
+    try:
+        text = inbound_text(form, region)
+    except InvalidAddress as error:
+        raise Problem(
+            400, f"Not a text Parley can record: {error}", type_="invalid-form"
+        ) from error
+    received = await request.app[INBOX].receive(text)
+    log.info("sms.received_by_fallback", message_id=received.message_id,
+             error_code=form.get("ErrorCode") or None)  # fmt: skip
+    return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+
+
+def inbound_text(form: TwilioForm, region: str) -> InboundText:
+    """The text in a form Twilio posted for "A message comes in"."""
+    sid, sender, to = form.get("MessageSid", ""), form.get("From", ""), form.get("To", "")
+    if not sid or len(sid) > 64:
+        raise InvalidAddress("MessageSid is missing")
+    try:
+        count = min(int(form.get("NumMedia") or 0), 10)
+    except ValueError:
+        count = 0
+    media = [url for i in range(count) if (url := form.get(f"MediaUrl{i}", ""))]
+    return InboundText(
+        sid=sid,
+        from_=normalise_phone(sender, region),
+        to=normalise_phone(to, region),
+        # Some carriers turn @ into ¡ on the way (GSM-7's 0x00 and 0x40).
+        body=form.get("Body", "").replace("¡", "@")[:1600],
+        media_urls=media,
+        opt_out_type=form.get("OptOutType") or None,
     )
 
 

@@ -537,6 +537,11 @@ class MessageOut(BaseModel):
     batch_id: uuid.UUID
     part: int
     parts: int
+    turn: Literal["pending", "done", "failed"] | None = Field(
+        None,
+        description="an inbound text's answer (the bot's turn, or a keyword's "
+        "confirmation): pending until given, done, or failed after every attempt",
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -3,6 +3,7 @@ when the server is there), the real app, and tokens for each role."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,13 +17,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
+from sqlalchemy import func, select
 
 from backend import api_tokens, migrations_runner
 from backend.api_tokens import Role
 from backend.app import create_app
 from backend.clock import FixedClock
 from backend.database import create_engine, create_session_factory
+from backend.keys import SESSIONS, TEXT_TURNS
+from backend.models import Message
 from backend.settings import Settings
+from backend.text_turns import PENDING
 from backend.twilio_emulator import TwilioEmulator
 from tests.e2e.conftest import free_port
 from tests.servers import POSTGRES_DSN, server_missing
@@ -192,13 +197,27 @@ class TextingBackend:
         return [m.body for m in self.twilio.messages.values() if m.to == number]
 
     async def texted(self, sender: str, body: str, **extra: Any) -> dict[str, Any]:
-        """The person texts the business (as the SMS channel hands it over)."""
-        return await self.api.post(
+        """The person texts the business (as the SMS channel hands it over); a keyword's
+        confirmation is awaited (backend.text_turns sends it)."""
+        receipt = await self.api.post(
             "/api/v1/inbound-texts",
             {"sid": "SM" + secrets.token_hex(16), "from": sender, "to": BUSINESS_NUMBER,
              "body": body, **extra},
             expect=None,
         )  # fmt: skip
+        await self.keywords_answered()
+        return receipt
+
+    async def keywords_answered(self) -> None:
+        """Wait until every keyword text recorded so far has had its answer."""
+        owed = select(func.count()).where(Message.turn == PENDING, Message.keyword.is_not(None))
+        for _ in range(1000):
+            await self.app[TEXT_TURNS].settled()
+            async with self.app[SESSIONS]() as session:
+                if not await session.scalar(owed):
+                    return
+            await asyncio.sleep(0.01)
+        raise AssertionError("a keyword text was not answered within 10 s")
 
     async def consent(self, profile_id: str) -> dict[tuple[str, str], str]:
         data = await self.api.get(f"/api/v1/profiles/{profile_id}/consent")

@@ -248,6 +248,7 @@ async def test_a_retried_webhook_is_recorded_and_answered_once(texting: TextingB
     first = await texting.api.post("/api/v1/inbound-texts", text, expect=201)
     again = await texting.api.post("/api/v1/inbound-texts", text, expect=200)
     assert again["duplicate"] is True and again["message_id"] == first["message_id"]
+    await texting.keywords_answered()
     assert len(texting.sent_to(PERSON)) == 1
     ledger = await texting.api.get(f"/api/v1/profiles/{first['profile_id']}/consent")
     assert len(ledger["ledger"]) == 2  # marketing and transactional, once

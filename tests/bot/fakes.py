@@ -323,8 +323,9 @@ class FakeBackend(BackendClient):
         pass
 
     async def _request(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+        self, method: str, path: str, body: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         raise AssertionError(f"the fake backend got a real request: {method} {path}")
 
     # -- the fake's own rules -----------------------------------------------------------

@@ -1,14 +1,19 @@
 """The SMS channel, end to end through real parts: the local Twilio emulator plays the
-person (signed webhooks), the channel runs in a real Sanic app registered as Rasa
-registers channels, the real backend records texts, answers keywords and sends the
-bot's replies back through its one door to the emulator. Only Rasa's agent is a
-stand-in (it echoes), so that these tests need no trained model."""
+person (signed webhooks, and Twilio's fallback to the backend when the webhook fails),
+the channel runs in a real Sanic app registered as Rasa registers channels, the real
+backend records each text before Twilio is answered, applies keywords, and has the bot
+answer every text once through the channel's turn endpoint; the bot's replies go back
+through the backend's one door to the emulator. Only Rasa's model is a stand-in: an
+agent with Rasa's own lock and tracker stores whose processor echoes, replying during
+the turn and saving the conversation at its end as Rasa's does, so that these tests
+need no trained model."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import os
+import random
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -18,23 +23,28 @@ from typing import Any
 import aiohttp
 import pytest
 from rasa.core.channels.channel import UserMessage
+from rasa.core.lock_store import InMemoryLockStore
+from rasa.core.tracker_store import InMemoryTrackerStore
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import BotUttered, UserUttered
 from sanic import Sanic
-from twilio.request_validator import RequestValidator
 
-from actions.backend_client import BackendClient, BackendUnavailable
-from channels.sms import SmsInput, with_choices
+from actions.backend_client import BackendClient
+from channels.sms import SmsInput, in_conversation, with_choices
 from channels.twilio_webhook import FORM, MAX_BODY_BYTES
 from tests.bot.conftest import PARLEY, RunningBackend, free_port, serving, wait_until_up
 from tests.twilio_requests import form_body, image_only_mms, incoming_sms, twilio_signature
 
 TOKEN = "sms-channel-test-token"
+RASA_TOKEN = "sms-channel-test-rasa-token"
 BUSINESS = "+15005550006"
-SID = "AC" + "0" * 32
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
 @dataclass
 class Twilio:
-    """The emulator, and the backend that sends through it."""
+    """The emulator, and the backend that records texts, sends through it and asks the
+    channel (served on `webhook_port`) for the bot's turns."""
 
     url: str
     backend: RunningBackend
@@ -58,8 +68,15 @@ def twilio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twilio]:
         "PARLEY_TWILIO_EMULATOR_PORT": str(emulator_port),
         "PARLEY_TWILIO_AUTH_TOKEN": TOKEN,
         "PARLEY_TWILIO_SMS_WEBHOOK_URL": f"http://127.0.0.1:{webhook_port}/webhooks/sms/webhook",
+        "PARLEY_TWILIO_SMS_FALLBACK_URL": f"http://127.0.0.1:{backend_port}/twilio/sms",
+        # The backend asks the channel for the bot's turns, as it asks Rasa.
+        "PARLEY_RASA_API_URL": f"http://127.0.0.1:{webhook_port}",
+        "PARLEY_RASA_TOKEN": RASA_TOKEN,
+        "PARLEY_SMS_TURN_LEASE_SECONDS": "10",
+        "PARLEY_SCHEDULER_ENABLED": "false",
     }
     env.pop("PARLEY_TWILIO_API_URL", None)
+    env.pop("PARLEY_PUBLIC_URL", None)
     token = subprocess.run(
         [str(PARLEY), "token", "create", "--role", "service", "--name", "sms tests"],
         env=env, capture_output=True, text=True, check=True,
@@ -80,43 +97,93 @@ def twilio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twilio]:
 
 
 @dataclass
-class EchoAgent:
-    """Stands in for Rasa's agent: answers each text through the channel's output."""
+class StandInAgent:
+    """Rasa's agent with Rasa's own lock store and tracker store; its processor echoes
+    each text as Rasa's would: replies sent during the turn, events saved at its end."""
 
-    heard: list[str] = field(default_factory=list)
+    lock_store: InMemoryLockStore = field(default_factory=InMemoryLockStore)
+    tracker_store: InMemoryTrackerStore = field(
+        default_factory=lambda: InMemoryTrackerStore(Domain.empty())
+    )
+    heard: list[tuple[str, str]] = field(default_factory=list)  # (sender, text)
     hold: asyncio.Event | None = None
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Runs before the reply is sent (what an action would do for that text).
+    actions: dict[str, Callable[[UserMessage], Awaitable[None]]] = field(default_factory=dict)
+    # The process dies after the turn's replies were sent, before its events were saved.
+    crashes_after_replying: int = 0
+
+    @property
+    def processor(self) -> StandInAgent:
+        return self
+
+    def is_ready(self) -> bool:
+        return True
 
     async def handle_message(self, message: UserMessage) -> None:
-        self.heard.append(message.text or "")
+        text, sender = message.text or "", message.sender_id
+        self.heard.append((sender, text))
         if self.hold is not None:
             await self.hold.wait()
-        reply = self.answers.get(message.text or "", {"text": f"You said: {message.text}"})
+        tracker = await self.tracker_store.get_or_create_tracker(sender)
+        tracker.update(UserUttered(text, message_id=message.message_id,
+                                   metadata=message.metadata))  # fmt: skip
+        if text in self.actions:
+            await self.actions[text](message)
+        reply = dict(self.answers.get(text, {"text": f"You said: {text}"}))
         assert message.output_channel is not None
-        await message.output_channel.send_response(message.sender_id, dict(reply))
+        await message.output_channel.send_response(sender, dict(reply))
+        if self.crashes_after_replying:
+            self.crashes_after_replying -= 1
+            raise RuntimeError("the process died before saving the turn")
+        tracker.update(BotUttered(reply.get("text")))
+        await self.tracker_store.save(tracker)
 
 
 @dataclass
 class Phone:
     twilio: Twilio
     channel: SmsInput
-    agent: EchoAgent
+    agent: StandInAgent
     session: aiohttp.ClientSession
     number: str
 
     @property
     def webhook(self) -> str:
-        return f"http://127.0.0.1:{self.twilio.webhook_port}/webhooks/sms/webhook"
+        return f"{self.twilio.webhook_base}/webhooks/sms/webhook"
+
+    @property
+    def heard(self) -> list[str]:
+        """What the bot heard from this person, in order."""
+        return [text for sender, text in self.agent.heard if sender == self.number]
 
     async def text(self, body: str) -> dict[str, Any]:
-        """The person texts the business (through the emulator's signed webhook)."""
+        """The person texts the business (through the emulator's signed webhook); once
+        Twilio has its answer, waits for the text's own answer."""
         async with self.session.post(
             f"{self.twilio.url}/emulator/sms", json={"from": self.number, "to": BUSINESS,
                                                      "body": body},
         ) as response:  # fmt: skip
             answer: dict[str, Any] = await response.json()
-        await self.channel.settled()
+        if answer["acknowledged"]:
+            await self.answered(answer["sid"])
         return answer
+
+    async def inbound(self, sid: str) -> dict[str, Any] | None:
+        """The backend's record of the text with this MessageSid, if it has one."""
+        profile = await self.identify()
+        page = await self.api(f"/api/v1/profiles/{profile}/messages?limit=500")
+        return next((m for m in page["items"] if m["provider_sid"] == sid), None)
+
+    async def answered(self, sid: str, timeout: float = 30) -> dict[str, Any]:
+        """Wait until the text's answer was given (the bot's turn, or a confirmation)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            found = await self.inbound(sid)
+            if found is not None and found["turn"] != "pending":
+                return found
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{sid} was not answered within {timeout} s")
 
     async def texts_received(self) -> list[dict[str, Any]]:
         """What the business texted this person, oldest first."""
@@ -142,52 +209,68 @@ class Phone:
         ) as response:  # fmt: skip
             return str((await response.json())["profile"]["id"])
 
-    async def post_form(
-        self, form: dict[str, str], signature: str | None, url: str | None = None
-    ) -> int:
-        headers = {"X-Twilio-Signature": signature} if signature is not None else {}
-        async with self.session.post(url or self.webhook, data=form, headers=headers) as answer:
-            await self.channel.settled()
+    async def consent(self) -> dict[tuple[str, str], str]:
+        data = await self.api(f"/api/v1/profiles/{await self.identify()}/consent")
+        return {(s["channel"], s["purpose"]): s["state"] for s in data["states"]}
+
+    async def post_raw(
+        self, params: list[tuple[str, str]], signed_for: str | None = None,
+        body: bytes | None = None, content_type: str = FORM, host: str | None = None,
+    ) -> int:  # fmt: skip
+        """POST a webhook as Twilio would (signed for `signed_for`, default the webhook)."""
+        headers = {
+            "X-Twilio-Signature": twilio_signature(TOKEN, signed_for or self.webhook, params),
+            "Content-Type": content_type,
+        }
+        if host:
+            headers["Host"] = host
+        data = form_body(params) if body is None else body
+        async with self.session.post(self.webhook, data=data, headers=headers) as answer:
             return answer.status
 
+    async def turn(self, payload: dict[str, Any], token: str = RASA_TOKEN) -> tuple[int, Any]:
+        """The backend asks the channel for a text's turn."""
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.session.post(
+            f"{self.twilio.webhook_base}/webhooks/sms/turn", json=payload, headers=headers
+        ) as answer:
+            return answer.status, await answer.json(content_type=None)
 
-_numbers = itertools.count(2671)
+
 _apps = itertools.count()
-StartPhone = Callable[[], Awaitable[Phone]]
+_numbers = itertools.count(2671)
 
 
 @asynccontextmanager
-async def serving_sms(channel: SmsInput, port: int) -> AsyncIterator[EchoAgent]:
+async def serving_sms(channel: SmsInput, port: int) -> AsyncIterator[StandInAgent]:
     """A Sanic app with the channel registered as Rasa registers channels."""
     app = Sanic(f"sms_test_{next(_apps)}")
-    agent = EchoAgent()
+    agent = StandInAgent()
     app.ctx.agent = agent
     async with serving(app, [channel], port):
         try:
             yield agent
         finally:
-            await channel.settled()
             await channel.backend.close()
+
+
+@asynccontextmanager
+async def phone_on(twilio: Twilio, number: str, backend_url: str | None = None
+                   ) -> AsyncIterator[Phone]:  # fmt: skip
+    backend = BackendClient(backend_url or twilio.backend.url, twilio.backend.token, 10.0)
+    channel = SmsInput(TOKEN, twilio.webhook_base, backend, rasa_token=RASA_TOKEN)
+    async with (
+        serving_sms(channel, twilio.webhook_port) as agent,
+        aiohttp.ClientSession() as session,
+    ):
+        yield Phone(twilio, channel, agent, session, number)
 
 
 @pytest.fixture
 async def phone(twilio: Twilio, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Phone]:
     monkeypatch.setattr(Sanic, "test_mode", True)
-    backend = BackendClient(twilio.backend.url, twilio.backend.token, 10.0)
-    channel = SmsInput(auth_token=TOKEN, public_url=twilio.webhook_base, backend=backend)
-    async with (
-        serving_sms(channel, twilio.webhook_port) as agent,
-        aiohttp.ClientSession() as session,
-    ):
-        yield Phone(twilio, channel, agent, session, f"+1415555{next(_numbers):04d}")
-
-
-def signed_form(
-    phone: Phone, body: str, sid: str, token: str = TOKEN
-) -> tuple[dict[str, str], str]:
-    form = {"MessageSid": sid, "SmsSid": sid, "AccountSid": SID, "From": phone.number,
-            "To": BUSINESS, "Body": body, "NumMedia": "0"}  # fmt: skip
-    return form, RequestValidator(token).compute_signature(phone.webhook, form)
+    async with phone_on(twilio, f"+1415555{next(_numbers):04d}") as phone:
+        yield phone
 
 
 # --------------------------------------------------------------------------- the turn
@@ -195,9 +278,9 @@ def signed_form(
 
 async def test_a_text_reaches_the_bot_and_its_reply_comes_back_by_text(phone: Phone) -> None:
     answer = await phone.text("hello there")
-    assert answer["webhook_status"] == 200
-    assert answer["webhook_body"] == '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-    assert phone.agent.heard == ["hello there"]
+    assert (answer["webhook_status"], answer["acknowledged"]) == (200, True)
+    assert answer["webhook_body"] == EMPTY_TWIML
+    assert phone.heard == ["hello there"]
     [reply] = await phone.texts_received()
     assert reply["body"] == "You said: hello there" and reply["from"] == BUSINESS
 
@@ -205,35 +288,44 @@ async def test_a_text_reaches_the_bot_and_its_reply_comes_back_by_text(phone: Ph
     profile = await phone.identify()
     page = await phone.api(f"/api/v1/profiles/{profile}/messages")
     inbound, outbound = page["items"][1], page["items"][0]
-    assert (inbound["direction"], inbound["body"]) == ("inbound", "hello there")
+    assert (inbound["direction"], inbound["body"], inbound["turn"]) == (
+        "inbound", "hello there", "done",
+    )  # fmt: skip
     assert (outbound["purpose"], outbound["in_reply_to"]) == ("conversational", inbound["id"])
 
 
-async def test_twilio_is_answered_before_the_bot_has_finished(phone: Phone) -> None:
+async def test_twilio_is_answered_once_the_text_is_recorded_not_when_the_bot_is_done(
+    phone: Phone,
+) -> None:
     phone.agent.hold = asyncio.Event()
     async with phone.session.post(
         f"{phone.twilio.url}/emulator/sms",
         json={"from": phone.number, "to": BUSINESS, "body": "slow one"},
     ) as response:
         answer = await response.json()
-    # The webhook was answered while the bot was still thinking.
+    # Acknowledged while the bot was still thinking, and already in the backend.
     assert answer["webhook_status"] == 200
+    recorded = await phone.inbound(answer["sid"])
+    assert recorded is not None and recorded["turn"] == "pending"
     assert await phone.bodies() == []
     phone.agent.hold.set()
-    await phone.channel.settled()
+    await phone.answered(answer["sid"])
     assert await phone.bodies() == ["You said: slow one"]
 
 
 async def test_a_persons_texts_reach_the_bot_in_the_order_sent(phone: Phone) -> None:
     phone.agent.hold = asyncio.Event()
+    sids = []
     for body in ("one", "two", "three"):
-        form, signature = signed_form(phone, body, "SM" + os.urandom(16).hex())
-        headers = {"X-Twilio-Signature": signature}
-        async with phone.session.post(phone.webhook, data=form, headers=headers) as answer:
-            assert answer.status == 200
+        sid = "SM" + os.urandom(16).hex()
+        assert await phone.post_raw(incoming_sms(sid, phone.number, body)) == 200
+        sids.append(sid)
+    await asyncio.sleep(0.3)
+    assert phone.heard == ["one"]  # the next waits for this turn to end
     phone.agent.hold.set()
-    await phone.channel.settled()
-    assert phone.agent.heard == ["one", "two", "three"]
+    for sid in sids:
+        await phone.answered(sid)
+    assert phone.heard == ["one", "two", "three"]
     assert await phone.bodies() == ["You said: one", "You said: two", "You said: three"]
 
 
@@ -258,20 +350,88 @@ def test_one_choice_reads_plainly() -> None:
     assert with_choices("Plain.", []) == "Plain."
 
 
+# ------------------------------------------------------------- nothing acknowledged lost
+
+
+async def test_a_turn_cut_short_by_a_crash_is_run_again_and_replies_once(phone: Phone) -> None:
+    """The reply went out, then the process died before the conversation was saved: the
+    backend asks again, the turn runs again, and the reply's send key keeps it one."""
+    phone.agent.crashes_after_replying = 1
+    answer = await phone.text("are you there?")
+    assert phone.heard == ["are you there?", "are you there?"]
+    assert await phone.bodies() == ["You said: are you there?"]
+    tracker = await phone.agent.tracker_store.retrieve(phone.number)
+    assert tracker is not None
+    users = [e for e in tracker.events if isinstance(e, UserUttered)]
+    assert [(e.text, e.message_id) for e in users] == [("are you there?", answer["sid"])]
+
+
+async def test_a_turn_asked_for_again_after_it_finished_is_not_run_again(phone: Phone) -> None:
+    """The turn ended but its answer to the backend was lost: asked again, the channel
+    finds the text in the conversation and does nothing."""
+    answer = await phone.text("once only")
+    recorded = await phone.inbound(answer["sid"])
+    assert recorded is not None
+    payload = {"message_id": recorded["id"], "sid": answer["sid"], "from": phone.number,
+               "to": BUSINESS, "body": "once only", "media_urls": []}  # fmt: skip
+    assert await phone.turn(payload) == (200, {"answered": "before"})
+    assert phone.heard == ["once only"]
+    assert await phone.bodies() == ["You said: once only"]
+
+
+async def test_the_turn_endpoint_takes_only_the_backend_with_rasas_token(phone: Phone) -> None:
+    payload = {"message_id": 1, "sid": "SM" + "9" * 32, "from": phone.number, "body": "hi"}
+    status, problem = await phone.turn(payload, token="not-the-token")
+    assert (status, problem["status"]) == (401, 401)
+    for bad in ({}, {**payload, "sid": "SM'; --"}, {**payload, "message_id": "1"}, []):
+        assert (await phone.turn(bad))[0] == 400  # type: ignore[arg-type]
+    assert phone.heard == []
+
+
+async def test_a_text_the_backend_cannot_record_is_not_acknowledged(
+    twilio: Twilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    async with phone_on(twilio, "+14155550177", backend_url=f"http://127.0.0.1:{free_port()}") as p:
+        sid = "SM" + os.urandom(16).hex()
+        assert await p.post_raw(incoming_sms(sid, p.number, "hello?")) == 503
+        assert await p.inbound(sid) is None
+
+
+async def test_while_rasa_is_down_twilios_fallback_records_the_text_and_the_bot_answers_later(
+    twilio: Twilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa is down: the webhook gets no answer, Twilio falls back to the backend's
+    /twilio/sms, which records the text; once Rasa is back, the bot answers it, once."""
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    number = "+14155550178"
+    async with aiohttp.ClientSession() as session, session.post(
+        f"{twilio.url}/emulator/sms", json={"from": number, "to": BUSINESS, "body": "anyone?"}
+    ) as response:  # fmt: skip
+        answer = await response.json()
+    assert (answer["webhook_status"], answer["fallback_status"]) == (0, 200)
+    assert answer["acknowledged"] is True
+    await asyncio.sleep(1.5)  # the backend has asked for the turn, and failed
+    async with phone_on(twilio, number) as phone:
+        await phone.answered(answer["sid"])
+        assert phone.heard == ["anyone?"]
+        assert await phone.bodies() == ["You said: anyone?"]
+
+
 # ------------------------------------------------------------------------ keywords
 
 
-async def test_stop_is_answered_by_the_backend_and_never_reaches_the_bot(phone: Phone) -> None:
+async def test_stop_is_applied_by_the_backend_and_never_reaches_the_bot(phone: Phone) -> None:
     await phone.text("hi")
     await phone.text("  Stop! ")
-    assert phone.agent.heard == ["hi"]
+    assert phone.heard == ["hi"]
     bodies = await phone.bodies()
     assert bodies[0] == "You said: hi"
     assert len(bodies) == 2 and "unsubscribed" in bodies[1]
 
     # After STOP the bot's own replies are refused at the door: nothing more is sent.
     await phone.text("are you still there?")
-    assert phone.agent.heard == ["hi", "are you still there?"]
+    assert phone.heard == ["hi", "are you still there?"]
     assert len(await phone.bodies()) == 2
 
     await phone.text("START")
@@ -283,57 +443,124 @@ async def test_stop_is_answered_by_the_backend_and_never_reaches_the_bot(phone: 
     ]
 
 
-# ---------------------------------------------------------------------- signatures
+def _opts_out(phone: Phone) -> Callable[[UserMessage], Awaitable[None]]:
+    """What the bot's opt-out action does: withdraw SMS consent, with the text's record
+    as evidence; the reply that follows is the response confirming it."""
+
+    async def withdraw(message: UserMessage) -> None:
+        profile = (await phone.channel.backend.identify("sms", phone.number)).profile
+        for purpose in ("marketing", "transactional"):
+            await phone.channel.backend.record_consent(
+                profile.id, "sms", purpose, "withdraw", wording="(asked unprompted)",
+                reply=message.text or "", metadata={"message_id": message.metadata["message_id"]},
+            )  # fmt: skip
+
+    return withdraw
+
+
+async def test_an_opt_out_the_bot_understood_is_confirmed_by_text_exactly_once(
+    phone: Phone,
+) -> None:
+    said = "please stop texting me"
+    phone.agent.actions[said] = _opts_out(phone)
+    phone.agent.answers[said] = {"text": "Done: Brightdesk won't text you any more.",
+                                 "utter_action": "utter_optout_done"}  # fmt: skip
+    phone.agent.crashes_after_replying = 1  # and the turn runs twice
+    answer = await phone.text(said)
+    assert phone.heard == [said, said]
+    assert await phone.bodies() == ["Done: Brightdesk won't text you any more."]
+    states = await phone.consent()
+    assert states[("sms", "marketing")] == states[("sms", "transactional")] == "withdrawn"
+    recorded = await phone.inbound(answer["sid"])
+    assert recorded is not None
+    ledger = (await phone.api(f"/api/v1/profiles/{await phone.identify()}/consent"))["ledger"]
+    assert {line["channel_metadata"]["message_id"] for line in ledger} == {recorded["id"]}
+    profile = await phone.identify()
+    page = await phone.api(f"/api/v1/profiles/{profile}/messages")
+    [confirmation] = [m for m in page["items"] if m["direction"] == "outbound"]
+    assert (confirmation["purpose"], confirmation["in_reply_to"]) == ("compliance", recorded["id"])
+
+    # Nothing more after it, whatever the bot says.
+    await phone.text("why?")
+    assert len(await phone.bodies()) == 1
+
+
+async def test_a_number_the_phone_library_does_not_know_is_still_honoured(
+    twilio: Twilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """+1 555 numbers are fictional, as in the README: the library calls them invalid,
+    yet a text from one is recorded, answered, and its STOP applied."""
+    monkeypatch.setattr(Sanic, "test_mode", True)
+    number = f"+1555{random.randrange(10**7):07d}"
+    async with phone_on(twilio, number) as phone:
+        await phone.text("hi")
+        await phone.text("STOP")
+        assert phone.heard == ["hi"]
+        bodies = await phone.bodies()
+        assert bodies[0] == "You said: hi" and "unsubscribed" in bodies[1]
+        assert (await phone.consent())[("sms", "marketing")] == "withdrawn"
+
+
+# ----------------------------------------- requests as Twilio documents them, and forgeries
+
+
+async def test_a_text_as_twilio_documents_it_blank_fields_and_all_reaches_the_bot(
+    phone: Phone,
+) -> None:
+    sid = "SM" + os.urandom(16).hex()
+    params = incoming_sms(sid, phone.number, "hi from a real phone")
+    assert ("FromCity", "") in params
+    assert await phone.post_raw(params) == 200
+    await phone.answered(sid)
+    assert phone.heard == ["hi from a real phone"]
+
+
+async def test_a_picture_without_words_is_recorded_with_its_media(phone: Phone) -> None:
+    sid = "MM" + os.urandom(16).hex()
+    params = image_only_mms(sid, phone.number)
+    assert await phone.post_raw(params) == 200
+    received = await phone.answered(sid)
+    assert received["direction"] == "inbound" and received["body"] == ""
+    assert received["media_urls"] == [dict(params)["MediaUrl0"]]
 
 
 @pytest.mark.parametrize(
-    ("case", "expected"),
-    [("valid", 200), ("forged", 403), ("missing", 403), ("wrong-url", 403)],
+    ("case", "expected"), [("valid", 200), ("forged", 403), ("missing", 403), ("elsewhere", 403)]
 )
-async def test_only_texts_signed_by_twilio_for_this_url_reach_the_bot(
+async def test_only_texts_signed_by_twilio_for_this_url_are_taken(
     phone: Phone, case: str, expected: int
 ) -> None:
     sid = "SM" + os.urandom(16).hex()
-    form, signature = signed_form(phone, "let me in", sid)
-    if case == "forged":
-        signature = signed_form(phone, "let me in", sid, token="not-the-token")[1]
-    elif case == "wrong-url":
-        signature = RequestValidator(TOKEN).compute_signature(
-            "https://elsewhere.example/webhooks/sms/webhook", form
-        )
-    status = await phone.post_form(form, None if case == "missing" else signature)
-    assert status == expected
+    params = incoming_sms(sid, phone.number, "let me in")
+    headers = {"Content-Type": FORM}
+    if case != "missing":
+        token = "not-the-token" if case == "forged" else TOKEN
+        url = "https://elsewhere.example/webhooks/sms/webhook" if case == "elsewhere" else None
+        headers["X-Twilio-Signature"] = twilio_signature(token, url or phone.webhook, params)
+    async with phone.session.post(phone.webhook, data=form_body(params), headers=headers) as r:
+        assert r.status == expected
     if expected == 200:
-        assert phone.agent.heard == ["let me in"]
-        assert await phone.bodies() == ["You said: let me in"]
+        await phone.answered(sid)
+        assert phone.heard == ["let me in"]
     else:
-        assert phone.agent.heard == []
-        assert await phone.bodies() == []
+        assert await phone.inbound(sid) is None
+        assert phone.heard == []
 
 
-async def test_a_replayed_delivery_is_processed_once(phone: Phone) -> None:
-    form, signature = signed_form(phone, "just once", "SM" + os.urandom(16).hex())
-    assert await phone.post_form(form, signature) == 200
-    assert await phone.post_form(form, signature) == 200
-    assert phone.agent.heard == ["just once"]
+async def test_a_retried_delivery_is_recorded_and_answered_once(phone: Phone) -> None:
+    sid = "SM" + os.urandom(16).hex()
+    params = incoming_sms(sid, phone.number, "just once")
+    assert await phone.post_raw(params) == 200
+    assert await phone.post_raw(params) == 200
+    await phone.answered(sid)
+    await asyncio.sleep(0.3)
+    assert phone.heard == ["just once"]
     assert await phone.bodies() == ["You said: just once"]
 
 
-async def test_another_replica_that_sees_the_same_delivery_drops_it(
-    phone: Phone, twilio: Twilio
-) -> None:
-    form, signature = signed_form(phone, "replicated", "SM" + os.urandom(16).hex())
-    assert await phone.post_form(form, signature) == 200
-    phone.channel._seen.clear()  # as if a second Rasa replica received the retry
-    assert await phone.post_form(form, signature) == 200
-    assert phone.agent.heard == ["replicated"]
-
-
 async def test_a_signed_request_without_a_sender_is_refused_clearly(phone: Phone) -> None:
-    form = {"MessageSid": "SM" + "1" * 32, "Body": "hi"}
-    signature = RequestValidator(TOKEN).compute_signature(phone.webhook, form)
-    assert await phone.post_form(form, signature) == 400
-    assert phone.agent.heard == []
+    assert await phone.post_raw([("MessageSid", "SM" + "1" * 32), ("Body", "hi")]) == 400
+    assert phone.heard == []
 
 
 async def test_the_public_url_setting_is_what_signatures_cover(
@@ -344,82 +571,15 @@ async def test_the_public_url_setting_is_what_signatures_cover(
     public = "https://chat.brightdesk.example"
     backend = BackendClient(twilio.backend.url, twilio.backend.token, 10.0)
     channel = SmsInput(auth_token=TOKEN, public_url=public, backend=backend)
-    port = free_port()
-    form = {"MessageSid": "SM" + "2" * 32, "From": "+14155550100", "To": BUSINESS, "Body": "x"}
-    local = f"http://127.0.0.1:{port}/webhooks/sms/webhook"
-    async with serving_sms(channel, port) as agent, aiohttp.ClientSession() as session:
+    number = "+14155550100"
+    local = f"{twilio.webhook_base}/webhooks/sms/webhook"
+    async with serving_sms(channel, twilio.webhook_port), aiohttp.ClientSession() as session:
         for signed_for, expected in ((local, 403), (public + "/webhooks/sms/webhook", 200)):
-            signature = RequestValidator(TOKEN).compute_signature(signed_for, form)
-            async with session.post(
-                local, data=form, headers={"X-Twilio-Signature": signature}
-            ) as answer:
+            params = incoming_sms("SM" + os.urandom(16).hex(), number, "x")
+            headers = {"X-Twilio-Signature": twilio_signature(TOKEN, signed_for, params),
+                       "Content-Type": FORM}  # fmt: skip
+            async with session.post(local, data=form_body(params), headers=headers) as answer:
                 assert answer.status == expected
-        await channel.settled()
-        assert agent.heard == ["x"]
-
-
-class AnswerLostOnce(BackendClient):
-    """The backend records the first hand-over, but its answer never arrives."""
-
-    lost = False
-
-    async def receive_text(self, *args: Any, **kwargs: Any) -> Any:
-        receipt = await super().receive_text(*args, **kwargs)
-        if not self.lost:
-            self.lost = True
-            raise BackendUnavailable("POST /api/v1/inbound-texts: TimeoutError")
-        return receipt
-
-
-async def test_a_text_whose_receipt_was_lost_still_reaches_the_bot_once(
-    twilio: Twilio, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(Sanic, "test_mode", True)
-    monkeypatch.setattr("channels.sms.RETRY_DELAYS", (0.01,))
-    backend = AnswerLostOnce(twilio.backend.url, twilio.backend.token, 10.0)
-    channel = SmsInput(auth_token=TOKEN, public_url=twilio.webhook_base, backend=backend)
-    async with (
-        serving_sms(channel, twilio.webhook_port) as agent,
-        aiohttp.ClientSession() as session,
-    ):
-        phone = Phone(twilio, channel, agent, session, "+14155550199")
-        await phone.text("are you there?")
-        assert agent.heard == ["are you there?"]
-        assert await phone.bodies() == ["You said: are you there?"]
-
-
-# ----------------------------------------- requests as Twilio documents them, and forgeries
-
-
-async def post_raw(
-    phone: Phone, body: bytes, signature: str, content_type: str = FORM, host: str | None = None
-) -> int:
-    headers = {"X-Twilio-Signature": signature, "Content-Type": content_type}
-    if host:
-        headers["Host"] = host
-    async with phone.session.post(phone.webhook, data=body, headers=headers) as answer:
-        await phone.channel.settled()
-        return answer.status
-
-
-async def test_a_text_as_twilio_documents_it_blank_fields_and_all_reaches_the_bot(
-    phone: Phone,
-) -> None:
-    params = incoming_sms("SM" + os.urandom(16).hex(), phone.number, "hi from a real phone")
-    assert ("FromCity", "") in params
-    signature = twilio_signature(TOKEN, phone.webhook, params)
-    assert await post_raw(phone, form_body(params), signature) == 200
-    assert phone.agent.heard == ["hi from a real phone"]
-
-
-async def test_a_picture_without_words_is_recorded_with_its_media(phone: Phone) -> None:
-    params = image_only_mms("MM" + os.urandom(16).hex(), phone.number)
-    signature = twilio_signature(TOKEN, phone.webhook, params)
-    assert await post_raw(phone, form_body(params), signature) == 200
-    profile = await phone.identify()
-    [received] = (await phone.api(f"/api/v1/profiles/{profile}/messages"))["items"][-1:]
-    assert received["direction"] == "inbound" and received["body"] == ""
-    assert received["media_urls"] == [dict(params)["MediaUrl0"]]
 
 
 @pytest.mark.parametrize(
@@ -430,28 +590,38 @@ async def test_a_body_the_signature_did_not_cover_is_refused(
 ) -> None:
     """The forgery: a valid signature over the bare URL, and From and Body in a body
     of another type, which the signature check would not have read."""
+    sid = "SM" + os.urandom(16).hex()
     body = "".join(
         f'--x\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-        for name, value in (("MessageSid", "SM" + "3" * 32), ("From", phone.number),
+        for name, value in (("MessageSid", sid), ("From", phone.number),
                             ("To", BUSINESS), ("Body", "STOP"))
     ).encode() + b"--x--\r\n"  # fmt: skip
-    signature = twilio_signature(TOKEN, phone.webhook, [])
-    assert await post_raw(phone, body, signature, content_type) == 415
-    assert phone.agent.heard == []
-    profile = await phone.identify()
-    assert (await phone.api(f"/api/v1/profiles/{profile}/messages"))["items"] == []
+    assert await phone.post_raw([], body=body, content_type=content_type) == 415
+    assert await phone.inbound(sid) is None
 
 
 async def test_a_text_signed_for_the_host_it_claims_is_refused(phone: Phone) -> None:
-    params = incoming_sms("SM" + os.urandom(16).hex(), phone.number, "STOP")
+    sid = "SM" + os.urandom(16).hex()
+    params = incoming_sms(sid, phone.number, "STOP")
     forged_url = "http://attacker.example/webhooks/sms/webhook"
-    signature = twilio_signature(TOKEN, forged_url, params)
-    assert await post_raw(phone, form_body(params), signature, host="attacker.example") == 403
-    assert phone.agent.heard == []
+    assert await phone.post_raw(params, signed_for=forged_url, host="attacker.example") == 403
+    assert await phone.inbound(sid) is None
 
 
 async def test_an_oversized_signed_text_is_refused_not_acknowledged(phone: Phone) -> None:
-    params = [*incoming_sms("SM" + os.urandom(16).hex(), phone.number, "x" * MAX_BODY_BYTES)]
-    signature = twilio_signature(TOKEN, phone.webhook, params)
-    assert await post_raw(phone, form_body(params), signature) == 413
-    assert phone.agent.heard == []
+    sid = "SM" + os.urandom(16).hex()
+    assert await phone.post_raw(incoming_sms(sid, phone.number, "x" * MAX_BODY_BYTES)) == 413
+    assert await phone.inbound(sid) is None
+
+
+# ------------------------------------------------------------------ the conversation
+
+
+async def test_a_message_is_found_in_a_conversation_by_its_id() -> None:
+    store = InMemoryTrackerStore(Domain.empty())
+    tracker = await store.get_or_create_tracker("+14155550101")
+    tracker.update(UserUttered("hi", message_id="SMabc"))
+    await store.save(tracker)
+    assert await in_conversation(store, "+14155550101", "SMabc")
+    assert not await in_conversation(store, "+14155550101", "SMdef")
+    assert not await in_conversation(store, "+14155550102", "SMabc")

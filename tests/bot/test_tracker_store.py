@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from rasa.core.agent import Agent
 from rasa.core.brokers.broker import EventBroker
 from rasa.core.tracker_store import SQLTrackerStore, TrackerStore
 from rasa.core.utils import AvailableEndpoints
@@ -24,7 +25,9 @@ from rasa.shared.core.events import (
     SlotSet,
     UserUttered,
 )
+from sqlalchemy.exc import OperationalError  # type: ignore[import-untyped]
 
+from bot import tracker_store
 from bot.settings import PROJECT_ROOT
 from bot.tracker_store import ParleySQLTrackerStore
 from tests.servers import POSTGRES_DSN, server_missing
@@ -161,3 +164,54 @@ def test_both_profiles_load_parleys_tracker_store_through_rasa(
     found = getattr(store, "_tracker_store", store)
     assert isinstance(found, ParleySQLTrackerStore)
     assert str(found.engine.url) == f"sqlite:///{tmp_path / 'rasa.db'}"
+
+
+async def test_a_message_is_found_by_its_id_in_any_session_of_its_conversation(
+    domain: Domain, database_urls: tuple[str, str]
+) -> None:
+    """How the SMS channel knows a text's turn is complete (one indexed query)."""
+    _, url = database_urls
+    store = ParleySQLTrackerStore(domain, host=url)
+    try:
+        await _converse(store, domain)  # two sessions, no message ids
+        tracker = await store.get_or_create_tracker(CONVERSATION)
+        tracker.update(UserUttered("first", message_id="SMfirst"))
+        await store.save(tracker)
+        # A later session: the earlier message is still found.
+        tracker.update(SessionStarted())
+        tracker.update(UserUttered("second", message_id="SMsecond"))
+        await store.save(tracker)
+        assert store.has_user_message(CONVERSATION, "SMfirst")
+        assert store.has_user_message(CONVERSATION, "SMsecond")
+        assert not store.has_user_message(CONVERSATION, "SMthird")
+        assert not store.has_user_message("+14155550999", "SMfirst")
+        with pytest.raises(ValueError, match="not a message id"):
+            store.has_user_message(CONVERSATION, "SM%")
+    finally:
+        store.engine.dispose()
+
+
+async def test_a_store_that_fails_fails_the_turn_instead_of_forgetting_the_person(
+    domain: Domain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rasa's fail-safe reads a conversation it cannot read as a new one and keeps what it
+    cannot save in memory; with bot.tracker_store installed both raise."""
+    store = ParleySQLTrackerStore(domain, host=f"sqlite:///{tmp_path / 'rasa.db'}")
+    tracker = await store.get_or_create_tracker(CONVERSATION)
+    await store.save(tracker)
+    with store.engine.begin() as connection:  # the database loses its table
+        connection.exec_driver_sql("DROP TABLE events")
+
+    assert await Agent(domain=domain, tracker_store=store).tracker_store.retrieve(
+        CONVERSATION
+    ) is None  # Rasa's own: the person is a stranger now  # fmt: skip
+
+    # Rasa's own is put back after the test.
+    monkeypatch.setattr(Agent, "_create_tracker_store", Agent._create_tracker_store)
+    tracker_store.install()
+    strict = Agent(domain=domain, tracker_store=store).tracker_store
+    with pytest.raises(OperationalError):
+        await strict.retrieve(CONVERSATION)
+    with pytest.raises(OperationalError):
+        await strict.save(tracker)
+    store.engine.dispose()
