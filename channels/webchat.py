@@ -17,6 +17,10 @@ Events (socket.io, default namespace):
 
 With a `redis_url` in the credentials, sockets and pushes are shared between Rasa
 replicas through Redis (python-socketio's AsyncRedisManager).
+
+Packets are decoded within bot/json_guard.py's bounds (nesting, number size, lone
+surrogates), as Rasa's HTTP bodies are; a socket that sends a packet that cannot be
+decoded is disconnected with one log line (python-socketio would log a traceback).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from sanic.response import HTTPResponse
 from socketio import AsyncRedisManager, AsyncServer
 from socketio.exceptions import ConnectionRefusedError as SocketRefused
 
+from bot.json_guard import SocketJson
 from bot.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -85,6 +90,21 @@ def verify_token(token: object, secret: str | None, now: float) -> ChatSession:
     if not isinstance(expires_at, (int, float)) or expires_at <= now:
         raise InvalidSessionToken("expired")
     return ChatSession(session_id, float(expires_at))
+
+
+class GuardedSocketServer(AsyncServer):
+    """python-socketio's server, except for a packet it cannot decode (not socket.io, or
+    JSON outside the guard's bounds): python-socketio raises ValueError, which
+    python-engineio logs with a traceback, and keeps the socket; this ends the socket.
+    (It wraps python-socketio 5's private `_handle_eio_message`; tests/bot/
+    test_hostile_json.py fails if that changes.)"""
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except ValueError as refused:
+            logger.warning("webchat.packet_refused socket=%s reason=%r", eio_sid, str(refused))
+            await self.eio.disconnect(eio_sid)
 
 
 class WebChatOutput(OutputChannel):
@@ -194,7 +214,10 @@ class WebChatInput(InputChannel):
         manager = AsyncRedisManager(self.redis_url) if self.redis_url else None
         # Origins are not checked: a socket is only as good as its token, and the
         # token is what the backend (with its CORS setting) hands out.
-        sio = AsyncServer(async_mode="sanic", cors_allowed_origins=[], client_manager=manager)
+        # python-socketio sets `json` on its packet classes, so for the whole process.
+        sio = GuardedSocketServer(
+            async_mode="sanic", cors_allowed_origins=[], client_manager=manager, json=SocketJson
+        )
         self.sio = sio
         webchat: Blueprint = SocketBlueprint(sio, self.socketio_path, "webchat_webhook", __name__)
 

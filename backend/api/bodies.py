@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import uuid
 from collections.abc import Iterable
 from typing import Any, TypeVar
@@ -12,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.api import bounded_json
 from backend.keys import SETTINGS
 from backend.problems import Problem, invalid_body
 
@@ -22,7 +22,8 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request's JSON body, or a problem saying why there is none."""
+    """The request's JSON body, or a problem saying why there is none. Every JSON route
+    reads its body here, within the bounds of `bounded_json` (depth, number size)."""
     if request.content_type != "application/json":
         raise Problem(
             415,
@@ -34,9 +35,11 @@ async def read_json(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge as error:
         raise Problem(413, "The body is larger than 1 MiB.", type_="body-too-large") from error
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise Problem(400, f"The body is not valid JSON: {error}", type_="invalid-json") from error
+        return bounded_json.parse(raw)
+    except bounded_json.UnacceptableJson as error:
+        raise Problem(
+            400, f"The body is not JSON Parley accepts: {error}.", type_="invalid-json"
+        ) from None
 
 
 async def read_body(request: web.Request, model: type[Model]) -> Model:

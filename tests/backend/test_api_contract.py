@@ -1,8 +1,11 @@
 """Schemathesis against the served OpenAPI document: whatever it sends, the backend
-answers without a 5xx and with a response its own document allows."""
+answers without a 5xx and with a response its own document allows, hostile JSON bodies
+(deeply nested, huge numbers, NaN, lone surrogates: tests/hostile_json.py)
+included."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from backend.settings import PROJECT_ROOT
+from tests.hostile_json import HOSTILE_VALUES
 
 ST = Path(sys.executable).parent / "st"
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -67,14 +71,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
             running.wait(timeout=15)
 
 
-def schemathesis(url: str, token: str, *options: str) -> None:
+def schemathesis(url: str, token: str, *options: str, env: dict[str, str] | None = None) -> None:
     result = subprocess.run(
         [
             str(ST), "--config-file", str(CONFIG), "run", f"{url}/api/v1/openapi.json",
             "-H", f"Authorization: Bearer {token}",
             "--workers", "2", "--seed", SEED, *options,
         ],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
@@ -85,3 +89,32 @@ def test_generated_requests_get_documented_answers(served: tuple[str, str]) -> N
 
 def test_boundary_requests_get_documented_answers(served: tuple[str, str]) -> None:
     schemathesis(*served, "--phases", "coverage", "--max-time", "60")
+
+
+def test_hostile_json_bodies_get_no_5xx_from_any_operation(
+    served: tuple[str, str], tmp_path: Path
+) -> None:
+    """Every operation with a JSON body gets every hostile body (in place of the one
+    schemathesis generated, by tests/backend/hostile_json_hooks.py) and answers each
+    without a 5xx, with a response its document allows."""
+    url, _ = served
+    sent = tmp_path / "sent.tsv"
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.backend.hostile_json_hooks",
+        "PARLEY_TEST_HOSTILE_SENT": str(sent),
+    }
+    # Calls per operation at most; below, every operation must have had every body.
+    examples = str(2 * len(HOSTILE_VALUES))
+    schemathesis(*served, "--phases", "fuzzing", "--max-examples", examples, env=env)
+    with urllib.request.urlopen(f"{url}/api/v1/openapi.json", timeout=10) as answer:
+        document = json.load(answer)
+    with_json_bodies = {
+        f"{method.upper()} {path}"
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+        if "application/json" in operation.get("requestBody", {}).get("content", {})
+    }
+    got = {tuple(line.split("\t")) for line in sent.read_text().splitlines()}
+    missing = {(o, name) for o in with_json_bodies for name in HOSTILE_VALUES} - got
+    assert not missing, sorted(missing)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+
+from backend.api_tokens import Role
+from tests.backend.conftest import IssueToken
+from tests.hostile_json import HOSTILE_VALUES, in_object
 
 IDENTIFY = "/api/v1/identify"
 
@@ -94,3 +99,60 @@ async def test_unknown_paths_and_methods_are_problems(
     not_allowed = await client.delete(IDENTIFY, headers=service_headers)
     await problem(not_allowed, 405)
     assert "POST" in not_allowed.headers["Allow"]
+
+
+# The unauthenticated route, and API routes of each kind of caller, each reading a body.
+JSON_ROUTES = [
+    ("POST", "/chat/sessions", None),
+    ("POST", IDENTIFY, Role.SERVICE),
+    ("POST", "/api/v1/events", Role.SERVICE),
+    ("PATCH", f"/api/v1/profiles/{uuid.UUID(int=1)}", Role.ADMIN),
+    ("POST", "/api/v1/segment-previews", Role.MARKETER),
+]
+
+
+@pytest.mark.parametrize(("value", "detail"), HOSTILE_VALUES.values(), ids=HOSTILE_VALUES)
+async def test_hostile_json_is_a_400_that_says_why_on_json_routes(
+    client: TestClient,
+    issue_token: IssueToken,
+    capfd: pytest.CaptureFixture[str],
+    value: bytes,
+    detail: str,
+) -> None:
+    """Each of these bodies once made a 500 with a traceback (deep nesting, integers past
+    4,300 digits) or reached the database, which failed on it (NaN, Infinity, lone
+    surrogates); past 64 bits an integer was stored as given."""
+    body = in_object(value)
+    for method, path, role in JSON_ROUTES:
+        headers = {"Content-Type": "application/json"}
+        if role is not None:
+            headers["Authorization"] = f"Bearer {await issue_token(role)}"
+        response = await client.request(method, path, data=body, headers=headers)
+        details = await problem(response, 400)
+        assert details["type"] == "urn:parley:problem:invalid-json", path
+        assert detail in details["detail"], path
+    logged = "".join(capfd.readouterr())
+    assert "Traceback" not in logged
+    assert "request.failed" not in logged
+
+
+async def test_json_at_the_bounds_is_accepted(
+    client: TestClient, service_headers: dict[str, str]
+) -> None:
+    nested: Any = "bottom"
+    for _ in range(30):  # with the body and the attributes: 32 levels
+        nested = [nested]
+    attributes = {
+        "largest": 9223372036854775807,
+        "smallest": -9223372036854775808,
+        "float": 1.5e308,
+        "emoji": "\N{GRINNING FACE}",
+        "nested": nested,
+    }
+    response = await client.post(
+        IDENTIFY,
+        json={"channel": "web", "address": "bounds", "attributes": attributes},
+        headers=service_headers,
+    )
+    assert response.status == 201, await response.text()
+    assert (await response.json())["profile"]["attributes"] == attributes
