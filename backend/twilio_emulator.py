@@ -557,7 +557,7 @@ class TwilioEmulator:
         """Body: {"from": "+1555…", "to": "+1555…", "body": "hi", "media_urls": […]};
         fires the webhook with every parameter Twilio posts, blank ones included."""
         try:
-            data = await request.json()
+            data = await _json(request)
             from_, to = str(data["from"]), str(data["to"])
             body, media = str(data.get("body", "")), [str(u) for u in data.get("media_urls", [])]
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -609,7 +609,7 @@ class TwilioEmulator:
     async def inbound_call(self, request: web.Request) -> web.Response:
         """Body: {"from": "+1555…", "to": "+1555…"}; fires the voice webhook."""
         try:
-            data = await request.json()
+            data = await _json(request)
             from_, to = str(data["from"]), str(data["to"])
         except (ValueError, KeyError, TypeError):
             return web.json_response(
@@ -639,7 +639,7 @@ class TwilioEmulator:
         if call is None:
             return web.json_response({"error": "no such call"}, status=404)
         try:
-            data = await request.json() if request.can_read_body else {}
+            data = await _json(request) if request.can_read_body else {}
         except ValueError:
             data = None
         if not isinstance(data, dict) or ("speech" in data and "digits" in data):
@@ -751,6 +751,15 @@ def incoming_message_params(
 
 def _media_type(url: str) -> str:
     return mimetypes.guess_type(url)[0] or "application/octet-stream"
+
+
+async def _json(request: web.Request) -> Any:
+    """The request's JSON body; ValueError for one that is not JSON, or nested past what
+    Python's parser can read (a RecursionError would be a 500)."""
+    try:
+        return await request.json()
+    except RecursionError as error:
+        raise ValueError("nested too deeply") from error
 
 
 def _twiml(body: str) -> ET.Element | None:

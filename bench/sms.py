@@ -1,8 +1,11 @@
 """The SMS benchmark of the channels issue: signed Twilio webhooks at a steady rate into
 the SMS channel of a whole `parley run` (local Twilio emulator, backend on SQLite,
 action server, Rasa with the trained model). For each text it measures, in the same
-run, how long Twilio waits for the webhook's answer (the acknowledgement) and how long
-the person waits for the bot's first reply text to reach the emulator (the full turn).
+run, how long Twilio waits for the webhook's answer (the acknowledgement: the text is
+recorded by then) and how long the person waits for the bot's first reply text to reach
+the emulator (the full turn). Then the fault run of tests/e2e/test_sms_faults.py, on
+PostgreSQL, with every process killed and PostgreSQL crashed three times each: what
+became of every text, beside its own acknowledgement latency.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +28,15 @@ from twilio.request_validator import RequestValidator
 
 from backend.settings import PROJECT_ROOT
 from bench.backend import free_port, p99, peak_rss_mb
+from tests.e2e.fault_stack import Outcome, run_faults
+from tests.e2e.test_sms_faults import PLAN as FAULT_PLAN
 
+TARGETS = {
+    "backend": "the backend was killed",
+    "actions": "the action server was killed",
+    "rasa": "Rasa was killed",
+    "postgres": "PostgreSQL crashed and restarted",
+}
 TOKEN = "bench-twilio-token"  # noqa: S105 (a throwaway token for a loopback run)
 BUSINESS = "+15005550006"
 
@@ -40,6 +52,7 @@ class SmsMeasured:
     turns_per_second: float = 0.0
     non_200: int = 0
     rasa_peak_rss_mb: float = 0.0
+    faults: Outcome | None = None
 
 
 @contextlib.asynccontextmanager
@@ -79,13 +92,17 @@ async def running_parley(prefix: str, settings: dict[str, str]) -> AsyncIterator
                 process.kill()
 
 
-async def bench_sms(rate: float = 50.0, seconds: float = 20.0) -> SmsMeasured:
+async def bench_sms(rate: float = 50.0, seconds: float = 20.0, faults: bool = True) -> SmsMeasured:
     # One sending number answers every text here: give it a short code's pace.
     settings = {"PARLEY_TWILIO_AUTH_TOKEN": TOKEN, "PARLEY_SMS_SENDS_PER_SECOND": "500"}
     async with running_parley("parley-bench-sms-", settings) as ports:
         webhook = f"http://127.0.0.1:{ports['RASA']}/webhooks/sms/webhook"
         emulator = f"http://127.0.0.1:{ports['TWILIO_EMULATOR']}"
-        return await _load(webhook, emulator, rate, seconds, _rasa_pid(ports["RASA"]))
+        result = await _load(webhook, emulator, rate, seconds, _rasa_pid(ports["RASA"]))
+    if faults:
+        var = Path(tempfile.mkdtemp(prefix="parley-bench-faults-"))
+        result.faults = await run_faults(var, sys.stdout, FAULT_PLAN)
+    return result
 
 
 def _rasa_pid(port: int) -> int | None:
@@ -201,8 +218,43 @@ def sms_table(result: SmsMeasured, machine_line: str) -> str:
             "",
             f"The bot answers about {result.turns_per_second:.0f} new conversations a second "
             f"on this machine, fewer than the {result.rate:.0f} a second arriving, so texts "
-            "queue (at most `PARLEY_SMS_CONCURRENT_TURNS` are worked on at once) and the full "
+            "queue (at most `PARLEY_SMS_CONCURRENT_TURNS` are answered at once) and the full "
             "turn is mostly that wait. Twilio never waits for it: the acknowledgement is "
-            "given before the text is queued.",
+            "given once the backend has recorded the text, before the bot's turn.",
+            *(_faults_lines(result.faults) if result.faults else []),
         ]
     )
+
+
+def _faults_lines(found: Outcome) -> list[str]:
+    kills = Counter(f.target for f in found.faults)
+    return [
+        "",
+        "### Through crashes and restarts",
+        "",
+        f"{found.sent:,} texts from 24 people at about 3 a second (a conversation each, half "
+        "ending in STOP) into a stack on PostgreSQL (tests/e2e/test_sms_faults.py, the same "
+        "run), while "
+        + ", ".join(f"{TARGETS[t]} {n} times" for t, n in kills.items())
+        + ", one after another. Counted once every text's answer was given.",
+        "",
+        "| What became of the texts | Count | Must be |",
+        "|---|---|---|",
+        f"| acknowledged to Twilio (through its fallback while Rasa was down) | "
+        f"{found.acknowledged:,} ({found.by_fallback:,}) | |",
+        f"| not acknowledged (backend or PostgreSQL down: Twilio knows) | "
+        f"{found.not_acknowledged:,} | |",
+        f"| acknowledged but not recorded | {found.acknowledged_not_recorded} | 0 |",
+        f"| answers given up or still pending | "
+        f"{found.answers_failed + found.answers_pending} | 0 |",
+        f"| texts for the bot in their conversation exactly once | "
+        f"{found.in_conversation_once:,} of {found.for_the_bot:,} | all |",
+        f"| missing from their conversation / in it twice | "
+        f"{found.missing_from_conversation} / {found.in_conversation_twice} | 0 / 0 |",
+        f"| STOP texts applied, confirmed once | {found.stops_applied} and "
+        f"{found.stop_confirmations} of {found.stops} | all |",
+        f"| texts Parley sent without a record of them / the same reply twice | "
+        f"{found.sent_without_record} / {found.sent_twice} | 0 / 0 |",
+        f"| acknowledgement p99 during the faults (webhooks Rasa answered) | "
+        f"{found.ack_p99_ms:.0f} ms | |",
+    ]

@@ -557,3 +557,15 @@ async def test_placing_a_call_with_a_wrong_auth_token_is_refused(
         await place(url, token="wrong", to=PERSON, from_=BUSINESS, twiml="<Response/>")
     assert (raised.value.status, raised.value.code) == (401, 20003)
     assert twilio.calls == {}
+
+
+@pytest.mark.parametrize("path", ["/emulator/sms", "/emulator/call"])
+async def test_hostile_json_gets_the_emulators_400_not_a_500(
+    emulator: tuple[TwilioEmulator, str], path: str
+) -> None:
+    _, url = emulator
+    deep = b"[" * 100_000 + b"]" * 100_000
+    async with aiohttp.ClientSession() as session, session.post(
+        f"{url}{path}", data=deep, headers={"Content-Type": "application/json"}
+    ) as response:  # fmt: skip
+        assert response.status == 400
