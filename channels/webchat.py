@@ -215,9 +215,12 @@ class WebChatInput(InputChannel):
         # Origins are not checked: a socket is only as good as its token, and the
         # token is what the backend (with its CORS setting) hands out.
         # python-socketio sets `json` on its packet classes, so for the whole process.
+        # WebSocket only, as the widget speaks: Engine.IO's long-polling transport, which
+        # nobody uses, logs a traceback for a malformed payload.
         sio = GuardedSocketServer(
-            async_mode="sanic", cors_allowed_origins=[], client_manager=manager, json=SocketJson
-        )
+            async_mode="sanic", cors_allowed_origins=[], client_manager=manager, json=SocketJson,
+            transports=["websocket"],
+        )  # fmt: skip
         self.sio = sio
         webchat: Blueprint = SocketBlueprint(sio, self.socketio_path, "webchat_webhook", __name__)
 

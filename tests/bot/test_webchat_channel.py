@@ -377,6 +377,17 @@ async def test_a_browser_style_websocket_speaks_the_protocol(served: Served) -> 
         assert json.loads(refused[2:]) == {"message": "invalid session token"}
 
 
+async def test_only_the_websocket_transport_is_served(served: Served) -> None:
+    """The widget speaks WebSocket only; long polling, which nothing uses, is refused
+    (a malformed polling payload made Engine.IO log a traceback)."""
+    polling = served.url + "/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(polling) as opened:
+            assert opened.status == 400
+        async with http.post(polling, data="\x1e\x1e") as posted:
+            assert posted.status == 400
+
+
 async def test_a_token_the_real_backend_issues_is_accepted(
     backend: RunningBackend, visitors: Callable[[], Visitor]
 ) -> None:
