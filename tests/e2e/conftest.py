@@ -1,7 +1,8 @@
-"""What every end-to-end test shares: one `parley run` for the whole session.
+"""What every end-to-end test shares: one `make run` for the whole session.
 
-`parley run` starts backend, action server and Rasa on free loopback ports. It needs
-the trained model (`make train` runs before the e2e tests in `make test`; without it,
+`make run` (the README's command, `parley run` once everything is installed) starts the
+local Twilio, backend, action server and Rasa on free loopback ports. It needs the
+trained model (`make train` runs before the e2e tests in `make test`; without it,
 `parley run` trains one first, which takes a few minutes). Tests marked
 `stops_parley` run last, since they end the shared run.
 """
@@ -9,6 +10,7 @@ the trained model (`make train` runs before the e2e tests in `make test`; withou
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 ROOT = Path(__file__).resolve().parents[2]
 PARLEY = ROOT / ".venv" / "bin" / "parley"
+MAKE = shutil.which("make") or "make"
 STARTUP_SECONDS = 900  # includes training when no model exists yet
 
 
@@ -99,6 +102,10 @@ class Parley:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def ctrl_c(self) -> None:
+        """What Ctrl-C in the `make run` terminal does: SIGINT to make and its children."""
+        os.killpg(self.process.pid, signal.SIGINT)
+
 
 @pytest.fixture(scope="session")
 def parley(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parley]:
@@ -125,9 +132,12 @@ def parley(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parley]:
     ).stdout.strip()  # fmt: skip
     log = var / "parley-run.log"
     with log.open("wb") as sink:
+        # `make run`, as the README says; its own process group, so that Ctrl-C can be
+        # played as a terminal sends it (to make and to everything it started).
         process = subprocess.Popen(
-            [str(PARLEY), "run"], env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT
-        )
+            [MAKE, "--no-print-directory", "run"], env=env, stdout=sink,
+            stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+        )  # fmt: skip
     running = Parley(
         process=process,
         log=log,
@@ -142,16 +152,16 @@ def parley(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parley]:
     deadline = time.monotonic() + STARTUP_SECONDS
     while "[parley] Parley is up." not in running.output():
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"parley run did not come up:\n{running.output()[-5000:]}")
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"make run did not come up:\n{running.output()[-5000:]}")
         time.sleep(1)
     try:
         yield running
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGINT)
+            running.ctrl_c()
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
         sys.stdout.write(running.output()[-3000:])
