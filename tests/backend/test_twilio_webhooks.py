@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from backend.api.twilio_webhooks import MAX_BODY_BYTES, parse_form
 from tests.backend.conftest import TWILIO_TOKEN, StartTexting, TextingBackend
-from tests.twilio_requests import image_only_mms, twilio_signature
+from tests.twilio_requests import image_only_mms, incoming_sms, twilio_signature
 
 PERSON = "+14155552671"
 
@@ -158,3 +158,53 @@ async def test_an_oversized_body_is_refused_before_it_is_read(texting: TextingBa
 async def test_a_signed_form_that_is_not_utf8_is_a_400(texting: TextingBackend) -> None:
     status = await _status_callback(texting, [], body=b"MessageSid=%FF")
     assert status == 400
+
+
+# ------------------------------------------------------- the fallback for texts (/twilio/sms)
+
+
+async def _fallback(texting: TextingBackend, params: list[tuple[str, str]]) -> int:
+    target = f"{texting.url}/twilio/sms"
+    failed = [*params, ("ErrorCode", "11200"), ("ErrorUrl", "https://x.example/webhooks/sms")]
+    response = await texting.client.session.post(
+        target, data=urlencode(failed).encode(),
+        headers={"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, target, failed),
+                 "Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    await response.read()
+    return response.status
+
+
+async def test_a_text_twilio_falls_back_with_is_recorded_once_for_the_bot(
+    texting: TextingBackend,
+) -> None:
+    sid = "SM" + "c" * 32
+    assert await _fallback(texting, incoming_sms(sid, PERSON, "hello?")) == 200
+    assert await _fallback(texting, incoming_sms(sid, PERSON, "hello?")) == 200  # Twilio again
+    profile = (await texting.api.identify("sms", PERSON))["id"]
+    page = await texting.api.get(f"/api/v1/profiles/{profile}/messages")
+    [text] = page["items"]
+    assert (text["provider_sid"], text["body"], text["turn"]) == (sid, "hello?", "pending")
+
+
+async def test_a_stop_twilio_falls_back_with_takes_effect_and_is_confirmed_once(
+    texting: TextingBackend,
+) -> None:
+    assert await _fallback(texting, incoming_sms("SM" + "d" * 32, PERSON, "STOP")) == 200
+    await texting.keywords_answered()
+    profile = (await texting.api.identify("sms", PERSON))["id"]
+    assert (await texting.consent(profile))[("sms", "marketing")] == "withdrawn"
+    [confirmation] = texting.sent_to(PERSON)
+    assert "unsubscribed" in confirmation
+
+
+async def test_the_fallback_takes_only_what_twilio_signed(texting: TextingBackend) -> None:
+    params = incoming_sms("SM" + "e" * 32, PERSON, "STOP")
+    response = await texting.client.session.post(
+        f"{texting.url}/twilio/sms", data=urlencode(params).encode(),
+        headers={"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, "http://x/twilio/sms", params),
+                 "Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert response.status == 403
+    profile = (await texting.api.identify("sms", PERSON))["id"]
+    assert (await texting.consent(profile)).get(("sms", "marketing")) != "withdrawn"
