@@ -57,7 +57,7 @@ train: install ## Train the Rasa model if its inputs changed.
 test-dialogue: train ## Test stories (tests/stories) through the model: any wrong action fails.
 	$(VENV)/bin/parley test stories
 
-test-nlu: train ## The held-out NLU test set (tests/nlu): intent macro-F1 and entity F1 >= 0.90.
+test-nlu: train ## The held-out NLU test set (tests/nlu): F1 >= 0.90; opt-out, consent, hand-off rates.
 	$(VENV)/bin/parley test nlu
 
 test-e2e: train $(CHROMIUM) ## Start all three processes; chat through Rasa's REST channel and the web chat in Chromium.

@@ -14,7 +14,15 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.backend_action import BackendAction
 from actions.backend_client import BackendError, BackendRejected
-from actions.demo_times import Slot, choose, offer, understand
+from actions.demo_times import (
+    Period,
+    Slot,
+    choose,
+    offer,
+    offer_for,
+    period_in,
+    understand,
+)
 from actions.logs import get_logger
 
 log = get_logger(__name__)
@@ -40,6 +48,11 @@ class DemoAction(BackendAction):
 
 
 class ActionOfferDemo(DemoAction):
+    """Offers free times: the next ones, or, when the person asked for a stretch of time
+    ("next week", "sometime in January", "Thursday afternoon"), times within it
+    (`demo_offer_kind: period`), else the ones nearest to it (`nearest`), or says it is
+    further ahead than demos can be booked (`too_far`)."""
+
     def name(self) -> str:
         return "action_offer_demo"
 
@@ -48,11 +61,15 @@ class ActionOfferDemo(DemoAction):
     ) -> list[EventType]:
         now = self._clock()
         events: list[EventType] = []
+        text = str(tracker.latest_message.get("text") or "")
+        period = None
+        kind = "next"
         try:
             profile_id = await self.profile_id(tracker)
             zone = await self.zone(profile_id)
             mine = await self.backend.demos_of(profile_id)
-            slots = offer(self.business, now, await self.booked(now), OFFERED)
+            period = period_in(text, now, zone, self.business.demo.book_days_ahead)
+            kind, slots = self._offer(period, now, await self.booked(now), zone)
         except BackendError as error:
             log.warning("demo.offer_failed", conversation=tracker.sender_id, error=str(error))
             slots, zone, mine, profile_id = (
@@ -74,6 +91,9 @@ class ActionOfferDemo(DemoAction):
             SlotSet("demo_offer_count", str(len(slots))),
             SlotSet("demo_zone", _zone_name(zone, now)),
             SlotSet("demo_minutes", str(self.business.demo.minutes)),
+            SlotSet("demo_offer_kind", kind),
+            SlotSet("demo_period", period.words if period else None),
+            SlotSet("demo_days_ahead", str(self.business.demo.book_days_ahead)),
         ]
         for index in range(OFFERED):
             slot = slots[index] if index < len(slots) else None
@@ -82,6 +102,13 @@ class ActionOfferDemo(DemoAction):
             )
             events.append(SlotSet(f"demo_label_{index + 1}", slot.label(zone) if slot else None))
         return events
+
+    def _offer(
+        self, period: Period | None, now: datetime, booked: set[datetime], zone: ZoneInfo
+    ) -> tuple[str, list[Slot]]:
+        if period is None:
+            return "next", offer(self.business, now, booked, OFFERED)
+        return offer_for(period, self.business, now, booked, zone, OFFERED)
 
 
 def _zone_name(zone: ZoneInfo, now: datetime) -> str:
@@ -109,6 +136,10 @@ class ActionPickDemoTime(DemoAction):
         try:
             profile_id = await self.profile_id(tracker)
             zone = await self.zone(profile_id)
+            # "next week would suit me better": times in that stretch are offered.
+            period = period_in(text, now, zone, self.business.demo.book_days_ahead)
+            if period is not None and period.first != period.last:
+                return [SlotSet("demo_pick", "period")]
             wanted = understand(text, now, zone)
             if wanted is None:
                 return [SlotSet("demo_pick", "unreadable")]

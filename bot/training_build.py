@@ -99,8 +99,10 @@ def generated_nlu(catalog: Catalog) -> dict[str, Any]:
 
 
 def product_responses(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
-    """Answers about products: one variation per product, chosen by the `product` slot,
-    and a last one, with no condition, for when the person named no product we know."""
+    """Answers about products: one variation per product, chosen by the `product` slot;
+    when a question named no product at all (`product_named`, set by
+    action_note_product), every price, or for any other question the offer of a person;
+    and a last one, with no condition, for a product we do not sell."""
     names = _listing([p.name for p in catalog.products])
     unknown = (
         f"I'm not sure which product you mean. We offer {names}. If you are asking about "
@@ -130,9 +132,26 @@ def product_responses(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
         for p in catalog.products
     ]
     listing = "; ".join(f"{p.name} ({p.price_text(catalog.currency)})" for p in catalog.products)
+    # A price question that names no product ("how much is it?") gets every price.
+    prices = "; ".join(f"{p.name}: {p.price_text(catalog.currency)}" for p in catalog.products)
+    every_price = {
+        "condition": [{"type": "slot", "name": "product_named", "value": "no_product"}],
+        "text": f"Our prices: {prices}. Which would you like to know more about?",
+        "buttons": buttons,
+    }
+    # A question about the product that names no plan ("can agents undo a reply?"):
+    # the catalog cannot answer it, a person can.
+    detail = {
+        "condition": [{"type": "slot", "name": "product_named", "value": "no_product"}],
+        "text": (
+            "That's more detail than I can give here, sorry. Someone from {business_name} "
+            'can answer it: just say "talk to a person", or "book a demo" to see it for '
+            "yourself."
+        ),
+    }
     return {
-        "utter_product_price": [*price, {"text": unknown, "buttons": buttons}],
-        "utter_product_info": [*info, {"text": unknown, "buttons": buttons}],
+        "utter_product_price": [*price, every_price, {"text": unknown, "buttons": buttons}],
+        "utter_product_info": [*info, detail, {"text": unknown, "buttons": buttons}],
         "utter_product_list": [
             {
                 "text": f"We offer {listing}. Which would you like to know more about?",

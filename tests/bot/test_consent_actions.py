@@ -17,7 +17,11 @@ from actions.consent import (
     ActionSetPreference,
     ActionShowPreferences,
     ValidateSubscribeForm,
+    about_something_else,
     channel_meant,
+    clear_yes,
+    no_object_stop,
+    stop_is_opt_out,
 )
 from bot.business import load_business
 from tests.bot.fakes import FakeBackend, bot_said, conversation, entity, person_said, slots_of
@@ -262,6 +266,40 @@ async def test_a_yes_when_the_backend_is_down_is_not_taken_as_recorded(fake: Fak
     assert await say_yes(fake, "sms", PHONE) == {"consent_result": "failed"}
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "yes but not at that number",
+        "ok, but only by email",
+        "sure, how often?",
+        "yeah right",
+        "yes if it's free",
+        "hmm ok",
+        "👎",
+    ],
+)
+async def test_a_yes_that_is_not_clear_records_nothing(fake: FakeBackend, answer: str) -> None:
+    person(fake)
+    assert await say_yes(fake, "sms", PHONE, answer=answer) == {"consent_result": "unclear"}
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "yes",
+        "sure why not",
+        "no problem, go ahead",
+        "yes, 4 a month is fine",
+        "OK 👍",
+        "uh huh",
+        "/affirm",
+    ],
+)
+def test_a_plain_yes_is_clear(answer: str) -> None:
+    assert clear_yes(answer)
+
+
 # -- opting out --------------------------------------------------------------------------
 
 
@@ -424,6 +462,206 @@ async def test_an_opt_out_when_the_backend_is_down_is_not_said_to_be_done(
 ) -> None:
     fake.down = True
     assert await opt_out(fake, "stop texting me", "texting") == [SlotSet("optout", "failed")]
+
+
+# -- a stop that names no object ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "stop",
+        "Stop.",
+        "STOP IT NOW!!",
+        "please stop",
+        "stooop",
+        "stop f***ing now",
+        "enough already",
+        "that's enough",
+        "no more",
+        "quit it",
+        "cut that out",
+        "can you just stop",
+        "i want you to stop",
+        "🛑 stop 🛑",
+        "STOP STOP STOP",
+    ],
+)
+def test_a_request_to_stop_that_names_nothing_is_a_no_object_stop(text: str) -> None:
+    assert no_object_stop(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "stop asking",
+        "stop the questions",
+        "no more questions",
+        "wait stop, I meant the Business plan",
+        "stop right there, that's what I need",
+        "don't stop",
+        "no I don't want to stop, continue",
+        "never mind",
+        "forget it",
+        "cancel",
+        "stop texting me",  # names a channel: intent opt_out, not stop
+    ],
+)
+def test_a_stop_that_names_something_else_is_not_a_no_object_stop(text: str) -> None:
+    assert not no_object_stop(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "please stop",
+        "get me off this list",
+        "stop it already, I'm not interested",
+        "who is this? I never opted in. stop",
+        "stop bothering me",
+    ],
+)
+def test_a_stop_about_our_messages_is_an_opt_out(text: str) -> None:
+    assert stop_is_opt_out(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "stop asking",
+        "no more questions, thanks for the help!",
+        "I don't want you to stop texting, just not after 9pm",
+        "hold on, stop, I typed the wrong email for the demo",
+        "I'm not unsubscribing, I love the newsletter",
+        "never mind",
+    ],
+)
+def test_a_stop_about_something_else_or_not_to_stop_is_no_opt_out(text: str) -> None:
+    assert not stop_is_opt_out(text)
+
+
+async def stop(
+    fake: FakeBackend, text: str, channel: str = "rest", sender: str = SENDER
+) -> list[Any]:
+    tracker = conversation(sender, text, "stop", channel=channel)
+    events: list[Any] = await ActionOptOut(fake).run(CollectingDispatcher(), tracker, {})
+    return events
+
+
+async def test_a_stop_outside_a_form_withdraws_the_only_subscription(fake: FakeBackend) -> None:
+    profile_id = subscribed(fake, "email")
+    events = await stop(fake, "please stop!!")
+    assert events == [
+        SlotSet("optout", "done"),
+        SlotSet("consent_channel", "email"),
+        SlotSet("profile_id", profile_id),
+    ]
+    assert {c["reply"] for c in fake.called("record_consent")} == {"please stop!!"}
+    assert fake.state(profile_id, "email", "marketing") == "withdrawn"
+
+
+async def test_a_stop_naming_something_else_withdraws_nothing(fake: FakeBackend) -> None:
+    subscribed(fake, "sms", "email")
+    assert await stop(fake, "stop asking me things") == [SlotSet("optout", "nothing")]
+    assert await stop(fake, "never mind") == [SlotSet("optout", "nothing")]
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "can my customers unsubscribe from our survey emails?",
+        "please remove the old agent from our plan",
+        "can I take a seat off the invoice",
+        "I'm not unsubscribing, just asking",
+        "please don't remove me from the list",
+        "no more than two texts a month please",
+        "honestly I can't stop using it",
+    ],
+)
+async def test_words_about_something_else_withdraw_nothing(fake: FakeBackend, text: str) -> None:
+    subscribed(fake, "email")
+    assert about_something_else(text)
+    assert await opt_out(fake, text) == [SlotSet("optout", "nothing")]
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "unsubscribe me",
+        "why do you keep texting me",
+        "tell your sales team to stop calling me",
+        "I'm going to report this as spam",
+        "you don't have my permission to text me",
+        "stop texting me, my team already bought it",
+        "unsubscribe me, our customers complained about your emails",
+        "please remove my number, I'm not the one with the invoice",
+    ],
+)
+def test_an_opt_out_about_the_persons_own_messages_is_not_something_else(text: str) -> None:
+    assert not about_something_else(text)
+
+
+async def test_a_stop_about_our_list_withdraws(fake: FakeBackend) -> None:
+    profile_id = subscribed(fake, "email")
+    assert slots_of(await stop(fake, "get me off this list"))["optout"] == "done"
+    assert fake.state(profile_id, "email", "marketing") == "withdrawn"
+
+
+async def test_in_web_chat_a_stop_with_two_subscriptions_asks_which(fake: FakeBackend) -> None:
+    subscribed(fake, "sms", "email")
+    events = await stop(fake, "enough!")
+    assert events == [SlotSet("optout", "ask_channel"), SlotSet("consent_channel", None)]
+    assert fake.called("record_consent") == []
+
+
+async def test_a_stop_by_text_withdraws_sms_consent_only(fake: FakeBackend) -> None:
+    profile_id = fake.add_person("sms", PHONE, identities={"email": "ada@acme.io"})
+    fake.grant(profile_id, "sms")
+    fake.grant(profile_id, "email")
+    events = await stop(fake, "stop it now", channel="sms", sender=PHONE)
+    assert slots_of(events) == {
+        "optout": "done",
+        "consent_channel": "sms",
+        "profile_id": profile_id,
+    }
+    assert [(c["channel"], c["purpose"]) for c in fake.called("record_consent")] == [
+        ("sms", "marketing"),
+        ("sms", "transactional"),
+    ]
+    assert fake.called("record_consent")[0]["metadata"]["input_channel"] == "sms"
+    assert fake.state(profile_id, "sms", "marketing") == "withdrawn"
+    assert fake.state(profile_id, "email", "marketing") == "granted"
+
+
+async def test_an_opt_out_by_text_naming_no_channel_stops_texts(fake: FakeBackend) -> None:
+    profile_id = fake.add_person("sms", PHONE, identities={"email": "ada@acme.io"})
+    fake.grant(profile_id, "sms")
+    fake.grant(profile_id, "email")
+    tracker = conversation(PHONE, "take me off your list", "opt_out", channel="sms")
+    events = await ActionOptOut(fake).run(CollectingDispatcher(), tracker, {})
+    assert slots_of(events)["consent_channel"] == "sms"
+    assert fake.state(profile_id, "email", "marketing") == "granted"
+
+
+async def test_an_opt_out_by_text_naming_email_stops_email(fake: FakeBackend) -> None:
+    profile_id = fake.add_person("sms", PHONE, identities={"email": "ada@acme.io"})
+    fake.grant(profile_id, "email")
+    tracker = conversation(
+        PHONE, "no more emails", "opt_out", [entity("channel", "emails")], channel="sms"
+    )
+    events = await ActionOptOut(fake).run(CollectingDispatcher(), tracker, {})
+    assert slots_of(events)["consent_channel"] == "email"
+    assert fake.state(profile_id, "email", "marketing") == "withdrawn"
+
+
+async def test_a_stop_said_on_a_call_stops_calls(fake: FakeBackend) -> None:
+    profile_id = fake.add_person("voice", PHONE)
+    events = await stop(fake, "stop, please", channel="voice", sender=PHONE)
+    assert slots_of(events)["consent_channel"] == "voice"
+    assert fake.state(profile_id, "voice", "marketing") == "withdrawn"
+    assert fake.state(profile_id, "sms", "marketing") == "none"
 
 
 # -- preferences -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ taken meanwhile, and cancelling. Brightdesk opens 09:00-17:00 Monday to Thursday
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,7 +21,17 @@ from actions.demo import (
     ActionPickDemoTime,
     ordinal_in,
 )
-from actions.demo_times import LEAD_TIME, Wanted, candidates, choose, offer, understand
+from actions.demo_times import (
+    LEAD_TIME,
+    Period,
+    Wanted,
+    candidates,
+    choose,
+    offer,
+    offer_for,
+    period_in,
+    understand,
+)
 from bot.business import Business, load_business
 from tests.bot.fakes import FakeBackend, conversation, fixed_clock, slots_of
 
@@ -550,3 +560,239 @@ async def test_cancelling_when_the_backend_is_down_fails_politely(fake: FakeBack
     fake.down = True
     assert await cancelled(fake) == [SlotSet("demo_cancel", "failed")]
     assert fake.demos[demo_id].status == "booked"
+
+
+# -- a stretch of time asked for ---------------------------------------------------------
+
+
+def period(text: str, now: datetime = MONDAY_9AM, zone: ZoneInfo = LA) -> Period | None:
+    return period_in(text, now, zone, 90)
+
+
+@pytest.mark.parametrize(
+    ("text", "first", "last", "words"),
+    [
+        (
+            "can we do a demo next week?",
+            date(2025, 3, 17),
+            date(2025, 3, 23),
+            "in the week of 17 Mar",
+        ),
+        ("book a demo for next month", date(2025, 4, 1), date(2025, 4, 30), "in April"),
+        ("demo sometime in January", date(2026, 1, 1), date(2026, 1, 31), "in January 2026"),
+        ("demo in may?", date(2025, 5, 1), date(2025, 5, 31), "in May"),
+        (
+            "early next week",
+            date(2025, 3, 17),
+            date(2025, 3, 19),
+            "between Mon 17 Mar and Wed 19 Mar",
+        ),
+        (
+            "end of next week",
+            date(2025, 3, 20),
+            date(2025, 3, 23),
+            "between Thu 20 Mar and Sun 23 Mar",
+        ),
+        ("the week after next", date(2025, 3, 24), date(2025, 3, 30), "in the week of 24 Mar"),
+        ("in two weeks", date(2025, 3, 24), date(2025, 3, 30), "in the week of 24 Mar"),
+        (
+            "later this month",
+            date(2025, 3, 11),
+            date(2025, 3, 31),
+            "between Tue 11 Mar and Mon 31 Mar",
+        ),
+        ("mid april", date(2025, 4, 11), date(2025, 4, 20), "between Fri 11 Apr and Sun 20 Apr"),
+        ("after the 20th", date(2025, 3, 21), date(2025, 6, 7), "from Fri 21 Mar"),
+        (
+            "I'm away until the 20th, after that?",
+            date(2025, 3, 20),
+            date(2025, 6, 7),
+            "from Thu 20 Mar",
+        ),
+        (
+            "before friday",
+            date(2025, 3, 10),
+            date(2025, 3, 13),
+            "between Mon 10 Mar and Thu 13 Mar",
+        ),
+        ("the 1st of april", date(2025, 4, 1), date(2025, 4, 1), "on Tue 1 Apr"),
+    ],
+)
+def test_a_stretch_of_days_is_read_in_the_persons_words(
+    text: str, first: date, last: date, words: str
+) -> None:
+    assert period(text) == Period(first, last, None, words)
+
+
+def test_a_part_of_a_day_limits_the_hours() -> None:
+    assert period("a demo next Thursday afternoon") == Period(
+        date(2025, 3, 13), date(2025, 3, 13), (time(12), time(17)), "on Thu 13 Mar in the afternoon"
+    )
+    mornings = period("mornings would be best")
+    assert mornings is not None and mornings.hours == (time(0), time(12))
+    assert (mornings.first, mornings.last) == (date(2025, 3, 10), date(2025, 6, 7))
+    assert mornings.words == "in the morning"
+
+
+def test_a_time_on_a_day_means_from_that_time_on() -> None:
+    tomorrow = period("a demo tomorrow at 3pm")
+    assert tomorrow is not None and tomorrow.words == "on Tue 11 Mar from 15:00"
+    assert tomorrow.hours is not None and tomorrow.hours[0] == time(15)
+
+
+def test_next_week_is_the_persons_next_week() -> None:
+    # Sunday 16 March, 20:00 in Los Angeles is already Monday 17 March in Berlin.
+    sunday_evening = utc(17, 3)
+    assert period("next week", sunday_evening, LA) == Period(
+        date(2025, 3, 17), date(2025, 3, 23), None, "in the week of 17 Mar"
+    )
+    assert period("next week", sunday_evening, BERLIN) == Period(
+        date(2025, 3, 24), date(2025, 3, 30), None, "in the week of 24 Mar"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["book a demo", "can I see a demo?", "may I book a demo", "demo for 10 agents", "yes", "4pm"],
+)
+def test_words_naming_no_stretch_of_time_are_no_period(text: str) -> None:
+    assert period(text) is None
+
+
+async def offered_for(
+    fake: FakeBackend, text: str, now: datetime = MONDAY_9AM, intent: str = "book_demo"
+) -> dict[str, Any]:
+    action = ActionOfferDemo(fake, clock=fixed_clock(now), business=load_business())
+    tracker = conversation(SENDER, text, intent)
+    return slots_of(await action.run(CollectingDispatcher(), tracker, {}))
+
+
+def labels(slots: dict[str, Any]) -> list[str]:
+    return [slots[f"demo_label_{i}"] for i in range(1, 5) if slots[f"demo_label_{i}"]]
+
+
+async def test_a_demo_next_week_offers_times_next_week(fake: FakeBackend) -> None:
+    person(fake)
+    slots = await offered_for(fake, "can we do a demo next week?")
+    assert labels(slots) == [
+        "Mon 17 Mar, 09:00 PDT",
+        "Tue 18 Mar, 09:00 PDT",
+        "Wed 19 Mar, 09:00 PDT",
+        "Thu 20 Mar, 09:00 PDT",
+    ]
+    assert slots["demo_offer_kind"] == "period"
+    assert slots["demo_period"] == "in the week of 17 Mar"
+    assert slots["demo_offer_count"] == "4"
+
+
+async def test_a_demo_next_month_offers_times_next_month(fake: FakeBackend) -> None:
+    person(fake)
+    slots = await offered_for(fake, "book a demo for next month")
+    assert labels(slots) == [
+        "Tue 1 Apr, 09:00 PDT",
+        "Wed 2 Apr, 09:00 PDT",
+        "Thu 3 Apr, 09:00 PDT",
+        "Fri 4 Apr, 09:00 PDT",
+    ]
+    assert slots["demo_period"] == "in April"
+
+
+async def test_a_demo_in_a_named_month_offers_times_in_it(fake: FakeBackend) -> None:
+    person(fake)
+    december = datetime(2025, 12, 2, 18, 0, tzinfo=UTC)  # Tuesday 2 Dec, 10:00 PST
+    slots = await offered_for(fake, "demo sometime in January", now=december)
+    assert labels(slots)[0] == "Thu 1 Jan, 09:00 PST"  # the business is open on 1 January
+    assert all("Jan" in label for label in labels(slots))
+    assert slots["demo_period"] == "in January 2026"
+
+
+async def test_a_demo_on_an_afternoon_offers_times_an_hour_apart_that_afternoon(
+    fake: FakeBackend,
+) -> None:
+    person(fake)
+    fake.book(fake.add_person("web", "someone-else"), utc(13, 19))  # Thu 12:00 PDT
+    slots = await offered_for(fake, "a demo next Thursday afternoon")
+    assert labels(slots) == [
+        "Thu 13 Mar, 12:30 PDT",
+        "Thu 13 Mar, 13:30 PDT",
+        "Thu 13 Mar, 14:30 PDT",
+        "Thu 13 Mar, 15:30 PDT",
+    ]
+    assert slots["demo_period"] == "on Thu 13 Mar in the afternoon"
+
+
+async def test_the_afternoon_is_the_persons_afternoon(fake: FakeBackend) -> None:
+    person(fake, "Europe/Berlin")
+    slots = await offered_for(fake, "a demo on Thursday afternoon")
+    # 12:00-17:00 in Berlin is 04:00-09:00 in Los Angeles, before opening: nothing fits,
+    # so the first free times from Thursday noon in Berlin on are offered.
+    assert slots["demo_offer_kind"] == "nearest"
+    assert labels(slots)[0] == "Thu 13 Mar, 17:00 CET"
+    assert min(offered_times(slots)) == utc(13, 16)
+
+
+async def test_a_closed_day_gets_the_first_free_times_after_it(fake: FakeBackend) -> None:
+    person(fake)
+    slots = await offered_for(fake, "a demo on Saturday?")
+    assert slots["demo_offer_kind"] == "nearest"
+    assert slots["demo_period"] == "on Sat 15 Mar"
+    assert labels(slots) == [
+        "Mon 17 Mar, 09:00 PDT",
+        "Tue 18 Mar, 09:00 PDT",
+        "Wed 19 Mar, 09:00 PDT",
+        "Thu 20 Mar, 09:00 PDT",
+    ]
+
+
+async def test_a_period_beyond_the_booking_horizon_is_said_to_be_too_far(
+    fake: FakeBackend,
+) -> None:
+    person(fake)
+    slots = await offered_for(fake, "could we do the demo in August?")
+    assert slots["demo_offer_kind"] == "too_far"
+    assert slots["demo_offer_count"] == "0"
+    assert slots["demo_period"] == "in August"
+    assert slots["demo_days_ahead"] == "90"
+
+
+async def test_without_a_period_the_next_free_times_are_offered(fake: FakeBackend) -> None:
+    person(fake)
+    slots = await offered_for(fake, "book a demo")
+    assert slots["demo_offer_kind"] == "next"
+    assert slots["demo_period"] is None
+    assert labels(slots)[0] == "Mon 10 Mar, 11:00 PDT"
+
+
+async def test_asking_to_move_a_demo_to_next_week_offers_next_week(fake: FakeBackend) -> None:
+    demo_id = fake.book(person(fake), utc(11, 16))
+    slots = await offered_for(fake, "can we move it to next week", intent="reschedule_demo")
+    assert slots["demo_mode"] == "reschedule"
+    assert slots["demo_id"] == demo_id
+    assert labels(slots)[0] == "Mon 17 Mar, 09:00 PDT"
+
+
+def test_times_offered_for_a_period_keep_to_it_and_skip_booked_ones(business: Business) -> None:
+    next_week = Period(date(2025, 3, 17), date(2025, 3, 23))
+    kind, slots = offer_for(next_week, business, MONDAY_9AM, {utc(17, 16)}, LA, 4)
+    assert kind == "period"
+    assert [s.starts_at for s in slots] == [utc(17, 16, 30), utc(18, 16), utc(19, 16), utc(20, 16)]
+
+
+def test_demos_are_offered_up_to_90_days_ahead_and_no_further(business: Business) -> None:
+    # Monday 10 March + 89 days is Saturday 7 June: Friday 6 June is the last open day.
+    last_friday = Period(date(2025, 6, 6), date(2025, 6, 6))
+    kind, slots = offer_for(last_friday, business, MONDAY_9AM, set(), LA)
+    assert kind == "period"
+    assert slots[0].label(LA) == "Fri 6 Jun, 09:00 PDT"
+    monday_after = Period(date(2025, 6, 9), date(2025, 6, 9))
+    assert offer_for(monday_after, business, MONDAY_9AM, set(), LA) == ("too_far", [])
+
+
+async def test_choosing_a_stretch_of_time_instead_of_a_time_asks_for_times_in_it(
+    fake: FakeBackend,
+) -> None:
+    person(fake)
+    assert await picked(fake, "next week would suit me better", slots=OFFER) == {
+        "demo_pick": "period"
+    }
+    assert (await picked(fake, "next Tuesday morning"))["demo_pick"] == "ok"
