@@ -122,9 +122,14 @@ class Wanted:
     day: date | None
 
 
+def _demo_hour(hour: int) -> int:
+    """An hour said without am/pm: 1 to 7 o'clock is the afternoon (a demo at 3 is
+    15:00, not 03:00)."""
+    return hour + 12 if 1 <= hour <= 7 else hour
+
+
 def _afternoon(match: re.Match[str]) -> str:
-    hour, minutes = int(match.group(1)), match.group(2) or "00"
-    return f"at {hour + 12 if 1 <= hour <= 7 else hour}:{minutes}"
+    return f"at {_demo_hour(int(match.group(1)))}:{match.group(2) or '00'}"
 
 
 def understand(text: str, now: datetime, zone: ZoneInfo) -> Wanted | None:
@@ -133,8 +138,7 @@ def understand(text: str, now: datetime, zone: ZoneInfo) -> Wanted | None:
     cleaned = re.sub(r"\bnext\s+(?=(mon|tue|wed|thu|fri|sat|sun))", "", cleaned)
     for words, clock in sorted(PARTS_OF_DAY.items(), key=lambda item: -len(item[0])):
         cleaned = re.sub(rf"\b(in the |this )?{words}\b", f" {clock}", cleaned)
-    # "at 3" is an hour, not a year; without am/pm, 1 to 7 o'clock is afternoon (a demo
-    # at 3 means 15:00, not 03:00).
+    # "at 3" is an hour, not a year (and the afternoon: _demo_hour).
     cleaned = re.sub(
         r"\bat (\d{1,2})(?::(\d{2}))?(?![\d:])(?!\s*(am|pm|a\.m|p\.m))", _afternoon, cleaned
     )
@@ -343,8 +347,7 @@ def _from_time(text: str) -> time | None:
     if match := re.search(
         r"\b(?:at|from|after)\s+(\d{1,2})(?::(\d{2}))?\b(?!\s*(?:st|nd|rd|th))", text
     ):
-        hour = int(match.group(1))
-        hour = hour + 12 if 1 <= hour <= 7 else hour
+        hour = _demo_hour(int(match.group(1)))
         return time(hour, int(match.group(2) or 0)) if hour < 24 else None
     return None
 
