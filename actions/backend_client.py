@@ -99,7 +99,7 @@ class IdentifiedEvent:
 @dataclass(frozen=True)
 class TextReceipt:
     message_id: int
-    profile_id: str
+    profile_id: str | None  # None: a number new to Parley (its profile comes with the answer)
     duplicate: bool  # the same MessageSid was handed over before
     keyword: str | None  # stop, start or help
     handled: bool  # a keyword the backend answered: not for the bot
@@ -295,7 +295,7 @@ class BackendClient:
         data = await self._request("POST", "/api/v1/inbound-texts", payload, timeout)
         return TextReceipt(
             message_id=int(data["message_id"]),
-            profile_id=str(data["profile_id"]),
+            profile_id=str(data["profile_id"]) if data.get("profile_id") else None,
             duplicate=bool(data["duplicate"]),
             keyword=data.get("keyword"),
             handled=bool(data["handled"]),

@@ -140,12 +140,17 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
         )
     else:
         log.warning("sms.not_configured", reason="PARLEY_TWILIO_AUTH_TOKEN is not set")
+    app[INBOX] = inbox = SmsInbox(sessions, clock, app[DIRECTORY])
     app[TEXT_TURNS] = turns = TextTurns(
         sessions=sessions,
         clock=clock,
         keywords=KeywordConfirmations(app.get(SMS_DOOR), app[KEYWORD_REPLIES]),
         bot=(
-            BotTurns(app[RASA], timeout=max(1.0, settings.sms_turn_lease_seconds - 5))
+            BotTurns(
+                app[RASA],
+                timeout=max(1.0, settings.sms_turn_lease_seconds - 5),
+                attach_profile=inbox.attach_profile,
+            )
             if settings.rasa_token
             else None
         ),
@@ -153,7 +158,7 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
         lease=timedelta(seconds=settings.sms_turn_lease_seconds),
         max_attempts=settings.sms_turn_max_attempts,
     )
-    app[INBOX] = SmsInbox(sessions, clock, app[DIRECTORY], on_recorded=turns.nudge)
+    inbox.on_recorded = turns.nudge
     stop = asyncio.Event()
     task = asyncio.create_task(turns.run(stop), name="text-turns")
     yield

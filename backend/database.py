@@ -1,7 +1,13 @@
 """The backend's database: one async engine and session factory per process.
 
 SQLite (the embedded default) and PostgreSQL (scale) run the same code. SQLite gets
-WAL, a busy timeout and enforced foreign keys so that it behaves like a server.
+WAL, a busy timeout and enforced foreign keys so that it behaves like a server, and one
+connection per process: SQLite has one writer, so the process's transactions take
+turns for that connection, in order, instead of each meeting a locked database on a
+connection of its own and sleeping in SQLite's busy handler (1, 2, 5 … 100 ms at a
+time). Under a burst of texts with the bot's turns going on, that took the
+acknowledgement of a text from seconds to milliseconds (docs/benchmarks.md). Other
+processes on the same file (`parley` commands) still meet the busy timeout.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ def create_engine(url: str, ping_idle_after: float = PING_IDLE_AFTER) -> AsyncEn
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # PostgreSQL's JIT compiler spends hundreds of milliseconds compiling queries whose

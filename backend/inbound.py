@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -83,7 +83,8 @@ class InboundText:
 @dataclass(frozen=True)
 class Received:
     message_id: int
-    profile_id: uuid.UUID
+    # None: the number is new, and gets its profile when the text is answered.
+    profile_id: uuid.UUID | None
     duplicate: bool
     keyword: Keyword | None
     # True when the text was a keyword and is fully answered: the bot must not see it.
@@ -99,16 +100,29 @@ class SmsInbox:
     on_recorded: Callable[[], None] = lambda: None
 
     async def receive(self, text: InboundText) -> Received:
+        """Record the text once (per MessageSid) and apply its keyword, in one short
+        transaction: Twilio waits for it. A text that is no keyword only notes whose
+        number it is; a number not known yet gets its profile when the text is answered
+        (backend.text_turns), so that a burst of new numbers costs the acknowledgement
+        one insert each."""
         try:
             async with self.sessions.begin() as session:
                 earlier = await self._earlier(session, text.sid)
                 if earlier is not None:
                     return earlier
-                identified = await self.directory.identify(
-                    session, kind=IdentityKind.SMS, address=text.from_
-                )
-                profile_id = identified.profile.id
-                keyword = await self._keyword(session, profile_id, text)
+                keyword = _keyword_of(text)
+                profile_id: uuid.UUID | None
+                if keyword is None:
+                    known = await self.directory.ids_by_identity(
+                        session, IdentityKind.SMS, [text.from_]
+                    )
+                    profile_id = known.get(text.from_)
+                else:
+                    identified = await self.directory.identify(
+                        session, kind=IdentityKind.SMS, address=text.from_
+                    )
+                    profile_id = identified.profile.id
+                    keyword = await self._confirm_keyword(session, profile_id, keyword, text)
                 now = self.clock.now()
                 # Owed: the bot's turn, or the keyword's confirmation unless Twilio's
                 # Advanced Opt-Out gave it already.
@@ -125,6 +139,7 @@ class SmsInbox:
                 session.add(row)
                 await session.flush()
                 if keyword is not None:
+                    assert profile_id is not None
                     await self._apply(session, profile_id, keyword, text)
         except IntegrityError:
             # The same MessageSid delivered twice at the same moment: one is recorded.
@@ -133,32 +148,53 @@ class SmsInbox:
             assert earlier is not None
             return earlier
         log.info(
-            "sms.received", profile_id=str(profile_id), message_id=row.id,
-            sender=redact(IdentityKind.SMS, text.from_),
+            "sms.received", profile_id=str(profile_id) if profile_id else None,
+            message_id=row.id, sender=redact(IdentityKind.SMS, text.from_),
             keyword=keyword.value if keyword else None,
         )  # fmt: skip
         if owed:
             self.on_recorded()
         return Received(row.id, profile_id, False, keyword, keyword is not None)
 
+    async def attach_profile(self, text: PendingText) -> None:
+        """Give the texts of a number that was new when they arrived its profile
+        (created now if it is still new), before the bot answers them."""
+        async with self.sessions.begin() as session:
+            # Also notes the number as an SMS identity of a profile found by a call.
+            identified = await self.directory.identify(
+                session, kind=IdentityKind.SMS, address=text.sender
+            )
+            await session.execute(
+                update(Message)
+                .where(
+                    Message.from_address == text.sender,
+                    Message.direction == "inbound",
+                    Message.profile_id.is_(None),
+                )
+                .values(profile_id=identified.profile.id)
+                .execution_options(synchronize_session=False)
+            )
+
     async def _earlier(self, session: AsyncSession, sid: str) -> Received | None:
         row = await session.scalar(select(Message).where(Message.provider_sid == sid))
-        if row is None or row.profile_id is None:
+        if row is None:
             return None
         keyword = Keyword(row.keyword) if row.keyword else None
         return Received(row.id, row.profile_id, True, keyword, keyword is not None)
 
-    async def _keyword(
-        self, session: AsyncSession, profile_id: uuid.UUID, text: InboundText
+    async def _confirm_keyword(
+        self, session: AsyncSession, profile_id: uuid.UUID, keyword: Keyword, text: InboundText
     ) -> Keyword | None:
-        if text.opt_out_type:
-            return OPT_OUT_TYPES.get(text.opt_out_type.strip().upper())
-        keyword = keyword_of(text.body)
-        if keyword is Keyword.START and text.body.strip(" .!").upper() == "YES":
-            marketing = await consent.state(session, profile_id, Channel.SMS, Purpose.MARKETING)
-            chats = await consent.state(session, profile_id, Channel.SMS, Purpose.TRANSACTIONAL)
-            if State.PENDING not in (marketing,) and State.WITHDRAWN not in (marketing, chats):
-                return None  # an answer to the bot, not a keyword
+        """A bare YES is START only while something is pending or withdrawn: otherwise
+        it is an answer to the bot."""
+        if text.opt_out_type or not (
+            keyword is Keyword.START and text.body.strip(" .!").upper() == "YES"
+        ):
+            return keyword
+        marketing = await consent.state(session, profile_id, Channel.SMS, Purpose.MARKETING)
+        chats = await consent.state(session, profile_id, Channel.SMS, Purpose.TRANSACTIONAL)
+        if State.PENDING not in (marketing,) and State.WITHDRAWN not in (marketing, chats):
+            return None
         return keyword
 
     async def _apply(
@@ -189,6 +225,12 @@ class SmsInbox:
                 # Asked from the person's own phone: the request and its confirmation.
                 await append(entry(Purpose.MARKETING, Action.GRANT))
                 await append(entry(Purpose.MARKETING, Action.GRANT, confirm=True))
+
+
+def _keyword_of(text: InboundText) -> Keyword | None:
+    if text.opt_out_type:
+        return OPT_OUT_TYPES.get(text.opt_out_type.strip().upper())
+    return keyword_of(text.body)
 
 
 @dataclass

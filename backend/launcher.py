@@ -142,10 +142,11 @@ def services(
             http_ok(f"{settings.resolved_twilio_api_url}/emulator/messages"),
             env={
                 **twilio,
-                "PARLEY_TWILIO_SMS_WEBHOOK_URL": f"{settings.rasa_url}/webhooks/sms/webhook",
-                # Twilio's "Primary handler fails": the backend records a text Rasa
-                # could not take, and the bot answers it once Rasa is back.
-                "PARLEY_TWILIO_SMS_FALLBACK_URL": settings.sms_fallback_url,
+                # "A message comes in": the backend records the text and answers Twilio
+                # at once, whatever the bot is doing (docs/channels.md).
+                "PARLEY_TWILIO_SMS_WEBHOOK_URL": settings.sms_webhook_url,
+                # "Primary handler fails": Rasa's SMS webhook records it the same way.
+                "PARLEY_TWILIO_SMS_FALLBACK_URL": f"{settings.rasa_url}/webhooks/sms/webhook",
                 "PARLEY_TWILIO_VOICE_WEBHOOK_URL": f"{settings.rasa_url}/webhooks/voice/call",
             },
             cwd=project.root,

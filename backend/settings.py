@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     # The number follow-up calls come from (E.164, a Twilio number of the account);
     # unset: twilio_sms_number.
     twilio_voice_number: str | None = None
-    # Where the emulator sends a person's texts (the SMS channel's webhook).
+    # Where the emulator sends a person's texts ("A message comes in": this backend's
+    # /twilio/sms, which `parley run` passes).
     twilio_sms_webhook_url: str | None = None
     # Where the emulator sends a person's calls (the voice channel's "A call comes in"
     # webhook, e.g. http://127.0.0.1:5005/webhooks/voice/call).
@@ -88,8 +89,8 @@ class Settings(BaseSettings):
     sms_concurrent_turns: int = Field(4, ge=1, le=256)
     sms_turn_lease_seconds: float = Field(120.0, gt=0)
     sms_turn_max_attempts: int = Field(30, ge=1, le=1000)
-    # Where the emulator posts a text when the SMS webhook fails (Twilio's "Primary
-    # handler fails" URL): this backend's /twilio/sms, which `parley run` passes.
+    # Where the emulator posts a text when that webhook fails (Twilio's "Primary handler
+    # fails" URL): Rasa's SMS channel, /webhooks/sms/webhook, which `parley run` passes.
     twilio_sms_fallback_url: str | None = None
     # The base URL Twilio uses to reach this backend (delivery status callbacks), when
     # it differs from what the backend sees (behind a proxy); signatures cover it.
@@ -173,9 +174,9 @@ class Settings(BaseSettings):
         return (self.public_url or self.backend_url).rstrip("/") + "/twilio/status"
 
     @property
-    def sms_fallback_url(self) -> str:
-        """Where Twilio falls back to with a text when Rasa's SMS webhook fails: this
-        backend records it, and the bot answers it once Rasa is back."""
+    def sms_webhook_url(self) -> str:
+        """Where Twilio posts the texts people send ("A message comes in"): this backend
+        records each and answers Twilio; the bot answers the person after."""
         return (self.public_url or self.backend_url).rstrip("/") + "/twilio/sms"
 
     @property

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
@@ -212,8 +213,12 @@ class BotTurns:
 
     rasa: RasaClient
     timeout: float
+    # Gives a text from a number that was new when it arrived its sender's profile, so
+    # that the bot's actions and the person's history find one (backend.inbound).
+    attach_profile: Callable[[PendingText], Awaitable[None]]
 
     async def answer(self, text: PendingText) -> None:
+        await self.attach_profile(text)
         try:
             await self.rasa.answer_text(
                 {"message_id": text.id, "sid": text.sid, "from": text.sender, "to": text.to,

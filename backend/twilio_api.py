@@ -63,4 +63,9 @@ def twilio_client(
     """An async-capable client (use the `*_async` methods); close its http_client."""
     api = api_url if api_url and api_url.rstrip("/") != TWILIO_API else None
     http_client = TwilioHttpClient(api, timeout=timeout)
-    return Client(account_sid, auth_token, http_client=http_client)
+    client = Client(account_sid, auth_token, http_client=http_client)
+    # The library imports an API's modules on first use: done now, not in the middle of
+    # the first send, where it held the event loop for half a second (every webhook
+    # answered meanwhile waited).
+    _ = client.messages, client.calls
+    return client

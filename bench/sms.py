@@ -1,5 +1,5 @@
 """The SMS benchmark of the channels issue: signed Twilio webhooks at a steady rate into
-the SMS channel of a whole `parley run` (local Twilio emulator, backend on SQLite,
+the SMS webhook ("A message comes in", the backend's /twilio/sms) of a whole `parley run` (local Twilio emulator, backend on SQLite,
 action server, Rasa with the trained model). For each text it measures, in the same
 run, how long Twilio waits for the webhook's answer (the acknowledgement: the text is
 recorded by then) and how long the person waits for the bot's first reply text to reach
@@ -96,7 +96,7 @@ async def bench_sms(rate: float = 50.0, seconds: float = 20.0, faults: bool = Tr
     # One sending number answers every text here: give it a short code's pace.
     settings = {"PARLEY_TWILIO_AUTH_TOKEN": TOKEN, "PARLEY_SMS_SENDS_PER_SECOND": "500"}
     async with running_parley("parley-bench-sms-", settings) as ports:
-        webhook = f"http://127.0.0.1:{ports['RASA']}/webhooks/sms/webhook"
+        webhook = f"http://127.0.0.1:{ports['BACKEND']}/twilio/sms"
         emulator = f"http://127.0.0.1:{ports['TWILIO_EMULATOR']}"
         result = await _load(webhook, emulator, rate, seconds, _rasa_pid(ports["RASA"]))
     if faults:
@@ -196,8 +196,9 @@ def sms_table(result: SmsMeasured, machine_line: str) -> str:
             "",
             f"Load: {result.sent:,} signed Twilio webhooks (`hi` from {result.sent:,} different "
             f"numbers, so each is a new conversation) at {result.rate:.0f} per second for "
-            f"{result.seconds:.0f} s into the SMS channel of one `parley run` (SQLite, one Rasa "
-            "process, the local Twilio emulator). The acknowledgement is the webhook's answer "
+            f'{result.seconds:.0f} s into the SMS webhook ("A message comes in": the '
+            "backend's `/twilio/sms`) of one `parley run` (SQLite, one Rasa process, the local "
+            "Twilio emulator). The acknowledgement is the webhook's answer "
             "to Twilio; the full turn is from the webhook's arrival to the bot's first reply "
             "reaching the emulator through the backend's one door. Both are the same texts in "
             "the same run.",
@@ -233,8 +234,8 @@ def _ack_sentence(result: SmsMeasured) -> str:
         )
     return (
         "The acknowledgement missed its target: it is given once the backend has recorded "
-        "the text, and that record waits behind the bot's turns, which take both cores and "
-        "the backend's one SQLite writer."
+        "the text, and on SQLite that record takes its turn at the one writer with the "
+        "bot's turns, which also take both cores."
     )
 
 
@@ -252,7 +253,7 @@ def _faults_lines(found: Outcome) -> list[str]:
         "",
         "| What became of the texts | Count | Must be |",
         "|---|---|---|",
-        f"| acknowledged to Twilio (through its fallback while Rasa was down) | "
+        f"| acknowledged to Twilio (of them by the fallback URL, Rasa's SMS webhook) | "
         f"{found.acknowledged:,} ({found.by_fallback:,}) | |",
         f"| not acknowledged (backend or PostgreSQL down: Twilio knows) | "
         f"{found.not_acknowledged:,} | |",
@@ -267,6 +268,6 @@ def _faults_lines(found: Outcome) -> list[str]:
         f"{found.stop_confirmations} of {found.stops} | all |",
         f"| texts Parley sent without a record of them / the same reply twice | "
         f"{found.sent_without_record} / {found.sent_twice} | 0 / 0 |",
-        f"| acknowledgement p99 during the faults (webhooks Rasa answered) | "
+        f"| acknowledgement p99 during the faults (texts the backend's webhook took) | "
         f"{found.ack_p99_ms:.0f} ms | |",
     ]

@@ -2,12 +2,14 @@
 
 Nothing Twilio was told arrived is ever lost:
 
-- `POST /webhooks/sms/webhook` ("A message comes in" in Twilio's console) checks the
-  request as every Twilio request is checked (channels.twilio_webhook), then hands the
-  text to the backend, which records it once per MessageSid and applies STOP, START and
-  HELP in the same transaction. Only then does Twilio get its 200 (empty TwiML). If the
-  backend cannot record it, Twilio gets 503, and tries its fallback URL (the backend's
-  `/twilio/sms`) instead: the text is never acknowledged and dropped.
+- Twilio posts texts to the backend's `/twilio/sms` ("A message comes in"), which
+  records each before answering, so Twilio never waits for the bot.
+  `POST /webhooks/sms/webhook` here is the second way in ("Primary handler fails"): it
+  checks the request as every Twilio request is checked (channels.twilio_webhook), then
+  hands the text to the backend, which records it once per MessageSid and applies STOP,
+  START and HELP in the same transaction. Only then does Twilio get its 200 (empty
+  TwiML); if the backend cannot record it, Twilio gets 503: the text is never
+  acknowledged and dropped.
 - The backend then has the bot answer every recorded text exactly once, in the order
   each person sent them (backend.text_turns): it calls `POST /webhooks/sms/turn` here
   (with Rasa's token), again after any crash. A turn runs under the conversation's lock

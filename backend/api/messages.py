@@ -155,11 +155,12 @@ async def receive_text(request: web.Request) -> web.Response:
     )
 
 
-async def twilio_sms_fallback(request: web.Request) -> web.Response:
-    """Twilio's "Primary handler fails" URL for texts: when Rasa's SMS webhook cannot
-    take a text (Rasa down or restarting), Twilio posts it here, signed. It is recorded
-    as the webhook would have, and the bot answers it once Rasa is back."""
-    form = await twilio_form(request, request.app[SETTINGS].sms_fallback_url)
+async def twilio_sms(request: web.Request) -> web.Response:
+    """Twilio's "A message comes in" URL: a text a person sent, signed. It is recorded
+    (its keyword applied) before Twilio gets its 200; the bot answers it after
+    (backend.text_turns), so Twilio never waits for the bot. A text that cannot be
+    recorded is not acknowledged, and Twilio tries its "Primary handler fails" URL."""
+    form = await twilio_form(request, request.app[SETTINGS].sms_webhook_url)
     region = request.app[SETTINGS].default_phone_region
     try:
         text = inbound_text(form, region)
@@ -168,8 +169,9 @@ async def twilio_sms_fallback(request: web.Request) -> web.Response:
             400, f"Not a text Parley can record: {error}", type_="invalid-form"
         ) from error
     received = await request.app[INBOX].receive(text)
-    log.info("sms.received_by_fallback", message_id=received.message_id,
-             error_code=form.get("ErrorCode") or None)  # fmt: skip
+    if form.get("ErrorCode"):  # Twilio fell back to this URL
+        log.info("sms.received_by_fallback", message_id=received.message_id,
+                 error_code=form.get("ErrorCode"))  # fmt: skip
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")
 
 

@@ -16,7 +16,7 @@ PEOPLE_WHO_EDIT = frozenset({ADMIN, MARKETER})
 
 # Twilio's callbacks carry no token: they are checked against Twilio's signature instead.
 PUBLIC: frozenset[str] = frozenset(
-    {"health", "openapi", "docs", "twilio_status", "twilio_call_status", "twilio_sms_fallback"}
+    {"health", "openapi", "docs", "twilio_status", "twilio_call_status", "twilio_sms"}
 )
 # The web chat: visitors' browsers call these; a chat session token (not an API token)
 # guards the history.

@@ -189,10 +189,11 @@ ROUTES: list[Route] = [
           "A person's texts, in and out, newest first.", "messages",
           responses={200: s.MessagePage},
           query=(page(500), ("before", ID, "only texts older than this id"))),
-    Route("POST", "/twilio/sms", "twilio_sms_fallback", messages.twilio_sms_fallback,
-          "Twilio's fallback for texts (\"Primary handler fails\"): records a text the SMS "
-          "webhook could not take, for the bot to answer once it is back (checked against "
-          "X-Twilio-Signature).", "messages", responses={200: None}, media_type="text/xml"),
+    Route("POST", "/twilio/sms", "twilio_sms", messages.twilio_sms,
+          "Twilio's \"A message comes in\" webhook: records a text a person sent and applies "
+          "STOP, START and HELP before answering Twilio; the bot answers the text after "
+          "(checked against X-Twilio-Signature).", "messages", responses={200: None},
+          media_type="text/xml"),
     Route("POST", "/twilio/status", "twilio_status", messages.twilio_status,
           "Twilio's delivery status callback (checked against X-Twilio-Signature).",
           "messages", responses={204: None}),

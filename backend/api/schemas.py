@@ -577,7 +577,10 @@ class TextReceipt(BaseModel):
     keyword already answered (`handled`: the bot must not see it), or for the bot."""
 
     message_id: int
-    profile_id: uuid.UUID
+    profile_id: uuid.UUID | None = Field(
+        description="the sender's profile; null for a number Parley did not know yet, "
+        "which gets its profile when the text is answered"
+    )
     duplicate: bool
     keyword: Literal["stop", "start", "help"] | None
     handled: bool

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,14 +34,58 @@ from tests.e2e.conftest import free_port
 from tests.servers import POSTGRES_DSN, server_missing
 
 
-async def _create_postgres_database() -> str:
+class MigratedTemplates:
+    """One migrated database per engine for the whole test session, copied for each
+    test: migrating from scratch cost about 0.15 s a test on SQLite and 0.5 s on
+    PostgreSQL. The copies are made from the real migrations (backend.migrations_runner),
+    so test_migrations still compares what they build with the models."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._sqlite: Path | None = None
+        self._postgres: str | None = None
+
+    def sqlite(self) -> Path:
+        if self._sqlite is None:
+            path = self.directory / "template.db"
+            asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+            self._sqlite = path
+        return self._sqlite
+
+    def postgres(self) -> str:
+        if self._postgres is None:
+            name = asyncio.run(_create_postgres_database())
+            asyncio.run(_migrate(_postgres_url(name)))
+            self._postgres = name
+        return self._postgres
+
+    def drop(self) -> None:
+        if self._postgres is not None:
+            asyncio.run(_drop_postgres_database(self._postgres))
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await migrations_runner.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def _postgres_url(name: str) -> str:
+    base = POSTGRES_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}"
+
+
+async def _create_postgres_database(template: str | None = None) -> str:
     name = f"parley_test_{secrets.token_hex(6)}"
     try:
         connection = await asyncpg.connect(POSTGRES_DSN, timeout=5)
     except (OSError, asyncpg.PostgresError) as error:
         server_missing(f"PostgreSQL is not reachable at {POSTGRES_DSN}: {error}")
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        await connection.execute(f'CREATE DATABASE "{name}"{copy}')
     finally:
         await connection.close()
     return name
@@ -54,15 +99,27 @@ async def _drop_postgres_database(name: str) -> None:
         await connection.close()
 
 
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
+    templates = MigratedTemplates(tmp_path_factory.mktemp("templates"))
+    yield templates
+    templates.drop()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_templates: MigratedTemplates
+) -> AsyncIterator[str]:
+    """A migrated database of its own for each test."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
+        path = tmp_path / "parley.db"
+        shutil.copyfile(await asyncio.to_thread(migrated_templates.sqlite), path)
+        yield f"sqlite+aiosqlite:///{path}"
         return
-    name = await _create_postgres_database()
-    base = POSTGRES_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    template = await asyncio.to_thread(migrated_templates.postgres)
+    name = await _create_postgres_database(template)
     try:
-        yield f"{base}/{name}"
+        yield _postgres_url(name)
     finally:
         await _drop_postgres_database(name)
 
@@ -74,18 +131,12 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 async def settings(database_url: str, tmp_path: Path) -> Settings:
-    settings = Settings(
+    return Settings(
         _env_file=None,
         database_url=database_url,
         var_dir=tmp_path / "var",
         secret_key="test-secret-key",
     )
-    engine = create_engine(database_url)
-    try:
-        await migrations_runner.upgrade(engine)
-    finally:
-        await engine.dispose()
-    return settings
 
 
 IssueToken = Callable[[Role], Awaitable[str]]

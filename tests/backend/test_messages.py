@@ -16,9 +16,11 @@ from backend.api_tokens import Role
 from backend.app import create_app
 from backend.clock import FixedClock
 from backend.database import create_engine, create_session_factory
-from backend.keys import SESSIONS, SMS_DOOR
+from backend.keys import INBOX, SESSIONS, SMS_DOOR
+from backend.models import Message
 from backend.outbound import MessagePurpose, OutboundText, SendingPace, SendRefused, Sent
 from backend.settings import Settings
+from backend.text_turns import PendingText
 from backend.twilio_emulator import OPTED_OUT_NUMBER
 from channels.sms_text import segments
 from tests.backend.conftest import BUSINESS_NUMBER as BUSINESS
@@ -347,12 +349,37 @@ async def test_a_compliance_text_answers_one_keyword_once(texting: TextingBacken
 
 
 async def test_texts_and_calls_from_one_number_are_one_person(texting: TextingBackend) -> None:
-    receipt = await texting.texted(PERSON, "hi there")
     caller = await texting.api.identify("voice", PERSON)
-    assert caller["id"] == receipt["profile_id"]
-    assert {(i["kind"], i["address"]) for i in caller["identities"]} == {
+    receipt = await texting.texted(PERSON, "hi there")
+    assert receipt["profile_id"] == caller["id"]
+    await texting.app[INBOX].attach_profile(await _pending(texting, receipt["message_id"]))
+    person = await texting.api.get(f"/api/v1/profiles/{caller['id']}")
+    assert {(i["kind"], i["address"]) for i in person["identities"]} == {
         ("sms", PERSON), ("voice", PERSON),
     }  # fmt: skip
+
+
+async def test_a_text_from_a_new_number_gets_its_profile_before_the_bot_answers_it(
+    texting: TextingBackend,
+) -> None:
+    # Twilio waits while a text is recorded: a new number's profile is not made then.
+    first = await texting.texted(PERSON, "hi there")
+    second = await texting.texted(PERSON, "anyone?")
+    assert first["profile_id"] is None and second["profile_id"] is None
+    await texting.app[INBOX].attach_profile(await _pending(texting, first["message_id"]))
+    found = await texting.api.identify("sms", PERSON)
+    page = await texting.api.get(f"/api/v1/profiles/{found['id']}/messages")
+    assert [m["body"] for m in page["items"]] == ["anyone?", "hi there"]
+    third = await texting.texted(PERSON, "hello again")
+    assert third["profile_id"] == found["id"]
+
+
+async def _pending(texting: TextingBackend, message_id: int) -> PendingText:
+    async with texting.app[SESSIONS]() as session:
+        row = await session.get(Message, message_id)
+        assert row is not None
+        return PendingText(row.id, row.profile_id, row.provider_sid or "", row.from_address,
+                           row.to_address, row.body, [], row.keyword, row.turn_attempts)  # fmt: skip
 
 
 async def test_a_persons_texts_are_listed_newest_first(texting: TextingBackend) -> None:

@@ -9,9 +9,12 @@ from collections.abc import Mapping
 from urllib.parse import quote_plus, urlencode
 
 import pytest
+from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from backend.api.twilio_webhooks import MAX_BODY_BYTES, parse_form
+from backend.keys import SESSIONS
+from backend.models import Message
 from tests.backend.conftest import TWILIO_TOKEN, StartTexting, TextingBackend
 from tests.twilio_requests import image_only_mms, incoming_sms, twilio_signature
 
@@ -181,10 +184,11 @@ async def test_a_text_twilio_falls_back_with_is_recorded_once_for_the_bot(
     sid = "SM" + "c" * 32
     assert await _fallback(texting, incoming_sms(sid, PERSON, "hello?")) == 200
     assert await _fallback(texting, incoming_sms(sid, PERSON, "hello?")) == 200  # Twilio again
-    profile = (await texting.api.identify("sms", PERSON))["id"]
-    page = await texting.api.get(f"/api/v1/profiles/{profile}/messages")
-    [text] = page["items"]
-    assert (text["provider_sid"], text["body"], text["turn"]) == (sid, "hello?", "pending")
+    async with texting.app[SESSIONS]() as session:
+        [text] = (
+            await session.scalars(select(Message).where(Message.from_address == PERSON))
+        ).all()
+    assert (text.provider_sid, text.body, text.turn) == (sid, "hello?", "pending")
 
 
 async def test_a_stop_twilio_falls_back_with_takes_effect_and_is_confirmed_once(

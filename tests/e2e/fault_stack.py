@@ -6,7 +6,7 @@ Used by tests/e2e/test_sms_faults.py (which asserts on the counts) and by `make 
 (which reports them). The processes are the ones `parley run` starts, with the same
 commands and settings (backend.launcher.services), but started here one by one, since
 `parley run` stops everything when one process dies. The emulator plays Twilio and is
-never killed: a webhook that fails is followed by Twilio's fallback to the backend.
+never killed: a webhook that fails is followed by Twilio's fallback (Rasa's SMS webhook).
 
 PostgreSQL refuses to run as root, so as root the private server runs as the
 `postgres` user. Its data lives in a temporary directory; restarting it is an

@@ -30,7 +30,7 @@ def test_every_acknowledged_text_is_answered_once_through_crashes_and_restarts(
     sys.stdout.write("\n".join(result.lines()) + "\n")
 
     assert [f.target for f in result.faults] == PLAN
-    assert result.acknowledged > 100 and result.by_fallback > 0
+    assert result.acknowledged > 100
     assert result.acknowledged_not_recorded == 0
     assert (result.answers_failed, result.answers_pending) == (0, 0)
     assert result.for_the_bot > 0
