@@ -234,8 +234,9 @@ def _ack_sentence(result: SmsMeasured) -> str:
         )
     return (
         "The acknowledgement missed its target: it is given once the backend has recorded "
-        "the text, and on SQLite that record takes its turn at the one writer with the "
-        "bot's turns, which also take both cores."
+        "the text, and that record shares the backend's event loop and its one SQLite "
+        "connection with the bot's turns (the action server's calls, the replies and "
+        "Twilio's status callbacks for them)."
     )
 
 

@@ -287,24 +287,42 @@ class Fault:
 async def inject(
     stack: Stack, plan: list[str], settle: float, out: TextIO, began: float
 ) -> list[Fault]:
-    """Kill (or restart) each target in turn, start it again, wait until it is healthy
-    and traffic has flowed for `settle` seconds; what was done."""
+    """Kill (or restart) each target in turn and start it again; the next fault comes
+    once it is healthy and traffic has flowed for `settle` seconds, except after Rasa,
+    which takes over a minute to load its model: the next faults come while it loads
+    (it is back before it is killed again). What was done."""
     done: list[Fault] = []
+    loading: dict[str, asyncio.Task[None]] = {}
+
+    async def back(fault: Fault, process: Process) -> None:
+        fault.back_after = 1.0 + await process.healthy(600)
+        out.write(
+            f"fault: {fault.target} at {fault.at:.0f} s, back after {fault.back_after:.1f} s\n"
+        )
+        out.flush()
+
     for target in plan:
-        at = time.monotonic() - began
+        if target in loading:
+            await loading.pop(target)
+        fault = Fault(target, time.monotonic() - began, 0.0)
+        done.append(fault)
         if target == "postgres":
             await asyncio.to_thread(stack.postgres.restart)
-            back = 2.0
+            fault.back_after = 2.0
+            out.write(f"fault: postgres at {fault.at:.0f} s, back after 2.0 s\n")
         else:
             process = stack.processes[target]
             process.kill()
             await asyncio.sleep(1.0)
             process.start()
-            back = 1.0 + await process.healthy(600)
-        done.append(Fault(target, at, back))
-        out.write(f"fault: {target} at {at:.0f} s, back after {back:.1f} s\n")
-        out.flush()
+            coming_back = asyncio.create_task(back(fault, process))
+            if target == "rasa":
+                loading[target] = coming_back
+            else:
+                await coming_back
         await asyncio.sleep(settle)
+    for coming_back in loading.values():
+        await coming_back
     return done
 
 
