@@ -164,6 +164,8 @@ class SmsInbox:
             identified = await self.directory.identify(
                 session, kind=IdentityKind.SMS, address=text.sender
             )
+            if text.profile_id is not None:
+                return  # recorded with its profile: nothing to attach
             await session.execute(
                 update(Message)
                 .where(

@@ -169,9 +169,9 @@ async def twilio_sms(request: web.Request) -> web.Response:
             400, f"Not a text Parley can record: {error}", type_="invalid-form"
         ) from error
     received = await request.app[INBOX].receive(text)
-    if form.get("ErrorCode"):  # Twilio fell back to this URL
+    if error_code := form.get("ErrorCode"):  # Twilio fell back to this URL
         log.info("sms.received_by_fallback", message_id=received.message_id,
-                 error_code=form.get("ErrorCode"))  # fmt: skip
+                 error_code=error_code)  # fmt: skip
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")
 
 

@@ -48,14 +48,14 @@ class MigratedTemplates:
     def sqlite(self) -> Path:
         if self._sqlite is None:
             path = self.directory / "template.db"
-            asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+            asyncio.run(migrate(f"sqlite+aiosqlite:///{path}"))
             self._sqlite = path
         return self._sqlite
 
     def postgres(self) -> str:
         if self._postgres is None:
             name = asyncio.run(_create_postgres_database())
-            asyncio.run(_migrate(_postgres_url(name)))
+            asyncio.run(migrate(_postgres_url(name)))
             self._postgres = name
         return self._postgres
 
@@ -64,7 +64,8 @@ class MigratedTemplates:
             asyncio.run(_drop_postgres_database(self._postgres))
 
 
-async def _migrate(url: str) -> None:
+async def migrate(url: str) -> None:
+    """Apply every migration to the database at `url`."""
     engine = create_engine(url)
     try:
         await migrations_runner.upgrade(engine)

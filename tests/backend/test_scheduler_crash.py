@@ -25,14 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from backend.database import create_engine, create_session_factory
 from backend.models import Enrolment, SequenceWork
 from backend.twilio_emulator import TwilioEmulator
-from tests.backend.conftest import _create_postgres_database, _drop_postgres_database
+from tests.backend.conftest import _create_postgres_database, _drop_postgres_database, migrate
 from tests.backend.test_worker_process import (
     ACCOUNT,
     PATIENCE,
     TOKEN,
     ServerFactory,
     follow_up_data,
-    migrate,
     number,
     start_worker,
     stop,

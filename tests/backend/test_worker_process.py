@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestServer
 from aiohttp.web import Application
 from sqlalchemy import select
 
-from backend import consent, data_files, migrations_runner
+from backend import consent, data_files
 from backend.clock import SystemClock
 from backend.consent import Action, Channel, Purpose, Source
 from backend.database import create_engine, create_session_factory
@@ -31,6 +31,7 @@ from backend.models import Enrolment, SequenceWork
 from backend.profiles import ProfileDirectory
 from backend.settings import PROJECT_ROOT
 from backend.twilio_emulator import TwilioEmulator
+from tests.backend.conftest import migrate
 from tests.e2e.conftest import free_port
 
 PARLEY = [sys.executable, "-m", "backend"]
@@ -79,14 +80,6 @@ steps:
 
 def number(index: int) -> str:
     return f"+1415{2_000_000 + index:07d}"
-
-
-async def migrate(database_url: str) -> None:
-    engine = create_engine(database_url)
-    try:
-        await migrations_runner.upgrade(engine)
-    finally:
-        await engine.dispose()
 
 
 async def subscribe_and_enrol(
