@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -80,6 +81,7 @@ def backend(settings: Settings) -> None:
         raise click.ClickException(f"data/ has mistakes:\n{invalid}") from invalid
     except SecretKeyMissing as error:
         raise click.ClickException(str(error)) from error
+    app.on_startup.append(_freeze_heap)
     web.run_app(
         app,
         host=settings.host,
@@ -87,6 +89,14 @@ def backend(settings: Settings) -> None:
         print=lambda _: None,
         access_log=None,
     )
+
+
+async def _freeze_heap(_app: web.Application) -> None:
+    """What exists once the backend has started lives as long as the process: the
+    garbage collector's full collections need not walk it again. Walking it held the
+    event loop for 130 to 210 ms each time (every text's acknowledgement waited)."""
+    gc.collect()
+    gc.freeze()
 
 
 @main.command()

@@ -3,16 +3,27 @@
 SQLite (the embedded default) and PostgreSQL (scale) run the same code. SQLite gets
 WAL, a busy timeout and enforced foreign keys so that it behaves like a server, and one
 connection per process: SQLite has one writer, so the process's transactions take
-turns for that connection, in order, instead of each meeting a locked database on a
-connection of its own and sleeping in SQLite's busy handler (1, 2, 5 … 100 ms at a
-time). Under a burst of texts with the bot's turns going on, that took the
-acknowledgement of a text from seconds to milliseconds (docs/benchmarks.md). Other
-processes on the same file (`parley` commands) still meet the busy timeout.
+turns for that connection instead of each meeting a locked database on a connection of
+its own and sleeping in SQLite's busy handler (1, 2, 5 … 100 ms at a time). Under a
+burst of texts with the bot's turns going on, that took the acknowledgement of a text
+from seconds to milliseconds (docs/benchmarks.md). Other processes on the same file
+(`parley` commands) still meet the busy timeout.
+
+The turns are handed out by `TurnTakingQueue`: the connection goes straight to the
+next in line, and a transaction someone outside waits for (`first_in_line`: the record
+of a text Twilio waits for) goes before the others. SQLAlchemy's own asyncio queue lets
+a newcomer take a connection just given back while the waiter it woke goes to the end
+of the line again, so under load a transaction could wait for seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections import deque
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +35,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from sqlalchemy.util import await_
+from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Full
 
 # A pooled connection idle this long is pinged before it is lent out again. A connection
 # in steady use is not: SQLAlchemy's pre-ping costs three round trips per checkout (its
@@ -39,8 +53,9 @@ def create_engine(url: str, ping_idle_after: float = PING_IDLE_AFTER) -> AsyncEn
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
-        )
+            url, connect_args={"timeout": 30}, poolclass=TurnTakingPool,
+            pool_size=1, max_overflow=0, pool_timeout=60,
+        )  # fmt: skip
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # PostgreSQL's JIT compiler spends hundreds of milliseconds compiling queries whose
@@ -48,6 +63,84 @@ def create_engine(url: str, ping_idle_after: float = PING_IDLE_AFTER) -> AsyncEn
     engine = create_async_engine(url, connect_args={"server_settings": {"jit": "off"}})
     _ping_when_idle(engine, ping_idle_after)
     return engine
+
+
+_FIRST_IN_LINE: ContextVar[bool] = ContextVar("first_in_line", default=False)
+
+
+@contextlib.contextmanager
+def first_in_line() -> Iterator[None]:
+    """Transactions begun in this block get SQLite's connection before the others
+    waiting for it (no effect on PostgreSQL, where each has a connection)."""
+    token = _FIRST_IN_LINE.set(True)
+    try:
+        yield
+    finally:
+        _FIRST_IN_LINE.reset(token)
+
+
+class TurnTakingQueue(AsyncAdaptedQueue[ConnectionPoolEntry]):
+    """The pool's connections, handed straight to the next in line: those waiting
+    `first_in_line`, then the others, each line in order of arrival."""
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        super().__init__(maxsize, use_lifo)
+        self._free: deque[ConnectionPoolEntry] = deque()
+        self._first: deque[asyncio.Future[ConnectionPoolEntry]] = deque()
+        self._rest: deque[asyncio.Future[ConnectionPoolEntry]] = deque()
+
+    def empty(self) -> bool:
+        return not self._free
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._free)
+
+    def qsize(self) -> int:
+        return len(self._free)
+
+    def put_nowait(self, item: ConnectionPoolEntry) -> None:
+        for line in (self._first, self._rest):
+            while line:
+                waiter = line.popleft()
+                if not waiter.done():
+                    waiter.set_result(item)
+                    return
+        if self.full():
+            raise Full()
+        self._free.append(item)
+
+    def put(
+        self, item: ConnectionPoolEntry, block: bool = True, timeout: float | None = None
+    ) -> None:
+        self.put_nowait(item)  # the pool gives back only what it took: never full
+
+    def get_nowait(self) -> ConnectionPoolEntry:
+        if not self._free:
+            raise Empty()
+        return self._free.popleft()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> ConnectionPoolEntry:
+        if self._free or not block:
+            return self.get_nowait()  # nobody waits while a connection is free
+        return await_(self._wait(timeout))
+
+    async def _wait(self, timeout: float | None) -> ConnectionPoolEntry:
+        waiter: asyncio.Future[ConnectionPoolEntry] = asyncio.get_running_loop().create_future()
+        (self._first if _FIRST_IN_LINE.get() else self._rest).append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except BaseException as error:
+            if waiter.done() and not waiter.cancelled():
+                self.put_nowait(waiter.result())  # handed over as we gave up: pass it on
+            waiter.cancel()
+            if isinstance(error, TimeoutError):
+                raise Empty() from error
+            raise
+
+
+class TurnTakingPool(AsyncAdaptedQueuePool):
+    _queue_class = TurnTakingQueue
 
 
 def _ping_when_idle(engine: AsyncEngine, after: float) -> None:

@@ -20,14 +20,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend import consent
 from backend.clock import Clock
 from backend.consent import Action, Channel, Purpose, Source, State
+from backend.database import first_in_line
 from backend.identities import IdentityKind, redact
 from backend.logs import get_logger
 from backend.models import ConsentEvent, Message
@@ -101,60 +103,83 @@ class SmsInbox:
 
     async def receive(self, text: InboundText) -> Received:
         """Record the text once (per MessageSid) and apply its keyword, in one short
-        transaction: Twilio waits for it. A text that is no keyword only notes whose
-        number it is; a number not known yet gets its profile when the text is answered
-        (backend.text_turns), so that a burst of new numbers costs the acknowledgement
-        one insert each."""
+        transaction: Twilio waits for it. A text that is no keyword is one insert, which
+        notes whose number it is; a number not known yet gets its profile when the text
+        is answered (backend.text_turns)."""
+        keyword = _keyword_of(text)
         try:
-            async with self.sessions.begin() as session:
-                earlier = await self._earlier(session, text.sid)
-                if earlier is not None:
-                    return earlier
-                keyword = _keyword_of(text)
-                profile_id: uuid.UUID | None
+            with first_in_line():  # Twilio waits for this transaction
                 if keyword is None:
-                    known = await self.directory.ids_by_identity(
-                        session, IdentityKind.SMS, [text.from_]
-                    )
-                    profile_id = known.get(text.from_)
+                    received = await self._record(text)
                 else:
-                    identified = await self.directory.identify(
-                        session, kind=IdentityKind.SMS, address=text.from_
-                    )
-                    profile_id = identified.profile.id
-                    keyword = await self._confirm_keyword(session, profile_id, keyword, text)
-                now = self.clock.now()
-                # Owed: the bot's turn, or the keyword's confirmation unless Twilio's
-                # Advanced Opt-Out gave it already.
-                owed = keyword is None or text.opt_out_type is None
-                row = Message(
-                    profile_id=profile_id, direction="inbound", channel="sms", purpose=None,
-                    to_address=text.to, from_address=text.from_, body=text.body,
-                    media={"urls": list(text.media_urls)} if text.media_urls else {},
-                    status="received", provider_sid=text.sid,
-                    keyword=keyword.value if keyword else None, batch_id=uuid.uuid4(),
-                    turn="pending" if owed else "done", turn_due_at=now if owed else None,
-                    created_at=now, updated_at=now,
-                )  # fmt: skip
-                session.add(row)
-                await session.flush()
-                if keyword is not None:
-                    assert profile_id is not None
-                    await self._apply(session, profile_id, keyword, text)
+                    received = await self._record_keyword(text, keyword)
         except IntegrityError:
-            # The same MessageSid delivered twice at the same moment: one is recorded.
+            # The MessageSid is recorded already (Twilio delivered it again): once.
             async with self.sessions() as session:
                 earlier = await self._earlier(session, text.sid)
-            assert earlier is not None
+            if earlier is None:
+                raise
             return earlier
+        if received.duplicate:
+            return received
         log.info(
-            "sms.received", profile_id=str(profile_id) if profile_id else None,
-            message_id=row.id, sender=redact(IdentityKind.SMS, text.from_),
-            keyword=keyword.value if keyword else None,
+            "sms.received", profile_id=str(received.profile_id) if received.profile_id else None,
+            message_id=received.message_id, sender=redact(IdentityKind.SMS, text.from_),
+            keyword=received.keyword.value if received.keyword else None,
         )  # fmt: skip
-        if owed:
+        # Owed: the bot's turn, or the keyword's confirmation unless Twilio's Advanced
+        # Opt-Out gave it already.
+        if received.keyword is None or text.opt_out_type is None:
             self.on_recorded()
-        return Received(row.id, profile_id, False, keyword, keyword is not None)
+        return received
+
+    async def _record(self, text: InboundText) -> Received:
+        """A text for the bot, in one statement (a repeated MessageSid breaks the unique
+        constraint)."""
+        async with self.sessions.begin() as session:
+            message_id, profile_id = (
+                await session.execute(
+                    insert(Message)
+                    .values(
+                        **self._row(text, None),
+                        profile_id=self.directory.owner_of(IdentityKind.SMS, text.from_),
+                    )
+                    .returning(Message.id, Message.profile_id)
+                )
+            ).one()
+        return Received(message_id, profile_id, False, None, False)
+
+    async def _record_keyword(self, text: InboundText, keyword: Keyword) -> Received:
+        """A text that may be STOP, START or HELP: its sender's profile (created if
+        new), the text, and the consent change, in one transaction."""
+        async with self.sessions.begin() as session:
+            earlier = await self._earlier(session, text.sid)
+            if earlier is not None:
+                return earlier
+            identified = await self.directory.identify(
+                session, kind=IdentityKind.SMS, address=text.from_
+            )
+            profile_id = identified.profile.id
+            confirmed = await self._confirm_keyword(session, profile_id, keyword, text)
+            row = Message(profile_id=profile_id, **self._row(text, confirmed))
+            session.add(row)
+            await session.flush()
+            if confirmed is not None:
+                await self._apply(session, profile_id, confirmed, text)
+        return Received(row.id, profile_id, False, confirmed, confirmed is not None)
+
+    def _row(self, text: InboundText, keyword: Keyword | None) -> dict[str, Any]:
+        now = self.clock.now()
+        owed = keyword is None or text.opt_out_type is None
+        return dict(
+            direction="inbound", channel="sms", purpose=None, to_address=text.to,
+            from_address=text.from_, body=text.body,
+            media={"urls": list(text.media_urls)} if text.media_urls else {},
+            status="received", provider_sid=text.sid,
+            keyword=keyword.value if keyword else None, batch_id=uuid.uuid4(),
+            turn="pending" if owed else "done", turn_due_at=now if owed else None,
+            turn_attempts=0, part=1, parts=1, created_at=now, updated_at=now,
+        )  # fmt: skip
 
     async def attach_profile(self, text: PendingText) -> None:
         """Give the texts of a number that was new when they arrived its profile

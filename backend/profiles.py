@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ScalarSelect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -92,6 +92,18 @@ class ProfileDirectory:
         for address, profile_id in rows:
             found.setdefault(address, profile_id)
         return found
+
+    def owner_of(self, kind: IdentityKind, address: str) -> ScalarSelect[uuid.UUID]:
+        """Whose address this is (as `find_by_identity` finds it), as an expression to
+        use inside a statement; NULL if it is unknown."""
+        kinds = [k.value for k in PHONE_KINDS] if kind in PHONE_KINDS else [kind.value]
+        return (
+            select(Identity.profile_id)
+            .where(Identity.kind.in_(kinds), Identity.address == address)
+            .order_by(Identity.created_at)
+            .limit(1)
+            .scalar_subquery()
+        )
 
     async def find_by_identity(
         self, session: AsyncSession, kind: IdentityKind, address: str
