@@ -120,16 +120,12 @@ class SmsInbox:
             if earlier is None:
                 raise
             return earlier
-        if received.duplicate:
-            return received
         log.info(
             "sms.received", profile_id=str(received.profile_id) if received.profile_id else None,
             message_id=received.message_id, sender=redact(IdentityKind.SMS, text.from_),
             keyword=received.keyword.value if received.keyword else None,
         )  # fmt: skip
-        # Owed: the bot's turn, or the keyword's confirmation unless Twilio's Advanced
-        # Opt-Out gave it already.
-        if received.keyword is None or text.opt_out_type is None:
+        if _answer_owed(text, received.keyword):
             self.on_recorded()
         return received
 
@@ -151,11 +147,9 @@ class SmsInbox:
 
     async def _record_keyword(self, text: InboundText, keyword: Keyword) -> Received:
         """A text that may be STOP, START or HELP: its sender's profile (created if
-        new), the text, and the consent change, in one transaction."""
+        new), the text, and the consent change, in one transaction (a repeated
+        MessageSid breaks the unique constraint before the change is made)."""
         async with self.sessions.begin() as session:
-            earlier = await self._earlier(session, text.sid)
-            if earlier is not None:
-                return earlier
             identified = await self.directory.identify(
                 session, kind=IdentityKind.SMS, address=text.from_
             )
@@ -170,7 +164,7 @@ class SmsInbox:
 
     def _row(self, text: InboundText, keyword: Keyword | None) -> dict[str, Any]:
         now = self.clock.now()
-        owed = keyword is None or text.opt_out_type is None
+        owed = _answer_owed(text, keyword)
         return dict(
             direction="inbound", channel="sms", purpose=None, to_address=text.to,
             from_address=text.from_, body=text.body,
@@ -252,6 +246,12 @@ class SmsInbox:
                 # Asked from the person's own phone: the request and its confirmation.
                 await append(entry(Purpose.MARKETING, Action.GRANT))
                 await append(entry(Purpose.MARKETING, Action.GRANT, confirm=True))
+
+
+def _answer_owed(text: InboundText, keyword: Keyword | None) -> bool:
+    """The bot's turn, or the keyword's confirmation unless Twilio's Advanced Opt-Out
+    gave it already."""
+    return keyword is None or text.opt_out_type is None
 
 
 def _keyword_of(text: InboundText) -> Keyword | None:

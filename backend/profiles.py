@@ -82,10 +82,9 @@ class ProfileDirectory:
     ) -> dict[str, uuid.UUID]:
         """Whose addresses these are (as `find_by_identity` finds them), in one query;
         unknown addresses are left out."""
-        kinds = [k.value for k in PHONE_KINDS] if kind in PHONE_KINDS else [kind.value]
         rows = await session.execute(
             select(Identity.address, Identity.profile_id)
-            .where(Identity.kind.in_(kinds), Identity.address.in_(set(addresses)))
+            .where(Identity.kind.in_(_kinds(kind)), Identity.address.in_(set(addresses)))
             .order_by(Identity.created_at)
         )
         found: dict[str, uuid.UUID] = {}
@@ -94,12 +93,11 @@ class ProfileDirectory:
         return found
 
     def owner_of(self, kind: IdentityKind, address: str) -> ScalarSelect[uuid.UUID]:
-        """Whose address this is (as `find_by_identity` finds it), as an expression to
-        use inside a statement; NULL if it is unknown."""
-        kinds = [k.value for k in PHONE_KINDS] if kind in PHONE_KINDS else [kind.value]
+        """Whose address this is, as an expression to use inside a statement; NULL if it
+        is unknown. The first identity with the address wins."""
         return (
             select(Identity.profile_id)
-            .where(Identity.kind.in_(kinds), Identity.address == address)
+            .where(Identity.kind.in_(_kinds(kind)), Identity.address == address)
             .order_by(Identity.created_at)
             .limit(1)
             .scalar_subquery()
@@ -108,15 +106,8 @@ class ProfileDirectory:
     async def find_by_identity(
         self, session: AsyncSession, kind: IdentityKind, address: str
     ) -> Profile | None:
-        # A number someone texts from and calls from is one person: sms and voice
-        # identities with the same number lead to the same profile.
-        kinds = [k.value for k in PHONE_KINDS] if kind in PHONE_KINDS else [kind.value]
         return await session.scalar(
-            select(Profile)
-            .join(Identity, Identity.profile_id == Profile.id)
-            .where(Identity.kind.in_(kinds), Identity.address == address)
-            .order_by(Identity.created_at)
-            .limit(1)
+            select(Profile).where(Profile.id == self.owner_of(kind, address))
         )
 
     async def identify(
@@ -337,3 +328,9 @@ async def _merge_contributions(
                 kept.last_at = row.last_at
             await session.delete(row)
     await session.flush()
+
+
+def _kinds(kind: IdentityKind) -> list[str]:
+    """The identity kinds an address of `kind` is looked up in: a number someone texts
+    from and calls from is one person, so sms and voice lead to the same profile."""
+    return [k.value for k in PHONE_KINDS] if kind in PHONE_KINDS else [kind.value]

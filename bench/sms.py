@@ -63,7 +63,12 @@ class SmsMeasured:
 
     @property
     def ack_p99s(self) -> list[float]:
-        return [p99(run.ack_ms) for run in self.runs if run.ack_ms]
+        return _per_run([run.ack_ms for run in self.runs], p99)
+
+
+def _per_run(values: list[list[float]], stat: Callable[[list[float]], float]) -> list[float]:
+    """`stat` of each run's values (0 for a run without any)."""
+    return [stat(v) if v else 0.0 for v in values]
 
 
 @contextlib.asynccontextmanager
@@ -211,9 +216,6 @@ def sms_table(result: SmsMeasured, machine_line: str) -> str:
         middle = statistics.median(values) if values else 0.0
         return f"| {measure} | {cells} | {middle:,.{digits}f}{unit} | {target} |"
 
-    def pooled(values: list[list[float]], stat: Callable[[list[float]], float]) -> list[float]:
-        return [stat(v) if v else 0.0 for v in values]
-
     header = " | ".join(f"run {n}" for n in range(1, len(runs) + 1))
     return "\n".join(
         [
@@ -234,12 +236,12 @@ def sms_table(result: SmsMeasured, machine_line: str) -> str:
             "",
             f"| Measure | {header} | median of runs | Target |",
             "|---|" + "---|" * len(runs) + "---|---|",
-            row("acknowledgement, median", pooled([r.ack_ms for r in runs], statistics.median),
+            row("acknowledgement, median", _per_run([r.ack_ms for r in runs], statistics.median),
                 " ms"),
             row("acknowledgement, p99", result.ack_p99s, " ms", "≤ 50 ms at 50 requests/s"),
             row("full turn (first reply text), median",
-                pooled([r.turn_ms for r in runs], statistics.median), " ms"),
-            row("full turn, p99", pooled([r.turn_ms for r in runs], p99), " ms"),
+                _per_run([r.turn_ms for r in runs], statistics.median), " ms"),
+            row("full turn, p99", _per_run([r.turn_ms for r in runs], p99), " ms"),
             row("turns answered per second (first text to last reply)",
                 [r.turns_per_second for r in runs], "", digits=1),
             row("webhooks not answered 200", [float(r.non_200) for r in runs], "", "0"),
