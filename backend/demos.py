@@ -13,8 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend import events
+from backend.audit import Actor
+from backend.events import EventRecorder
 from backend.models import Demo
-from backend.profiles import ProfileDirectory
 
 
 class SlotTaken(Exception):
@@ -45,39 +46,40 @@ async def of_profile(session: AsyncSession, profile_id: uuid.UUID, after: dateti
 
 async def book(
     session: AsyncSession,
-    directory: ProfileDirectory,
+    recorder: EventRecorder,
+    actor: Actor,
     profile_id: uuid.UUID,
     starts_at: datetime,
     minutes: int,
     conversation_id: str | None,
 ) -> Demo:
-    now = directory.clock.now()
+    now = recorder.directory.clock.now()
     demo = Demo(
         profile_id=profile_id, starts_at=starts_at, minutes=minutes, status="booked",
         conversation_id=conversation_id, created_at=now, updated_at=now,
     )  # fmt: skip
     async with _slot(starts_at, session):
         session.add(demo)
-    await _event(session, directory, demo, "demo_booked")
+    await _event(session, recorder, actor, demo, "demo_booked")
     return demo
 
 
 async def move(
-    session: AsyncSession, directory: ProfileDirectory, demo: Demo, starts_at: datetime
+    session: AsyncSession, recorder: EventRecorder, actor: Actor, demo: Demo, starts_at: datetime
 ) -> Demo:
     previous = demo.starts_at
     async with _slot(starts_at, session):
         demo.starts_at = starts_at
-        demo.updated_at = directory.clock.now()
-    await _event(session, directory, demo, "demo_rescheduled", previous=previous.isoformat())
+        demo.updated_at = recorder.directory.clock.now()
+    await _event(session, recorder, actor, demo, "demo_rescheduled", previous=previous.isoformat())
     return demo
 
 
-async def cancel(session: AsyncSession, directory: ProfileDirectory, demo: Demo) -> Demo:
+async def cancel(session: AsyncSession, recorder: EventRecorder, actor: Actor, demo: Demo) -> Demo:
     demo.status = "cancelled"
-    demo.updated_at = directory.clock.now()
+    demo.updated_at = recorder.directory.clock.now()
     await session.flush()
-    await _event(session, directory, demo, "demo_cancelled")
+    await _event(session, recorder, actor, demo, "demo_cancelled")
     return demo
 
 
@@ -95,9 +97,14 @@ async def _slot(starts_at: datetime, session: AsyncSession) -> AsyncIterator[Non
 
 
 async def _event(
-    session: AsyncSession, directory: ProfileDirectory, demo: Demo, type_: str, **extra: str
+    session: AsyncSession,
+    recorder: EventRecorder,
+    actor: Actor,
+    demo: Demo,
+    type_: str,
+    **extra: str,
 ) -> None:
-    await events.ingest(
+    await recorder.record(
         session,
         [
             events.Incoming(
@@ -112,5 +119,5 @@ async def _event(
                 profile_id=demo.profile_id,
             )
         ],
-        directory,
+        actor,
     )

@@ -1,7 +1,10 @@
 """Behaviour events: what websites, shops and the bot report that a person did.
 
 Events are stored once per idempotency key, attached to a profile (found by id, or by
-identity, created if new), and scored as they arrive.
+identity, created if new), and scored as they arrive. `EventRecorder.record` is the one
+way an event is recorded, whoever reports it (the API, the bot, a demo booking, a
+sequence's points): it stores, scores, enrols into the sequences the event triggers and
+writes the audit log, all in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from typing import Any
 from sqlalchemy import insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend import scoring
+from backend import audit, enrolment, scoring
 from backend.identities import IdentityKind
 from backend.models import Event, Identity, Profile
 from backend.profiles import ProfileDirectory
+from backend.sequences import SequenceDefinition
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,39 @@ class UnknownProfiles(LookupError):
     def __init__(self, indexes: list[int]) -> None:
         super().__init__(f"unknown profile in events {indexes}")
         self.indexes = indexes
+
+
+@dataclass(frozen=True)
+class EventRecorder:
+    directory: ProfileDirectory
+    sequences: Sequence[SequenceDefinition]
+
+    async def record(
+        self, session: AsyncSession, batch: Sequence[Incoming], actor: audit.Actor
+    ) -> list[Outcome]:
+        """Store, score and audit a batch, and start the sequences its events trigger, in
+        the same transaction: an event is never stored without its enrolments."""
+        outcomes = await ingest(session, batch, self.directory)
+        fresh = [
+            (outcome, event)
+            for outcome, event in zip(outcomes, batch, strict=True)
+            if outcome.status == "stored"
+        ]
+        if not fresh:
+            return outcomes
+        clock = self.directory.clock
+        await enrolment.enrol_on_events(
+            session,
+            self.sequences,
+            [enrolment.RecordedEvent(o.profile_id, e.type, e.properties) for o, e in fresh],
+            clock,
+            self.directory.rules,
+        )
+        await audit.record(
+            session, clock, actor, "record_events", None,
+            stored=len(fresh), types=sorted({e.type for _, e in fresh}),
+        )  # fmt: skip
+        return outcomes
 
 
 async def ingest(

@@ -34,7 +34,7 @@ from phonenumbers import timezone as phone_timezones
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from backend import consent, handoffs, scoring, segment_store
+from backend import audit, consent, events, handoffs, scoring, segment_store
 from backend.calls import CallDoor, OutboundCall, Placed
 from backend.clock import Clock
 from backend.consent import Channel, Purpose, State
@@ -623,19 +623,14 @@ class Worker:
     async def _add_points(
         self, session: AsyncSession, profile_id: uuid.UUID, sequence: str, step: str, points: float
     ) -> None:
-        """A sequence's points, stored as an event so they decay and survive a rebuild."""
-        now = self.clock.now()
+        """A sequence's points, recorded as an event so they decay and survive a rebuild."""
+        recorder = events.EventRecorder(self.directory, list(self.sequences.values()))
         properties = {"sequence": sequence, "step": step, "points": points}
-        session.add(
-            Event(
-                profile_id=profile_id, type=scoring.SEQUENCE_POINTS, properties=properties,
-                occurred_at=now, received_at=now,
-            )
-        )  # fmt: skip
-        await scoring.apply_events(
-            session, self.directory.rules,
-            [scoring.Scored(profile_id, scoring.SEQUENCE_POINTS, properties, now)],
-        )  # fmt: skip
+        await recorder.record(
+            session,
+            [events.Incoming(scoring.SEQUENCE_POINTS, properties, None, None, profile_id)],
+            audit.SCHEDULER,
+        )
 
     async def _hand_off(
         self,

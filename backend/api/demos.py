@@ -9,6 +9,7 @@ from aiohttp import web
 
 from backend import audit, demos
 from backend.api.bodies import read_body, respond, row_by_id
+from backend.api.events import event_recorder
 from backend.api.profiles import live_profile
 from backend.api.schemas import DemoIn, DemoList, DemoMove, DemoOut
 from backend.keys import CALLER, CLOCK, DIRECTORY, SESSIONS
@@ -74,8 +75,8 @@ async def book_demo(request: web.Request) -> web.Response:
             raise Problem(404, f"There is no profile {body.profile_id}.", type_="profile-not-found")
         try:
             demo = await demos.book(
-                session, directory, profile.id, body.starts_at.astimezone(UTC), body.minutes,
-                body.conversation_id,
+                session, event_recorder(request), request[CALLER], profile.id,
+                body.starts_at.astimezone(UTC), body.minutes, body.conversation_id,
             )  # fmt: skip
         except demos.SlotTaken as taken:
             raise _taken(taken) from taken
@@ -92,7 +93,13 @@ async def move_demo(request: web.Request) -> web.Response:
         if demo.status != "booked":
             raise Problem(409, "This demo was cancelled.", type_="demo-cancelled")
         try:
-            await demos.move(session, request.app[DIRECTORY], demo, body.starts_at.astimezone(UTC))
+            await demos.move(
+                session,
+                event_recorder(request),
+                request[CALLER],
+                demo,
+                body.starts_at.astimezone(UTC),
+            )
         except demos.SlotTaken as taken:
             raise _taken(taken) from taken
         await audit.record(
@@ -105,7 +112,7 @@ async def cancel_demo(request: web.Request) -> web.Response:
     async with request.app[SESSIONS].begin() as session:
         demo = await row_by_id(request, session, Demo, "demo", "demo-not-found")
         if demo.status == "booked":
-            await demos.cancel(session, request.app[DIRECTORY], demo)
+            await demos.cancel(session, event_recorder(request), request[CALLER], demo)
             await audit.record(
                 session, request.app[CLOCK], request[CALLER], "cancel_demo", str(demo.profile_id)
             )

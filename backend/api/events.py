@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import Discriminator, Tag, TypeAdapter
 from sqlalchemy.exc import IntegrityError
 
-from backend import audit, enrolment, events
+from backend import events
 from backend.api.bodies import query_int, read_body_as, respond
 from backend.api.profiles import live_profile, normalised_address
 from backend.api.schemas import (
@@ -39,6 +39,11 @@ EventsBody: TypeAdapter[EventBatch | EventIn] = TypeAdapter(
         Discriminator(_batch_or_one),
     ]
 )
+
+
+def event_recorder(request: web.Request) -> events.EventRecorder:
+    sequences = request.app[SEQUENCES]
+    return events.EventRecorder(request.app[DIRECTORY], sequences)
 
 
 async def record_events(request: web.Request) -> web.Response:
@@ -76,30 +81,11 @@ async def record_events(request: web.Request) -> web.Response:
     ]
     # A concurrent request may store the same new idempotency key first: try again once,
     # and the second time the key is seen as a duplicate.
-    sequences = request.app[SEQUENCES]
+    recorder = event_recorder(request)
     for attempt in (1, 2):
         try:
             async with request.app[SESSIONS].begin() as session:
-                outcomes = await events.ingest(session, incoming, request.app[DIRECTORY])
-                stored = sum(o.status == "stored" for o in outcomes)
-                # Follow-up sequences triggered by these events start in the same
-                # transaction: an event is never stored without its enrolments.
-                await enrolment.enrol_on_events(
-                    session,
-                    sequences,
-                    [
-                        enrolment.RecordedEvent(o.profile_id, e.type, e.properties)
-                        for o, e in zip(outcomes, incoming, strict=True)
-                        if o.status == "stored"
-                    ],
-                    request.app[CLOCK],
-                    request.app[DIRECTORY].rules,
-                )
-                if stored:
-                    await audit.record(
-                        session, request.app[CLOCK], request[CALLER], "record_events", None,
-                        stored=stored, types=sorted({e.type for e in batch}),
-                    )  # fmt: skip
+                outcomes = await recorder.record(session, incoming, request[CALLER])
             break
         except events.UnknownProfiles as unknown:
             raise invalid_fields(
@@ -108,6 +94,7 @@ async def record_events(request: web.Request) -> web.Response:
         except IntegrityError:
             if attempt == 2:
                 raise
+    stored = sum(o.status == "stored" for o in outcomes)
     out = EventsAccepted(
         stored=stored,
         duplicates=len(outcomes) - stored,

@@ -1,5 +1,5 @@
 """Sequences started by the conversation and by segments: the bot's `intent_expressed`
-and `form_completed` reports (through the events API, as bot/conversation_events.py
+and `form_completed` reports, a demo the bot books (through the events API, as bot/conversation_events.py
 sends them) and people entering a segment (backend.segment_entries). What the person
 notices is the follow-up text; SQLite and PostgreSQL."""
 
@@ -54,6 +54,15 @@ steps:
       purpose: transactional
       template: Thanks for telling us about your team!
 """,
+    "demo-prep": """
+trigger: {event: demo_booked}
+steps:
+  - id: prep
+    send:
+      channel: sms
+      purpose: transactional
+      template: "See you at your demo! Bring your questions."
+""",
     "big-team-welcome": """
 trigger: {segment_entered: big-teams}
 reentry: always
@@ -68,6 +77,7 @@ steps:
 PRICES = "Our plans start at $19 a seat: brightdesk.example/pricing"
 THANKS = "Thanks for telling us about your team!"
 WELCOME = "Big team? Ask for our big-teams plan."
+DEMO_PREP = "See you at your demo! Bring your questions."
 
 
 @pytest.fixture
@@ -181,6 +191,22 @@ async def test_the_bots_reports_are_events_like_any_other(service: Service) -> N
         ("form_completed", {"form": "lead_form"}),
         ("intent_expressed", {"intent": "book_demo"}),
     ]
+
+
+async def test_a_demo_booked_in_conversation_enrols_the_person_in_the_demo_sequence(
+    service: Service,
+) -> None:
+    """The bot books through the demos API (actions/demo.py); the booking is recorded as
+    a `demo_booked` event like any other, so the sequence it triggers starts."""
+    person = await service.person(ASKED)
+    await service.backend.api.post(
+        "/api/v1/demos",
+        {"profile_id": person, "starts_at": "2026-03-05T15:00:00Z", "conversation_id": ASKED},
+        expect=201,
+    )
+    await service.run_due()
+    assert service.texts_to(ASKED) == [DEMO_PREP]
+    assert await service.enrolments("demo-prep") == 1
 
 
 # ------------------------------------------------------------------------ segments
