@@ -10,7 +10,7 @@ BOT := .venv-bot
 BACKEND_READY := $(VENV)/.parley-installed
 BOT_READY := $(BOT)/.parley-installed
 CHROMIUM := /usr/bin/chromium
-PY := backend actions bot channels tests bench
+PY := backend actions bot channels message_rules tests bench
 
 .PHONY: help install run test lint typecheck test-backend test-bot validate train test-dialogue test-nlu test-e2e \
         bench lock clean
@@ -34,19 +34,20 @@ run: install ## Start backend, action server and Rasa on loopback; Ctrl-C stops 
 test: lint typecheck test-backend test-bot validate train test-dialogue test-nlu test-e2e ## Everything CI runs.
 	@echo "make test: all checks passed"
 
-lint: install ## ruff: lint and formatting.
+lint: install ## ruff (lint and formatting) and import-linter (the boundaries between packages).
 	$(VENV)/bin/ruff check $(PY)
 	$(VENV)/bin/ruff format --check $(PY)
+	$(VENV)/bin/lint-imports
 
 typecheck: install ## mypy, each runtime with its own interpreter and libraries.
 	$(VENV)/bin/mypy backend bench tests/backend tests/e2e
-	$(BOT)/bin/mypy actions bot channels tests/bot
+	$(BOT)/bin/mypy actions bot channels message_rules tests/bot tests/message_rules
 
 test-backend: install ## Backend unit and API tests (SQLite and PostgreSQL).
 	$(VENV)/bin/pytest tests/backend
 
 test-bot: install ## Action and action-server tests (Python 3.10, against the real backend).
-	$(BOT)/bin/python -m pytest -p no:cacheprovider tests/bot
+	$(BOT)/bin/python -m pytest -p no:cacheprovider tests/bot tests/message_rules
 
 validate: install ## rasa data validate on data/, bot/domain/ and config.yml.
 	$(VENV)/bin/parley validate

@@ -6,10 +6,10 @@ from abc import ABCMeta, abstractmethod
 
 from rasa_sdk import Action, Tracker
 
-from actions.backend_client import BackendClient, shared_client
-from actions.clock import Clock, system_clock
-from actions.identity import identity_of
+from bot.backend_client import BackendClient, shared_client
 from bot.business import Business, load_business
+from bot.clock import Clock, system_clock
+from bot.identity import identity_of
 
 
 class BackendAction(Action, metaclass=ABCMeta):

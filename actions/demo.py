@@ -13,7 +13,6 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.backend_action import BackendAction
-from actions.backend_client import BackendError, BackendRejected
 from actions.demo_times import (
     Period,
     Slot,
@@ -24,6 +23,7 @@ from actions.demo_times import (
     understand,
 )
 from actions.logs import get_logger
+from bot.backend_client import BackendError, BackendRejected
 
 log = get_logger(__name__)
 OFFERED = 4

@@ -11,8 +11,8 @@ from rasa_sdk.events import ConversationPaused, EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.backend_action import BackendAction
-from actions.backend_client import BackendError
 from actions.logs import get_logger
+from bot.backend_client import BackendError
 from bot.business import Business
 
 log = get_logger(__name__)

@@ -14,10 +14,10 @@ from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
 from actions.backend_action import BackendAction
-from actions.backend_client import BackendError
-from actions.identity import identity_of
 from actions.logs import get_logger
 from actions.names import name_in, straighten
+from bot.backend_client import BackendError
+from bot.identity import identity_of
 
 log = get_logger(__name__)
 

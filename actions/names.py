@@ -13,9 +13,9 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.backend_action import BackendAction
-from actions.backend_client import BackendError, BackendRejected
-from actions.identity import identity_of
 from actions.logs import get_logger
+from bot.backend_client import BackendError, BackendRejected
+from bot.identity import identity_of
 
 log = get_logger(__name__)
 

@@ -61,7 +61,7 @@ from backend.outbound import (
     require_consent,
 )
 from backend.profiles import ProfileDirectory
-from channels.spoken import Prompt, last_question, speakable, with_query
+from message_rules.speech import Prompt, last_question, speakable, with_query
 
 log = get_logger(__name__)
 

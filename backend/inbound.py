@@ -36,7 +36,7 @@ from backend.models import ConsentEvent, Message
 from backend.outbound import MessagePurpose, OutboundText, SendRefused, SmsDoor
 from backend.profiles import ProfileDirectory
 from backend.text_turns import AnswerFailed, PendingText
-from channels.sms_text import Keyword, keyword_of
+from message_rules.sms import Keyword, keyword_of
 
 log = get_logger(__name__)
 

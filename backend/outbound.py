@@ -31,7 +31,7 @@ from backend.json_sql import json_number
 from backend.logs import get_logger
 from backend.models import ConsentEvent, Message, Profile, SenderPace
 from backend.profiles import ProfileDirectory
-from channels.sms_text import split_for_sms
+from message_rules.sms import split_for_sms
 
 log = get_logger(__name__)
 

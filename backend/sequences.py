@@ -43,8 +43,8 @@ from pydantic import (
 
 from backend.consent import Purpose
 from backend.segments import Scalar
-from channels.sms_text import is_gsm7
-from channels.sms_text import segments as sms_segments
+from message_rules.sms import is_gsm7
+from message_rules.sms import segments as sms_segments
 
 EXIT = "exit"  # the target that ends the sequence: `then: exit`, `goto: exit`
 MAX_SMS_SEGMENTS = 3

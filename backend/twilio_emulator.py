@@ -61,7 +61,7 @@ from yarl import URL
 
 from backend.clock import Clock, SystemClock
 from backend.logs import get_logger
-from channels.sms_text import segments
+from message_rules.sms import segments
 
 log = get_logger(__name__)
 

@@ -36,7 +36,7 @@ def build(config: BotSettings) -> Sanic:
         return None
 
     async def close_backend_client(_app: Sanic, _loop: object) -> None:
-        from actions.backend_client import shared_client
+        from bot.backend_client import shared_client
 
         await shared_client().close()
 

@@ -32,7 +32,7 @@ from rasa.engine.storage.storage import ModelStorage
 from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 
-from actions.consent import about_something_else, no_object_stop, plain_words
+from bot.consent_words import about_something_else, no_object_stop, plain_words
 
 # What we send, as nouns ("no more texts") and as verbs with their object ("stop
 # texting me", "don't call this number", or nothing after: "stop calling").

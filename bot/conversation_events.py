@@ -11,7 +11,7 @@ conversation; `ConversationReader` turns them into
   active loop to null (every question answered); not a form stopped by
   `action_deactivate_loop` (the person said stop, opted out) or by another action;
 each naming the person by their channel identity exactly as the actions do
-(actions/identity.py), with an idempotency key made from the conversation and the Rasa
+(bot/identity.py), with an idempotency key made from the conversation and the Rasa
 event, so a repeat (a retry, `rasa export`) is stored once.
 
 Publishing never waits and never raises: Rasa calls `publish` while it saves the
@@ -39,13 +39,13 @@ import yaml
 from rasa.core.brokers.broker import EventBroker
 from rasa.utils.endpoints import EndpointConfig
 
-from actions.backend_client import (
+from bot.backend_client import (
     BackendClient,
     BackendRejected,
     BackendUnavailable,
     IdentifiedEvent,
 )
-from actions.identity import kind_of_channel
+from bot.identity import kind_of_channel
 from bot.settings import PROJECT_ROOT, settings
 
 log = logging.getLogger("parley.conversation_events")

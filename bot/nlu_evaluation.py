@@ -166,7 +166,7 @@ def acts_as(intent: str, predicted: str, text: str) -> bool:
     - in reply to the consent question, only a clear yes records consent (`clear_yes`:
       "yes but not at that number" is asked again); an opt-out is a no there too, and so
       is passing on the question (`skip`)."""
-    from actions.consent import about_something_else, clear_yes, stop_is_opt_out
+    from bot.consent_words import about_something_else, clear_yes, stop_is_opt_out
 
     withdraws = (
         predicted == "opt_out" or (predicted == "stop" and stop_is_opt_out(text))

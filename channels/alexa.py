@@ -35,7 +35,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from actions.clock import Clock, system_clock
+from bot.clock import Clock, system_clock
 from bot.settings import PROJECT_ROOT, settings
 from channels.alexa_verification import (
     AlexaRequestVerifier,

@@ -38,7 +38,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
-from actions.backend_client import BackendClient, BackendError, BackendRejected
+from bot.backend_client import BackendClient, BackendError, BackendRejected
 from bot.settings import settings
 from bot.tracker_store import ParleySQLTrackerStore
 from channels.twilio_webhook import Refusal, TwilioForm, twilio_form

@@ -38,7 +38,8 @@ from sanic.response import HTTPResponse
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from bot.settings import settings
-from channels.spoken import (
+from channels.twilio_webhook import Refusal, TwilioForm, twilio_form
+from message_rules.speech import (
     MAX_KEYPAD_CHOICES,
     Choice,
     Prompt,
@@ -48,7 +49,6 @@ from channels.spoken import (
     speakable,
     with_query,
 )
-from channels.twilio_webhook import Refusal, TwilioForm, twilio_form
 
 log = logging.getLogger("parley.channels.voice")
 
@@ -147,7 +147,7 @@ def _origin(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {"utter_action": action} if action else {}
 
 
-# ------------------------------------ choices, read out and said (text: channels.spoken)
+# ------------------------------------ choices, read out and said (text: message_rules.speech)
 
 
 def choices_read_out(choices: Sequence[Choice]) -> str:

@@ -8,9 +8,7 @@ RUN grep -v '^-e ' requirements/backend.txt > /tmp/backend.txt \
  && uv pip install --system --no-cache -r /tmp/backend.txt
 COPY pyproject.toml README.md alembic.ini ./
 COPY backend backend
-COPY bot bot
-COPY actions actions
-COPY channels channels
+COPY message_rules message_rules
 RUN uv pip install --system --no-cache --no-deps .
 ENV PARLEY_HOST=0.0.0.0 PARLEY_LOG_FORMAT=json
 EXPOSE 8000

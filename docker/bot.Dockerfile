@@ -5,10 +5,10 @@ RUN pip install --no-cache-dir "uv==0.13.9"
 COPY requirements/bot.txt requirements/bot.txt
 RUN uv pip install --system --no-cache -r requirements/bot.txt
 COPY pyproject.toml README.md ./
-COPY backend backend
 COPY bot bot
 COPY actions actions
 COPY channels channels
+COPY message_rules message_rules
 RUN uv pip install --system --no-cache --no-deps .
 ENV RASA_TELEMETRY_ENABLED=false SQLALCHEMY_SILENCE_UBER_WARNING=1 TF_CPP_MIN_LOG_LEVEL=2 \
     PARLEY_HOST=0.0.0.0

@@ -22,7 +22,7 @@ from backend.outbound import MessagePurpose, OutboundText, SendingPace, SendRefu
 from backend.settings import Settings
 from backend.text_turns import PendingText
 from backend.twilio_emulator import OPTED_OUT_NUMBER
-from channels.sms_text import segments
+from message_rules.sms import segments
 from tests.backend.conftest import BUSINESS_NUMBER as BUSINESS
 from tests.backend.conftest import TWILIO_TOKEN, Api, StartTexting, TextingBackend
 

@@ -26,7 +26,7 @@ from backend.sequences import (
     template_context,
 )
 from backend.settings import PROJECT_ROOT
-from channels.sms_text import segments
+from message_rules.sms import segments
 
 SHIPPED = PROJECT_ROOT / "data"
 BUSINESS = {"name": "Brightdesk", "website": "https://brightdesk.example"}

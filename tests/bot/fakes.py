@@ -19,7 +19,7 @@ from typing import Any
 from rasa_sdk import Tracker
 from rasa_sdk.events import EventType
 
-from actions.backend_client import (
+from bot.backend_client import (
     BackendClient,
     BackendRejected,
     BackendUnavailable,

@@ -13,9 +13,9 @@ import pytest
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.backend_client import BackendClient
 from actions.greeting import ActionGreet
 from actions.names import ActionRememberName
+from bot.backend_client import BackendClient
 from tests.bot.conftest import RunningBackend, free_port, make_tracker
 
 

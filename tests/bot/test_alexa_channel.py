@@ -25,7 +25,7 @@ from rasa.core.channels.channel import UserMessage, register
 from rasa.shared.core.events import BotUttered
 from sanic import Sanic
 
-from actions.identity import identity_of
+from bot.identity import identity_of
 from bot.settings import PROJECT_ROOT, settings
 from channels.alexa import BUILT_IN_INTENTS, CATCH_ALL_INTENT, CATCH_ALL_SLOT, AlexaInput
 from tests.bot.alexa_signing import (

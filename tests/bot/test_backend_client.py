@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from actions.backend_client import BackendClient, BackendRejected
+from bot.backend_client import BackendClient, BackendRejected
 from tests.bot.conftest import RunningBackend
 
 

@@ -17,13 +17,10 @@ from actions.consent import (
     ActionSetPreference,
     ActionShowPreferences,
     ValidateSubscribeForm,
-    about_something_else,
     channel_meant,
-    clear_yes,
-    no_object_stop,
-    stop_is_opt_out,
 )
 from bot.business import load_business
+from bot.consent_words import about_something_else, clear_yes, no_object_stop, stop_is_opt_out
 from tests.bot.fakes import FakeBackend, bot_said, conversation, entity, person_said, slots_of
 
 SENDER = "web-consent-1"

@@ -30,7 +30,7 @@ from rasa.shared.core.events import (
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.utils.endpoints import EndpointConfig, read_endpoint_config
 
-from actions.backend_client import BackendClient
+from bot.backend_client import BackendClient
 from bot.conversation_events import BackendEventBroker, ConversationReader, form_names
 from bot.settings import PROJECT_ROOT
 from tests.bot.conftest import RunningBackend, free_port, running_backend

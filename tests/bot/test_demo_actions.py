@@ -13,7 +13,6 @@ import pytest
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from actions.backend_client import BackendRejected
 from actions.demo import (
     ActionBookDemo,
     ActionCancelDemo,
@@ -32,6 +31,7 @@ from actions.demo_times import (
     period_in,
     understand,
 )
+from bot.backend_client import BackendRejected
 from bot.business import Business, load_business
 from tests.bot.fakes import FakeBackend, conversation, fixed_clock, slots_of
 

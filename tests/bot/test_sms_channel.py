@@ -29,7 +29,7 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import BotUttered, UserUttered
 from sanic import Sanic
 
-from actions.backend_client import BackendClient
+from bot.backend_client import BackendClient
 from channels.sms import SmsInput, in_conversation, with_choices
 from channels.twilio_webhook import FORM, MAX_BODY_BYTES
 from tests.bot.conftest import PARLEY, RunningBackend, free_port, serving, wait_until_up

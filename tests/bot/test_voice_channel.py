@@ -25,9 +25,9 @@ from sanic import Sanic
 from twilio.request_validator import RequestValidator
 
 from bot.settings import settings
-from channels.spoken import speakable
 from channels.twilio_webhook import FORM, MAX_BODY_BYTES
 from channels.voice import VoiceInput
+from message_rules.speech import speakable
 from tests.bot.conftest import free_port, serving
 from tests.twilio_requests import form_body, incoming_call, twilio_signature
 

@@ -22,7 +22,7 @@ import socketio
 from rasa.core.channels.channel import UserMessage
 from sanic import Sanic
 
-from actions.identity import identity_of
+from bot.identity import identity_of
 from channels.webchat import (
     AUDIENCE,
     InvalidSessionToken,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels.sms_text import Keyword, keyword_of, segments, split_for_sms, units
+from message_rules.sms import Keyword, keyword_of, segments, split_for_sms, units
 
 STOP_WORDS = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"]
 

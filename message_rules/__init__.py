@@ -1,0 +1,3 @@
+"""The rules of message text that both runtimes apply, and so the one package both may
+import (standard library only, no I/O): SMS keywords, segments and splitting (`sms`),
+and text made fit to be spoken on a call or by Alexa (`speech`)."""
