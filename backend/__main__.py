@@ -1,3 +1,3 @@
-from backend.cli import main
+from backend.ops.cli import main
 
 main()

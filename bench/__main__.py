@@ -8,7 +8,7 @@ import subprocess
 
 import asyncpg
 
-from backend.settings import PROJECT_ROOT
+from backend.core.settings import PROJECT_ROOT
 from bench import backend, rasa_recording, sequences, sms
 from bench.report import machine, write_section
 

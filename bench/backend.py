@@ -22,11 +22,12 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from backend import data_files, segment_store
-from backend.database import create_engine, create_session_factory
-from backend.scoring import ScoringRules
-from backend.segments import Rule, SegmentDefinition
-from backend.settings import PROJECT_ROOT
+from backend.core import data_files
+from backend.core.database import create_engine, create_session_factory
+from backend.core.settings import PROJECT_ROOT
+from backend.scoring.rules import ScoringRules
+from backend.segments import store as segment_store
+from backend.segments.rules import Rule, SegmentDefinition
 from bench import loading
 from bench.synthetic import EPOCH_NOW, Person, people
 

@@ -13,10 +13,11 @@ import asyncpg
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import insert
 
-from backend import migrations_runner, scoring
-from backend.database import create_engine, create_session_factory
-from backend.models import ConsentState, Event, Identity, Profile
-from backend.scoring import ScoringRules
+from backend.core import migrations_runner
+from backend.core.database import create_engine, create_session_factory
+from backend.core.models import ConsentState, Event, Identity, Profile
+from backend.scoring import rules as scoring
+from backend.scoring.rules import ScoringRules
 from bench.synthetic import Person, as_json, score
 
 

@@ -14,7 +14,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from backend.rasa_client import FollowUpRecord, RasaClient
+from backend.conversations.rasa_client import FollowUpRecord, RasaClient
 from bench.backend import p99
 from bench.sms import running_parley
 

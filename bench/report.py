@@ -9,7 +9,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from backend.settings import PROJECT_ROOT
+from backend.core.settings import PROJECT_ROOT
 
 REPORT = PROJECT_ROOT / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks

@@ -30,7 +30,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from backend.settings import PROJECT_ROOT, Settings
+from backend.core.settings import PROJECT_ROOT, Settings
 from bench.backend import POSTGRES, free_port, p99, peak_rss_mb
 from bench.loading import migrate
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import aiohttp
 from twilio.request_validator import RequestValidator
 
-from backend.settings import PROJECT_ROOT
+from backend.core.settings import PROJECT_ROOT
 from bench.backend import free_port, p99, peak_rss_mb
 from tests.e2e.fault_stack import Outcome, run_faults
 from tests.e2e.test_sms_faults import PLAN as FAULT_PLAN

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from backend.scoring import Scored, ScoringRules
+from backend.scoring.rules import Scored, ScoringRules
 
 FIRST_NAMES = ["Ada", "Grace", "Linus", "Margaret", "Alan", "Priya", "Wei", "Olga", "Diego", "Noor"]
 PLANS = (["free"] * 50) + (["starter"] * 30) + (["team"] * 15) + (["business"] * 5)

@@ -6,9 +6,9 @@ from aiohttp import web
 from sqlalchemy import select
 
 from backend.api.bodies import query_int, respond
+from backend.api.keys import SESSIONS
 from backend.api.schemas import AuditOut, AuditPage
-from backend.keys import SESSIONS
-from backend.models import AuditEntry
+from backend.core.models import AuditEntry
 
 
 async def list_audit(request: web.Request) -> web.Response:

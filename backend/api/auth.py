@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from backend import api_tokens
+from backend.api import tokens as api_tokens
+from backend.api.keys import CALLER, SESSIONS
 from backend.api.permissions import PUBLIC, allowed
-from backend.api_tokens import Role
-from backend.keys import CALLER, SESSIONS
-from backend.problems import Handler, Problem
+from backend.api.problems import Handler, Problem
+from backend.api.tokens import Role
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="parley"'}
 

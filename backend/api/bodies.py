@@ -12,8 +12,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.api import bounded_json
-from backend.keys import SETTINGS
-from backend.problems import Problem, invalid_body
+from backend.api.keys import SETTINGS
+from backend.api.problems import Problem, invalid_body
 
 Model = TypeVar("Model", bound=BaseModel)
 T = TypeVar("T")

@@ -7,10 +7,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.api.bodies import respond
+from backend.api.keys import ENGINE
+from backend.api.problems import Problem
 from backend.api.schemas import Health
-from backend.keys import ENGINE
-from backend.logs import get_logger
-from backend.problems import Problem
+from backend.core.logs import get_logger
 
 log = get_logger(__name__)
 

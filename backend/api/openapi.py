@@ -14,12 +14,12 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
+from backend.api.keys import DOCS_PAGE, OPENAPI
 from backend.api.permissions import PERMISSIONS, PUBLIC
 from backend.api.schemas import ProblemOut
-from backend.keys import DOCS_PAGE, OPENAPI
 
 if TYPE_CHECKING:
-    from backend.api.routes import Route
+    from backend.api.route_table import Route
 
 REF = "#/components/schemas/{model}"
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"

@@ -1,12 +1,12 @@
 """Who may call what: the one table that decides every API route.
 
-Keys are route names (see `backend.api.routes`). A route missing here is denied to
+Keys are route names (see `backend.api.route_table`). A route missing here is denied to
 everyone; `PUBLIC` routes need no token.
 """
 
 from __future__ import annotations
 
-from backend.api_tokens import Role
+from backend.api.tokens import Role
 
 ADMIN, MARKETER, SERVICE, ANALYST = Role.ADMIN, Role.MARKETER, Role.SERVICE, Role.ANALYST
 EVERYONE = frozenset(Role)

@@ -24,9 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from backend.consent import Channel, Purpose, State
-from backend.identities import IdentityKind, InvalidAddress, normalise_email, normalise_phone
-from backend.segments import Rule
+from backend.consent.ledger import Channel, Purpose, State
+from backend.people.identities import IdentityKind, InvalidAddress, normalise_email, normalise_phone
+from backend.segments.rules import Rule
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 

@@ -1,5 +1,6 @@
-"""Alembic environment: runs migrations on the connection `backend.migrations_runner` hands over,
-or, from the alembic command line, on `PARLEY_DATABASE_URL`'s database."""
+"""Alembic environment: runs migrations on the connection that
+`backend.core.migrations_runner` hands over, or, from the alembic command line, on
+`PARLEY_DATABASE_URL`'s database."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from backend.database import create_engine
-from backend.models import Base
-from backend.settings import Settings
+from backend.core.database import create_engine
+from backend.core.models import Base
+from backend.core.settings import Settings
 
 target_metadata = Base.metadata
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import backend.models
+import backend.core.models
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

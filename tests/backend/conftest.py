@@ -20,16 +20,17 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from backend import api_tokens, migrations_runner
-from backend.api_tokens import Role
-from backend.app import create_app
-from backend.clock import FixedClock
-from backend.database import create_engine, create_session_factory
-from backend.keys import SESSIONS, TEXT_TURNS
-from backend.models import Message
-from backend.settings import Settings
-from backend.text_turns import PENDING
-from backend.twilio_emulator import TwilioEmulator
+from backend.api import tokens as api_tokens
+from backend.api.app import create_app
+from backend.api.keys import SESSIONS, TEXT_TURNS
+from backend.api.tokens import Role
+from backend.core import migrations_runner
+from backend.core.clock import FixedClock
+from backend.core.database import create_engine, create_session_factory
+from backend.core.models import Message
+from backend.core.settings import Settings
+from backend.devtools.twilio_emulator import TwilioEmulator
+from backend.messaging.text_turns import PENDING
 from tests.e2e.conftest import free_port
 from tests.servers import POSTGRES_DSN, server_missing
 
@@ -37,7 +38,7 @@ from tests.servers import POSTGRES_DSN, server_missing
 class MigratedTemplates:
     """One migrated database per engine for the whole test session, copied for each
     test: migrating from scratch cost about 0.15 s a test on SQLite and 0.5 s on
-    PostgreSQL. The copies are made from the real migrations (backend.migrations_runner),
+    PostgreSQL. The copies are made from the real migrations (backend.core.migrations_runner),
     so test_migrations still compares what they build with the models."""
 
     def __init__(self, directory: Path) -> None:
@@ -250,7 +251,7 @@ class TextingBackend:
 
     async def texted(self, sender: str, body: str, **extra: Any) -> dict[str, Any]:
         """The person texts the business (as the SMS channel hands it over); a keyword's
-        confirmation is awaited (backend.text_turns sends it)."""
+        confirmation is awaited (backend.messaging.text_turns sends it)."""
         receipt = await self.api.post(
             "/api/v1/inbound-texts",
             {"sid": "SM" + secrets.token_hex(16), "from": sender, "to": BUSINESS_NUMBER,

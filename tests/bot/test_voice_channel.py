@@ -609,7 +609,7 @@ def test_markdown_links_and_emoji_are_spoken_sensibly(text: str, spoken: str) ->
 
 # ---------------------------------------------------------- calls Parley placed (follow-ups)
 
-# What the backend's call door puts in a follow-up call's TwiML (backend/calls.py): the
+# What the backend's call door puts in a follow-up call's TwiML (backend/messaging/call_door.py): the
 # message, then a <Gather> posting to the gather route with the question to re-ask.
 FOLLOW_UP_QUESTION = "Your demo is tomorrow at 3pm. Shall I text you the link?"
 

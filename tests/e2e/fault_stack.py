@@ -4,7 +4,7 @@ through the local Twilio; and what became of every text Twilio was told was take
 
 Used by tests/e2e/test_sms_faults.py (which asserts on the counts) and by `make bench`
 (which reports them). The processes are the ones `parley run` starts, with the same
-commands and settings (backend.launcher.services), but started here one by one, since
+commands and settings (backend.ops.launcher.services), but started here one by one, since
 `parley run` stops everything when one process dies. The emulator plays Twilio and is
 never killed: a webhook that fails is followed by Twilio's fallback (Rasa's SMS webhook).
 
@@ -35,11 +35,11 @@ from typing import Any, TextIO
 import aiohttp
 import asyncpg
 
-from backend import launcher
-from backend.clock import SystemClock
-from backend.rasa_project import RasaProject
-from backend.settings import PROJECT_ROOT, Settings
-from backend.supervisor import Service
+from backend.core.clock import SystemClock
+from backend.core.settings import PROJECT_ROOT, Settings
+from backend.ops import launcher
+from backend.ops.rasa_project import RasaProject
+from backend.ops.supervisor import Service
 
 BUSINESS = "+15005550006"
 # What people text: a conversation each, some ending in STOP.

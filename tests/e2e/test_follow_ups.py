@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 
-from backend.rasa_client import RasaClient
+from backend.conversations.rasa_client import RasaClient
 from tests.e2e.conftest import Parley
 from tests.e2e.test_sms import parley_sms
 

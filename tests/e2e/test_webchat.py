@@ -22,8 +22,8 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from backend.settings import Settings
-from backend.webchat import AUDIENCE, signing_secret
+from backend.core.settings import Settings
+from backend.webchat.sessions import AUDIENCE, signing_secret
 from tests.e2e.conftest import Parley
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import backend.models
+import backend.core.models
 
 
 revision: str = '0001'
@@ -31,8 +31,8 @@ def upgrade() -> None:
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('prefix', sa.String(length=16), nullable=False),
     sa.Column('ephemeral', sa.Boolean(), nullable=False),
-    sa.Column('created_at', backend.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', backend.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', backend.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash'))
     )
@@ -46,8 +46,8 @@ def upgrade() -> None:
     sa.Column('timezone', sa.String(length=64), nullable=True),
     sa.Column('company', sa.String(length=200), nullable=True),
     sa.Column('attributes', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=False),
-    sa.Column('created_at', backend.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', backend.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_profiles'))
     )
     op.create_table('identities',
@@ -55,7 +55,7 @@ def upgrade() -> None:
     sa.Column('profile_id', sa.Uuid(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('address', sa.String(length=320), nullable=False),
-    sa.Column('created_at', backend.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['profile_id'], ['profiles.id'], name=op.f('fk_identities_profile_id_profiles'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_identities'))
     )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import backend.models
+import backend.core.models
 
 
 revision: str = '0003'
@@ -26,12 +26,12 @@ def upgrade() -> None:
     op.create_table('demos',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('profile_id', sa.Uuid(), nullable=False),
-    sa.Column('starts_at', backend.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('starts_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('minutes', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('conversation_id', sa.String(length=200), nullable=True),
-    sa.Column('created_at', backend.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', backend.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['profile_id'], ['profiles.id'], name=op.f('fk_demos_profile_id_profiles'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_demos'))
     )
@@ -46,8 +46,8 @@ def upgrade() -> None:
     sa.Column('channel', sa.String(length=32), nullable=False),
     sa.Column('reason', sa.String(length=32), nullable=False),
     sa.Column('status', sa.String(length=8), nullable=False),
-    sa.Column('opened_at', backend.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('closed_at', backend.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('opened_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('closed_at', backend.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('closed_by', sa.String(length=100), nullable=True),
     sa.ForeignKeyConstraint(['profile_id'], ['profiles.id'], name=op.f('fk_handoffs_profile_id_profiles'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_handoffs'))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import backend.models
+import backend.core.models
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0005'
@@ -33,8 +33,8 @@ def upgrade() -> None:
     sa.Column('trigger_type', sa.String(length=64), nullable=False),
     sa.Column('trigger_properties', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('variants', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('enrolled_at', backend.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', backend.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('enrolled_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['profile_id'], ['profiles.id'], name=op.f('fk_enrolments_profile_id_profiles'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_enrolments'))
     )
@@ -47,11 +47,11 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('enrolment_id', sa.Uuid(), nullable=False),
     sa.Column('step', sa.String(length=64), nullable=False),
-    sa.Column('due_at', backend.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('due_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('attempt', sa.Integer(), nullable=False),
     sa.Column('lease_owner', sa.String(length=100), nullable=True),
-    sa.Column('lease_until', backend.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('done_at', backend.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('lease_until', backend.core.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('done_at', backend.core.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('outcome', sa.String(length=32), nullable=True),
     sa.Column('outcome_detail', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['enrolment_id'], ['enrolments.id'], name=op.f('fk_sequence_work_enrolment_id_enrolments'), ondelete='CASCADE'),

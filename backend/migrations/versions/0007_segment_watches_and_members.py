@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import backend.models
+import backend.core.models
 
 
 revision: str = '0007'
@@ -26,14 +26,14 @@ def upgrade() -> None:
     op.create_table('segment_watches',
     sa.Column('segment', sa.String(length=64), nullable=False),
     sa.Column('rules_fingerprint', sa.String(length=64), nullable=False),
-    sa.Column('watched_since', backend.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('swept_at', backend.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('watched_since', backend.core.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('swept_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('segment', name=op.f('pk_segment_watches'))
     )
     op.create_table('segment_members',
     sa.Column('segment', sa.String(length=64), nullable=False),
     sa.Column('profile_id', sa.Uuid(), nullable=False),
-    sa.Column('entered_at', backend.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('entered_at', backend.core.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['profile_id'], ['profiles.id'], name=op.f('fk_segment_members_profile_id_profiles'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['segment'], ['segment_watches.segment'], name=op.f('fk_segment_members_segment_segment_watches'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('segment', 'profile_id', name=op.f('pk_segment_members'))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import backend.models
+import backend.core.models
 
 revision: str = '0009'
 down_revision: str | None = '0008'
@@ -24,7 +24,7 @@ def upgrade() -> None:
     with op.batch_alter_table('messages') as batch_op:
         batch_op.add_column(sa.Column('turn', sa.String(length=8), nullable=True))
         batch_op.add_column(
-            sa.Column('turn_due_at', backend.models.UTCDateTime(timezone=True), nullable=True)
+            sa.Column('turn_due_at', backend.core.models.UTCDateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(
             sa.Column('turn_attempts', sa.Integer(), server_default='0', nullable=False)

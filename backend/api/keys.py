@@ -1,0 +1,56 @@
+"""Typed keys for what the aiohttp application and its requests share."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from backend.conversations.rasa_client import RasaClient
+from backend.core.clock import Clock
+from backend.core.data_files import BusinessTexts
+from backend.core.models import ApiToken
+from backend.core.settings import Settings
+from backend.messaging.call_door import CallDoor
+from backend.messaging.inbound import KeywordReplies, SmsInbox
+from backend.messaging.sms_door import SmsDoor
+from backend.messaging.text_turns import TextTurns
+from backend.people.profiles import ProfileDirectory
+from backend.scoring.rules import ScoringRules
+from backend.segments.rules import SegmentDefinition
+from backend.sequences.definition import SequenceDefinition
+from backend.sequences.scheduler.worker import Worker
+from backend.webchat.sessions import ChatSessions
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
+# The rules of data/scoring.yml and the segments of data/segments/, read at start-up.
+SCORING = web.AppKey("scoring", ScoringRules)
+FILE_SEGMENTS = web.AppKey("file_segments", list[SegmentDefinition])
+# The follow-up sequences of data/sequences/, read at start-up, by name.
+SEQUENCES = web.AppKey("sequences", list[SequenceDefinition])
+DIRECTORY = web.AppKey("directory", ProfileDirectory)
+RASA = web.AppKey("rasa", RasaClient)
+# The one door for outbound texts (absent when no Twilio auth token is set), and the
+# inbox that records texts people send and answers their STOP, START and HELP.
+SMS_DOOR = web.AppKey("sms_door", SmsDoor)
+INBOX = web.AppKey("inbox", SmsInbox)
+# Answers every recorded text once: the bot's turn, or a keyword's confirmation.
+TEXT_TURNS = web.AppKey("text_turns", TextTurns)
+# The one door for outbound calls (follow-ups by voice), beside the SMS door and
+# likewise absent when no Twilio auth token is set.
+CALL_DOOR = web.AppKey("call_door", CallDoor)
+# Runs due steps of follow-up sequences (started only when scheduler_enabled).
+WORKER = web.AppKey("worker", Worker)
+KEYWORD_REPLIES = web.AppKey("keyword_replies", KeywordReplies)
+# What the backend reads of data/business.yml, once at start-up.
+BUSINESS_TEXTS = web.AppKey("business_texts", BusinessTexts)
+# Issues and checks web chat session tokens.
+CHAT_SESSIONS = web.AppKey("chat_sessions", ChatSessions)
+# The OpenAPI document and its HTML rendering, made once at start-up.
+OPENAPI = web.AppKey("openapi", str)
+DOCS_PAGE = web.AppKey("docs_page", str)
+
+# The token that authenticated the current request.
+CALLER = web.RequestKey("caller", ApiToken)

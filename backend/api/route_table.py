@@ -1,0 +1,223 @@
+"""The route table: every route the backend serves, in one list.
+
+The app registers these, the auth middleware looks up their names in the permission
+table, and the OpenAPI document is generated from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from backend.api import audit_log, health, openapi
+from backend.api import schemas as s
+from backend.consent import routes as consent
+from backend.demos import routes as demos
+from backend.events import routes as events
+from backend.handoffs import routes as handoffs
+from backend.messaging import routes as messages
+from backend.people import routes as profiles
+from backend.scoring import routes as scores
+from backend.segments import routes as segments
+from backend.sequences import routes as sequences
+from backend.webchat import routes as webchat
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    name: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str
+    tag: str
+    body: Any = None  # a model, or a union of models
+    responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
+    query: tuple[tuple[str, dict[str, Any], str], ...] = ()  # (name, JSON schema, description)
+    media_type: str = "application/json"
+
+
+PROFILE = "/api/v1/profiles/{id}"
+SEGMENT = "/api/v1/segments/{name}"
+ID = {"type": "integer", "minimum": 1, "maximum": 2**62}
+
+
+def page(most: int) -> tuple[str, dict[str, Any], str]:
+    return ("limit", {"type": "integer", "minimum": 1, "maximum": most}, "page size")
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/health", "health", health.health,
+          "Is the backend up, and can it reach its database?", "operations",
+          responses={200: s.Health}),
+    Route("GET", "/api/v1/openapi.json", "openapi", openapi.serve,
+          "This API's OpenAPI 3.1 document.", "operations", responses={200: None}),
+    Route("GET", "/api/v1/docs", "docs", openapi.docs_page,
+          "This API's documentation, as a web page.", "operations", responses={200: None},
+          media_type="text/html"),
+
+    Route("POST", "/api/v1/identify", "identify", profiles.identify,
+          "Find or create the profile behind a channel identity, and update it.", "profiles",
+          body=s.IdentifyRequest, responses={200: s.IdentifyResult, 201: s.IdentifyResult}),
+    Route("GET", PROFILE, "get_profile", profiles.get_profile,
+          "Read one profile with its identities and score (a merged profile answers 308).",
+          "profiles", responses={200: s.ProfileOut, 308: s.MergedPointer}),
+    Route("PATCH", PROFILE, "update_profile", profiles.update_profile,
+          "Change a profile's core fields and attributes.", "profiles",
+          body=s.ProfileUpdate, responses={200: s.ProfileOut}),
+    Route("POST", PROFILE + "/identities", "add_identity", profiles.add_identity,
+          "Add an identity; if it is another profile's, the two are merged.", "profiles",
+          body=s.IdentityIn, responses={200: s.IdentityAdded}),
+    Route("POST", PROFILE + "/merge", "merge_profiles", profiles.merge_profiles,
+          "Merge another profile of the same person into this one.", "profiles",
+          body=s.MergeRequest, responses={200: s.IdentityAdded}),
+    Route("GET", PROFILE + "/export", "export_profile", profiles.export_profile,
+          "Everything held about the person, as JSON (GDPR access).", "privacy",
+          responses={200: None}),
+    Route("DELETE", PROFILE, "erase_profile", profiles.erase_profile,
+          "Erase the person, keeping only keyed hashes of their identities (GDPR erasure).",
+          "privacy", responses={204: None}),
+
+    Route("GET", PROFILE + "/consent", "get_consent", consent.get_consent,
+          "Current consent per channel and purpose, and the ledger behind it.", "consent",
+          responses={200: s.ConsentOut}),
+    Route("POST", PROFILE + "/consent", "record_consent", consent.record_consent,
+          "Append a grant, withdrawal or confirmation to the consent ledger.", "consent",
+          body=s.ConsentIn, responses={201: s.ConsentRecorded}),
+    Route("GET", PROFILE + "/consent/{channel}/{purpose}", "check_consent",
+          consent.check_consent,
+          "May a message of this purpose go to this person on this channel now?", "consent",
+          responses={200: s.ConsentCheck}),
+
+    Route("POST", "/api/v1/events", "record_events", events.record_events,
+          "Report one event or a batch of up to 1,000 (stored once per idempotency key).",
+          "events", body=events.EventsBody, responses={200: s.EventsAccepted}),
+    Route("GET", PROFILE + "/events", "list_events", events.list_events,
+          "A profile's events, newest first.", "events", responses={200: s.EventPage},
+          query=(page(500), ("before", ID, "only events older than this id"))),
+    Route("GET", PROFILE + "/score", "get_score", scores.get_score,
+          "A profile's lead score today and the rules behind it.", "scoring",
+          responses={200: s.ScoreOut}),
+
+    Route("GET", "/api/v1/segments", "list_segments", segments.list_segments,
+          "Every segment, from data/segments/ and from the API.", "segments",
+          responses={200: s.SegmentList}),
+    Route("POST", "/api/v1/segments", "create_segment", segments.create_segment,
+          "Define a segment.", "segments", body=s.SegmentIn, responses={201: s.SegmentOut}),
+    Route("POST", "/api/v1/segment-previews", "preview_rule", segments.preview_rule,
+          "Count the profiles a rule selects, without saving it.", "segments",
+          body=s.RulePreview, responses={200: s.SegmentCount}),
+    Route("GET", SEGMENT, "get_segment", segments.get_segment,
+          "One segment's definition.", "segments", responses={200: s.SegmentOut}),
+    Route("PUT", SEGMENT, "replace_segment", segments.replace_segment,
+          "Change an API-defined segment.", "segments",
+          body=s.SegmentUpdate, responses={200: s.SegmentOut}),
+    Route("DELETE", SEGMENT, "delete_segment", segments.delete_segment,
+          "Delete an API-defined segment.", "segments", responses={204: None}),
+    Route("GET", SEGMENT + "/count", "count_segment", segments.count_segment,
+          "How many profiles are in the segment now.", "segments",
+          responses={200: s.SegmentCount}),
+    Route("GET", SEGMENT + "/members", "segment_members", segments.segment_members,
+          "The segment's members, a page at a time.", "segments",
+          responses={200: s.MemberPage},
+          query=(page(1000), ("after", {"type": "string", "format": "uuid"},
+                                  "only profiles after this id"))),
+    Route("GET", SEGMENT + "/members/{id}", "segment_membership", segments.segment_membership,
+          "Is this profile in the segment now?", "segments", responses={200: s.Membership}),
+
+    Route("GET", "/api/v1/sequences", "list_sequences", sequences.list_sequences,
+          "The follow-up sequences loaded from data/sequences/.", "sequences",
+          responses={200: s.SequenceList}),
+    Route("POST", "/api/v1/sequences/{id}/enrolments", "enrol_profile",
+          sequences.enrol_profile,
+          "Enrol a person into a sequence (entry conditions apply; 409 says why not).",
+          "sequences", body=s.EnrolmentIn, responses={201: s.EnrolmentOut}),
+    Route("GET", "/api/v1/sequences/{id}/stats", "sequence_stats", sequences.sequence_stats,
+          "A sequence's results: people enrolled, sent, delivered, replied, reaching the "
+          "goal and opting out, per send step and variant, with each variant's lift over "
+          "the holdout.", "sequences", responses={200: s.SequenceStats},
+          query=(("since", {"type": "string", "format": "date-time"},
+                  "only people enrolled at or after this time"),)),
+
+    Route("GET", "/api/v1/demos", "list_demos", demos.list_demos,
+          "Demo bookings starting in a time range (to offer the free slots).", "demos",
+          responses={200: s.DemoList},
+          query=(("from", {"type": "string", "format": "date-time"}, "range start (default now)"),
+                 ("to", {"type": "string", "format": "date-time"},
+                  "range end (default 14 days after from)"))),
+    Route("POST", "/api/v1/demos", "book_demo", demos.book_demo,
+          "Book a demo (records a demo_booked event).", "demos",
+          body=s.DemoIn, responses={201: s.DemoOut}),
+    Route("PATCH", "/api/v1/demos/{id}", "move_demo", demos.move_demo,
+          "Move a demo to another time (records demo_rescheduled).", "demos",
+          body=s.DemoMove, responses={200: s.DemoOut}),
+    Route("DELETE", "/api/v1/demos/{id}", "cancel_demo", demos.cancel_demo,
+          "Cancel a demo (records demo_cancelled).", "demos", responses={200: s.DemoOut}),
+    Route("GET", PROFILE + "/demos", "profile_demos", demos.profile_demos,
+          "A person's upcoming demos.", "demos", responses={200: s.DemoList}),
+
+    Route("POST", "/api/v1/handoffs", "open_handoff", handoffs.open_handoff,
+          "Mark a conversation for a person to take over (the bot pauses itself).",
+          "handoffs", body=s.HandoffIn, responses={200: s.HandoffOut, 201: s.HandoffOut}),
+    Route("GET", "/api/v1/handoffs", "list_handoffs", handoffs.list_handoffs,
+          "Hand-offs, oldest first.", "handoffs", responses={200: s.HandoffList},
+          query=(("status", {"type": "string", "enum": ["open", "closed"]}, "only these"),)),
+    Route("POST", "/api/v1/handoffs/{id}/close", "close_handoff", handoffs.close_handoff,
+          "Hand the conversation back to the bot.", "handoffs",
+          responses={200: s.HandoffOut}),
+
+    Route("POST", "/api/v1/messages", "send_text", messages.send_text,
+          "Send a text through the one door: consent checked now, split, paced, sent, "
+          "recorded.", "messages", body=s.TextIn,
+          responses={200: s.TextSent, 201: s.TextSent}),
+    Route("GET", "/api/v1/messages/{id}", "get_message", messages.get_message,
+          "One text, in or out, with its delivery status.", "messages",
+          responses={200: s.MessageOut}),
+    Route("POST", "/api/v1/inbound-texts", "receive_text", messages.receive_text,
+          "Record a text a person sent (once per Twilio MessageSid) and answer STOP, START "
+          "and HELP.", "messages", body=s.TextReceived,
+          responses={200: s.TextReceipt, 201: s.TextReceipt}),
+    Route("GET", PROFILE + "/messages", "profile_messages", messages.profile_messages,
+          "A person's texts, in and out, newest first.", "messages",
+          responses={200: s.MessagePage},
+          query=(page(500), ("before", ID, "only texts older than this id"))),
+    Route("POST", "/twilio/sms", "twilio_sms", messages.twilio_sms,
+          "Twilio's \"A message comes in\" webhook: records a text a person sent and applies "
+          "STOP, START and HELP before answering Twilio; the bot answers the text after "
+          "(checked against X-Twilio-Signature).", "messages", responses={200: None},
+          media_type="text/xml"),
+    Route("POST", "/twilio/status", "twilio_status", messages.twilio_status,
+          "Twilio's delivery status callback (checked against X-Twilio-Signature).",
+          "messages", responses={204: None}),
+    Route("POST", "/twilio/call-status", "twilio_call_status", messages.twilio_call_status,
+          "Twilio's progress callback for a call Parley placed (checked against "
+          "X-Twilio-Signature).", "messages", responses={204: None}),
+
+    Route("GET", "/api/v1/audit", "list_audit", audit_log.list_audit,
+          "Who changed what, newest first.", "operations", responses={200: s.AuditPage},
+          query=(page(1000), ("before", ID, "only entries older than this id"),
+                 ("target", {"type": "string"}, "only entries about this profile or segment"))),
+
+    Route("GET", "/chat", "webchat_widget", webchat.widget,
+          "The web chat widget: embed it with <script src=\".../chat\" async></script>.",
+          "web chat", responses={200: None}, media_type="text/javascript"),
+    Route("GET", "/chat/demo", "webchat_demo", webchat.demo_page,
+          "A page with the web chat widget on it, to try the bot in a browser.", "web chat",
+          responses={200: None}, media_type="text/html"),
+    Route("POST", "/chat/sessions", "start_chat_session", webchat.start_session,
+          "Start a web chat session (201), or renew the one a still-valid token names (200).",
+          "web chat", body=webchat.ChatSessionRequest,
+          responses={200: webchat.ChatSessionOut, 201: webchat.ChatSessionOut}),
+    Route("GET", "/chat/history", "chat_history", webchat.history,
+          "The conversation of the session named by 'Authorization: Bearer <chat token>'.",
+          "web chat", responses={200: webchat.ChatHistory}),
+]  # fmt: skip
+
+
+def register(app: web.Application) -> None:
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler, name=route.name)

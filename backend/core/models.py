@@ -1,0 +1,491 @@
+"""The backend's tables, as SQLAlchemy 2 declarative models.
+
+Schema changes go through Alembic (`backend/migrations`); `parley db upgrade` applies them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    false,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so migrations read the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        utc = value.astimezone(UTC)
+        # SQLite compares datetimes as text: store them all as naive UTC, one format.
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# JSON documents: JSONB on PostgreSQL (indexed, parsed once), JSON text on SQLite.
+Document = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar = {datetime: UTCDateTime, dict[str, Any]: Document}
+
+
+# An autoincrementing 64-bit key on PostgreSQL; SQLite autoincrements only INTEGER keys.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Profile(Base):
+    """One person Parley knows, however many channels they use."""
+
+    __tablename__ = "profiles"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    last_name: Mapped[str | None] = mapped_column(String(100))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    company: Mapped[str | None] = mapped_column(String(200))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Lead score, in two parts (see backend.scoring.rules): event points, stored scaled to the
+    # scoring epoch so that decay needs no per-row arithmetic, and attribute points.
+    score_events: Mapped[float] = mapped_column(Float, default=0.0)
+    score_attributes: Mapped[float] = mapped_column(Float, default=0.0)
+    # Set when this profile was merged into another; it then holds nothing else.
+    merged_into_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("profiles.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    identities: Mapped[list[Identity]] = relationship(
+        back_populates="profile",
+        cascade="all, delete-orphan",
+        order_by="Identity.created_at",
+        lazy="selectin",
+    )
+
+
+class Identity(Base):
+    """An address by which a profile reaches us: a phone number, a chat session, ..."""
+
+    __tablename__ = "identities"
+    __table_args__ = (Index("uq_identities_kind_address", "kind", "address", unique=True),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+
+    profile: Mapped[Profile] = relationship(back_populates="identities")
+
+
+class Event(Base):
+    """Something a person did: viewed a page, started a trial, expressed an intent."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_profile_type_time", "profile_id", "type", "occurred_at"),
+        Index("ix_events_type_time", "type", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    profile_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(64))
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    # A repeated key is the same event sent twice: it is stored once.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+
+
+class ConsentEvent(Base):
+    """One line of the consent ledger. Appended, never changed; removed only by erasure."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (Index("ix_consent_events_profile_time", "profile_id", "occurred_at"),)
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    profile_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(8))  # sms, voice, email, web or all
+    purpose: Mapped[str] = mapped_column(String(16))  # marketing or transactional
+    action: Mapped[str] = mapped_column(String(8))  # grant or withdraw
+    # A grant waiting for confirmation (double opt-in); it changes nothing until then.
+    pending: Mapped[bool] = mapped_column(default=False)
+    # For a confirming grant: the pending grant it confirms.
+    confirms_seq: Mapped[int | None] = mapped_column(BigId)
+    source: Mapped[str] = mapped_column(String(16))
+    wording: Mapped[str | None] = mapped_column(Text)  # what the person was shown or told
+    reply: Mapped[str | None] = mapped_column(Text)  # what the person said, in their words
+    channel_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class ConsentState(Base):
+    """The ledger folded into the current state per channel and purpose (a projection,
+    rewritten from the ledger whenever a profile's ledger grows)."""
+
+    __tablename__ = "consent_states"
+
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel: Mapped[str] = mapped_column(String(8), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16), primary_key=True)
+    state: Mapped[str] = mapped_column(String(10))  # granted, withdrawn, pending
+    since: Mapped[datetime]
+
+
+class ScoreContribution(Base):
+    """How much one scoring rule adds to one profile's score (the score's explanation)."""
+
+    __tablename__ = "score_contributions"
+
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Event rules: points scaled to the scoring epoch; attribute rules: plain points.
+    points: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(default=0)
+    last_at: Mapped[datetime | None]
+
+
+class ScoringState(Base):
+    """Which scoring rules the stored scores were computed with (one row)."""
+
+    __tablename__ = "scoring_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rules_fingerprint: Mapped[str] = mapped_column(String(64))
+    rebuilt_at: Mapped[datetime]
+
+
+class Segment(Base):
+    """A named rule tree over profiles; from data/segments/*.yml or the API."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    rule: Mapped[dict[str, Any]]
+    source: Mapped[str] = mapped_column(String(8))  # file or api
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Merge(Base):
+    """The record that one profile turned out to be the same person as another."""
+
+    __tablename__ = "merges"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    survivor_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    merged_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    merged_at: Mapped[datetime]
+    merged_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class Tombstone(Base):
+    """What remains of an erased profile: keyed hashes of its identities, so that a later
+    import of the same person cannot silently bring back a withdrawn consent."""
+
+    __tablename__ = "tombstones"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    identity_hash: Mapped[str] = mapped_column(String(64), index=True)
+    erased_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """Who changed what, through which route. Written in the same transaction as the change."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(100))  # the token's name
+    role: Mapped[str] = mapped_column(String(16))
+    token_id: Mapped[uuid.UUID | None]
+    action: Mapped[str] = mapped_column(String(64))  # the route name
+    target: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Demo(Base):
+    """A demo call booked in conversation. One live booking per start time."""
+
+    __tablename__ = "demos"
+    __table_args__ = (
+        Index(
+            "uq_demos_booked_start",
+            "starts_at",
+            unique=True,
+            postgresql_where=text("status = 'booked'"),
+            sqlite_where=text("status = 'booked'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    starts_at: Mapped[datetime]
+    minutes: Mapped[int]
+    status: Mapped[str] = mapped_column(String(10))  # booked or cancelled
+    conversation_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Handoff(Base):
+    """A conversation handed to a person; the bot stays silent in it until it is closed."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    profile_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    conversation_id: Mapped[str] = mapped_column(String(200), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    # requested, repeated_failure, or follow_up (a sequence's hand-off step)
+    reason: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)  # the hand-off step's words for the agent
+    status: Mapped[str] = mapped_column(String(8))  # open or closed
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class ApiToken(Base):
+    """A bearer token for the API. Only its SHA-256 is kept; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters, so an operator can tell tokens apart without the secret.
+    prefix: Mapped[str] = mapped_column(String(16))
+    ephemeral: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    """One SMS in or out, or one call Parley placed, as Twilio knows it. Every outbound
+    text leaves through the backend's one door (backend.messaging.sms_door), every outbound call
+    through the call door (backend.messaging.call_door), and each is recorded here with its status;
+    inbound texts are recorded once per Twilio MessageSid."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_profile_time", "profile_id", "created_at"),
+        # The texts still to be answered, by sender (backend.messaging.text_turns claims from it).
+        Index(
+            "ix_messages_pending_turns",
+            "from_address",
+            "id",
+            postgresql_where=text("turn = 'pending'"),
+            sqlite_where=text("turn = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    profile_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE")
+    )
+    direction: Mapped[str] = mapped_column(String(8))  # inbound or outbound
+    channel: Mapped[str] = mapped_column(String(8))  # sms, or voice (body: what was said)
+    # Outbound: marketing, transactional, conversational or compliance.
+    purpose: Mapped[str | None] = mapped_column(String(16))
+    to_address: Mapped[str] = mapped_column(String(32))
+    from_address: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    media: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"urls": [...]}
+    # queued, sent, delivered, undelivered, failed (outbound) or received (inbound); a
+    # call's statuses are mapped to these words (backend.messaging.call_door.CALL_STATUS).
+    status: Mapped[str] = mapped_column(String(12))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # Twilio's MessageSid (a call's CallSid): a retried webhook or callback finds its
+    # message by it.
+    provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    keyword: Mapped[str | None] = mapped_column(String(8))  # inbound STOP, START or HELP
+    in_reply_to_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="SET NULL")
+    )
+    # The parts of one long text share a batch; a repeated send key is the same send.
+    batch_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    part: Mapped[int] = mapped_column(Integer, default=1)
+    parts: Mapped[int] = mapped_column(Integer, default=1)
+    send_key: Mapped[str | None] = mapped_column(String(220), unique=True)
+    # A follow-up's text: the enrolment, step and variant it was sent for (results).
+    enrolment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("enrolments.id", ondelete="SET NULL"), index=True
+    )
+    sequence_step: Mapped[str | None] = mapped_column(String(64))
+    variant: Mapped[str | None] = mapped_column(String(64))
+    # An inbound text's answer (the bot's turn, or a keyword's confirmation): pending
+    # until given, then done, or failed after every attempt (backend.messaging.text_turns). The
+    # next attempt may start at turn_due_at; a claimed one's lease ends then.
+    turn: Mapped[str | None] = mapped_column(String(8))
+    turn_due_at: Mapped[datetime | None]
+    turn_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class SenderPace(Base):
+    """When each sending number may send next: one row per number, shared by every
+    backend replica, so that together they keep to the number's rate."""
+
+    __tablename__ = "sender_pace"
+
+    sender: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_free_at: Mapped[datetime]
+
+
+class Enrolment(Base):
+    """One person in one follow-up sequence (sequences.enrolment, sequences.scheduler)."""
+
+    __tablename__ = "enrolments"
+    __table_args__ = (
+        Index("ix_enrolments_sequence_profile", "sequence", "profile_id"),
+        # Nobody is in the same sequence twice at once.
+        Index(
+            "uq_enrolments_active",
+            "sequence",
+            "profile_id",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    sequence: Mapped[str] = mapped_column(String(64))
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(10))  # active, exited or completed
+    exit_reason: Mapped[str | None] = mapped_column(String(64))
+    current_step: Mapped[str | None] = mapped_column(String(64))
+    # The event that enrolled them, as templates see it: {type, properties}.
+    trigger_type: Mapped[str] = mapped_column(String(64))
+    trigger_properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Per send step id: the variant name, or null for the holdout (chosen once).
+    variants: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enrolled_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class SequenceWork(Base):
+    """A step of an enrolment due at a time; workers claim it with a lease."""
+
+    __tablename__ = "sequence_work"
+    __table_args__ = (
+        Index("ix_sequence_work_done_due", "done_at", "due_at"),
+        Index("uq_sequence_work_attempt", "enrolment_id", "step", "attempt", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    enrolment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("enrolments.id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[str] = mapped_column(String(64))
+    due_at: Mapped[datetime]
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None]
+    done_at: Mapped[datetime | None]
+    # sent, held_out, waited, updated, skipped_consent, retry, failed, rescheduled, ...
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    outcome_detail: Mapped[str | None] = mapped_column(Text)
+    # The door's send key for this step's text, stored with the outcome (until then it is
+    # derived from the row). A retry after an unknown outcome starts with the earlier
+    # row's, so the door looks that send up at Twilio instead of texting twice.
+    send_key: Mapped[str | None] = mapped_column(String(220))
+    # The step's text is in the person's conversation already: an earlier attempt
+    # recorded it and was not sent (the sending number was busy), so this one sends it
+    # without recording it a second time.
+    recorded: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+class SegmentWatch(Base):
+    """A segment that some sequence's `segment_entered` trigger watches
+    (backend.sequences.segment_entries): its members were last compared at `swept_at`, under a rule
+    (and scoring rules) with this fingerprint."""
+
+    __tablename__ = "segment_watches"
+
+    segment: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rules_fingerprint: Mapped[str] = mapped_column(String(64))
+    watched_since: Mapped[datetime]
+    swept_at: Mapped[datetime]
+
+
+class SegmentMember(Base):
+    """Who was in a watched segment at its last sweep; someone in it now but not here has
+    entered it."""
+
+    __tablename__ = "segment_members"
+
+    segment: Mapped[str] = mapped_column(
+        ForeignKey("segment_watches.segment", ondelete="CASCADE"), primary_key=True
+    )
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    # When the sweep saw them enter (for members already there when the watch began: then).
+    entered_at: Mapped[datetime]

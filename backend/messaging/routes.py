@@ -1,0 +1,261 @@
+"""Text message routes: the one door for outbound texts, texts people send (handed over
+by the SMS channel), a profile's texts and calls, and Twilio's status callbacks (a
+text's delivery, and the progress of a call Parley placed)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.api.bodies import query_int, read_body, respond
+from backend.api.keys import CLOCK, INBOX, SESSIONS, SETTINGS, SMS_DOOR
+from backend.api.problems import Problem
+from backend.api.schemas import (
+    MessageOut,
+    MessagePage,
+    TextIn,
+    TextReceipt,
+    TextReceived,
+    TextSent,
+)
+from backend.core.logs import get_logger
+from backend.core.models import Message
+from backend.messaging.call_door import advance_call_status
+from backend.messaging.inbound import InboundText
+from backend.messaging.sms_door import (
+    MessagePurpose,
+    OutboundText,
+    SendRefused,
+    SmsDoor,
+    advance_status,
+)
+from backend.messaging.twilio_routes import TwilioForm, twilio_form
+from backend.people.identities import InvalidAddress, normalise_phone
+from backend.people.routes import live_profile
+
+log = get_logger(__name__)
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+def message_out(row: Message) -> MessageOut:
+    return MessageOut(
+        id=row.id,
+        profile_id=row.profile_id,
+        direction="inbound" if row.direction == "inbound" else "outbound",
+        channel=row.channel,
+        purpose=row.purpose,
+        to_address=row.to_address,
+        from_address=row.from_address,
+        body=row.body,
+        media_urls=list(row.media.get("urls", [])),
+        status=row.status,
+        error_code=row.error_code,
+        error_message=row.error_message,
+        provider_sid=row.provider_sid,
+        keyword=row.keyword,
+        in_reply_to=row.in_reply_to_id,
+        batch_id=row.batch_id,
+        part=row.part,
+        parts=row.parts,
+        turn=row.turn,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _door(request: web.Request) -> SmsDoor:
+    door = request.app.get(SMS_DOOR)
+    if door is None:
+        raise Problem(
+            503,
+            "Sending texts is not configured: set PARLEY_TWILIO_AUTH_TOKEN "
+            "(`parley run` sets one for the local Twilio emulator).",
+            type_="sms-not-configured",
+        )
+    return door
+
+
+async def send_text(request: web.Request) -> web.Response:
+    body = await read_body(request, TextIn)
+    text = OutboundText(
+        to=body.to,
+        body=body.body,
+        purpose=MessagePurpose(body.purpose),
+        media_urls=body.media_urls,
+        in_reply_to=body.in_reply_to,
+        send_key=body.send_key,
+    )
+    try:
+        sent = await _door(request).send(text)
+    except SendRefused as refused:
+        headers = (
+            {"Retry-After": str(max(1, round(refused.retry_after)))}
+            if refused.retry_after is not None
+            else None
+        )
+        problem = Problem(refused.status, str(refused), type_=refused.kind, headers=headers)
+        raise problem from refused
+    return respond(
+        TextSent(messages=[message_out(r) for r in sent.messages]),
+        status=200 if sent.repeated else 201,
+    )
+
+
+async def get_message(request: web.Request) -> web.Response:
+    missing = Problem(
+        404, f"There is no message {request.match_info['id']!r}.", type_="message-not-found"
+    )
+    try:
+        message_id = int(request.match_info["id"])
+    except ValueError:
+        raise missing from None
+    async with request.app[SESSIONS]() as session:
+        row = await session.get(Message, message_id) if 0 < message_id < 2**62 else None
+        if row is None:
+            raise missing
+        return respond(message_out(row))
+
+
+async def profile_messages(request: web.Request) -> web.Response:
+    limit = query_int(request, "limit", 50, 1, 500) or 50
+    before = query_int(request, "before", None, 1, 2**62)
+    async with request.app[SESSIONS]() as session:
+        profile = await live_profile(request, session)
+        query = select(Message).where(Message.profile_id == profile.id)
+        if before is not None:
+            query = query.where(Message.id < before)
+        rows = list(await session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
+    page, more = rows[:limit], len(rows) > limit
+    return respond(
+        MessagePage(
+            items=[message_out(r) for r in page], next=page[-1].id if more and page else None
+        )
+    )
+
+
+async def receive_text(request: web.Request) -> web.Response:
+    """A text as the SMS channel hands it over: recorded (its keyword applied) before
+    the channel tells Twilio it arrived; the bot answers it later (backend.messaging.text_turns)."""
+    body = await read_body(request, TextReceived)
+    received = await request.app[INBOX].receive(
+        InboundText(
+            sid=body.sid,
+            from_=body.from_,
+            to=body.to,
+            body=body.body,
+            media_urls=body.media_urls,
+            opt_out_type=body.opt_out_type,
+        )
+    )
+    return respond(
+        TextReceipt(
+            message_id=received.message_id,
+            profile_id=received.profile_id,
+            duplicate=received.duplicate,
+            keyword=received.keyword.value if received.keyword else None,
+            handled=received.handled,
+        ),
+        status=200 if received.duplicate else 201,
+    )
+
+
+async def twilio_sms(request: web.Request) -> web.Response:
+    """Twilio's "A message comes in" URL: a text a person sent, signed. It is recorded
+    (its keyword applied) before Twilio gets its 200; the bot answers it after
+    (backend.messaging.text_turns), so Twilio never waits for the bot. A text that cannot be
+    recorded is not acknowledged, and Twilio tries its "Primary handler fails" URL."""
+    form = await twilio_form(request, request.app[SETTINGS].sms_webhook_url)
+    region = request.app[SETTINGS].default_phone_region
+    try:
+        text = inbound_text(form, region)
+    except InvalidAddress as error:
+        raise Problem(
+            400, f"Not a text Parley can record: {error}", type_="invalid-form"
+        ) from error
+    received = await request.app[INBOX].receive(text)
+    if error_code := form.get("ErrorCode"):  # Twilio fell back to this URL
+        log.info("sms.received_by_fallback", message_id=received.message_id,
+                 error_code=error_code)  # fmt: skip
+    return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+
+
+def inbound_text(form: TwilioForm, region: str) -> InboundText:
+    """The text in a form Twilio posted for "A message comes in"."""
+    sid, sender, to = form.get("MessageSid", ""), form.get("From", ""), form.get("To", "")
+    if not sid or len(sid) > 64:
+        raise InvalidAddress("MessageSid is missing")
+    try:
+        count = min(int(form.get("NumMedia") or 0), 10)
+    except ValueError:
+        count = 0
+    media = [url for i in range(count) if (url := form.get(f"MediaUrl{i}", ""))]
+    return InboundText(
+        sid=sid,
+        from_=normalise_phone(sender, region),
+        to=normalise_phone(to, region),
+        # Some carriers turn @ into ¡ on the way (GSM-7's 0x00 and 0x40).
+        body=form.get("Body", "").replace("¡", "@")[:1600],
+        media_urls=media,
+        opt_out_type=form.get("OptOutType") or None,
+    )
+
+
+async def twilio_status(request: web.Request) -> web.Response:
+    """Twilio reports a message's progress; only requests Twilio signed count."""
+    form = await twilio_form(request, request.app[SETTINGS].status_callback_url)
+    sid, status = str(form.get("MessageSid", "")), str(form.get("MessageStatus", ""))
+    code = _int(form.get("ErrorCode"))
+    async with request.app[SESSIONS].begin() as session:
+        row = await _reported_message(session, request.query.get("message"), sid)
+        if row is None:
+            log.warning("twilio.status_unknown_message")
+            return web.Response(status=204)
+        if row.provider_sid is None and sid:
+            row.provider_sid = sid
+        changed = advance_status(
+            row, status, code, f"Twilio error {code}" if code else None, request.app[CLOCK]
+        )
+    if changed:
+        log.info("sms.status", message_id=row.id, status=status, error_code=code)
+    return web.Response(status=204)
+
+
+async def twilio_call_status(request: web.Request) -> web.Response:
+    """Twilio reports the progress of a call Parley placed (messaging.call_door); only
+    requests Twilio signed count, and a status never moves back."""
+    form = await twilio_form(request, request.app[SETTINGS].call_status_callback_url)
+    sid, status = str(form.get("CallSid", "")), str(form.get("CallStatus", ""))
+    code = _int(form.get("ErrorCode"))
+    async with request.app[SESSIONS].begin() as session:
+        row = await _reported_message(session, request.query.get("message"), sid)
+        if row is None or row.channel != "voice" or row.direction != "outbound":
+            log.warning("twilio.call_status_unknown_call")
+            return web.Response(status=204)
+        if row.provider_sid is None and sid:
+            row.provider_sid = sid
+        changed = advance_call_status(row, status, code, request.app[CLOCK])
+    if changed:
+        log.info("call.status", message_id=row.id, call_status=status, status=row.status)
+    return web.Response(status=204)
+
+
+async def _reported_message(
+    session: AsyncSession, message_id: str | None, sid: str
+) -> Message | None:
+    row = None
+    if message_id and message_id.isdigit() and int(message_id) < 2**62:
+        row = await session.get(Message, int(message_id))
+        if row is not None and row.provider_sid not in (None, sid):
+            row = None  # the URL names one message, Twilio another: believe neither
+    if row is None and sid:
+        row = await session.scalar(select(Message).where(Message.provider_sid == sid))
+    return row
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(str(value)) if value not in (None, "") else None
+    except ValueError:
+        return None

@@ -1,0 +1,707 @@
+"""The one door for outbound texts.
+
+Every SMS Parley sends, a bot reply or a follow-up, leaves through `SmsDoor.send`:
+it checks consent at the moment of sending, splits a long text at sentence boundaries,
+records each part before it goes, waits for the sending number's turn (one pace shared
+by every backend replica), sends through Twilio's REST API with the `twilio` library,
+and keeps each message's delivery status as Twilio reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.rest import Client
+
+from backend.consent import ledger as consent
+from backend.consent.ledger import Action, Channel, Purpose, Source
+from backend.core.clock import Clock
+from backend.core.json_sql import json_number
+from backend.core.logs import get_logger
+from backend.core.models import ConsentEvent, Message, Profile, SenderPace
+from backend.people.identities import IdentityKind, redact
+from backend.people.profiles import ProfileDirectory
+from message_rules.sms import split_for_sms
+
+log = get_logger(__name__)
+
+# Twilio's codes for "this person replied STOP to your number at the carrier".
+UNSUBSCRIBED_AT_CARRIER = 21610
+# Twilio's and Parley's clocks may disagree this much when matching a text to its record.
+CLOCK_SKEW = timedelta(minutes=10)
+# Twilio's status words, in the order a message moves through them.
+STATUS_RANK = {
+    "queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "sent": 2,
+    "delivered": 3, "undelivered": 3, "failed": 3, "read": 4,
+}  # fmt: skip
+
+
+class MessagePurpose(StrEnum):
+    MARKETING = "marketing"  # needs SMS marketing consent granted
+    TRANSACTIONAL = "transactional"  # anything but a withdrawn SMS consent
+    CONVERSATIONAL = "conversational"  # the bot answering a person who wrote to it
+    COMPLIANCE = "compliance"  # the one answer to a STOP, START or HELP text
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """The sequence step a text is sent for, kept with the message for results."""
+
+    enrolment_id: uuid.UUID
+    step: str
+    variant: str
+
+
+@dataclass(frozen=True)
+class OutboundText:
+    to: str  # E.164
+    body: str
+    purpose: MessagePurpose
+    media_urls: Sequence[str] = ()
+    in_reply_to: int | None = None
+    # The same key sent again is the same send: answered from the record, never resent.
+    send_key: str | None = None
+    follow_up: FollowUp | None = None
+
+
+class SendRefused(Exception):
+    """The text was not sent (or not all of it); `kind` names why for API clients."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        message: str,
+        messages: Sequence[Message] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.messages = list(messages)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Sent:
+    messages: list[Message]
+    repeated: bool  # the send key was used before: this is the earlier send's record
+
+
+@dataclass(frozen=True)
+class Accepted:
+    sid: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A text as Twilio lists it (reconciling a send whose outcome is unknown)."""
+
+    sid: str
+    status: str
+    body: str
+    created_at: datetime | None
+
+
+class TwilioTexts:
+    """Twilio's Messages API through the `twilio` library's async client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def create(
+        self, to: str, from_: str, body: str, media_urls: Sequence[str], status_callback: str
+    ) -> Accepted:
+        options: dict[str, object] = {"media_url": list(media_urls)} if media_urls else {}
+        message = await self.client.messages.create_async(
+            to=to, from_=from_, body=body, status_callback=status_callback, **options
+        )
+        return Accepted(sid=str(message.sid), status=str(message.status or "queued"))
+
+    async def recent(self, to: str, from_: str, limit: int = 100) -> list[Listed]:
+        """Twilio's record of the latest texts from `from_` to `to`, newest first."""
+        found = await self.client.messages.list_async(to=to, from_=from_, limit=limit)
+        return [
+            Listed(
+                sid=str(m.sid), status=str(m.status or "queued"), body=str(m.body or ""),
+                created_at=m.date_created,
+            )
+            for m in found
+        ]  # fmt: skip
+
+    async def close(self) -> None:
+        http = self.client.http_client
+        if hasattr(http, "close"):
+            await http.close()
+
+
+Sleep = Callable[[float], Awaitable[None]]
+# Texts whose turns fall within one tick of each other leave together, at the tick's
+# start: timers and sends are bunched, and the average pace stays exact (a text goes at
+# most one tick early; Twilio queues what comes faster than a number sends).
+TICK = 0.05
+
+
+@dataclass
+class SendingPace:
+    """Each sending number's turn to send, `per_second` times a second at most, kept in
+    the database (row-locked on PostgreSQL) so that every replica shares the pace.
+
+    Turns are handed out in batches: whoever holds the process's lock reserves a slot
+    for every send waiting in the process with one row update, so the row lock is taken
+    once per batch rather than once per text."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    per_second: float
+    max_wait: float
+    sleep: Sleep = asyncio.sleep
+    # SQLite has one writer: take turns in-process rather than meet a locked database.
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _waiting: dict[str, list[asyncio.Future[float]]] = field(default_factory=dict)
+
+    async def wait_turn(self, sender: str) -> None:
+        turn: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(sender, []).append(turn)
+        async with self._lock:
+            queued = self._waiting.pop(sender, [])
+            if queued:
+                await self._hand_out(sender, queued)
+        wait = math.floor(await turn / TICK + 1e-9) * TICK
+        if wait > 0:
+            await self.sleep(wait)
+
+    async def _hand_out(self, sender: str, queued: list[asyncio.Future[float]]) -> None:
+        """Reserve the next slots for the queued sends; each learns its wait, or that the
+        number is too busy (429)."""
+        interval = timedelta(seconds=1 / self.per_second)
+        now = self.clock.now()
+        waits: list[float | SendRefused] = []
+        try:
+            async with self.sessions.begin() as session:
+                row = await session.get(SenderPace, sender, with_for_update=True)
+                if row is None:
+                    try:
+                        async with session.begin_nested():
+                            row = SenderPace(sender=sender, next_free_at=now)
+                            session.add(row)
+                    except IntegrityError:
+                        row = await session.get(
+                            SenderPace, sender, with_for_update=True, populate_existing=True
+                        )
+                        assert row is not None
+                slot = max(now, row.next_free_at)
+                for _ in queued:
+                    ahead = (slot - now).total_seconds()
+                    if ahead > self.max_wait:
+                        waits.append(
+                            SendRefused(
+                                429, "sender-busy",
+                                f"{sender} has more texts waiting than it can send in "
+                                f"{self.max_wait:g} s; try again later.",
+                                retry_after=ahead - self.max_wait,
+                            )
+                        )  # fmt: skip
+                        continue
+                    waits.append(ahead)
+                    slot += interval
+                row.next_free_at = slot
+        except BaseException as error:
+            for turn in queued:
+                if not turn.done():
+                    turn.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        for turn, outcome in zip(queued, waits, strict=True):
+            if isinstance(outcome, SendRefused):
+                turn.set_exception(outcome)
+            else:
+                turn.set_result(outcome)
+
+
+@dataclass
+class SmsDoor:
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    directory: ProfileDirectory
+    texts: TwilioTexts
+    pace: SendingPace
+    sender: str
+    status_callback_url: str
+    # The longest a send can take (the pace's wait and Twilio's timeout): an unconfirmed
+    # part younger than this may still be on its way, and is left alone.
+    in_flight: timedelta = timedelta(seconds=45)
+
+    async def send(self, text: OutboundText) -> Sent:
+        """Check, record and send; the recorded parts. Raises `SendRefused`."""
+        [result] = await self.send_many([text])
+        if isinstance(result, SendRefused):
+            raise result
+        return result
+
+    async def send_many(self, texts: Sequence[OutboundText]) -> list[Sent | SendRefused]:
+        """`send` for many texts at once, each answered in its place: they are checked
+        and recorded in one transaction, sent side by side (each text's parts in order),
+        and Twilio's acceptances are stored in one transaction."""
+        results: list[Sent | SendRefused | None] = [None] * len(texts)
+        fresh: list[tuple[int, list[Message]]] = []
+        repeated: list[tuple[int, list[Message]]] = []
+        try:
+            async with self.sessions.begin() as session:
+                earlier = await self._earlier_sends(session, texts)
+                new = [i for i, t in enumerate(texts) if t.send_key not in earlier]
+                owners = await self.directory.ids_by_identity(
+                    session, IdentityKind.SMS, [texts[i].to for i in new]
+                )
+                consents = await consent.current_of(session, owners.values())
+                for index, text in enumerate(texts):
+                    if text.send_key in earlier:
+                        found = earlier[text.send_key]
+                        if isinstance(found, SendRefused):
+                            results[index] = found
+                        else:
+                            repeated.append((index, found))
+                        continue
+                    owner = owners.get(text.to)
+                    try:
+                        if text.purpose is MessagePurpose.COMPLIANCE and not (
+                            await self._keyword_reply(session, text)
+                        ):
+                            # In reply to a text that changed nothing: a conversational
+                            # reply, which consent must allow.
+                            text = replace(text, purpose=MessagePurpose.CONVERSATIONAL)
+                        if text.purpose is not MessagePurpose.COMPLIANCE:
+                            refuse_unless_allowed(
+                                owner, consents.get(owner, {}) if owner else {},
+                                Channel.SMS, text.purpose, "texts",
+                            )  # fmt: skip
+                    except SendRefused as refused:
+                        results[index] = refused
+                        continue
+                    rows = self._parts(text, owner)
+                    session.add_all(rows)
+                    fresh.append((index, rows))
+        except IntegrityError:
+            if len(texts) == 1:
+                # The same send key, sent twice at the same moment: the first one sends.
+                async with self.sessions() as session:
+                    taken = (await self._earlier_sends(session, texts)).get(texts[0].send_key or "")
+                if taken is None:
+                    raise
+                return [taken if isinstance(taken, SendRefused) else await self._settle(taken)]
+            # One of these keys is being sent by someone else: each text on its own.
+            return [await _answer(self.send(text)) for text in texts]
+        accepted: list[tuple[Message, Accepted]] = []
+
+        async def send_parts(index: int, rows: list[Message]) -> None:
+            try:
+                for part, row in enumerate(rows):
+                    accepted.append((row, await self._deliver_part(row, rows[part + 1 :])))
+            except SendRefused as refused:
+                results[index] = refused
+                return
+            results[index] = Sent(rows, repeated=False)
+            log.info(
+                "sms.sent", to=redact(IdentityKind.SMS, rows[0].to_address),
+                purpose=rows[0].purpose, parts=len(rows), batch_id=str(rows[0].batch_id),
+            )  # fmt: skip
+
+        async def settle(index: int, rows: list[Message]) -> None:
+            results[index] = await _answer(self._settle(rows))
+
+        failures = [
+            outcome
+            for outcome in await asyncio.gather(
+                *(send_parts(i, rows) for i, rows in fresh),
+                *(settle(i, rows) for i, rows in repeated),
+                return_exceptions=True,
+            )
+            if isinstance(outcome, BaseException)
+        ]
+        # Store what Twilio accepted even if something else went wrong meanwhile.
+        await self._confirm(accepted)
+        if failures:
+            raise failures[0]
+        assert all(result is not None for result in results)
+        return [result for result in results if result is not None]
+
+    async def _settle(self, earlier: list[Message]) -> Sent:
+        """The earlier send of a repeated key. Parts recorded but never confirmed by
+        Twilio (the sender crashed, or Twilio could not be reached) are looked up in
+        Twilio's record: found, they are adopted; missing, they are sent now. A part
+        that may still be on its way is not touched (409, ask again later)."""
+        in_doubt = [r for r in earlier if r.provider_sid is None and r.status == "queued"]
+        if not in_doubt:
+            return Sent(earlier, repeated=True)
+        now = self.clock.now()
+        in_flight = [r.created_at for r in in_doubt if r.error_message is None]
+        if in_flight and now - min(in_flight) < self.in_flight:
+            raise SendRefused(
+                409, "send-in-progress",
+                "This send is still in progress; ask again later.", earlier,
+                retry_after=(self.in_flight - (now - min(in_flight))).total_seconds(),
+            )  # fmt: skip
+        for index, row in enumerate(in_doubt):
+            if await self._found_at_twilio(row):
+                continue
+            await self._recheck_consent(row, in_doubt[index:])
+            await self._send_part(row, in_doubt[index + 1 :])
+            log.info("sms.resent_after_doubt", message_id=row.id, batch_id=str(row.batch_id))
+        return Sent(earlier, repeated=True)
+
+    async def _found_at_twilio(self, row: Message) -> bool:
+        """Adopt Twilio's record of this part if it has one no other message claims."""
+        try:
+            listed = await self.texts.recent(row.to_address, row.from_address)
+        except (TwilioException, OSError, TimeoutError) as error:
+            raise SendRefused(
+                502, "twilio-unavailable",
+                "Twilio could not be reached to check an earlier send; try again later.",
+                [row],
+            ) from error  # fmt: skip
+        earliest = row.created_at - CLOCK_SKEW
+        candidates = [
+            item for item in listed
+            if item.body == row.body and (item.created_at is None or item.created_at >= earliest)
+        ]  # fmt: skip
+        if not candidates:
+            return False
+        async with self.sessions.begin() as session:
+            # A status callback may have named this very part meanwhile: that is ours.
+            claimed = {
+                sid
+                for id_, sid in await session.execute(
+                    select(Message.id, Message.provider_sid).where(
+                        Message.provider_sid.in_([item.sid for item in candidates])
+                    )
+                )
+                if id_ != row.id
+            }
+            match = next((item for item in reversed(candidates) if item.sid not in claimed), None)
+            if match is None:
+                return False
+            stored = await session.get(
+                Message, row.id, populate_existing=True, with_for_update=True
+            )
+            assert stored is not None
+            stored.provider_sid, stored.error_message = match.sid, None
+            advance_status(stored, match.status, None, None, self.clock)
+        row.provider_sid, row.status, row.error_message = match.sid, stored.status, None
+        log.info("sms.found_after_doubt", message_id=row.id, batch_id=str(row.batch_id))
+        return True
+
+    async def _recheck_consent(self, row: Message, unsent: Sequence[Message]) -> None:
+        """Consent is checked at the moment of sending: again, before a late part goes."""
+        if row.purpose == MessagePurpose.COMPLIANCE.value:
+            return  # the one answer to a keyword text, already checked to be that
+        needed = consent_needed(MessagePurpose(row.purpose or MessagePurpose.TRANSACTIONAL))
+        async with self.sessions() as session:
+            allowed = row.profile_id is None or await consent.may_send(
+                session, row.profile_id, Channel.SMS, needed
+            )
+        if not allowed:
+            await self._failed(unsent, None, "not sent: consent was withdrawn meanwhile")
+            raise SendRefused(
+                409, "consent-refused",
+                "This person's SMS consent no longer allows this text.", unsent,
+            )  # fmt: skip
+
+    async def _earlier_sends(
+        self, session: AsyncSession, texts: Sequence[OutboundText]
+    ) -> dict[str, list[Message] | SendRefused]:
+        """The earlier sends of these texts' keys, by key: their parts in order (or why
+        the key cannot be used for a text)."""
+        keys = {t.send_key for t in texts if t.send_key is not None}
+        if not keys:
+            return {}
+        firsts = list(await session.scalars(select(Message).where(Message.send_key.in_(keys))))
+        found: dict[str, list[Message] | SendRefused] = {}
+        batches = [m.batch_id for m in firsts if m.channel == "sms"]
+        parts: dict[uuid.UUID, list[Message]] = {}
+        if batches:
+            query = select(Message).where(Message.batch_id.in_(batches)).order_by(Message.part)
+            for row in await session.scalars(query):
+                parts.setdefault(row.batch_id, []).append(row)
+        for first in firsts:
+            assert first.send_key is not None
+            found[first.send_key] = (
+                parts[first.batch_id]
+                if first.channel == "sms"
+                else SendRefused(
+                    409, "send-key-reused", "This send key was used for a call, not a text.",
+                    [first],
+                )
+            )  # fmt: skip
+        return found
+
+    async def _keyword_reply(self, session: AsyncSession, text: OutboundText) -> bool:
+        """Whether a compliance text is the one answer to a text from the same number
+        that was a STOP, START or HELP, or that the bot understood as an SMS opt-out (the
+        withdrawal names the text as its evidence, `message_id`); False for a reply to
+        any other text from that number."""
+        inbound = await session.get(Message, text.in_reply_to) if text.in_reply_to else None
+        if inbound is None or inbound.direction != "inbound" or inbound.from_address != text.to:
+            raise SendRefused(
+                409,
+                "not-a-keyword-reply",
+                "A compliance text answers a STOP, START or HELP text from the same number "
+                "(in_reply_to).",
+            )
+        if inbound.keyword is None and not await _opted_out_by(session, inbound):
+            return False
+        answered = await session.scalar(
+            select(func.count()).where(
+                Message.in_reply_to_id == inbound.id,
+                Message.purpose == MessagePurpose.COMPLIANCE.value,
+            )
+        )
+        if answered:
+            raise SendRefused(409, "already-answered", "That text has been answered already.")
+        return True
+
+    def _parts(self, text: OutboundText, profile_id: uuid.UUID | None) -> list[Message]:
+        now = self.clock.now()
+        bodies = split_for_sms(text.body) if text.body.strip() else [""]
+        batch = uuid.uuid4()
+        return [
+            Message(
+                profile_id=profile_id,
+                direction="outbound",
+                channel="sms",
+                purpose=text.purpose.value,
+                to_address=text.to,
+                from_address=self.sender,
+                body=body,
+                # Images go with the first part, as MMS.
+                media={"urls": list(text.media_urls)} if index == 0 and text.media_urls else {},
+                status="queued",
+                in_reply_to_id=text.in_reply_to,
+                batch_id=batch,
+                part=index + 1,
+                parts=len(bodies),
+                send_key=(
+                    None
+                    if text.send_key is None
+                    else text.send_key
+                    if index == 0
+                    else f"{text.send_key}#{index + 1}"
+                ),
+                enrolment_id=text.follow_up.enrolment_id if text.follow_up else None,
+                sequence_step=text.follow_up.step if text.follow_up else None,
+                variant=text.follow_up.variant if text.follow_up else None,
+                created_at=now,
+                updated_at=now,
+            )
+            for index, body in enumerate(bodies)
+        ]
+
+    async def _send_part(self, row: Message, rest: Sequence[Message]) -> None:
+        await self._confirm([(row, await self._deliver_part(row, rest))])
+
+    async def _deliver_part(self, row: Message, rest: Sequence[Message]) -> Accepted:
+        """Wait for the number's turn and hand one part to Twilio; Twilio's answer, not
+        yet stored. A refusal marks this part and the `rest` of its text and raises."""
+        try:
+            await self.pace.wait_turn(self.sender)
+        except SendRefused as busy:
+            await self._failed([row, *rest], None, "not sent: the sending number was busy")
+            busy.messages = [row, *rest]
+            raise
+        callback = f"{self.status_callback_url}?message={row.id}"
+        try:
+            accepted = await self.texts.create(
+                row.to_address, row.from_address, row.body, row.media.get("urls", []), callback
+            )
+        except TwilioRestException as error:
+            if error.status and error.status >= 500:
+                # Twilio may have taken it before failing: a retry looks it up first.
+                await self._in_doubt([row, *rest], f"Twilio answered {error.status}: {error.msg}")
+                raise SendRefused(
+                    502, "twilio-unavailable", "Twilio failed; the send is checked on retry.",
+                    [row, *rest],
+                ) from error  # fmt: skip
+            await self._failed([row], error.code, error.msg)
+            await self._failed(rest, None, "not sent: an earlier part failed")
+            if error.code == UNSUBSCRIBED_AT_CARRIER:
+                await self._withdraw_at_carrier(row)
+            status, kind = _refusal(error)
+            raise SendRefused(
+                status, kind, f"Twilio refused the text: {error.msg}", [row, *rest]
+            ) from error
+        except (TwilioException, OSError, TimeoutError) as error:
+            # A timeout can come after Twilio took the text: the outcome is unknown, and
+            # a retry with the same send key looks it up before sending.
+            await self._in_doubt([row, *rest], f"Twilio could not be reached: {error}")
+            raise SendRefused(
+                502, "twilio-unavailable",
+                "Twilio could not be reached; retry with the same send_key to complete it.",
+                [row, *rest],
+            ) from error  # fmt: skip
+        return accepted
+
+    async def _confirm(self, accepted: Sequence[tuple[Message, Accepted]]) -> None:
+        """Store Twilio's sid for the parts it accepted, in one statement (and the status
+        it answered, where that is further along than a status callback got first)."""
+        if not accepted:
+            return
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(Message),
+                [{"id": row.id, "provider_sid": a.sid, "updated_at": now} for row, a in accepted],
+            )
+            for row, answer in accepted:
+                row.provider_sid = answer.sid
+                rank = STATUS_RANK.get(answer.status, -1)
+                if rank <= STATUS_RANK.get(row.status, -1):
+                    continue
+                behind = [status for status, r in STATUS_RANK.items() if r < rank]
+                await session.execute(
+                    update(Message)
+                    .where(Message.id == row.id, Message.status.in_(behind))
+                    .values(status=answer.status)
+                )
+                row.status = answer.status
+
+    async def _failed(self, rows: Sequence[Message], code: int | None, reason: str) -> None:
+        if not rows:
+            return
+        async with self.sessions.begin() as session:
+            for row in rows:
+                stored = await session.get(Message, row.id)
+                assert stored is not None
+                stored.status, stored.error_code, stored.error_message = "failed", code, reason
+                stored.updated_at = self.clock.now()
+                row.status, row.error_code, row.error_message = "failed", code, reason
+
+    async def _in_doubt(self, rows: Sequence[Message], reason: str) -> None:
+        """Say why these parts are unconfirmed; they stay queued until a retry settles."""
+        async with self.sessions.begin() as session:
+            for row in rows:
+                stored = await session.get(Message, row.id)
+                assert stored is not None
+                stored.error_message, stored.updated_at = reason, self.clock.now()
+                row.error_message = reason
+
+    async def _withdraw_at_carrier(self, row: Message) -> None:
+        """Twilio says the person texted STOP to this number: the ledger says so too."""
+        if row.profile_id is None:
+            return
+        async with self.sessions.begin() as session:
+            for purpose in (Purpose.MARKETING, Purpose.TRANSACTIONAL):
+                if (
+                    await consent.state(session, row.profile_id, Channel.SMS, purpose)
+                    is not consent.State.WITHDRAWN
+                ):
+                    await consent.append(
+                        session, row.profile_id,
+                        consent.Entry(
+                            Channel.SMS, purpose, Action.WITHDRAW, Source.SMS_KEYWORD,
+                            reply="STOP", metadata={"twilio_error": UNSUBSCRIBED_AT_CARRIER},
+                        ),
+                        self.clock, "twilio",
+                    )  # fmt: skip
+        log.info("consent.withdrawn_at_carrier", profile_id=str(row.profile_id))
+
+
+def consent_needed(purpose: MessagePurpose) -> Purpose:
+    """Marketing needs the grant; anything else only needs no withdrawal."""
+    return Purpose.MARKETING if purpose is MessagePurpose.MARKETING else Purpose.TRANSACTIONAL
+
+
+async def require_consent(
+    session: AsyncSession,
+    profile: Profile | None,
+    channel: Channel,
+    purpose: MessagePurpose,
+    noun: str,
+) -> None:
+    """Refuse (409 consent-refused) unless the person's consent on `channel` allows a
+    message of this purpose now; someone unknown may get anything but marketing."""
+    known = (await consent.current_of(session, [profile.id]))[profile.id] if profile else {}
+    refuse_unless_allowed(profile.id if profile else None, known, channel, purpose, noun)
+
+
+async def _opted_out_by(session: AsyncSession, inbound: Message) -> bool:
+    """Whether the bot withdrew SMS consent because of this text ("please stop texting
+    me"): its confirmation is then that text's one compliance answer (CTIA)."""
+    if inbound.profile_id is None:
+        return False
+    line = await session.scalar(
+        select(ConsentEvent.seq)
+        .where(
+            ConsentEvent.profile_id == inbound.profile_id,
+            ConsentEvent.action == Action.WITHDRAW.value,
+            ConsentEvent.channel.in_([Channel.SMS.value, Channel.ALL.value]),
+            json_number(ConsentEvent.channel_metadata, "message_id") == inbound.id,
+        )
+        .limit(1)
+    )
+    return line is not None
+
+
+def refuse_unless_allowed(
+    profile_id: uuid.UUID | None,
+    known: consent.Current,
+    channel: Channel,
+    purpose: MessagePurpose,
+    noun: str,
+) -> None:
+    """`require_consent` with the person's consent already read."""
+    needed = consent_needed(purpose)
+    if profile_id is None:
+        if needed is Purpose.MARKETING:
+            raise SendRefused(
+                409, "consent-refused", f"Nobody with this number has agreed to marketing {noun}."
+            )
+        return
+    found = known.get((channel, needed))
+    if not consent.allows(found[0] if found else consent.State.NONE, needed):
+        raise SendRefused(
+            409, "consent-refused",
+            f"This person's {channel.value} consent does not allow {purpose.value} {noun} now.",
+        )  # fmt: skip
+
+
+async def _answer(work: Awaitable[Sent]) -> Sent | SendRefused:
+    """A send's result, or its refusal, as a value."""
+    try:
+        return await work
+    except SendRefused as refused:
+        return refused
+
+
+def _refusal(error: TwilioRestException) -> tuple[int, str]:
+    if error.code == UNSUBSCRIBED_AT_CARRIER:
+        return 409, "recipient-unsubscribed"
+    if error.code in (21211, 21614, 21612, 21408):
+        return 422, "undeliverable-number"
+    if error.status and error.status >= 500:
+        return 502, "twilio-unavailable"
+    return 502, "twilio-refused"
+
+
+def advance_status(
+    message: Message, status: str, code: int | None, reason: str | None, clock: Clock
+) -> bool:
+    """Move a message to a later status; callbacks can arrive out of order, so an
+    earlier status never overwrites a later one. True if it changed."""
+    if STATUS_RANK.get(status, -1) <= STATUS_RANK.get(message.status, -1):
+        return False
+    message.status = status
+    if code is not None or reason is not None:
+        message.error_code, message.error_message = code, reason
+    message.updated_at = clock.now()
+    return True

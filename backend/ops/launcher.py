@@ -1,0 +1,310 @@
+"""`parley run`: prepare the database and the model, then start and supervise the backend,
+the action server and the Rasa server until Ctrl-C or until one of them dies."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from pydantic import SecretStr
+
+from backend.api import tokens as api_tokens
+from backend.api.tokens import Role
+from backend.core import data_files, migrations_runner
+from backend.core.clock import Clock, SystemClock
+from backend.core.database import create_engine, create_session_factory
+from backend.core.secret_key import SecretKeyMissing
+from backend.core.settings import Settings
+from backend.ops.rasa_project import RasaProject
+from backend.ops.supervisor import (
+    Service,
+    ServiceFailed,
+    Supervisor,
+    http_ok,
+    run_to_completion,
+    say,
+)
+from backend.webchat import sessions as webchat
+
+# Quiet the bot runtime's noisiest libraries; their warnings are not the operator's business.
+BOT_RUNTIME_ENV = {
+    "RASA_TELEMETRY_ENABLED": "false",
+    "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning",
+}
+
+
+class LaunchError(RuntimeError):
+    """Something an operator must fix before Parley can start; the message says what."""
+
+
+@dataclass(frozen=True)
+class RunSecrets:
+    rasa_token: str
+    action_server_token: str
+    backend_token: str
+    twilio_auth_token: str
+    # Signs web chat session tokens (backend) and checks them (Rasa's web chat channel).
+    webchat_secret: str
+
+
+async def prepare_database(settings: Settings, clock: Clock) -> RunSecrets:
+    """Migrate the database and settle the secrets this run's processes share."""
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        await migrations_runner.upgrade(engine)
+        async with create_session_factory(engine).begin() as session:
+            if settings.backend_token is not None:
+                token = await api_tokens.authenticate(
+                    session, settings.backend_token.get_secret_value()
+                )
+                if token is None or token.role != Role.SERVICE:
+                    raise LaunchError(
+                        "PARLEY_BACKEND_TOKEN is not a live token with role 'service'. "
+                        "Create one with: parley token create --role service --name actions"
+                    )
+                backend_token = settings.backend_token.get_secret_value()
+            else:
+                # This run mints its own; the previous run's are revoked.
+                await api_tokens.revoke_ephemeral(session, clock)
+                issued = await api_tokens.issue(
+                    session, name="parley run: action server", role=Role.SERVICE,
+                    clock=clock, ephemeral=True,
+                )  # fmt: skip
+                backend_token = issued.secret
+    finally:
+        await engine.dispose()
+    return RunSecrets(
+        rasa_token=_secret_or_new(settings.rasa_token),
+        action_server_token=_secret_or_new(settings.action_server_token),
+        backend_token=backend_token,
+        # The local Twilio emulator's token is this run's own, like the others.
+        twilio_auth_token=_secret_or_new(settings.twilio_auth_token),
+        webchat_secret=_webchat_secret(settings),
+    )
+
+
+def _webchat_secret(settings: Settings) -> str:
+    # Not per run: derived from the installation's secret key (unless set), so a
+    # visitor's chat survives a restart.
+    try:
+        return webchat.signing_secret(settings)
+    except SecretKeyMissing as error:
+        raise LaunchError(str(error)) from error
+
+
+def _secret_or_new(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else secrets.token_urlsafe(32)
+
+
+async def build_training_input(project: RasaProject, out: TextIO) -> None:
+    """Generate what Rasa trains on from data/business.yml and data/catalog.yml."""
+    code = await run_to_completion(
+        project.build_command(), out, cwd=project.root, env=BOT_RUNTIME_ENV
+    )
+    if code != 0:
+        raise LaunchError(f"building the training input failed (exit code {code}); see above")
+
+
+async def ensure_model(project: RasaProject, out: TextIO, force: bool = False) -> Path:
+    """The model for the current training data, trained first if it does not exist yet."""
+    model = project.model_path()
+    if model.exists() and not force:
+        say(out, f"model {model.name} is up to date with data/, bot/domain/ and config.yml")
+        return model
+    say(out, f"training {model.name} (data, domain or config changed; this takes a few minutes)")
+    await build_training_input(project, out)
+    code = await run_to_completion(
+        project.train_command(), out, cwd=project.root,
+        env={**BOT_RUNTIME_ENV, **project.build_env()},
+    )  # fmt: skip
+    if code != 0 or not model.exists():
+        raise LaunchError(f"training failed (rasa train exited with code {code}); see above")
+    return model
+
+
+def services(
+    settings: Settings, project: RasaProject, model: Path, run: RunSecrets
+) -> list[Service]:
+    """The processes of one run: the local Twilio emulator (unless a real Twilio API URL
+    is set), then backend, action server and Rasa."""
+    rasa_status = f"{settings.rasa_url}/status?token={run.rasa_token}"
+    twilio = {"PARLEY_TWILIO_AUTH_TOKEN": run.twilio_auth_token}
+    emulator = [
+        Service(
+            "twilio",
+            [sys.executable, "-m", "backend", "twilio-emulator"],
+            http_ok(f"{settings.resolved_twilio_api_url}/emulator/messages"),
+            env={
+                **twilio,
+                # "A message comes in": the backend records the text and answers Twilio
+                # at once, whatever the bot is doing (docs/channels.md).
+                "PARLEY_TWILIO_SMS_WEBHOOK_URL": settings.sms_webhook_url,
+                # "Primary handler fails": Rasa's SMS webhook records it the same way.
+                "PARLEY_TWILIO_SMS_FALLBACK_URL": f"{settings.rasa_url}/webhooks/sms/webhook",
+                "PARLEY_TWILIO_VOICE_WEBHOOK_URL": f"{settings.rasa_url}/webhooks/voice/call",
+            },
+            cwd=project.root,
+        )
+    ]
+    return [
+        *(emulator if settings.uses_twilio_emulator else []),
+        Service(
+            "backend",
+            [sys.executable, "-m", "backend", "backend"],
+            http_ok(f"{settings.backend_url}/health"),
+            # To resume a conversation in Rasa when a person hands it back.
+            env={
+                "PARLEY_RASA_TOKEN": run.rasa_token,
+                "PARLEY_WEBCHAT_SECRET": run.webchat_secret,
+                **twilio,
+            },
+            cwd=project.root,
+        ),
+        Service(
+            "actions",
+            project.action_server_command(),
+            http_ok(f"{settings.action_server_url}/health"),
+            env={
+                **BOT_RUNTIME_ENV,
+                "PARLEY_HOST": settings.host,
+                "PARLEY_ACTION_SERVER_PORT": str(settings.action_server_port),
+                "PARLEY_ACTION_SERVER_TOKEN": run.action_server_token,
+                "PARLEY_BACKEND_URL": settings.backend_url,
+                "PARLEY_BACKEND_TOKEN": run.backend_token,
+            },
+            cwd=project.root,
+        ),
+        Service(
+            "rasa",
+            project.rasa_server_command(settings, model),
+            http_ok(
+                rasa_status,
+                ready=lambda body: isinstance(body, dict) and bool(body.get("model_id")),
+            ),
+            env={
+                **BOT_RUNTIME_ENV,
+                **twilio,
+                # Twilio's signatures cover the URL it calls, built from these.
+                "PARLEY_HOST": settings.host,
+                "PARLEY_RASA_PORT": str(settings.rasa_port),
+                "PARLEY_RASA_TOKEN": run.rasa_token,
+                "PARLEY_WEBCHAT_SECRET": run.webchat_secret,
+                "PARLEY_ACTION_SERVER_URL": f"{settings.action_server_url}/webhook",
+                "PARLEY_ACTION_SERVER_TOKEN": run.action_server_token,
+                "PARLEY_RASA_TRACKER_STORE_URL": settings.resolved_tracker_store_url,
+                # The SMS channel hands texts to the backend and sends replies through it.
+                "PARLEY_BACKEND_URL": settings.backend_url,
+                "PARLEY_BACKEND_TOKEN": run.backend_token,
+            },
+            cwd=project.root,
+        ),
+    ]
+
+
+async def run(settings: Settings, out: TextIO = sys.stdout, clock: Clock | None = None) -> int:
+    """Run until Ctrl-C (exit 0) or until a process dies or cannot start (exit 1)."""
+    clock = clock or SystemClock()
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def on_signal(signum: int) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            say(out, f"{signal.Signals(signum).name}: stopping…")
+            main.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    supervisor = Supervisor(out)
+    try:
+        settings.var_path.mkdir(parents=True, exist_ok=True)
+        project = RasaProject.from_settings(settings)
+        say(out, f"database: {_describe(settings.resolved_database_url)}")
+        mistakes = data_files.validate(settings.data_path)
+        if mistakes:
+            raise LaunchError("data/ has mistakes:\n" + "\n".join(f"    {m}" for m in mistakes))
+        run_secrets = await prepare_database(settings, clock)
+        model = await ensure_model(project, out)
+        *twilio, backend, actions, rasa = services(settings, project, model, run_secrets)
+
+        for emulator in twilio:
+            await supervisor.start(emulator)
+            await supervisor.wait_healthy(emulator.name, settings.startup_timeout)
+        await supervisor.start(backend)
+        await supervisor.wait_healthy("backend", settings.startup_timeout)
+        await supervisor.start(actions)
+        await supervisor.start(rasa)
+        say(out, "loading the model into Rasa (about a minute on 2 cores)…")
+        await asyncio.gather(
+            supervisor.wait_healthy("actions", settings.startup_timeout),
+            supervisor.wait_healthy("rasa", settings.startup_timeout),
+        )
+        _announce(settings, out)
+        failure = await supervisor.first_exit()
+        _report(failure, out)
+        return 1
+    except asyncio.CancelledError:
+        return 0
+    except ServiceFailed as failure:
+        _report(failure, out)
+        return 1
+    except LaunchError as error:
+        say(out, f"error: {error}")
+        return 1
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await supervisor.stop_all()
+        say(out, "stopped")
+
+
+def _describe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _announce(settings: Settings, out: TextIO) -> None:
+    rest = f"{settings.rasa_url}/webhooks/rest/webhook"
+    lines = [
+        "Parley is up.",
+        f"  chat (Rasa REST channel)  {rest}",
+        "    try: curl -s -H 'Content-Type: application/json' "
+        f"""-d '{{"sender": "me", "message": "hi"}}' {rest}""",
+        f"  web chat (demo page)      {settings.backend_url}/chat/demo",
+        f'    embed it: <script src="{settings.backend_url}/chat" async></script>',
+        f"  backend API               {settings.backend_url}/api/v1",
+        *(
+            [
+                f"  local Twilio (emulator)   {settings.resolved_twilio_api_url}",
+                "    text the bot: .venv/bin/parley sms +15551234567 'hi'",
+            ]
+            if settings.uses_twilio_emulator
+            else []
+        ),
+        f"  backend health            {settings.backend_url}/health",
+        f"  action server             {settings.action_server_url}/health",
+        "Press Ctrl-C to stop.",
+    ]
+    for line in lines:
+        say(out, line)
+
+
+def _report(failure: ServiceFailed, out: TextIO) -> None:
+    say(out, f"error: {failure.name} {failure.reason}; stopping the others.")
+    if failure.last_lines:
+        say(out, f"last lines from {failure.name}:")
+        for line in failure.last_lines[-15:]:
+            out.write(f"    {line}\n")

@@ -1,0 +1,1203 @@
+"""Follow-up sequences: the drips marketers script, one file each in data/sequences/.
+
+A sequence is a trigger (what enrols a person), entry conditions, a re-entry policy, exit
+conditions, send limits and a list of steps (`wait`, `send`, `branch`, `update`,
+`handoff`). Every step has an id, so that branches jump to steps by id and results are
+counted per step.
+
+This module is the typed model of a sequence file, the checks that need more than the
+file itself (segments, the Rasa domain, the business, templates compiled and tried on a
+sample profile), and template rendering in a sandbox. backend.core.data_files reads the files
+and reports every mistake as file:line. `enrolment` enrols people and `scheduler` runs
+the steps; docs/sequences.md ("How sequences run") says which
+parts run today.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated, Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2 import Template as JinjaTemplate
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.runtime import Context as JinjaContext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from backend.consent.ledger import Purpose
+from backend.segments.rules import Scalar
+from message_rules.sms import is_gsm7
+from message_rules.sms import segments as sms_segments
+
+EXIT = "exit"  # the target that ends the sequence: `then: exit`, `goto: exit`
+MAX_SMS_SEGMENTS = 3
+MAX_DURATION = timedelta(days=365)
+# Send limits when neither the sequence nor (later) the business says otherwise.
+DEFAULT_PER_24H = 1
+DEFAULT_PER_7D = 3
+DEFAULT_QUIET_FROM = time(21, 0)
+DEFAULT_QUIET_UNTIL = time(8, 0)
+
+
+# ------------------------------------------------------------------------------ words
+
+
+def _named(pattern: str, what: str, rule: str, example: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid {what}: {rule}, like {example}")
+        return value
+
+    return AfterValidator(check)
+
+
+_LOWER_DASHED = "lower-case letters, digits and -, up to 64"
+SequenceName = Annotated[
+    str, _named(r"[a-z0-9][a-z0-9\-]{0,63}", "sequence name", _LOWER_DASHED, "trial-nurture")
+]
+SegmentName = Annotated[
+    str, _named(r"[a-z0-9][a-z0-9\-]{0,63}", "segment name", _LOWER_DASHED, "hot-leads")
+]
+# The pattern the events API accepts (backend.api.schemas.EventType).
+EventType = Annotated[
+    str,
+    _named(
+        r"[a-z][a-z0-9_.]{0,63}",
+        "event type",
+        "lower-case letters, digits, _ and .",
+        "trial_started",
+    ),
+]
+IntentName = Annotated[
+    str,
+    _named(
+        r"[a-z0-9_]{1,100}(/[a-z0-9_]{1,100})?",
+        "intent",
+        "lower-case letters, digits and _",
+        "ask_price",
+    ),
+]
+FormName = Annotated[
+    str, _named(r"[a-z0-9_]{1,100}", "form name", "lower-case letters, digits and _", "lead_form")
+]
+AttributeName = Annotated[
+    str,
+    _named(r"[A-Za-z0-9_\-]{1,64}", "attribute name", "letters, digits, _ and -, up to 64", "plan"),
+]
+PropertyName = Annotated[str, Field(min_length=1, max_length=64)]
+VariantName = Annotated[
+    str,
+    _named(
+        r"[a-z0-9][a-z0-9_\-]{0,31}",
+        "variant name",
+        "lower-case letters, digits, _ and -, up to 32",
+        "short",
+    ),
+]
+_STEP_ID = re.compile(r"[a-z0-9][a-z0-9_\-]{0,63}")
+
+
+def _step_id(value: str) -> str:
+    if value == EXIT:
+        raise ValueError(
+            f"{EXIT!r} is reserved (`goto: exit` ends the sequence): choose another id"
+        )
+    if not _STEP_ID.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid step id: lower-case letters, digits, _ and -, up to 64, "
+            "like send-welcome"
+        )
+    return value
+
+
+def _target(value: str) -> str:
+    return value if value == EXIT else _step_id(value)
+
+
+StepId = Annotated[str, AfterValidator(_step_id)]
+Target = Annotated[str, AfterValidator(_target)]
+TemplateText = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+# ---------------------------------------------------------------- durations and times
+
+_DURATION = re.compile(r"(\d{1,6})\s*([a-z]+)")
+_UNIT_SECONDS = {
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("w", "week", "weeks"), 7 * 86400),
+}
+_DURATION_HINT = "write a number and a unit, like 30m, 3h, 2d or 1w"
+
+
+def parse_duration(value: object) -> timedelta:
+    """ "30m", "3h", "2d", "1w" (or "2 days", "3 hours") as a timedelta; anything else is a
+    ValueError that says how to write one."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f"{value} has no unit: {_DURATION_HINT}")
+    if not isinstance(value, str):
+        raise ValueError(f"a duration is text: {_DURATION_HINT}")
+    match = _DURATION.fullmatch(value.strip().lower())
+    if not match or match.group(2) not in _UNIT_SECONDS:
+        raise ValueError(f"{value!r} is not a duration: {_DURATION_HINT}")
+    length = timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    if not length:
+        raise ValueError(f"{value!r} is no time at all: the shortest is 1m")
+    if length > MAX_DURATION:
+        raise ValueError(f"{value!r} is too long: the longest is 365d")
+    return length
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+_HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+def parse_time_of_day(value: object) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 10:00 as the number 600 (base 60).
+        raise ValueError(
+            'write times of day in quotes, like "10:00": unquoted, YAML reads them as numbers'
+        )
+    match = _HHMM.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(
+            f'{value!r} is not a time of day: write "HH:MM" on the 24-hour clock, like "09:30"'
+        )
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+TimeOfDay = Annotated[time, BeforeValidator(parse_time_of_day)]
+
+
+class Weekday(StrEnum):
+    MONDAY = "monday"
+    TUESDAY = "tuesday"
+    WEDNESDAY = "wednesday"
+    THURSDAY = "thursday"
+    FRIDAY = "friday"
+    SATURDAY = "saturday"
+    SUNDAY = "sunday"
+
+
+_DAY_GROUPS = {
+    "weekdays": list(Weekday)[:5],
+    "weekend": list(Weekday)[5:],
+}
+
+
+def _weekdays(value: object) -> list[Weekday]:
+    names = value if isinstance(value, list) else [value]
+    days: list[Weekday] = []
+    for name in names:
+        word = name.strip().lower() if isinstance(name, str) else name
+        if isinstance(word, str) and word in _DAY_GROUPS:
+            days += _DAY_GROUPS[word]
+        elif isinstance(word, str) and word in Weekday.__members__.values():
+            days.append(Weekday(word))
+        else:
+            raise ValueError(
+                f"{name!r} is not a weekday: write monday … sunday, weekdays or weekend, "
+                "or a list of them"
+            )
+    if not days:
+        raise ValueError("name at least one weekday")
+    return sorted(set(days), key=list(Weekday).index)
+
+
+def _share(value: object) -> object:
+    """0.1 or "10%"."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100
+        except ValueError:
+            pass
+    return value
+
+
+# ---------------------------------------------------------------------- the file model
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _kind_of(kinds: dict[str, str], by_type: dict[type[BaseModel], str]) -> Any:
+    """A discriminator: the tag of the one kind key a mapping has (None for none or two)."""
+
+    def kind(value: Any) -> str | None:
+        if isinstance(value, dict):
+            found = [tag for key, tag in kinds.items() if key in value]
+            return found[0] if len(found) == 1 else None
+        return by_type.get(type(value))
+
+    return kind
+
+
+# Triggers: what enrols a person. Tags start with "~" so error locations leave them out
+# (backend.segments.rules.error_path).
+
+
+class EventTrigger(_Strict):
+    """An event arrives (from the events API, the website, the shop, or the bot)."""
+
+    event: EventType
+    where: dict[PropertyName, Scalar] = Field(default_factory=dict, max_length=10)
+
+
+class IntentTrigger(_Strict):
+    """The bot understood this intent in a conversation."""
+
+    intent: IntentName
+
+
+class FormCompletedTrigger(_Strict):
+    """The bot completed this form (e.g. lead_form) in a conversation."""
+
+    form_completed: FormName
+
+
+class SegmentEnteredTrigger(_Strict):
+    """The person came to match this segment."""
+
+    segment_entered: SegmentName
+
+
+class ApiTrigger(_Strict):
+    """Only enrolment through the API (written `trigger: api`)."""
+
+    api: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _word(cls, value: Any) -> Any:
+        return {} if value == "api" else value
+
+    @field_validator("api")
+    @classmethod
+    def _true(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError(
+                "write `trigger: api` for a sequence people enter only through the API"
+            )
+        return value
+
+
+_TRIGGER_KINDS = {
+    "event": "~event",
+    "intent": "~intent",
+    "form_completed": "~form_completed",
+    "segment_entered": "~segment_entered",
+    "api": "~api",
+}
+_TRIGGER_TYPES: dict[type[BaseModel], str] = {
+    EventTrigger: "~event",
+    IntentTrigger: "~intent",
+    FormCompletedTrigger: "~form_completed",
+    SegmentEnteredTrigger: "~segment_entered",
+    ApiTrigger: "~api",
+}
+_trigger_object = _kind_of(_TRIGGER_KINDS, _TRIGGER_TYPES)
+
+
+def _trigger_kind(value: Any) -> str | None:
+    return "~api" if value == "api" else _trigger_object(value)
+
+
+Trigger = Annotated[
+    Annotated[EventTrigger, Tag("~event")]
+    | Annotated[IntentTrigger, Tag("~intent")]
+    | Annotated[FormCompletedTrigger, Tag("~form_completed")]
+    | Annotated[SegmentEnteredTrigger, Tag("~segment_entered")]
+    | Annotated[ApiTrigger, Tag("~api")],
+    Discriminator(
+        _trigger_kind,
+        custom_error_type="invalid_trigger",
+        custom_error_message=(
+            "a trigger is `api` or has one of the keys: event, intent, form_completed, "
+            "segment_entered"
+        ),
+    ),
+]
+
+
+class ConsentNeeded(StrEnum):
+    SMS = "sms"
+    WEB = "web"
+    VOICE = "voice"
+    ANY = "any"
+
+
+class Entry(_Strict):
+    """Who may enter, checked when the trigger fires (besides not being in it already)."""
+
+    segments: list[SegmentName] = Field(default_factory=list, max_length=10)
+    not_segments: list[SegmentName] = Field(default_factory=list, max_length=10)
+    # Marketing consent granted on this channel (any: on at least one).
+    consent: ConsentNeeded | None = None
+
+
+class ReentryPolicy(StrEnum):
+    NEVER = "never"
+    ALWAYS = "always"
+    AFTER = "after"
+
+
+class Reentry(_Strict):
+    """Whether someone who left may enter again: never, always, or some time after leaving.
+    Nobody is ever in the same sequence twice at once."""
+
+    policy: ReentryPolicy = ReentryPolicy.NEVER
+    after: Duration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _written(cls, value: Any) -> Any:
+        if value in ("never", "always"):
+            return {"policy": value}
+        if isinstance(value, dict) and set(value) == {"after"}:
+            return {"policy": "after", "after": value["after"]}
+        if isinstance(value, Reentry) or (isinstance(value, dict) and "policy" in value):
+            return value  # built in code
+        raise ValueError(
+            f"{value!r} is not a re-entry policy: write never, always, or {{after: 30d}} "
+            "(how long after leaving someone may enter again)"
+        )
+
+
+class GoalEvent(_Strict):
+    event: EventType
+    where: dict[PropertyName, Scalar] = Field(default_factory=dict, max_length=10)
+
+
+def _goal(value: Any) -> Any:
+    return {"event": value} if isinstance(value, str) else value
+
+
+def _always_on(value: bool) -> bool:
+    if value is not True:
+        raise ValueError(
+            "is always on: people who opt out or are handed to a person leave every sequence"
+        )
+    return value
+
+
+class ExitWhen(_Strict):
+    """When a person leaves before the last step. Opting out and being handed off always
+    end it; so does pausing the sequence."""
+
+    # Events that count as reaching the sequence's goal (its conversions).
+    goal: list[Annotated[GoalEvent, BeforeValidator(_goal)]] = Field(
+        default_factory=list, max_length=10
+    )
+    # Any message from the person after they entered ends it.
+    replied: bool = True
+    opted_out: Annotated[bool, AfterValidator(_always_on)] = True
+    handed_off: Annotated[bool, AfterValidator(_always_on)] = True
+
+
+class Caps(_Strict):
+    """Marketing messages to one person, counted across every sequence; unset: the
+    business's default (1 per 24 h, 3 per 7 days)."""
+
+    per_24h: Annotated[int, Field(ge=1, le=10)] | None = None
+    per_7d: Annotated[int, Field(ge=1, le=50)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Caps:
+        if self.per_24h and self.per_7d and self.per_24h > self.per_7d:
+            raise ValueError("per_24h cannot be more than per_7d")
+        return self
+
+
+class QuietHours(_Strict):
+    """No marketing message is sent from `from` until `until`, in the person's time zone."""
+
+    start: TimeOfDay = Field(alias="from")
+    end: TimeOfDay = Field(alias="until")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("quiet hours from and until are the same time")
+        return self
+
+
+class FollowUpDefaults(_Strict):
+    """`follow_ups:` in data/business.yml: the business's quiet hours and frequency caps,
+    which a sequence's own `quiet_hours` and `caps` override."""
+
+    quiet_hours: QuietHours | None = None
+    caps: Caps = Field(default_factory=Caps)
+
+
+# Steps.
+
+
+class WaitUntil(_Strict):
+    """Wait at least `for`, then until the next `until` (a time of day in the person's
+    time zone) on one of the days `on`."""
+
+    for_: Duration | None = Field(None, alias="for")
+    until: TimeOfDay | None = None
+    on: Annotated[list[Weekday], BeforeValidator(_weekdays)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_is_a_word(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `on` key as true; here it can only mean `on`.
+        if isinstance(value, dict) and True in value:
+            value = {("on" if k is True else k): v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _says_something(self) -> WaitUntil:
+        if self.on and self.until is None:
+            raise ValueError('say at what time on that day: until: "10:00"')
+        if self.for_ is None and self.until is None:
+            raise ValueError('say how long (for: 2d) or until when (until: "10:00") to wait')
+        return self
+
+
+def _wait_kind(value: Any) -> str:
+    return "~until" if isinstance(value, dict | WaitUntil) else "~for"
+
+
+Wait = Annotated[
+    Annotated[Duration, Tag("~for")] | Annotated[WaitUntil, Tag("~until")],
+    Discriminator(_wait_kind),
+]
+
+
+class SendChannel(StrEnum):
+    SMS = "sms"
+    WEB = "web"
+    VOICE = "voice"
+    # The most recent channel the person consented to (for the message's purpose).
+    BEST = "best"
+
+
+class Variant(_Strict):
+    name: VariantName
+    # Relative: weights 2 and 1 send two thirds of people the first text, a third the other.
+    weight: float = 1
+    template: TemplateText
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_holdout(cls, value: str) -> str:
+        if value == "holdout":
+            raise ValueError("'holdout' names the people who get nothing; call the variant else")
+        return value
+
+    @field_validator("weight")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if not 0 < value <= 1000:
+            raise ValueError(
+                f"{value:g} is not a weight: a number above 0 (up to 1000); weights are "
+                "relative, 2 and 1 send two thirds of people one text and a third the other"
+            )
+        return value
+
+
+class Message(_Strict):
+    channel: SendChannel
+    purpose: Purpose = Purpose.MARKETING
+    template: TemplateText | None = None
+    variants: list[Variant] | None = None
+    # The share of people who get nothing at this step (the control group).
+    holdout: Annotated[float, BeforeValidator(_share)] = 0
+    # The question the text asks, as the bot knows it (a value of its `follow_up` slot,
+    # bot/domain/follow_up.yml): a "yes" or "no" in reply is read in its light.
+    asks: StepId | None = None
+
+    @field_validator("variants")
+    @classmethod
+    def _an_ab_test(cls, value: list[Variant] | None) -> list[Variant] | None:
+        if value is not None and not 2 <= len(value) <= 10:
+            raise ValueError("an A/B test has 2 to 10 variants; for one text, use `template`")
+        return value
+
+    @field_validator("holdout")
+    @classmethod
+    def _a_share(cls, value: float) -> float:
+        if not 0 <= value <= 0.5:
+            raise ValueError(
+                f"{value:g} is not a holdout share: 0 to 0.5, the part of people who receive "
+                "nothing (0.1 or 10% for one in ten)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_text(self) -> Message:
+        if (self.template is None) == (self.variants is None):
+            raise ValueError("give either `template` (one text) or `variants` (an A/B test)")
+        return self
+
+    @property
+    def choices(self) -> list[Variant]:
+        if self.variants:
+            return self.variants
+        assert self.template is not None
+        return [Variant(name="default", weight=1, template=self.template)]
+
+    def variant_for(self, roll: float) -> Variant | None:
+        """The variant a person whose `roll` (uniform in [0, 1), fixed per person and step)
+        gets; None for the holdout, who get nothing."""
+        if roll < self.holdout:
+            return None
+        choices = self.choices
+        point = (roll - self.holdout) / (1 - self.holdout) * sum(v.weight for v in choices)
+        for variant in choices:
+            point -= variant.weight
+            if point < 0:
+                return variant
+        return choices[-1]
+
+
+class RepliedCondition(_Strict):
+    """Replied (or, with false, did not) since entering, or within the last `within`."""
+
+    replied: bool
+    within: Duration | None = None
+
+
+class EventCondition(_Strict):
+    """Did this since entering, or within the last `within`."""
+
+    event: EventType
+    where: dict[PropertyName, Scalar] = Field(default_factory=dict, max_length=10)
+    within: Duration | None = None
+
+
+class ScoreRange(_Strict):
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ScoreRange:
+        if all(v is None for v in (self.gt, self.gte, self.lt, self.lte)):
+            raise ValueError("give a bound: gt, gte, lt or lte, like {gte: 60}")
+        return self
+
+
+class ScoreCondition(_Strict):
+    """Today's lead score is in the range."""
+
+    score: ScoreRange
+
+
+class SegmentCondition(_Strict):
+    """Is in the segment now."""
+
+    segment: SegmentName
+
+
+Condition = Annotated[
+    Annotated[RepliedCondition, Tag("~replied")]
+    | Annotated[EventCondition, Tag("~event")]
+    | Annotated[ScoreCondition, Tag("~score")]
+    | Annotated[SegmentCondition, Tag("~segment")],
+    Discriminator(
+        _kind_of(
+            {"replied": "~replied", "event": "~event", "score": "~score", "segment": "~segment"},
+            {
+                RepliedCondition: "~replied",
+                EventCondition: "~event",
+                ScoreCondition: "~score",
+                SegmentCondition: "~segment",
+            },
+        ),
+        custom_error_type="invalid_condition",
+        custom_error_message="a condition has one of the keys: replied, event, score, segment",
+    ),
+]
+
+
+class Case(_Strict):
+    when: Condition
+    goto: Target
+
+
+class Update(_Strict):
+    set_: dict[AttributeName, Scalar | None] = Field(
+        default_factory=dict, alias="set", max_length=20
+    )
+    add_points: Annotated[float, Field(ge=-1000, le=1000)] | None = None
+
+    @model_validator(mode="after")
+    def _does_something(self) -> Update:
+        if not self.set_ and not self.add_points:
+            raise ValueError("say what to update: set: {attribute: value} and/or add_points: 5")
+        return self
+
+
+class Handoff(_Strict):
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class WaitStep(_Strict):
+    id: StepId
+    wait: Wait
+    then: Target | None = None
+
+    @property
+    def plan(self) -> WaitUntil:
+        return self.wait if isinstance(self.wait, WaitUntil) else WaitUntil(for_=self.wait)
+
+
+class SendStep(_Strict):
+    id: StepId
+    send: Message
+    then: Target | None = None
+
+
+class BranchStep(_Strict):
+    """The first case that holds says where to go; none: `otherwise`, else the next step."""
+
+    id: StepId
+    branch: Annotated[list[Case], Field(min_length=1, max_length=10)]
+    otherwise: Target | None = None
+
+
+class UpdateStep(_Strict):
+    id: StepId
+    update: Update
+    then: Target | None = None
+
+
+class HandoffStep(_Strict):
+    """Hands the person to a person; the sequence ends for them."""
+
+    id: StepId
+    handoff: Handoff
+
+
+Step = Annotated[
+    Annotated[WaitStep, Tag("~wait")]
+    | Annotated[SendStep, Tag("~send")]
+    | Annotated[BranchStep, Tag("~branch")]
+    | Annotated[UpdateStep, Tag("~update")]
+    | Annotated[HandoffStep, Tag("~handoff")],
+    Discriminator(
+        _kind_of(
+            {
+                "wait": "~wait",
+                "send": "~send",
+                "branch": "~branch",
+                "update": "~update",
+                "handoff": "~handoff",
+            },
+            {
+                WaitStep: "~wait",
+                SendStep: "~send",
+                BranchStep: "~branch",
+                UpdateStep: "~update",
+                HandoffStep: "~handoff",
+            },
+        ),
+        custom_error_type="invalid_step",
+        custom_error_message=(
+            "a step has an id and exactly one of: wait, send, branch, update, handoff"
+        ),
+    ),
+]
+
+
+class SequenceDefinition(_Strict):
+    """One data/sequences/*.yml file."""
+
+    name: SequenceName
+    description: Annotated[str, Field(max_length=1000)] | None = None
+    # Paused: nobody enters, and people in it leave at their next step.
+    paused: bool = False
+    trigger: Trigger
+    entry: Entry = Entry()
+    reentry: Reentry = Reentry(policy=ReentryPolicy.NEVER)
+    exit_when: ExitWhen = ExitWhen()
+    caps: Caps = Caps()
+    quiet_hours: QuietHours | None = None
+    steps: Annotated[list[Step], Field(min_length=1, max_length=100)]
+
+    def successors(self, index: int) -> list[str]:
+        """Where a person goes after the step at `index` (EXIT: the sequence ends)."""
+        step = self.steps[index]
+        following = self.steps[index + 1].id if index + 1 < len(self.steps) else EXIT
+        match step:
+            case HandoffStep():
+                return [EXIT]
+            case BranchStep(branch=cases, otherwise=otherwise):
+                return [*(c.goto for c in cases), otherwise or following]
+            case _:
+                return [step.then or following]
+
+
+# ----------------------------------------------------------------------------- templates
+
+TEMPLATE_NAMES = ("profile", "event", "business")
+PROFILE_FIELDS = ("first_name", "last_name", "email", "phone", "company", "timezone")
+_MAX_REPEAT = 1000
+
+
+class _TemplateEnvironment(ImmutableSandboxedEnvironment):
+    """Jinja2's sandbox (no attributes starting with _, no mutating lists or dicts),
+    no globals (range, lipsum, …), and no `"x" * 10**9`."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: JinjaContext, operator: str, left: Any, right: Any) -> Any:
+        numbers = all(isinstance(v, int | float) for v in (left, right))
+        if operator == "**" and (not numbers or abs(right) > 64):
+            raise SecurityError("the template raises to a power too large")
+        if (
+            operator == "*"
+            and not numbers
+            and max((abs(v) for v in (left, right) if isinstance(v, int)), default=0) > _MAX_REPEAT
+        ):
+            raise SecurityError("the template repeats text too many times")
+        return super().call_binop(context, operator, left, right)
+
+
+def _blank_none(value: Any) -> Any:
+    # A profile without a first name prints nothing, not "None".
+    return "" if value is None else value
+
+
+ENVIRONMENT = _TemplateEnvironment(
+    undefined=StrictUndefined,
+    # Messages are text (SMS, speech, the web chat shows them as text), not HTML.
+    autoescape=False,
+    finalize=_blank_none,
+)
+ENVIRONMENT.globals.clear()
+
+
+@lru_cache(maxsize=512)
+def compile_template(source: str) -> JinjaTemplate:
+    return ENVIRONMENT.from_string(source)
+
+
+def render(source: str, context: Mapping[str, Any]) -> str:
+    """The message: `source` rendered in the sandbox, StrictUndefined (a name that is not
+    there is an error, not an empty string), trimmed. Raises jinja2 errors."""
+    return compile_template(source).render(dict(context)).strip()
+
+
+def business_context(business: Mapping[str, Any]) -> dict[str, Any]:
+    """What templates see of data/business.yml."""
+    contact = business.get("contact")
+    contact = contact if isinstance(contact, Mapping) else {}
+    return {
+        "name": business.get("name"),
+        "tagline": business.get("tagline"),
+        "website": business.get("website"),
+        "contact": {"email": contact.get("email"), "phone": contact.get("phone")},
+        "address": business.get("address"),
+        "timezone": business.get("timezone"),
+        "privacy_policy": business.get("privacy_policy"),
+    }
+
+
+def template_context(
+    profile: Mapping[str, Any], event: Mapping[str, Any], business: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Everything a template can use, and nothing else: the profile's fields, attributes
+    and score (a whole number), the triggering event, and the business."""
+    return {
+        "profile": {
+            **{name: profile.get(name) for name in PROFILE_FIELDS},
+            "attributes": dict(profile.get("attributes") or {}),
+            "score": round(float(profile.get("score") or 0)),
+        },
+        "event": {
+            "type": event.get("type"),
+            "properties": dict(event.get("properties") or {}),
+        },
+        "business": business_context(business),
+    }
+
+
+class _AnyKey(dict[str, Any]):
+    """Free-form data (attributes, event properties) at validation time: every key has a
+    sample value, so a template may use any of them."""
+
+    def __missing__(self, key: str) -> str:
+        return "sample value"
+
+
+SAMPLE_PROFILE: dict[str, Any] = {
+    "first_name": "Alexandra",
+    "last_name": "Fitzgerald",
+    "email": "alexandra.fitzgerald@example.com",
+    "phone": "+14155550123",
+    "company": "Northwind Traders",
+    "timezone": "America/Chicago",
+    "score": 42,
+}
+SAMPLE_BUSINESS: dict[str, Any] = {
+    "name": "Example Co",
+    "tagline": "an example business",
+    "website": "https://example.com",
+    "contact": {"email": "hello@example.com", "phone": "+1 415 555 0100"},
+    "address": "1 Example Street, Springfield",
+    "timezone": "UTC",
+    "privacy_policy": "https://example.com/privacy",
+}
+
+
+def enrolment_event(trigger: Trigger) -> tuple[str, dict[str, Any]]:
+    """The event a trigger enrols people with, as templates see it: its type and the
+    properties it always has."""
+    match trigger:
+        case EventTrigger(event=type_, where=where):
+            return type_, dict(where)
+        case IntentTrigger(intent=intent):
+            return "intent_expressed", {"intent": intent}
+        case FormCompletedTrigger(form_completed=form):
+            return "form_completed", {"form": form}
+        case SegmentEnteredTrigger(segment_entered=segment):
+            return "segment_entered", {"segment": segment}
+    return "enrolled", {}
+
+
+def sample_context(trigger: Trigger, business: Mapping[str, Any]) -> dict[str, Any]:
+    """The context templates are tried with when files are validated."""
+    event_type, known = enrolment_event(trigger)
+    context = template_context(
+        SAMPLE_PROFILE, {"type": event_type}, {**SAMPLE_BUSINESS, **business}
+    )
+    context["profile"]["attributes"] = _AnyKey()
+    # What an event or the API brings besides is free-form; intents, forms and segments
+    # bring only their name.
+    free = isinstance(trigger, EventTrigger | ApiTrigger)
+    context["event"]["properties"] = _AnyKey(known) if free else known
+    return context
+
+
+# -------------------------------------------------------------------------------- checks
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A mistake found after the file was read: where (a path of keys and indexes in the
+    file), what, and for templates the line inside the template."""
+
+    where: tuple[int | str, ...]
+    message: str
+    template_line: int | None = None
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What sequence files may name: file segments, the bot's intents and forms (None when
+    the Rasa domain was not found), and the business."""
+
+    segments: frozenset[str]
+    intents: frozenset[str] | None = None
+    forms: frozenset[str] | None = None
+    business: Mapping[str, Any] = field(default_factory=dict)
+    # The questions a follow-up may ask: the values of the bot's `follow_up` slot.
+    questions: frozenset[str] | None = None
+
+
+def check(sequence: SequenceDefinition, vocabulary: Vocabulary) -> list[Problem]:
+    """Every mistake the model alone cannot see, in file order where possible."""
+    return [
+        *_check_flow(sequence),
+        *_check_names(sequence, vocabulary),
+        *_check_templates(sequence, vocabulary),
+    ]
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _targets(sequence: SequenceDefinition) -> Iterator[tuple[int, tuple[int | str, ...], str]]:
+    """Every explicit jump: (step index, where it is written, target)."""
+    for index, step in enumerate(sequence.steps):
+        if isinstance(step, BranchStep):
+            for number, case in enumerate(step.branch):
+                yield index, ("steps", index, "branch", number, "goto"), case.goto
+            if step.otherwise:
+                yield index, ("steps", index, "otherwise"), step.otherwise
+        elif not isinstance(step, HandoffStep) and step.then:
+            yield index, ("steps", index, "then"), step.then
+
+
+def _check_flow(sequence: SequenceDefinition) -> list[Problem]:
+    problems: list[Problem] = []
+    steps = sequence.steps
+    position: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        if step.id in position:
+            problems.append(
+                Problem(
+                    ("steps", index, "id"),
+                    f"step {position[step.id] + 1} already has the id {step.id!r}: "
+                    "step ids must be unique",
+                )
+            )
+        else:
+            position[step.id] = index
+        if isinstance(step, SendStep) and step.send.variants:
+            seen: set[str] = set()
+            for number, variant in enumerate(step.send.variants):
+                if variant.name in seen:
+                    problems.append(
+                        Problem(
+                            ("steps", index, "send", "variants", number, "name"),
+                            f"two variants are named {variant.name!r}: names must be unique",
+                        )
+                    )
+                seen.add(variant.name)
+    for _, where, target in _targets(sequence):
+        if target != EXIT and target not in position:
+            problems.append(
+                Problem(
+                    where,
+                    f"no step has the id {target!r}{_did_you_mean(target, list(position))}",
+                )
+            )
+    if problems:
+        return problems
+
+    reached = {0}
+    todo = [0]
+    while todo:
+        for target in sequence.successors(todo.pop()):
+            if target != EXIT and position[target] not in reached:
+                reached.add(position[target])
+                todo.append(position[target])
+    for index, step in enumerate(steps):
+        if index not in reached:
+            problems.append(
+                Problem(
+                    ("steps", index, "id"),
+                    f"step {step.id!r} is never reached: the step before it goes elsewhere "
+                    "and no goto, then or otherwise names it",
+                )
+            )
+
+    # A jump back without a wait in the loop would run the same steps over and over.
+    def loops_back(start: int, goal: int) -> bool:
+        seen, todo = {start}, [start]
+        while todo:
+            index = todo.pop()
+            if index == goal:
+                return True
+            if isinstance(steps[index], WaitStep):
+                continue
+            for target in sequence.successors(index):
+                if target != EXIT and position[target] not in seen:
+                    seen.add(position[target])
+                    todo.append(position[target])
+        return False
+
+    for index, where, target in _targets(sequence):
+        if (
+            target != EXIT
+            and position[target] <= index
+            and not isinstance(steps[index], WaitStep)
+            and loops_back(position[target], index)
+        ):
+            problems.append(
+                Problem(
+                    where,
+                    f"going back to {target!r} makes a loop with no wait in it: add a wait "
+                    "step inside the loop",
+                )
+            )
+
+    if sequence.exit_when.replied:
+        for index, step in enumerate(steps):
+            if isinstance(step, BranchStep):
+                for number, case in enumerate(step.branch):
+                    if isinstance(case.when, RepliedCondition):
+                        problems.append(
+                            Problem(
+                                ("steps", index, "branch", number, "when"),
+                                "this branch never sees a reply: people who reply leave the "
+                                "sequence (exit_when: replied is true unless set to false)",
+                            )
+                        )
+    return problems
+
+
+def _check_names(sequence: SequenceDefinition, vocabulary: Vocabulary) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def segment(where: tuple[int | str, ...], name: str) -> None:
+        if name not in vocabulary.segments:
+            problems.append(
+                Problem(
+                    where,
+                    f"there is no segment {name!r} in data/segments/"
+                    f"{_did_you_mean(name, vocabulary.segments)}; sequences can use segments "
+                    "defined as files only",
+                )
+            )
+
+    def bot(
+        where: tuple[int | str, ...], what: str, name: str, known: frozenset[str] | None
+    ) -> None:
+        if known is None:
+            problems.append(
+                Problem(
+                    where, f"cannot check the {what}: the bot's domain (bot/domain) was not found"
+                )
+            )
+        elif name not in known:
+            problems.append(
+                Problem(
+                    where,
+                    f"the bot has no {what} {name!r}{_did_you_mean(name, known)}; its {what}s "
+                    "are listed in bot/domain/*.yml",
+                )
+            )
+
+    match sequence.trigger:
+        case SegmentEnteredTrigger(segment_entered=name):
+            segment(("trigger", "segment_entered"), name)
+        case IntentTrigger(intent=name):
+            bot(("trigger", "intent"), "intent", name, vocabulary.intents)
+        case FormCompletedTrigger(form_completed=name):
+            bot(("trigger", "form_completed"), "form", name, vocabulary.forms)
+    for key in ("segments", "not_segments"):
+        for number, name in enumerate(getattr(sequence.entry, key)):
+            segment(("entry", key, number), name)
+    for index, step in enumerate(sequence.steps):
+        if isinstance(step, BranchStep):
+            for number, case in enumerate(step.branch):
+                if isinstance(case.when, SegmentCondition):
+                    segment(
+                        ("steps", index, "branch", number, "when", "segment"), case.when.segment
+                    )
+        if isinstance(step, SendStep) and step.send.asks is not None:
+            where = ("steps", index, "send", "asks")
+            bot(where, "follow-up question", step.send.asks, vocabulary.questions)
+    return problems
+
+
+def _check_templates(sequence: SequenceDefinition, vocabulary: Vocabulary) -> list[Problem]:
+    problems: list[Problem] = []
+    context = sample_context(sequence.trigger, vocabulary.business)
+    for index, step in enumerate(sequence.steps):
+        if not isinstance(step, SendStep):
+            continue
+        message = step.send
+        texts: list[tuple[tuple[int | str, ...], str]]
+        if message.variants:
+            texts = [
+                (("steps", index, "send", "variants", number, "template"), variant.template)
+                for number, variant in enumerate(message.variants)
+            ]
+        else:
+            assert message.template is not None
+            texts = [(("steps", index, "send", "template"), message.template)]
+        for where, source in texts:
+            problems += [
+                Problem(where, text, line)
+                for line, text in template_problems(source, message, context)
+            ]
+    return problems
+
+
+_NO_ATTRIBUTE = re.compile(r"has no attribute '([^']+)'")
+
+
+def _line_of(source: str, name: str) -> int | None:
+    word = re.compile(rf"\b{re.escape(name)}\b")
+    return next((n for n, line in enumerate(source.splitlines(), 1) if word.search(line)), None)
+
+
+def template_problems(
+    source: str, message: Message, context: Mapping[str, Any]
+) -> list[tuple[int | None, str]]:
+    """What is wrong with one template: (line in the template or None, message)."""
+    try:
+        parsed = ENVIRONMENT.parse(source)
+    except TemplateSyntaxError as error:
+        return [(error.lineno, f"template syntax: {error.message}")]
+    unknown = sorted(meta.find_undeclared_variables(parsed) - set(TEMPLATE_NAMES))
+    if unknown:
+        return [
+            (
+                _line_of(source, name),
+                f"the template uses {name!r}, which does not exist: templates can use "
+                "profile, event and business",
+            )
+            for name in unknown
+        ]
+    try:
+        text = render(source, context)
+    except SecurityError as error:
+        return [(None, f"the template is refused by the sandbox: {error}")]
+    except UndefinedError as error:
+        missing = _NO_ATTRIBUTE.search(str(error))
+        if missing:
+            return [
+                (
+                    _line_of(source, missing.group(1)),
+                    f"the template uses {missing.group(1)!r}, which is not there "
+                    "(docs/sequences.md lists what profile, event and business hold)",
+                )
+            ]
+        return [(None, f"the template fails on a sample profile: {error}")]
+    except Exception as error:  # any mistake in a marketer's template is theirs to fix
+        return [(None, f"the template fails on a sample profile: {error}")]
+    if not text:
+        return [(None, "the template gives an empty message for a sample profile")]
+    problems: list[tuple[int | None, str]] = []
+    if message.channel in (SendChannel.SMS, SendChannel.BEST):
+        count = sms_segments(text)
+        if count > MAX_SMS_SEGMENTS:
+            hint = (
+                ""
+                if is_gsm7(text)
+                else " (it has characters outside the GSM alphabet, like curly quotes or …, "
+                "so each segment holds 70 characters, not 160)"
+            )
+            problems.append(
+                (
+                    None,
+                    f"this text takes {count} SMS segments for a sample profile (at most "
+                    f"{MAX_SMS_SEGMENTS}): shorten it{hint}",
+                )
+            )
+        if message.purpose is Purpose.MARKETING and "STOP" not in text:
+            problems.append(
+                (
+                    None,
+                    'a marketing text must say how to opt out: end it with "Reply STOP to opt out"',
+                )
+            )
+    return problems

@@ -1,0 +1,192 @@
+"""The `parley` command line, run as an operator runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from backend.api import tokens as api_tokens
+from backend.core.database import create_engine, create_session_factory
+from backend.core.settings import PROJECT_ROOT
+
+PARLEY = [sys.executable, "-m", "backend"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def parley(*args: str, var: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "PARLEY_VAR_DIR": str(var),
+        "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'parley.db'}",
+        **env,
+    }
+    return subprocess.run(
+        [*PARLEY, *args], env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_token_create_prints_a_token_once_that_then_authenticates(tmp_path: Path) -> None:
+    result = parley("token", "create", "--role", "marketer", "--name", "campaigns", var=tmp_path)
+    assert result.returncode == 0, result.stderr
+    secret = result.stdout.strip()
+    assert secret.startswith("pk_")
+    assert "shown once" in result.stderr
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}")
+    try:
+        async with create_session_factory(engine)() as session:
+            token = await api_tokens.authenticate(session, secret)
+    finally:
+        await engine.dispose()
+    assert token is not None
+    assert (token.role, token.name) == ("marketer", "campaigns")
+    assert token.token_hash != secret
+
+
+def test_token_create_refuses_an_unknown_role(tmp_path: Path) -> None:
+    result = parley("token", "create", "--role", "root", var=tmp_path)
+    assert result.returncode == 2
+    assert "'root' is not one of 'admin', 'marketer', 'service', 'analyst'" in result.stderr
+
+
+def test_db_upgrade_applies_migrations_once(tmp_path: Path) -> None:
+    first = parley("db", "upgrade", var=tmp_path)
+    assert first.returncode == 0, first.stderr
+    revisions = sorted(
+        p.name.split("_")[0]
+        for p in (PROJECT_ROOT / "backend" / "migrations" / "versions").glob("0*.py")
+    )
+    assert first.stdout.strip() == "applied " + ", ".join(revisions)
+    second = parley("db", "upgrade", var=tmp_path)
+    assert second.stdout.strip() == "the database is up to date"
+
+
+def test_the_backend_refuses_to_serve_an_unmigrated_database(tmp_path: Path) -> None:
+    result = parley("backend", var=tmp_path)
+    assert result.returncode == 1
+    assert "run 'parley db upgrade' first" in result.stderr
+
+
+@pytest.mark.parametrize("runtime", ["bot", "backend"])
+def test_a_missing_python_is_named_with_how_to_get_it(tmp_path: Path, runtime: str) -> None:
+    # A PATH with the few tools the script uses, and no Python and no pyenv at all.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("sort", "cat", "ls"):
+        (tools / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    bare = {"PATH": str(tools), "PYENV_ROOT": str(tmp_path), "HOME": str(tmp_path)}
+    result = subprocess.run(
+        ["/bin/bash", str(PROJECT_ROOT / "scripts" / "find-python"), runtime],
+        env=bare, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    wanted = "Python 3.10 was not found" if runtime == "bot" else "no Python 3.11 or later"
+    assert wanted in result.stderr
+    assert "pyenv install" in result.stderr
+
+
+def test_the_backend_names_the_line_of_a_mistake_in_data_files(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "segments").mkdir(parents=True)
+    (data / "segments" / "vip.yml").write_text("rule:\n  field: colour\n  op: eq\n  value: red\n")
+    assert parley("db", "upgrade", var=tmp_path).returncode == 0
+    result = parley("backend", var=tmp_path, PARLEY_DATA_DIR=str(data))
+    assert result.returncode == 1
+    assert f"{data / 'segments' / 'vip.yml'}:2: rule: unknown field 'colour'" in result.stderr
+
+
+def test_a_listed_token_can_be_revoked_by_its_prefix_and_then_fails(tmp_path: Path) -> None:
+    secret = parley(
+        "token", "create", "--role", "analyst", "--name", "reports", var=tmp_path
+    ).stdout.strip()
+    listed = parley("token", "list", var=tmp_path).stdout
+    assert f"{secret[:10]}…  analyst" in listed
+    assert secret not in listed
+    assert parley("token", "revoke", "pk_", var=tmp_path).returncode == 1  # too short
+    revoked = parley("token", "revoke", secret[:10], var=tmp_path)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "reports" not in parley("token", "list", var=tmp_path).stdout
+
+
+def test_rasa_warnings_fail_validation_except_the_known_rasa_quirks(tmp_path: Path) -> None:
+    from backend.ops.rasa_project import form_questions, unexpected_warnings
+
+    (tmp_path / "a.yml").write_text(
+        "forms:\n  lead_form:\n    required_slots: [work_email]\nresponses: {}\n"
+    )
+    output = (
+        "io.py:100: UserWarning: The following duplicated intents have been found across "
+        "multiple domain files: faq\n  More info at https://rasa.com/docs/rasa/domain\n"
+        "io.py:100: UserWarning: The utterance 'utter_x' is not used in any story or rule.\n"
+        "io.py:100: UserWarning: The utterance 'utter_ask_work_email' is not used in any "
+        "story or rule.\n"
+        "io.py:100: UserWarning: The utterance 'utter_ask_company' is not used in any "
+        "story or rule.\n"
+    )
+    assert unexpected_warnings(output, form_questions(tmp_path)) == [
+        "The utterance 'utter_x' is not used in any story or rule.",
+        "The utterance 'utter_ask_company' is not used in any story or rule.",
+    ]
+
+
+def test_the_twilio_emulator_needs_an_auth_token(tmp_path: Path) -> None:
+    result = parley("twilio-emulator", var=tmp_path, PARLEY_TWILIO_AUTH_TOKEN="")
+    assert result.returncode != 0
+    assert "PARLEY_TWILIO_AUTH_TOKEN" in result.stderr
+
+
+async def test_the_twilio_emulator_serves_the_twilio_library(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from backend.messaging.twilio_api import twilio_client
+
+    caplog.set_level(logging.INFO)  # the library's own request logs stay out even so
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "PARLEY_VAR_DIR": str(tmp_path),
+        "PARLEY_TWILIO_AUTH_TOKEN": "local-token",
+        "PARLEY_TWILIO_EMULATOR_PORT": str(port),
+    }
+    process = await asyncio.create_subprocess_exec(*PARLEY, "twilio-emulator", env=env)
+    url = f"http://127.0.0.1:{port}"
+    client = twilio_client("AC" + "0" * 32, "local-token", api_url=url)
+    try:
+        for _ in range(100):
+            try:
+                sent = await client.messages.create_async(
+                    to="+14155552671", from_="+15557654321", body="hello"
+                )
+                break
+            except OSError:  # not listening yet
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the emulator did not come up")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/emulator/messages") as response,
+        ):
+            recorded = await response.json()
+        assert [(m["sid"], m["body"]) for m in recorded] == [(sent.sid, "hello")]
+        listed = await client.messages.list_async(to="+14155552671", from_="+15557654321")
+        assert [m.sid for m in listed] == [sent.sid]
+        assert "4155552671" not in caplog.text
+    finally:
+        await client.http_client.close()
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=15)
