@@ -286,7 +286,7 @@ class BackendClient:
         opt_out_type: str | None, timeout: float | None = None,
     ) -> TextReceipt:  # fmt: skip
         """Hand a text a person sent to the backend: recorded once, keywords applied,
-        and answered later by the backend (backend.text_turns)."""
+        and answered later by the backend (backend.messaging.text_turns)."""
         payload: dict[str, Any] = {"sid": sid, "from": sender, "to": to, "body": body}
         if media_urls:
             payload["media_urls"] = media_urls

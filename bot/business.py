@@ -66,7 +66,7 @@ class Business(_Strict):
     sms_help: str = Field(..., max_length=320)
     privacy_policy: str
     # Quiet hours and frequency caps for follow-up sequences: read and checked by the
-    # backend (backend/sequences.py FollowUpDefaults), not by the bot.
+    # backend (backend/sequences/definition.py FollowUpDefaults), not by the bot.
     follow_ups: dict[str, Any] = {}
 
     _hours = validator("opening_hours", "handoff_hours", allow_reuse=True)(_check_hours)

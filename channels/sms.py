@@ -11,7 +11,7 @@ Nothing Twilio was told arrived is ever lost:
   TwiML); if the backend cannot record it, Twilio gets 503: the text is never
   acknowledged and dropped.
 - The backend then has the bot answer every recorded text exactly once, in the order
-  each person sent them (backend.text_turns): it calls `POST /webhooks/sms/turn` here
+  each person sent them (backend.messaging.text_turns): it calls `POST /webhooks/sms/turn` here
   (with Rasa's token), again after any crash. A turn runs under the conversation's lock
   and is skipped when the text (its MessageSid) is in the conversation already.
 - The bot's replies leave through the backend's one door, which checks consent, paces

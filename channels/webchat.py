@@ -45,7 +45,7 @@ from bot.settings import settings
 
 logger = logging.getLogger(__name__)
 
-# The token contract shared with the backend (backend/webchat.py): HS256, this audience,
+# The token contract shared with the backend (backend/webchat/sessions.py): HS256, this audience,
 # and the session id in `sub`.
 SIGNING_ALGORITHM = "HS256"
 AUDIENCE = "parley:webchat"
