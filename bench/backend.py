@@ -9,7 +9,6 @@ import math
 import os
 import random
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from backend.core import data_files
+from backend import data_files
 from backend.core.database import create_engine, create_session_factory
 from backend.core.settings import PROJECT_ROOT
 from backend.scoring.rules import ScoringRules
@@ -30,6 +29,7 @@ from backend.segments import store as segment_store
 from backend.segments.rules import Rule, SegmentDefinition
 from bench import loading
 from bench.synthetic import EPOCH_NOW, Person, people
+from tests.servers import free_port
 
 POSTGRES = os.environ.get("PARLEY_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 BATCH = 1000
@@ -98,12 +98,6 @@ def p99(values: list[float]) -> float:
     """The 99th percentile, nearest rank."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def peak_rss_mb(pid: int) -> float:

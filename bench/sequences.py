@@ -31,8 +31,9 @@ import asyncpg
 from aiohttp import web
 
 from backend.core.settings import PROJECT_ROOT, Settings
-from bench.backend import POSTGRES, free_port, p99, peak_rss_mb
+from bench.backend import POSTGRES, p99, peak_rss_mb
 from bench.loading import migrate
+from tests.servers import free_port
 
 TOKEN = "bench-twilio-token"  # noqa: S105 (a throwaway token for a loopback run)
 SEQUENCE = "bench-follow-up"

@@ -27,9 +27,10 @@ import aiohttp
 from twilio.request_validator import RequestValidator
 
 from backend.core.settings import PROJECT_ROOT
-from bench.backend import free_port, p99, peak_rss_mb
+from bench.backend import p99, peak_rss_mb
 from tests.e2e.fault_stack import Outcome, run_faults
 from tests.e2e.test_sms_faults import PLAN as FAULT_PLAN
+from tests.servers import free_port
 
 TARGETS = {
     "backend": "the backend was killed",

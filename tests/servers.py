@@ -4,6 +4,7 @@ where PostgreSQL is, and what a test does when a server it needs is not running.
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -18,3 +19,10 @@ def server_missing(message: str) -> None:
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(f"{message} (CI=true: tests that need it are mandatory)")
     pytest.skip(f"{message}; start it to run this test")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (tests never use fixed ports)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

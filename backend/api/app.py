@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from backend import data_files
 from backend.api import openapi
 from backend.api import route_table as routes
 from backend.api.auth import auth_middleware
@@ -32,11 +33,12 @@ from backend.api.keys import (
 )
 from backend.api.problems import problem_middleware
 from backend.conversations.rasa_client import RasaClient
-from backend.core import data_files, secret_key
+from backend.core import secret_key
 from backend.core.clock import Clock, SystemClock
 from backend.core.database import create_engine, create_session_factory
 from backend.core.logs import get_logger
 from backend.core.settings import Settings
+from backend.events.recording import EventRecorder
 from backend.messaging.call_door import CallDoor, TwilioCalls
 from backend.messaging.inbound import KeywordConfirmations, KeywordReplies, SmsInbox
 from backend.messaging.sms_door import SendingPace, SmsDoor, TwilioTexts
@@ -179,14 +181,16 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
 def scheduler_worker(app: web.Application) -> Worker:
     """The follow-up sequences' worker, with the app's clock, door and settings."""
     settings = app[SETTINGS]
+    sequences = app[SEQUENCES]
     return Worker(
         sessions=app[SESSIONS],
         clock=app[CLOCK],
-        sequences={s.name: s for s in app[SEQUENCES]},
+        sequences={s.name: s for s in sequences},
         directory=app[DIRECTORY],
         door=app.get(SMS_DOOR),
         calls=app.get(CALL_DOOR),
         business=app[BUSINESS_TEXTS].model_dump(),
+        record_points=EventRecorder(app[DIRECTORY], sequences).record_points,
         conversations=app[RASA] if settings.rasa_token else None,
         defaults=app[BUSINESS_TEXTS].follow_ups,
         batch=settings.scheduler_batch,

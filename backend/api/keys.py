@@ -7,9 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backend.conversations.rasa_client import RasaClient
 from backend.core.clock import Clock
-from backend.core.data_files import BusinessTexts
 from backend.core.models import ApiToken
 from backend.core.settings import Settings
+from backend.data_files import BusinessTexts
 from backend.messaging.call_door import CallDoor
 from backend.messaging.inbound import KeywordReplies, SmsInbox
 from backend.messaging.sms_door import SmsDoor

@@ -14,16 +14,50 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from backend.api import audit_log, health, openapi
-from backend.api import schemas as s
+from backend.api.schemas import AuditPage, Health
 from backend.consent import routes as consent
+from backend.consent.schemas import ConsentCheck, ConsentIn, ConsentOut, ConsentRecorded
 from backend.demos import routes as demos
+from backend.demos.schemas import DemoIn, DemoList, DemoMove, DemoOut
 from backend.events import routes as events
+from backend.events.schemas import EventPage, EventsAccepted
 from backend.handoffs import routes as handoffs
+from backend.handoffs.schemas import HandoffIn, HandoffList, HandoffOut
 from backend.messaging import routes as messages
+from backend.messaging.schemas import (
+    MessageOut,
+    MessagePage,
+    TextIn,
+    TextReceipt,
+    TextReceived,
+    TextSent,
+)
 from backend.people import routes as profiles
+from backend.people.schemas import (
+    IdentifyRequest,
+    IdentifyResult,
+    IdentityAdded,
+    IdentityIn,
+    MergedPointer,
+    MergeRequest,
+    ProfileOut,
+    ProfileUpdate,
+)
 from backend.scoring import routes as scores
+from backend.scoring.schemas import ScoreOut
 from backend.segments import routes as segments
+from backend.segments.schemas import (
+    MemberPage,
+    Membership,
+    RulePreview,
+    SegmentCount,
+    SegmentIn,
+    SegmentList,
+    SegmentOut,
+    SegmentUpdate,
+)
 from backend.sequences import routes as sequences
+from backend.sequences.schemas import EnrolmentIn, EnrolmentOut, SequenceList, SequenceStats
 from backend.webchat import routes as webchat
 
 
@@ -53,7 +87,7 @@ def page(most: int) -> tuple[str, dict[str, Any], str]:
 ROUTES: list[Route] = [
     Route("GET", "/health", "health", health.health,
           "Is the backend up, and can it reach its database?", "operations",
-          responses={200: s.Health}),
+          responses={200: Health}),
     Route("GET", "/api/v1/openapi.json", "openapi", openapi.serve,
           "This API's OpenAPI 3.1 document.", "operations", responses={200: None}),
     Route("GET", "/api/v1/docs", "docs", openapi.docs_page,
@@ -62,19 +96,19 @@ ROUTES: list[Route] = [
 
     Route("POST", "/api/v1/identify", "identify", profiles.identify,
           "Find or create the profile behind a channel identity, and update it.", "profiles",
-          body=s.IdentifyRequest, responses={200: s.IdentifyResult, 201: s.IdentifyResult}),
+          body=IdentifyRequest, responses={200: IdentifyResult, 201: IdentifyResult}),
     Route("GET", PROFILE, "get_profile", profiles.get_profile,
           "Read one profile with its identities and score (a merged profile answers 308).",
-          "profiles", responses={200: s.ProfileOut, 308: s.MergedPointer}),
+          "profiles", responses={200: ProfileOut, 308: MergedPointer}),
     Route("PATCH", PROFILE, "update_profile", profiles.update_profile,
           "Change a profile's core fields and attributes.", "profiles",
-          body=s.ProfileUpdate, responses={200: s.ProfileOut}),
+          body=ProfileUpdate, responses={200: ProfileOut}),
     Route("POST", PROFILE + "/identities", "add_identity", profiles.add_identity,
           "Add an identity; if it is another profile's, the two are merged.", "profiles",
-          body=s.IdentityIn, responses={200: s.IdentityAdded}),
+          body=IdentityIn, responses={200: IdentityAdded}),
     Route("POST", PROFILE + "/merge", "merge_profiles", profiles.merge_profiles,
           "Merge another profile of the same person into this one.", "profiles",
-          body=s.MergeRequest, responses={200: s.IdentityAdded}),
+          body=MergeRequest, responses={200: IdentityAdded}),
     Route("GET", PROFILE + "/export", "export_profile", profiles.export_profile,
           "Everything held about the person, as JSON (GDPR access).", "privacy",
           responses={200: None}),
@@ -84,106 +118,106 @@ ROUTES: list[Route] = [
 
     Route("GET", PROFILE + "/consent", "get_consent", consent.get_consent,
           "Current consent per channel and purpose, and the ledger behind it.", "consent",
-          responses={200: s.ConsentOut}),
+          responses={200: ConsentOut}),
     Route("POST", PROFILE + "/consent", "record_consent", consent.record_consent,
           "Append a grant, withdrawal or confirmation to the consent ledger.", "consent",
-          body=s.ConsentIn, responses={201: s.ConsentRecorded}),
+          body=ConsentIn, responses={201: ConsentRecorded}),
     Route("GET", PROFILE + "/consent/{channel}/{purpose}", "check_consent",
           consent.check_consent,
           "May a message of this purpose go to this person on this channel now?", "consent",
-          responses={200: s.ConsentCheck}),
+          responses={200: ConsentCheck}),
 
     Route("POST", "/api/v1/events", "record_events", events.record_events,
           "Report one event or a batch of up to 1,000 (stored once per idempotency key).",
-          "events", body=events.EventsBody, responses={200: s.EventsAccepted}),
+          "events", body=events.EventsBody, responses={200: EventsAccepted}),
     Route("GET", PROFILE + "/events", "list_events", events.list_events,
-          "A profile's events, newest first.", "events", responses={200: s.EventPage},
+          "A profile's events, newest first.", "events", responses={200: EventPage},
           query=(page(500), ("before", ID, "only events older than this id"))),
     Route("GET", PROFILE + "/score", "get_score", scores.get_score,
           "A profile's lead score today and the rules behind it.", "scoring",
-          responses={200: s.ScoreOut}),
+          responses={200: ScoreOut}),
 
     Route("GET", "/api/v1/segments", "list_segments", segments.list_segments,
           "Every segment, from data/segments/ and from the API.", "segments",
-          responses={200: s.SegmentList}),
+          responses={200: SegmentList}),
     Route("POST", "/api/v1/segments", "create_segment", segments.create_segment,
-          "Define a segment.", "segments", body=s.SegmentIn, responses={201: s.SegmentOut}),
+          "Define a segment.", "segments", body=SegmentIn, responses={201: SegmentOut}),
     Route("POST", "/api/v1/segment-previews", "preview_rule", segments.preview_rule,
           "Count the profiles a rule selects, without saving it.", "segments",
-          body=s.RulePreview, responses={200: s.SegmentCount}),
+          body=RulePreview, responses={200: SegmentCount}),
     Route("GET", SEGMENT, "get_segment", segments.get_segment,
-          "One segment's definition.", "segments", responses={200: s.SegmentOut}),
+          "One segment's definition.", "segments", responses={200: SegmentOut}),
     Route("PUT", SEGMENT, "replace_segment", segments.replace_segment,
           "Change an API-defined segment.", "segments",
-          body=s.SegmentUpdate, responses={200: s.SegmentOut}),
+          body=SegmentUpdate, responses={200: SegmentOut}),
     Route("DELETE", SEGMENT, "delete_segment", segments.delete_segment,
           "Delete an API-defined segment.", "segments", responses={204: None}),
     Route("GET", SEGMENT + "/count", "count_segment", segments.count_segment,
           "How many profiles are in the segment now.", "segments",
-          responses={200: s.SegmentCount}),
+          responses={200: SegmentCount}),
     Route("GET", SEGMENT + "/members", "segment_members", segments.segment_members,
           "The segment's members, a page at a time.", "segments",
-          responses={200: s.MemberPage},
+          responses={200: MemberPage},
           query=(page(1000), ("after", {"type": "string", "format": "uuid"},
                                   "only profiles after this id"))),
     Route("GET", SEGMENT + "/members/{id}", "segment_membership", segments.segment_membership,
-          "Is this profile in the segment now?", "segments", responses={200: s.Membership}),
+          "Is this profile in the segment now?", "segments", responses={200: Membership}),
 
     Route("GET", "/api/v1/sequences", "list_sequences", sequences.list_sequences,
           "The follow-up sequences loaded from data/sequences/.", "sequences",
-          responses={200: s.SequenceList}),
+          responses={200: SequenceList}),
     Route("POST", "/api/v1/sequences/{id}/enrolments", "enrol_profile",
           sequences.enrol_profile,
           "Enrol a person into a sequence (entry conditions apply; 409 says why not).",
-          "sequences", body=s.EnrolmentIn, responses={201: s.EnrolmentOut}),
+          "sequences", body=EnrolmentIn, responses={201: EnrolmentOut}),
     Route("GET", "/api/v1/sequences/{id}/stats", "sequence_stats", sequences.sequence_stats,
           "A sequence's results: people enrolled, sent, delivered, replied, reaching the "
           "goal and opting out, per send step and variant, with each variant's lift over "
-          "the holdout.", "sequences", responses={200: s.SequenceStats},
+          "the holdout.", "sequences", responses={200: SequenceStats},
           query=(("since", {"type": "string", "format": "date-time"},
                   "only people enrolled at or after this time"),)),
 
     Route("GET", "/api/v1/demos", "list_demos", demos.list_demos,
           "Demo bookings starting in a time range (to offer the free slots).", "demos",
-          responses={200: s.DemoList},
+          responses={200: DemoList},
           query=(("from", {"type": "string", "format": "date-time"}, "range start (default now)"),
                  ("to", {"type": "string", "format": "date-time"},
                   "range end (default 14 days after from)"))),
     Route("POST", "/api/v1/demos", "book_demo", demos.book_demo,
           "Book a demo (records a demo_booked event).", "demos",
-          body=s.DemoIn, responses={201: s.DemoOut}),
+          body=DemoIn, responses={201: DemoOut}),
     Route("PATCH", "/api/v1/demos/{id}", "move_demo", demos.move_demo,
           "Move a demo to another time (records demo_rescheduled).", "demos",
-          body=s.DemoMove, responses={200: s.DemoOut}),
+          body=DemoMove, responses={200: DemoOut}),
     Route("DELETE", "/api/v1/demos/{id}", "cancel_demo", demos.cancel_demo,
-          "Cancel a demo (records demo_cancelled).", "demos", responses={200: s.DemoOut}),
+          "Cancel a demo (records demo_cancelled).", "demos", responses={200: DemoOut}),
     Route("GET", PROFILE + "/demos", "profile_demos", demos.profile_demos,
-          "A person's upcoming demos.", "demos", responses={200: s.DemoList}),
+          "A person's upcoming demos.", "demos", responses={200: DemoList}),
 
     Route("POST", "/api/v1/handoffs", "open_handoff", handoffs.open_handoff,
           "Mark a conversation for a person to take over (the bot pauses itself).",
-          "handoffs", body=s.HandoffIn, responses={200: s.HandoffOut, 201: s.HandoffOut}),
+          "handoffs", body=HandoffIn, responses={200: HandoffOut, 201: HandoffOut}),
     Route("GET", "/api/v1/handoffs", "list_handoffs", handoffs.list_handoffs,
-          "Hand-offs, oldest first.", "handoffs", responses={200: s.HandoffList},
+          "Hand-offs, oldest first.", "handoffs", responses={200: HandoffList},
           query=(("status", {"type": "string", "enum": ["open", "closed"]}, "only these"),)),
     Route("POST", "/api/v1/handoffs/{id}/close", "close_handoff", handoffs.close_handoff,
           "Hand the conversation back to the bot.", "handoffs",
-          responses={200: s.HandoffOut}),
+          responses={200: HandoffOut}),
 
     Route("POST", "/api/v1/messages", "send_text", messages.send_text,
           "Send a text through the one door: consent checked now, split, paced, sent, "
-          "recorded.", "messages", body=s.TextIn,
-          responses={200: s.TextSent, 201: s.TextSent}),
+          "recorded.", "messages", body=TextIn,
+          responses={200: TextSent, 201: TextSent}),
     Route("GET", "/api/v1/messages/{id}", "get_message", messages.get_message,
           "One text, in or out, with its delivery status.", "messages",
-          responses={200: s.MessageOut}),
+          responses={200: MessageOut}),
     Route("POST", "/api/v1/inbound-texts", "receive_text", messages.receive_text,
           "Record a text a person sent (once per Twilio MessageSid) and answer STOP, START "
-          "and HELP.", "messages", body=s.TextReceived,
-          responses={200: s.TextReceipt, 201: s.TextReceipt}),
+          "and HELP.", "messages", body=TextReceived,
+          responses={200: TextReceipt, 201: TextReceipt}),
     Route("GET", PROFILE + "/messages", "profile_messages", messages.profile_messages,
           "A person's texts, in and out, newest first.", "messages",
-          responses={200: s.MessagePage},
+          responses={200: MessagePage},
           query=(page(500), ("before", ID, "only texts older than this id"))),
     Route("POST", "/twilio/sms", "twilio_sms", messages.twilio_sms,
           "Twilio's \"A message comes in\" webhook: records a text a person sent and applies "
@@ -198,7 +232,7 @@ ROUTES: list[Route] = [
           "X-Twilio-Signature).", "messages", responses={204: None}),
 
     Route("GET", "/api/v1/audit", "list_audit", audit_log.list_audit,
-          "Who changed what, newest first.", "operations", responses={200: s.AuditPage},
+          "Who changed what, newest first.", "operations", responses={200: AuditPage},
           query=(page(1000), ("before", ID, "only entries older than this id"),
                  ("target", {"type": "string"}, "only entries about this profile or segment"))),
 

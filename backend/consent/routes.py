@@ -11,7 +11,9 @@ from sqlalchemy import select
 from backend.api.bodies import read_body, respond
 from backend.api.keys import CALLER, CLOCK, KEYWORD_REPLIES, SESSIONS, SMS_DOOR
 from backend.api.problems import Problem
-from backend.api.schemas import (
+from backend.consent import ledger as consent
+from backend.consent.ledger import Action, Channel, ConsentRefused, Purpose, Source, State
+from backend.consent.schemas import (
     ConsentCheck,
     ConsentIn,
     ConsentLineOut,
@@ -19,13 +21,11 @@ from backend.api.schemas import (
     ConsentRecorded,
     ConsentStateOut,
 )
-from backend.consent import ledger as consent
-from backend.consent.ledger import Action, Channel, ConsentRefused, Purpose, Source, State
 from backend.core import audit
+from backend.core.identities import IdentityKind
 from backend.core.logs import get_logger
 from backend.core.models import Identity
 from backend.messaging.sms_door import MessagePurpose, OutboundText, SendRefused
-from backend.people.identities import IdentityKind
 from backend.people.routes import live_profile
 
 log = get_logger(__name__)

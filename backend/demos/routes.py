@@ -10,10 +10,10 @@ from aiohttp import web
 from backend.api.bodies import read_body, respond, row_by_id
 from backend.api.keys import CALLER, CLOCK, DIRECTORY, SESSIONS
 from backend.api.problems import Problem
-from backend.api.schemas import DemoIn, DemoList, DemoMove, DemoOut
 from backend.core import audit
 from backend.core.models import Demo
 from backend.demos import bookings as demos
+from backend.demos.schemas import DemoIn, DemoList, DemoMove, DemoOut
 from backend.events.routes import event_recorder
 from backend.people.routes import live_profile
 

@@ -79,7 +79,7 @@ CALL_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
 
 
 @dataclass
-class Message:
+class EmulatedMessage:
     sid: str
     account_sid: str
     to: str
@@ -249,7 +249,7 @@ class TwilioEmulator:
         self.voice_webhook_url = voice_webhook_url
         self.calls: dict[str, Call] = {}
         self.clock = clock or SystemClock()
-        self.messages: dict[str, Message] = {}
+        self.messages: dict[str, EmulatedMessage] = {}
         self.undeliverable: set[str] = set()
         # Numbers that, called, never pick up (no-answer) or are busy.
         self.unanswered: set[str] = set()
@@ -313,7 +313,7 @@ class TwilioEmulator:
             )
         if to == OPTED_OUT_NUMBER:
             return twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")
-        message = Message(
+        message = EmulatedMessage(
             sid="SM" + secrets.token_hex(16),
             account_sid=self.account_sid,
             to=to,
@@ -368,7 +368,7 @@ class TwilioEmulator:
     def _base(self, request: web.Request) -> str:
         return API.format(account=request.match_info["account"])
 
-    async def _progress(self, message: Message) -> None:
+    async def _progress(self, message: EmulatedMessage) -> None:
         """What Twilio reports after accepting a message, one status at a time."""
         steps = (
             ["sent", "undelivered"] if message.to in self.undeliverable else ["sent", "delivered"]

@@ -19,8 +19,8 @@ from sqlalchemy import insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core import audit
+from backend.core.identities import IdentityKind
 from backend.core.models import Event, Identity, Profile
-from backend.people.identities import IdentityKind
 from backend.people.profiles import ProfileDirectory
 from backend.scoring import rules as scoring
 from backend.sequences import enrolment
@@ -84,6 +84,17 @@ class EventRecorder:
             stored=len(fresh), types=sorted({e.type for _, e in fresh}),
         )  # fmt: skip
         return outcomes
+
+    async def record_points(
+        self, session: AsyncSession, profile_id: uuid.UUID, properties: dict[str, Any]
+    ) -> None:
+        """A follow-up step's points (`sequence`, `step`, `points`), recorded for the
+        scheduler."""
+        await self.record(
+            session,
+            [Incoming(scoring.SEQUENCE_POINTS, properties, None, None, profile_id)],
+            audit.SCHEDULER,
+        )
 
 
 async def ingest(

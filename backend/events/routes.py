@@ -11,7 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from backend.api.bodies import query_int, read_body_as, respond
 from backend.api.keys import CALLER, CLOCK, DIRECTORY, SEQUENCES, SESSIONS
 from backend.api.problems import invalid_fields
-from backend.api.schemas import (
+from backend.core.logs import get_logger
+from backend.events import recording as events
+from backend.events.schemas import (
     EventBatch,
     EventIn,
     EventOut,
@@ -19,8 +21,6 @@ from backend.api.schemas import (
     EventPage,
     EventsAccepted,
 )
-from backend.core.logs import get_logger
-from backend.events import recording as events
 from backend.people.routes import live_profile, normalised_address
 
 log = get_logger(__name__)

@@ -8,12 +8,12 @@ from aiohttp import web
 from backend.api.bodies import query_choice, read_body, respond, row_by_id
 from backend.api.keys import CALLER, CLOCK, DIRECTORY, RASA, SESSIONS
 from backend.api.problems import Problem
-from backend.api.schemas import HandoffIn, HandoffList, HandoffOut
 from backend.conversations.rasa_client import RasaUnavailable
 from backend.core import audit
 from backend.core.logs import get_logger
 from backend.core.models import Handoff
 from backend.handoffs import handoff as handoffs
+from backend.handoffs.schemas import HandoffIn, HandoffList, HandoffOut
 
 log = get_logger(__name__)
 

@@ -45,21 +45,21 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from backend.consent import ledger as consent
 from backend.consent.ledger import Channel, Purpose
 from backend.core.clock import Clock
+from backend.core.identities import IdentityKind, redact
 from backend.core.logs import get_logger
 from backend.core.models import Message, Profile
+from backend.messaging.reconciliation import SendRecords
 from backend.messaging.sms_door import (
-    CLOCK_SKEW,
     Accepted,
     FollowUp,
     MessagePurpose,
+    Refusal,
     SendRefused,
     advance_status,
     require_consent,
 )
-from backend.people.identities import IdentityKind, redact
 from backend.people.profiles import ProfileDirectory
 from message_rules.speech import Prompt, last_question, speakable, with_query
 
@@ -179,23 +179,26 @@ class CallDoor:
     # call younger than this may still be on its way, and is left alone.
     in_flight: timedelta = timedelta(seconds=30)
 
+    @property
+    def _records(self) -> SendRecords:
+        return SendRecords(self.sessions, self.clock)
+
     async def call(self, call: OutboundCall) -> Placed:
         """Check, record and place; the call's record. Raises `SendRefused`."""
         if call.purpose is MessagePurpose.COMPLIANCE:
             raise SendRefused(
-                422, "not-a-call-purpose",
+                Refusal.NOT_A_CALL_PURPOSE,
                 "Compliance messages answer a keyword text; they are never calls.",
-            )  # fmt: skip
+            )
         spoken = speakable(call.say)
         if not spoken:
-            raise SendRefused(422, "nothing-to-say", "A call needs something to say.")
+            raise SendRefused(Refusal.NOTHING_TO_SAY, "A call needs something to say.")
         twiml = call_twiml(spoken, self.gather_url)
         if len(twiml) > MAX_TWIML:
             raise SendRefused(
-                422, "call-too-long",
-                f"The call's TwiML is {len(twiml)} characters; Twilio takes {MAX_TWIML}. "
-                "Say less.",
-            )  # fmt: skip
+                Refusal.CALL_TOO_LONG,
+                f"The call's TwiML is {len(twiml)} characters; Twilio takes {MAX_TWIML}. Say less.",
+            )
         row: Message | None = None
         try:
             async with self.sessions.begin() as session:
@@ -229,7 +232,7 @@ class CallDoor:
         row = await session.scalar(select(Message).where(Message.send_key == key))
         if row is not None and row.channel != "voice":
             raise SendRefused(
-                409, "send-key-reused", "This send key was used for a text, not a call.", [row]
+                Refusal.SEND_KEY_REUSED, "This send key was used for a text, not a call.", [row]
             )
         return row
 
@@ -263,12 +266,14 @@ class CallDoor:
         still be on its way is not touched (409, ask again later)."""
         if row.provider_sid is not None or row.status != "queued":
             return Placed(row, repeated=True)
-        waited = self.clock.now() - row.created_at
-        if row.error_message is None and waited < self.in_flight:
+        wait = self._records.still_in_flight([row], self.in_flight)
+        if wait is not None:
             raise SendRefused(
-                409, "send-in-progress", "This call is still being placed; ask again later.",
-                [row], retry_after=(self.in_flight - waited).total_seconds(),
-            )  # fmt: skip
+                Refusal.SEND_IN_PROGRESS,
+                "This call is still being placed; ask again later.",
+                [row],
+                retry_after=wait.total_seconds(),
+            )
         if not await self._found_at_twilio(row):
             await self._recheck_consent(row)
             await self._place(row)
@@ -283,33 +288,19 @@ class CallDoor:
             listed = await self.calls.recent(row.to_address, row.from_address)
         except (TwilioException, OSError, TimeoutError) as error:
             raise SendRefused(
-                502, "twilio-unavailable",
-                "Twilio could not be reached to check an earlier call; try again later.", [row],
-            ) from error  # fmt: skip
-        earliest = row.created_at - CLOCK_SKEW
-        candidates = [c for c in listed if c.created_at is None or c.created_at >= earliest]
-        if not candidates:
+                Refusal.TWILIO_UNAVAILABLE,
+                "Twilio could not be reached to check an earlier call; try again later.",
+                [row],
+            ) from error
+        sid = await self._records.adopt(
+            row,
+            listed,
+            lambda _: True,
+            lambda stored, status: advance_call_status(stored, status, None, self.clock),
+        )
+        if sid is None:
             return False
-        async with self.sessions.begin() as session:
-            claimed = set(
-                await session.scalars(
-                    select(Message.provider_sid).where(
-                        Message.provider_sid.in_([c.sid for c in candidates]),
-                        Message.id != row.id,
-                    )
-                )
-            )
-            match = next((c for c in reversed(candidates) if c.sid not in claimed), None)
-            if match is None:
-                return False
-            stored = await session.get(
-                Message, row.id, populate_existing=True, with_for_update=True
-            )
-            assert stored is not None
-            stored.provider_sid, stored.error_message = match.sid, None
-            advance_call_status(stored, match.status, None, self.clock)
-        row.provider_sid, row.status, row.error_message = match.sid, stored.status, None
-        log.info("call.found_after_doubt", message_id=row.id, sid=match.sid)
+        log.info("call.found_after_doubt", message_id=row.id, sid=sid)
         return True
 
     async def _recheck_consent(self, row: Message) -> None:
@@ -317,16 +308,13 @@ class CallDoor:
         needed = Purpose.MARKETING if row.purpose == MessagePurpose.MARKETING.value else (
             Purpose.TRANSACTIONAL
         )  # fmt: skip
-        async with self.sessions() as session:
-            allowed = row.profile_id is None or await consent.may_send(
-                session, row.profile_id, Channel.VOICE, needed
-            )
-        if not allowed:
-            await self._failed(row, None, "not placed: consent was withdrawn meanwhile")
+        if not await self._records.consent_allows(row.profile_id, Channel.VOICE, needed):
+            await self._records.failed([row], None, "not placed: consent was withdrawn meanwhile")
             raise SendRefused(
-                409, "consent-refused", "This person's voice consent no longer allows this call.",
+                Refusal.CONSENT_REFUSED,
+                "This person's voice consent no longer allows this call.",
                 [row],
-            )  # fmt: skip
+            )
 
     async def _place(self, row: Message) -> None:
         callback = f"{self.status_callback_url}?message={row.id}"
@@ -336,26 +324,25 @@ class CallDoor:
         except TwilioRestException as error:
             if error.status and error.status >= 500:
                 # Twilio may have taken it before failing: a retry looks it up first.
-                await self._in_doubt(row, f"Twilio answered {error.status}: {error.msg}")
+                await self._records.in_doubt([row], f"Twilio answered {error.status}: {error.msg}")
                 raise SendRefused(
-                    502, "twilio-unavailable", "Twilio failed; the call is checked on retry.",
+                    Refusal.TWILIO_UNAVAILABLE,
+                    "Twilio failed; the call is checked on retry.",
                     [row],
-                ) from error  # fmt: skip
-            await self._failed(row, error.code, error.msg)
+                ) from error
+            await self._records.failed([row], error.code, error.msg)
             uncallable = error.code in UNCALLABLE
-            status, kind = (422, "undeliverable-number") if uncallable else (502, "twilio-refused")
-            raise SendRefused(
-                status, kind, f"Twilio refused the call: {error.msg}", [row]
-            ) from error
+            kind = Refusal.UNDELIVERABLE_NUMBER if uncallable else Refusal.TWILIO_REFUSED
+            raise SendRefused(kind, f"Twilio refused the call: {error.msg}", [row]) from error
         except (TwilioException, OSError, TimeoutError) as error:
             # A timeout can come after Twilio took the call: the outcome is unknown, and
             # a retry with the same send key looks it up before calling.
-            await self._in_doubt(row, f"Twilio could not be reached: {error}")
+            await self._records.in_doubt([row], f"Twilio could not be reached: {error}")
             raise SendRefused(
-                502, "twilio-unavailable",
+                Refusal.TWILIO_UNAVAILABLE,
                 "Twilio could not be reached; retry with the same send_key to complete it.",
                 [row],
-            ) from error  # fmt: skip
+            ) from error
         async with self.sessions.begin() as session:
             stored = await session.get(
                 Message, row.id, populate_existing=True, with_for_update=True
@@ -365,22 +352,6 @@ class CallDoor:
             stored.provider_sid = stored.provider_sid or accepted.sid
             advance_call_status(stored, accepted.status, None, self.clock)
         row.provider_sid, row.status = stored.provider_sid, stored.status
-
-    async def _failed(self, row: Message, code: int | None, reason: str) -> None:
-        async with self.sessions.begin() as session:
-            stored = await session.get(Message, row.id)
-            assert stored is not None
-            stored.status, stored.error_code, stored.error_message = "failed", code, reason
-            stored.updated_at = self.clock.now()
-        row.status, row.error_code, row.error_message = "failed", code, reason
-
-    async def _in_doubt(self, row: Message, reason: str) -> None:
-        """Say why this call is unconfirmed; it stays queued until a retry settles it."""
-        async with self.sessions.begin() as session:
-            stored = await session.get(Message, row.id)
-            assert stored is not None
-            stored.error_message, stored.updated_at = reason, self.clock.now()
-        row.error_message = reason
 
 
 def advance_call_status(message: Message, call_status: str, code: int | None, clock: Clock) -> bool:

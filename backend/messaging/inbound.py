@@ -30,18 +30,18 @@ from backend.consent import ledger as consent
 from backend.consent.ledger import Action, Channel, Purpose, Source, State
 from backend.core.clock import Clock
 from backend.core.database import first_in_line
+from backend.core.identities import IdentityKind, redact
 from backend.core.logs import get_logger
 from backend.core.models import ConsentEvent, Message
-from backend.messaging.sms_door import MessagePurpose, OutboundText, SendRefused, SmsDoor
+from backend.messaging.sms_door import MessagePurpose, OutboundText, Refusal, SendRefused, SmsDoor
 from backend.messaging.text_turns import AnswerFailed, PendingText
-from backend.people.identities import IdentityKind, redact
 from backend.people.profiles import ProfileDirectory
 from message_rules.sms import Keyword, keyword_of
 
 log = get_logger(__name__)
 
 # Door refusals that may pass: Twilio unreachable, the same send in progress, the pace.
-RETRY_KINDS = frozenset({"twilio-unavailable", "send-in-progress", "sender-busy"})
+RETRY_KINDS = frozenset({Refusal.TWILIO_UNAVAILABLE, Refusal.SEND_IN_PROGRESS, Refusal.SENDER_BUSY})
 # Twilio's OptOutType values (Advanced Opt-Out, custom keywords in any language).
 OPT_OUT_TYPES = {"STOP": Keyword.STOP, "START": Keyword.START, "HELP": Keyword.HELP}
 

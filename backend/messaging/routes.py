@@ -11,7 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.api.bodies import query_int, read_body, respond
 from backend.api.keys import CLOCK, INBOX, SESSIONS, SETTINGS, SMS_DOOR
 from backend.api.problems import Problem
-from backend.api.schemas import (
+from backend.core.identities import InvalidAddress, normalise_phone
+from backend.core.logs import get_logger
+from backend.core.models import Message
+from backend.messaging.call_door import advance_call_status
+from backend.messaging.inbound import InboundText
+from backend.messaging.schemas import (
     MessageOut,
     MessagePage,
     TextIn,
@@ -19,19 +24,15 @@ from backend.api.schemas import (
     TextReceived,
     TextSent,
 )
-from backend.core.logs import get_logger
-from backend.core.models import Message
-from backend.messaging.call_door import advance_call_status
-from backend.messaging.inbound import InboundText
 from backend.messaging.sms_door import (
     MessagePurpose,
     OutboundText,
+    Refusal,
     SendRefused,
     SmsDoor,
     advance_status,
 )
 from backend.messaging.twilio_routes import TwilioForm, twilio_form
-from backend.people.identities import InvalidAddress, normalise_phone
 from backend.people.routes import live_profile
 
 log = get_logger(__name__)
@@ -77,6 +78,24 @@ def _door(request: web.Request) -> SmsDoor:
     return door
 
 
+# The HTTP status of each reason a door did not send (its problem type is the reason).
+REFUSAL_STATUS: dict[Refusal, int] = {
+    Refusal.CONSENT_REFUSED: 409,
+    Refusal.RECIPIENT_UNSUBSCRIBED: 409,
+    Refusal.UNDELIVERABLE_NUMBER: 422,
+    Refusal.SENDER_BUSY: 429,
+    Refusal.SEND_IN_PROGRESS: 409,
+    Refusal.SEND_KEY_REUSED: 409,
+    Refusal.NOT_A_KEYWORD_REPLY: 409,
+    Refusal.ALREADY_ANSWERED: 409,
+    Refusal.NOT_A_CALL_PURPOSE: 422,
+    Refusal.NOTHING_TO_SAY: 422,
+    Refusal.CALL_TOO_LONG: 422,
+    Refusal.TWILIO_UNAVAILABLE: 502,
+    Refusal.TWILIO_REFUSED: 502,
+}
+
+
 async def send_text(request: web.Request) -> web.Response:
     body = await read_body(request, TextIn)
     text = OutboundText(
@@ -95,7 +114,8 @@ async def send_text(request: web.Request) -> web.Response:
             if refused.retry_after is not None
             else None
         )
-        problem = Problem(refused.status, str(refused), type_=refused.kind, headers=headers)
+        status = REFUSAL_STATUS[refused.kind]
+        problem = Problem(status, str(refused), type_=refused.kind, headers=headers)
         raise problem from refused
     return respond(
         TextSent(messages=[message_out(r) for r in sent.messages]),

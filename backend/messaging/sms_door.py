@@ -26,10 +26,11 @@ from twilio.rest import Client
 from backend.consent import ledger as consent
 from backend.consent.ledger import Action, Channel, Purpose, Source
 from backend.core.clock import Clock
+from backend.core.identities import IdentityKind, redact
 from backend.core.json_sql import json_number
 from backend.core.logs import get_logger
 from backend.core.models import ConsentEvent, Message, Profile, SenderPace
-from backend.people.identities import IdentityKind, redact
+from backend.messaging.reconciliation import SendRecords
 from backend.people.profiles import ProfileDirectory
 from message_rules.sms import split_for_sms
 
@@ -37,8 +38,6 @@ log = get_logger(__name__)
 
 # Twilio's codes for "this person replied STOP to your number at the carrier".
 UNSUBSCRIBED_AT_CARRIER = 21610
-# Twilio's and Parley's clocks may disagree this much when matching a text to its record.
-CLOCK_SKEW = timedelta(minutes=10)
 # Twilio's status words, in the order a message moves through them.
 STATUS_RANK = {
     "queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "sent": 2,
@@ -74,19 +73,36 @@ class OutboundText:
     follow_up: FollowUp | None = None
 
 
+class Refusal(StrEnum):
+    """Why a door did not send: the HTTP layer answers each with its problem type (the
+    same words) and status (messaging.routes.REFUSAL_STATUS)."""
+
+    CONSENT_REFUSED = "consent-refused"  # the person's consent does not allow it
+    RECIPIENT_UNSUBSCRIBED = "recipient-unsubscribed"  # at the carrier
+    UNDELIVERABLE_NUMBER = "undeliverable-number"
+    SENDER_BUSY = "sender-busy"  # the sending number's pace is full now
+    SEND_IN_PROGRESS = "send-in-progress"  # the same send key, still on its way
+    SEND_KEY_REUSED = "send-key-reused"  # the same send key, for a text vs a call
+    NOT_A_KEYWORD_REPLY = "not-a-keyword-reply"
+    ALREADY_ANSWERED = "already-answered"
+    NOT_A_CALL_PURPOSE = "not-a-call-purpose"
+    NOTHING_TO_SAY = "nothing-to-say"
+    CALL_TOO_LONG = "call-too-long"
+    TWILIO_UNAVAILABLE = "twilio-unavailable"  # the outcome is unknown: retry, same key
+    TWILIO_REFUSED = "twilio-refused"
+
+
 class SendRefused(Exception):
-    """The text was not sent (or not all of it); `kind` names why for API clients."""
+    """The text or call was not sent (or not all of it); `kind` says why."""
 
     def __init__(
         self,
-        status: int,
-        kind: str,
+        kind: Refusal,
         message: str,
         messages: Sequence[Message] = (),
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
-        self.status = status
         self.kind = kind
         self.messages = list(messages)
         self.retry_after = retry_after
@@ -207,12 +223,12 @@ class SendingPace:
                     if ahead > self.max_wait:
                         waits.append(
                             SendRefused(
-                                429, "sender-busy",
+                                Refusal.SENDER_BUSY,
                                 f"{sender} has more texts waiting than it can send in "
                                 f"{self.max_wait:g} s; try again later.",
                                 retry_after=ahead - self.max_wait,
                             )
-                        )  # fmt: skip
+                        )
                         continue
                     waits.append(ahead)
                     slot += interval
@@ -243,6 +259,10 @@ class SmsDoor:
     # The longest a send can take (the pace's wait and Twilio's timeout): an unconfirmed
     # part younger than this may still be on its way, and is left alone.
     in_flight: timedelta = timedelta(seconds=45)
+
+    @property
+    def _records(self) -> SendRecords:
+        return SendRecords(self.sessions, self.clock)
 
     async def send(self, text: OutboundText) -> Sent:
         """Check, record and send; the recorded parts. Raises `SendRefused`."""
@@ -345,14 +365,14 @@ class SmsDoor:
         in_doubt = [r for r in earlier if r.provider_sid is None and r.status == "queued"]
         if not in_doubt:
             return Sent(earlier, repeated=True)
-        now = self.clock.now()
-        in_flight = [r.created_at for r in in_doubt if r.error_message is None]
-        if in_flight and now - min(in_flight) < self.in_flight:
+        wait = self._records.still_in_flight(in_doubt, self.in_flight)
+        if wait is not None:
             raise SendRefused(
-                409, "send-in-progress",
-                "This send is still in progress; ask again later.", earlier,
-                retry_after=(self.in_flight - (now - min(in_flight))).total_seconds(),
-            )  # fmt: skip
+                Refusal.SEND_IN_PROGRESS,
+                "This send is still in progress; ask again later.",
+                earlier,
+                retry_after=wait.total_seconds(),
+            )
         for index, row in enumerate(in_doubt):
             if await self._found_at_twilio(row):
                 continue
@@ -367,38 +387,18 @@ class SmsDoor:
             listed = await self.texts.recent(row.to_address, row.from_address)
         except (TwilioException, OSError, TimeoutError) as error:
             raise SendRefused(
-                502, "twilio-unavailable",
+                Refusal.TWILIO_UNAVAILABLE,
                 "Twilio could not be reached to check an earlier send; try again later.",
                 [row],
-            ) from error  # fmt: skip
-        earliest = row.created_at - CLOCK_SKEW
-        candidates = [
-            item for item in listed
-            if item.body == row.body and (item.created_at is None or item.created_at >= earliest)
-        ]  # fmt: skip
-        if not candidates:
+            ) from error
+        sid = await self._records.adopt(
+            row,
+            listed,
+            lambda item: item.body == row.body,
+            lambda stored, status: advance_status(stored, status, None, None, self.clock),
+        )
+        if sid is None:
             return False
-        async with self.sessions.begin() as session:
-            # A status callback may have named this very part meanwhile: that is ours.
-            claimed = {
-                sid
-                for id_, sid in await session.execute(
-                    select(Message.id, Message.provider_sid).where(
-                        Message.provider_sid.in_([item.sid for item in candidates])
-                    )
-                )
-                if id_ != row.id
-            }
-            match = next((item for item in reversed(candidates) if item.sid not in claimed), None)
-            if match is None:
-                return False
-            stored = await session.get(
-                Message, row.id, populate_existing=True, with_for_update=True
-            )
-            assert stored is not None
-            stored.provider_sid, stored.error_message = match.sid, None
-            advance_status(stored, match.status, None, None, self.clock)
-        row.provider_sid, row.status, row.error_message = match.sid, stored.status, None
         log.info("sms.found_after_doubt", message_id=row.id, batch_id=str(row.batch_id))
         return True
 
@@ -407,16 +407,13 @@ class SmsDoor:
         if row.purpose == MessagePurpose.COMPLIANCE.value:
             return  # the one answer to a keyword text, already checked to be that
         needed = consent_needed(MessagePurpose(row.purpose or MessagePurpose.TRANSACTIONAL))
-        async with self.sessions() as session:
-            allowed = row.profile_id is None or await consent.may_send(
-                session, row.profile_id, Channel.SMS, needed
-            )
-        if not allowed:
-            await self._failed(unsent, None, "not sent: consent was withdrawn meanwhile")
+        if not await self._records.consent_allows(row.profile_id, Channel.SMS, needed):
+            await self._records.failed(unsent, None, "not sent: consent was withdrawn meanwhile")
             raise SendRefused(
-                409, "consent-refused",
-                "This person's SMS consent no longer allows this text.", unsent,
-            )  # fmt: skip
+                Refusal.CONSENT_REFUSED,
+                "This person's SMS consent no longer allows this text.",
+                unsent,
+            )
 
     async def _earlier_sends(
         self, session: AsyncSession, texts: Sequence[OutboundText]
@@ -440,7 +437,7 @@ class SmsDoor:
                 parts[first.batch_id]
                 if first.channel == "sms"
                 else SendRefused(
-                    409, "send-key-reused", "This send key was used for a call, not a text.",
+                    Refusal.SEND_KEY_REUSED, "This send key was used for a call, not a text.",
                     [first],
                 )
             )  # fmt: skip
@@ -454,8 +451,7 @@ class SmsDoor:
         inbound = await session.get(Message, text.in_reply_to) if text.in_reply_to else None
         if inbound is None or inbound.direction != "inbound" or inbound.from_address != text.to:
             raise SendRefused(
-                409,
-                "not-a-keyword-reply",
+                Refusal.NOT_A_KEYWORD_REPLY,
                 "A compliance text answers a STOP, START or HELP text from the same number "
                 "(in_reply_to).",
             )
@@ -468,7 +464,7 @@ class SmsDoor:
             )
         )
         if answered:
-            raise SendRefused(409, "already-answered", "That text has been answered already.")
+            raise SendRefused(Refusal.ALREADY_ANSWERED, "That text has been answered already.")
         return True
 
     def _parts(self, text: OutboundText, profile_id: uuid.UUID | None) -> list[Message]:
@@ -516,7 +512,7 @@ class SmsDoor:
         try:
             await self.pace.wait_turn(self.sender)
         except SendRefused as busy:
-            await self._failed([row, *rest], None, "not sent: the sending number was busy")
+            await self._records.failed([row, *rest], None, "not sent: the sending number was busy")
             busy.messages = [row, *rest]
             raise
         callback = f"{self.status_callback_url}?message={row.id}"
@@ -527,28 +523,31 @@ class SmsDoor:
         except TwilioRestException as error:
             if error.status and error.status >= 500:
                 # Twilio may have taken it before failing: a retry looks it up first.
-                await self._in_doubt([row, *rest], f"Twilio answered {error.status}: {error.msg}")
+                await self._records.in_doubt(
+                    [row, *rest], f"Twilio answered {error.status}: {error.msg}"
+                )
                 raise SendRefused(
-                    502, "twilio-unavailable", "Twilio failed; the send is checked on retry.",
+                    Refusal.TWILIO_UNAVAILABLE,
+                    "Twilio failed; the send is checked on retry.",
                     [row, *rest],
-                ) from error  # fmt: skip
-            await self._failed([row], error.code, error.msg)
-            await self._failed(rest, None, "not sent: an earlier part failed")
+                ) from error
+            await self._records.failed([row], error.code, error.msg)
+            await self._records.failed(rest, None, "not sent: an earlier part failed")
             if error.code == UNSUBSCRIBED_AT_CARRIER:
                 await self._withdraw_at_carrier(row)
-            status, kind = _refusal(error)
+            kind = _refusal(error)
             raise SendRefused(
-                status, kind, f"Twilio refused the text: {error.msg}", [row, *rest]
+                kind, f"Twilio refused the text: {error.msg}", [row, *rest]
             ) from error
         except (TwilioException, OSError, TimeoutError) as error:
             # A timeout can come after Twilio took the text: the outcome is unknown, and
             # a retry with the same send key looks it up before sending.
-            await self._in_doubt([row, *rest], f"Twilio could not be reached: {error}")
+            await self._records.in_doubt([row, *rest], f"Twilio could not be reached: {error}")
             raise SendRefused(
-                502, "twilio-unavailable",
+                Refusal.TWILIO_UNAVAILABLE,
                 "Twilio could not be reached; retry with the same send_key to complete it.",
                 [row, *rest],
-            ) from error  # fmt: skip
+            ) from error
         return accepted
 
     async def _confirm(self, accepted: Sequence[tuple[Message, Accepted]]) -> None:
@@ -574,26 +573,6 @@ class SmsDoor:
                     .values(status=answer.status)
                 )
                 row.status = answer.status
-
-    async def _failed(self, rows: Sequence[Message], code: int | None, reason: str) -> None:
-        if not rows:
-            return
-        async with self.sessions.begin() as session:
-            for row in rows:
-                stored = await session.get(Message, row.id)
-                assert stored is not None
-                stored.status, stored.error_code, stored.error_message = "failed", code, reason
-                stored.updated_at = self.clock.now()
-                row.status, row.error_code, row.error_message = "failed", code, reason
-
-    async def _in_doubt(self, rows: Sequence[Message], reason: str) -> None:
-        """Say why these parts are unconfirmed; they stay queued until a retry settles."""
-        async with self.sessions.begin() as session:
-            for row in rows:
-                stored = await session.get(Message, row.id)
-                assert stored is not None
-                stored.error_message, stored.updated_at = reason, self.clock.now()
-                row.error_message = reason
 
     async def _withdraw_at_carrier(self, row: Message) -> None:
         """Twilio says the person texted STOP to this number: the ledger says so too."""
@@ -664,15 +643,15 @@ def refuse_unless_allowed(
     if profile_id is None:
         if needed is Purpose.MARKETING:
             raise SendRefused(
-                409, "consent-refused", f"Nobody with this number has agreed to marketing {noun}."
+                Refusal.CONSENT_REFUSED, f"Nobody with this number has agreed to marketing {noun}."
             )
         return
     found = known.get((channel, needed))
     if not consent.allows(found[0] if found else consent.State.NONE, needed):
         raise SendRefused(
-            409, "consent-refused",
+            Refusal.CONSENT_REFUSED,
             f"This person's {channel.value} consent does not allow {purpose.value} {noun} now.",
-        )  # fmt: skip
+        )
 
 
 async def _answer(work: Awaitable[Sent]) -> Sent | SendRefused:
@@ -683,14 +662,14 @@ async def _answer(work: Awaitable[Sent]) -> Sent | SendRefused:
         return refused
 
 
-def _refusal(error: TwilioRestException) -> tuple[int, str]:
+def _refusal(error: TwilioRestException) -> Refusal:
     if error.code == UNSUBSCRIBED_AT_CARRIER:
-        return 409, "recipient-unsubscribed"
+        return Refusal.RECIPIENT_UNSUBSCRIBED
     if error.code in (21211, 21614, 21612, 21408):
-        return 422, "undeliverable-number"
+        return Refusal.UNDELIVERABLE_NUMBER
     if error.status and error.status >= 500:
-        return 502, "twilio-unavailable"
-    return 502, "twilio-refused"
+        return Refusal.TWILIO_UNAVAILABLE
+    return Refusal.TWILIO_REFUSED
 
 
 def advance_status(

@@ -36,9 +36,9 @@ from sqlalchemy.orm import aliased
 
 from backend.conversations.rasa_client import RasaClient, RasaUnavailable
 from backend.core.clock import Clock
+from backend.core.identities import IdentityKind, redact
 from backend.core.logs import get_logger
 from backend.core.models import Message
-from backend.people.identities import IdentityKind, redact
 
 log = get_logger(__name__)
 

@@ -13,16 +13,18 @@ import click
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend import data_files
 from backend.api import tokens as api_tokens
 from backend.api.app import create_app
 from backend.api.tokens import Role
-from backend.core import data_files, migrations_runner
+from backend.core import migrations_runner
 from backend.core.clock import SystemClock
-from backend.core.data_files import DataFileInvalid
 from backend.core.database import create_engine, create_session_factory
+from backend.core.identities import InvalidAddress, normalise_phone
 from backend.core.logs import configure as configure_logs
 from backend.core.secret_key import SecretKeyMissing
 from backend.core.settings import Settings
+from backend.data_files import DataFileInvalid
 from backend.devtools.sms_client import EmulatorUnavailable, text_the_bot
 from backend.devtools.twilio_emulator import TwilioEmulator
 from backend.ops import launcher
@@ -34,7 +36,6 @@ from backend.ops.rasa_project import (
 )
 from backend.ops.supervisor import run_to_completion
 from backend.ops.worker_process import run_worker
-from backend.people.identities import InvalidAddress, normalise_phone
 
 T = TypeVar("T")
 

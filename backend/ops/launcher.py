@@ -13,9 +13,10 @@ from typing import TextIO
 
 from pydantic import SecretStr
 
+from backend import data_files
 from backend.api import tokens as api_tokens
 from backend.api.tokens import Role
-from backend.core import data_files, migrations_runner
+from backend.core import migrations_runner
 from backend.core.clock import Clock, SystemClock
 from backend.core.database import create_engine, create_session_factory
 from backend.core.secret_key import SecretKeyMissing

@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.clock import Clock
+from backend.core.identities import IdentityKind
 from backend.core.models import (
     AuditEntry,
     ConsentEvent,
@@ -31,7 +32,6 @@ from backend.core.models import (
     ScoreContribution,
     Tombstone,
 )
-from backend.people.identities import IdentityKind
 
 
 def identity_hash(key: bytes, kind: IdentityKind | str, address: str) -> str:

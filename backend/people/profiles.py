@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.consent import ledger as consent
 from backend.core.clock import Clock
+from backend.core.identities import PHONE_KINDS, IdentityKind
 from backend.core.models import (
     ConsentEvent,
     ConsentState,
@@ -26,7 +27,6 @@ from backend.core.models import (
     ScoreContribution,
 )
 from backend.people import erasure
-from backend.people.identities import PHONE_KINDS, IdentityKind
 from backend.scoring import rules as scoring
 from backend.scoring.rules import ScoringRules
 

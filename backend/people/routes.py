@@ -12,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.api.bodies import path_uuid, read_body, respond
 from backend.api.keys import CALLER, CLOCK, DIRECTORY, SCORING, SESSIONS, SETTINGS
 from backend.api.problems import Problem, invalid_body, invalid_fields
-from backend.api.schemas import (
+from backend.core import audit
+from backend.core.identities import IdentityKind, InvalidAddress, normalise_address, redact
+from backend.core.logs import get_logger
+from backend.core.models import Profile
+from backend.people import erasure
+from backend.people.schemas import (
     CORE_FIELDS,
     IdentifyRequest,
     IdentifyResult,
@@ -24,11 +29,6 @@ from backend.api.schemas import (
     ProfileOut,
     ProfileUpdate,
 )
-from backend.core import audit
-from backend.core.logs import get_logger
-from backend.core.models import Profile
-from backend.people import erasure
-from backend.people.identities import IdentityKind, InvalidAddress, normalise_address, redact
 from backend.scoring import rules as scoring
 
 log = get_logger(__name__)

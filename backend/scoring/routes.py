@@ -6,9 +6,9 @@ from aiohttp import web
 
 from backend.api.bodies import respond
 from backend.api.keys import CLOCK, SCORING, SESSIONS
-from backend.api.schemas import ScoreOut, ScoreReason
 from backend.people.routes import live_profile
 from backend.scoring import rules as scoring
+from backend.scoring.schemas import ScoreOut, ScoreReason
 
 
 async def get_score(request: web.Request) -> web.Response:

@@ -142,7 +142,7 @@ class ScoringRules(BaseModel):
 
 
 def load(path: Path) -> ScoringRules:
-    """Rules from a YAML file; no file means no rules. Errors: see backend.core.data_files."""
+    """Rules from a YAML file; no file means no rules. Errors: see backend.data_files."""
     if not path.exists():
         return ScoringRules()
     return ScoringRules.model_validate(yaml.safe_load(path.read_text()) or {})

@@ -11,7 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.api.bodies import query_int, read_body, respond
 from backend.api.keys import CALLER, CLOCK, SCORING, SESSIONS
 from backend.api.problems import Problem
-from backend.api.schemas import (
+from backend.core import audit
+from backend.core.models import Segment
+from backend.people.routes import live_profile, profile_out
+from backend.segments import store as segment_store
+from backend.segments.rules import Context
+from backend.segments.schemas import (
     MemberPage,
     Membership,
     RulePreview,
@@ -21,11 +26,6 @@ from backend.api.schemas import (
     SegmentOut,
     SegmentUpdate,
 )
-from backend.core import audit
-from backend.core.models import Segment
-from backend.people.routes import live_profile, profile_out
-from backend.segments import store as segment_store
-from backend.segments.rules import Context
 from backend.segments.store import SegmentConflict
 
 

@@ -33,9 +33,9 @@ from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, sele
 from sqlalchemy.sql.elements import ColumnElement as Column
 
 from backend.consent.ledger import CONCRETE_CHANNELS, Channel, Purpose, State
+from backend.core.identities import IdentityKind
 from backend.core.json_sql import json_bool, json_number, json_present, json_text
 from backend.core.models import ConsentState, Event, Identity, Profile
-from backend.people.identities import IdentityKind
 
 STRING_FIELDS = ("first_name", "last_name", "email", "phone", "locale", "timezone", "company")
 TIME_FIELDS = ("created_at", "updated_at")

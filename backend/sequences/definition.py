@@ -5,30 +5,20 @@ conditions, send limits and a list of steps (`wait`, `send`, `branch`, `update`,
 `handoff`). Every step has an id, so that branches jump to steps by id and results are
 counted per step.
 
-This module is the typed model of a sequence file, the checks that need more than the
-file itself (segments, the Rasa domain, the business, templates compiled and tried on a
-sample profile), and template rendering in a sandbox. backend.core.data_files reads the files
-and reports every mistake as file:line. `enrolment` enrols people and `scheduler` runs
-the steps; docs/sequences.md ("How sequences run") says which
-parts run today.
+This module is the typed model of a sequence file. `checks` checks what needs more than
+the file itself (segments, the Rasa domain, the business, templates compiled and tried
+on a sample profile), `templates` renders in a sandbox; backend.data_files reads the
+files and reports every mistake as file:line. `enrolment` enrols people and `scheduler`
+runs the steps; docs/sequences.md ("How sequences run") says how they run.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import time, timedelta
 from enum import StrEnum
-from functools import lru_cache
 from typing import Annotated, Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta
-from jinja2 import Template as JinjaTemplate
-from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.runtime import Context as JinjaContext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -43,8 +33,6 @@ from pydantic import (
 
 from backend.consent.ledger import Purpose
 from backend.segments.rules import Scalar
-from message_rules.sms import is_gsm7
-from message_rules.sms import segments as sms_segments
 
 EXIT = "exit"  # the target that ends the sequence: `then: exit`, `goto: exit`
 MAX_SMS_SEGMENTS = 3
@@ -77,7 +65,7 @@ SequenceName = Annotated[
 SegmentName = Annotated[
     str, _named(r"[a-z0-9][a-z0-9\-]{0,63}", "segment name", _LOWER_DASHED, "hot-leads")
 ]
-# The pattern the events API accepts (backend.api.schemas.EventType).
+# The pattern the events API accepts (backend.events.schemas.EventType).
 EventType = Annotated[
     str,
     _named(
@@ -525,7 +513,7 @@ class Variant(_Strict):
         return value
 
 
-class Message(_Strict):
+class StepMessage(_Strict):
     channel: SendChannel
     purpose: Purpose = Purpose.MARKETING
     template: TemplateText | None = None
@@ -554,7 +542,7 @@ class Message(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_text(self) -> Message:
+    def _one_text(self) -> StepMessage:
         if (self.template is None) == (self.variants is None):
             raise ValueError("give either `template` (one text) or `variants` (an A/B test)")
         return self
@@ -675,7 +663,7 @@ class WaitStep(_Strict):
 
 class SendStep(_Strict):
     id: StepId
-    send: Message
+    send: StepMessage
     then: Target | None = None
 
 
@@ -757,447 +745,3 @@ class SequenceDefinition(_Strict):
                 return [*(c.goto for c in cases), otherwise or following]
             case _:
                 return [step.then or following]
-
-
-# ----------------------------------------------------------------------------- templates
-
-TEMPLATE_NAMES = ("profile", "event", "business")
-PROFILE_FIELDS = ("first_name", "last_name", "email", "phone", "company", "timezone")
-_MAX_REPEAT = 1000
-
-
-class _TemplateEnvironment(ImmutableSandboxedEnvironment):
-    """Jinja2's sandbox (no attributes starting with _, no mutating lists or dicts),
-    no globals (range, lipsum, …), and no `"x" * 10**9`."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: JinjaContext, operator: str, left: Any, right: Any) -> Any:
-        numbers = all(isinstance(v, int | float) for v in (left, right))
-        if operator == "**" and (not numbers or abs(right) > 64):
-            raise SecurityError("the template raises to a power too large")
-        if (
-            operator == "*"
-            and not numbers
-            and max((abs(v) for v in (left, right) if isinstance(v, int)), default=0) > _MAX_REPEAT
-        ):
-            raise SecurityError("the template repeats text too many times")
-        return super().call_binop(context, operator, left, right)
-
-
-def _blank_none(value: Any) -> Any:
-    # A profile without a first name prints nothing, not "None".
-    return "" if value is None else value
-
-
-ENVIRONMENT = _TemplateEnvironment(
-    undefined=StrictUndefined,
-    # Messages are text (SMS, speech, the web chat shows them as text), not HTML.
-    autoescape=False,
-    finalize=_blank_none,
-)
-ENVIRONMENT.globals.clear()
-
-
-@lru_cache(maxsize=512)
-def compile_template(source: str) -> JinjaTemplate:
-    return ENVIRONMENT.from_string(source)
-
-
-def render(source: str, context: Mapping[str, Any]) -> str:
-    """The message: `source` rendered in the sandbox, StrictUndefined (a name that is not
-    there is an error, not an empty string), trimmed. Raises jinja2 errors."""
-    return compile_template(source).render(dict(context)).strip()
-
-
-def business_context(business: Mapping[str, Any]) -> dict[str, Any]:
-    """What templates see of data/business.yml."""
-    contact = business.get("contact")
-    contact = contact if isinstance(contact, Mapping) else {}
-    return {
-        "name": business.get("name"),
-        "tagline": business.get("tagline"),
-        "website": business.get("website"),
-        "contact": {"email": contact.get("email"), "phone": contact.get("phone")},
-        "address": business.get("address"),
-        "timezone": business.get("timezone"),
-        "privacy_policy": business.get("privacy_policy"),
-    }
-
-
-def template_context(
-    profile: Mapping[str, Any], event: Mapping[str, Any], business: Mapping[str, Any]
-) -> dict[str, Any]:
-    """Everything a template can use, and nothing else: the profile's fields, attributes
-    and score (a whole number), the triggering event, and the business."""
-    return {
-        "profile": {
-            **{name: profile.get(name) for name in PROFILE_FIELDS},
-            "attributes": dict(profile.get("attributes") or {}),
-            "score": round(float(profile.get("score") or 0)),
-        },
-        "event": {
-            "type": event.get("type"),
-            "properties": dict(event.get("properties") or {}),
-        },
-        "business": business_context(business),
-    }
-
-
-class _AnyKey(dict[str, Any]):
-    """Free-form data (attributes, event properties) at validation time: every key has a
-    sample value, so a template may use any of them."""
-
-    def __missing__(self, key: str) -> str:
-        return "sample value"
-
-
-SAMPLE_PROFILE: dict[str, Any] = {
-    "first_name": "Alexandra",
-    "last_name": "Fitzgerald",
-    "email": "alexandra.fitzgerald@example.com",
-    "phone": "+14155550123",
-    "company": "Northwind Traders",
-    "timezone": "America/Chicago",
-    "score": 42,
-}
-SAMPLE_BUSINESS: dict[str, Any] = {
-    "name": "Example Co",
-    "tagline": "an example business",
-    "website": "https://example.com",
-    "contact": {"email": "hello@example.com", "phone": "+1 415 555 0100"},
-    "address": "1 Example Street, Springfield",
-    "timezone": "UTC",
-    "privacy_policy": "https://example.com/privacy",
-}
-
-
-def enrolment_event(trigger: Trigger) -> tuple[str, dict[str, Any]]:
-    """The event a trigger enrols people with, as templates see it: its type and the
-    properties it always has."""
-    match trigger:
-        case EventTrigger(event=type_, where=where):
-            return type_, dict(where)
-        case IntentTrigger(intent=intent):
-            return "intent_expressed", {"intent": intent}
-        case FormCompletedTrigger(form_completed=form):
-            return "form_completed", {"form": form}
-        case SegmentEnteredTrigger(segment_entered=segment):
-            return "segment_entered", {"segment": segment}
-    return "enrolled", {}
-
-
-def sample_context(trigger: Trigger, business: Mapping[str, Any]) -> dict[str, Any]:
-    """The context templates are tried with when files are validated."""
-    event_type, known = enrolment_event(trigger)
-    context = template_context(
-        SAMPLE_PROFILE, {"type": event_type}, {**SAMPLE_BUSINESS, **business}
-    )
-    context["profile"]["attributes"] = _AnyKey()
-    # What an event or the API brings besides is free-form; intents, forms and segments
-    # bring only their name.
-    free = isinstance(trigger, EventTrigger | ApiTrigger)
-    context["event"]["properties"] = _AnyKey(known) if free else known
-    return context
-
-
-# -------------------------------------------------------------------------------- checks
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A mistake found after the file was read: where (a path of keys and indexes in the
-    file), what, and for templates the line inside the template."""
-
-    where: tuple[int | str, ...]
-    message: str
-    template_line: int | None = None
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """What sequence files may name: file segments, the bot's intents and forms (None when
-    the Rasa domain was not found), and the business."""
-
-    segments: frozenset[str]
-    intents: frozenset[str] | None = None
-    forms: frozenset[str] | None = None
-    business: Mapping[str, Any] = field(default_factory=dict)
-    # The questions a follow-up may ask: the values of the bot's `follow_up` slot.
-    questions: frozenset[str] | None = None
-
-
-def check(sequence: SequenceDefinition, vocabulary: Vocabulary) -> list[Problem]:
-    """Every mistake the model alone cannot see, in file order where possible."""
-    return [
-        *_check_flow(sequence),
-        *_check_names(sequence, vocabulary),
-        *_check_templates(sequence, vocabulary),
-    ]
-
-
-def _did_you_mean(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _targets(sequence: SequenceDefinition) -> Iterator[tuple[int, tuple[int | str, ...], str]]:
-    """Every explicit jump: (step index, where it is written, target)."""
-    for index, step in enumerate(sequence.steps):
-        if isinstance(step, BranchStep):
-            for number, case in enumerate(step.branch):
-                yield index, ("steps", index, "branch", number, "goto"), case.goto
-            if step.otherwise:
-                yield index, ("steps", index, "otherwise"), step.otherwise
-        elif not isinstance(step, HandoffStep) and step.then:
-            yield index, ("steps", index, "then"), step.then
-
-
-def _check_flow(sequence: SequenceDefinition) -> list[Problem]:
-    problems: list[Problem] = []
-    steps = sequence.steps
-    position: dict[str, int] = {}
-    for index, step in enumerate(steps):
-        if step.id in position:
-            problems.append(
-                Problem(
-                    ("steps", index, "id"),
-                    f"step {position[step.id] + 1} already has the id {step.id!r}: "
-                    "step ids must be unique",
-                )
-            )
-        else:
-            position[step.id] = index
-        if isinstance(step, SendStep) and step.send.variants:
-            seen: set[str] = set()
-            for number, variant in enumerate(step.send.variants):
-                if variant.name in seen:
-                    problems.append(
-                        Problem(
-                            ("steps", index, "send", "variants", number, "name"),
-                            f"two variants are named {variant.name!r}: names must be unique",
-                        )
-                    )
-                seen.add(variant.name)
-    for _, where, target in _targets(sequence):
-        if target != EXIT and target not in position:
-            problems.append(
-                Problem(
-                    where,
-                    f"no step has the id {target!r}{_did_you_mean(target, list(position))}",
-                )
-            )
-    if problems:
-        return problems
-
-    reached = {0}
-    todo = [0]
-    while todo:
-        for target in sequence.successors(todo.pop()):
-            if target != EXIT and position[target] not in reached:
-                reached.add(position[target])
-                todo.append(position[target])
-    for index, step in enumerate(steps):
-        if index not in reached:
-            problems.append(
-                Problem(
-                    ("steps", index, "id"),
-                    f"step {step.id!r} is never reached: the step before it goes elsewhere "
-                    "and no goto, then or otherwise names it",
-                )
-            )
-
-    # A jump back without a wait in the loop would run the same steps over and over.
-    def loops_back(start: int, goal: int) -> bool:
-        seen, todo = {start}, [start]
-        while todo:
-            index = todo.pop()
-            if index == goal:
-                return True
-            if isinstance(steps[index], WaitStep):
-                continue
-            for target in sequence.successors(index):
-                if target != EXIT and position[target] not in seen:
-                    seen.add(position[target])
-                    todo.append(position[target])
-        return False
-
-    for index, where, target in _targets(sequence):
-        if (
-            target != EXIT
-            and position[target] <= index
-            and not isinstance(steps[index], WaitStep)
-            and loops_back(position[target], index)
-        ):
-            problems.append(
-                Problem(
-                    where,
-                    f"going back to {target!r} makes a loop with no wait in it: add a wait "
-                    "step inside the loop",
-                )
-            )
-
-    if sequence.exit_when.replied:
-        for index, step in enumerate(steps):
-            if isinstance(step, BranchStep):
-                for number, case in enumerate(step.branch):
-                    if isinstance(case.when, RepliedCondition):
-                        problems.append(
-                            Problem(
-                                ("steps", index, "branch", number, "when"),
-                                "this branch never sees a reply: people who reply leave the "
-                                "sequence (exit_when: replied is true unless set to false)",
-                            )
-                        )
-    return problems
-
-
-def _check_names(sequence: SequenceDefinition, vocabulary: Vocabulary) -> list[Problem]:
-    problems: list[Problem] = []
-
-    def segment(where: tuple[int | str, ...], name: str) -> None:
-        if name not in vocabulary.segments:
-            problems.append(
-                Problem(
-                    where,
-                    f"there is no segment {name!r} in data/segments/"
-                    f"{_did_you_mean(name, vocabulary.segments)}; sequences can use segments "
-                    "defined as files only",
-                )
-            )
-
-    def bot(
-        where: tuple[int | str, ...], what: str, name: str, known: frozenset[str] | None
-    ) -> None:
-        if known is None:
-            problems.append(
-                Problem(
-                    where, f"cannot check the {what}: the bot's domain (bot/domain) was not found"
-                )
-            )
-        elif name not in known:
-            problems.append(
-                Problem(
-                    where,
-                    f"the bot has no {what} {name!r}{_did_you_mean(name, known)}; its {what}s "
-                    "are listed in bot/domain/*.yml",
-                )
-            )
-
-    match sequence.trigger:
-        case SegmentEnteredTrigger(segment_entered=name):
-            segment(("trigger", "segment_entered"), name)
-        case IntentTrigger(intent=name):
-            bot(("trigger", "intent"), "intent", name, vocabulary.intents)
-        case FormCompletedTrigger(form_completed=name):
-            bot(("trigger", "form_completed"), "form", name, vocabulary.forms)
-    for key in ("segments", "not_segments"):
-        for number, name in enumerate(getattr(sequence.entry, key)):
-            segment(("entry", key, number), name)
-    for index, step in enumerate(sequence.steps):
-        if isinstance(step, BranchStep):
-            for number, case in enumerate(step.branch):
-                if isinstance(case.when, SegmentCondition):
-                    segment(
-                        ("steps", index, "branch", number, "when", "segment"), case.when.segment
-                    )
-        if isinstance(step, SendStep) and step.send.asks is not None:
-            where = ("steps", index, "send", "asks")
-            bot(where, "follow-up question", step.send.asks, vocabulary.questions)
-    return problems
-
-
-def _check_templates(sequence: SequenceDefinition, vocabulary: Vocabulary) -> list[Problem]:
-    problems: list[Problem] = []
-    context = sample_context(sequence.trigger, vocabulary.business)
-    for index, step in enumerate(sequence.steps):
-        if not isinstance(step, SendStep):
-            continue
-        message = step.send
-        texts: list[tuple[tuple[int | str, ...], str]]
-        if message.variants:
-            texts = [
-                (("steps", index, "send", "variants", number, "template"), variant.template)
-                for number, variant in enumerate(message.variants)
-            ]
-        else:
-            assert message.template is not None
-            texts = [(("steps", index, "send", "template"), message.template)]
-        for where, source in texts:
-            problems += [
-                Problem(where, text, line)
-                for line, text in template_problems(source, message, context)
-            ]
-    return problems
-
-
-_NO_ATTRIBUTE = re.compile(r"has no attribute '([^']+)'")
-
-
-def _line_of(source: str, name: str) -> int | None:
-    word = re.compile(rf"\b{re.escape(name)}\b")
-    return next((n for n, line in enumerate(source.splitlines(), 1) if word.search(line)), None)
-
-
-def template_problems(
-    source: str, message: Message, context: Mapping[str, Any]
-) -> list[tuple[int | None, str]]:
-    """What is wrong with one template: (line in the template or None, message)."""
-    try:
-        parsed = ENVIRONMENT.parse(source)
-    except TemplateSyntaxError as error:
-        return [(error.lineno, f"template syntax: {error.message}")]
-    unknown = sorted(meta.find_undeclared_variables(parsed) - set(TEMPLATE_NAMES))
-    if unknown:
-        return [
-            (
-                _line_of(source, name),
-                f"the template uses {name!r}, which does not exist: templates can use "
-                "profile, event and business",
-            )
-            for name in unknown
-        ]
-    try:
-        text = render(source, context)
-    except SecurityError as error:
-        return [(None, f"the template is refused by the sandbox: {error}")]
-    except UndefinedError as error:
-        missing = _NO_ATTRIBUTE.search(str(error))
-        if missing:
-            return [
-                (
-                    _line_of(source, missing.group(1)),
-                    f"the template uses {missing.group(1)!r}, which is not there "
-                    "(docs/sequences.md lists what profile, event and business hold)",
-                )
-            ]
-        return [(None, f"the template fails on a sample profile: {error}")]
-    except Exception as error:  # any mistake in a marketer's template is theirs to fix
-        return [(None, f"the template fails on a sample profile: {error}")]
-    if not text:
-        return [(None, "the template gives an empty message for a sample profile")]
-    problems: list[tuple[int | None, str]] = []
-    if message.channel in (SendChannel.SMS, SendChannel.BEST):
-        count = sms_segments(text)
-        if count > MAX_SMS_SEGMENTS:
-            hint = (
-                ""
-                if is_gsm7(text)
-                else " (it has characters outside the GSM alphabet, like curly quotes or …, "
-                "so each segment holds 70 characters, not 160)"
-            )
-            problems.append(
-                (
-                    None,
-                    f"this text takes {count} SMS segments for a sample profile (at most "
-                    f"{MAX_SMS_SEGMENTS}): shorten it{hint}",
-                )
-            )
-        if message.purpose is Purpose.MARKETING and "STOP" not in text:
-            problems.append(
-                (
-                    None,
-                    'a marketing text must say how to opt out: end it with "Reply STOP to opt out"',
-                )
-            )
-    return problems

@@ -73,7 +73,7 @@ class StepResults:
 
 
 @dataclass(frozen=True)
-class SequenceTotals:
+class CountedTotals:
     enrolled: int
     active: int
     completed: int
@@ -93,7 +93,7 @@ class SequenceResults:
     since: datetime | None
     goals: list[str]
     confidence: float
-    totals: SequenceTotals
+    totals: CountedTotals
     steps: list[StepResults]
 
 
@@ -253,7 +253,7 @@ async def results(
 
 async def _totals(
     session: AsyncSession, sequence: SequenceDefinition, since: datetime | None
-) -> SequenceTotals:
+) -> CountedTotals:
     goals = sequence.exit_when.goal
     per_enrolment = _enrolments(
         select(
@@ -294,7 +294,7 @@ async def _totals(
         sums = [total + int(value or 0) for total, value in zip(sums, figures, strict=True)]
     enrolled = sum(by_status.values())
     sent, delivered, replied, goal_reached, opted_out = sums
-    return SequenceTotals(
+    return CountedTotals(
         enrolled=enrolled,
         active=by_status.get(ACTIVE, 0),
         completed=by_status.get(COMPLETED, 0),

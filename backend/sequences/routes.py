@@ -10,17 +10,18 @@ from aiohttp import web
 from backend.api.bodies import read_body, respond
 from backend.api.keys import CALLER, CLOCK, DIRECTORY, SEQUENCES, SESSIONS
 from backend.api.problems import Problem
-from backend.api.schemas import (
+from backend.core import audit
+from backend.sequences import results as sequence_results
+from backend.sequences.definition import EventTrigger, SequenceDefinition
+from backend.sequences.enrolment import EntryRefused, TriggerEvent, enrol
+from backend.sequences.schemas import (
     EnrolmentIn,
     EnrolmentOut,
     SequenceList,
     SequenceOut,
     SequenceStats,
 )
-from backend.core import audit
-from backend.sequences import results as sequence_results
-from backend.sequences.definition import EventTrigger, SequenceDefinition, enrolment_event
-from backend.sequences.enrolment import EntryRefused, TriggerEvent, enrol
+from backend.sequences.templates import enrolment_event
 
 
 def _trigger(sequence: SequenceDefinition) -> str:

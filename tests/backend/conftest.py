@@ -31,8 +31,7 @@ from backend.core.models import Message
 from backend.core.settings import Settings
 from backend.devtools.twilio_emulator import TwilioEmulator
 from backend.messaging.text_turns import PENDING
-from tests.e2e.conftest import free_port
-from tests.servers import POSTGRES_DSN, server_missing
+from tests.servers import POSTGRES_DSN, free_port, server_missing
 
 
 class MigratedTemplates:

@@ -7,7 +7,6 @@ The backend these tests talk to is the real one: started from the backend runtim
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,14 +21,10 @@ from rasa.core.channels.channel import InputChannel, register
 from rasa_sdk import Tracker
 from sanic import Sanic
 
+from tests.servers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 PARLEY = ROOT / ".venv" / "bin" / "parley"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.bot.conftest import ROOT, RunningBackend, free_port, wait_until_up
+from tests.bot.conftest import ROOT, RunningBackend, wait_until_up
+from tests.servers import free_port
 
 TOKEN = "action-server-test-token"
 

@@ -16,7 +16,8 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.greeting import ActionGreet
 from actions.names import ActionRememberName
 from bot.backend_client import BackendClient
-from tests.bot.conftest import RunningBackend, free_port, make_tracker
+from tests.bot.conftest import RunningBackend, make_tracker
+from tests.servers import free_port
 
 
 def get_profile(backend: RunningBackend, profile_id: str) -> dict[str, Any]:

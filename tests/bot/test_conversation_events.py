@@ -33,8 +33,8 @@ from rasa.utils.endpoints import EndpointConfig, read_endpoint_config
 from bot.backend_client import BackendClient
 from bot.conversation_events import BackendEventBroker, ConversationReader, form_names
 from bot.settings import PROJECT_ROOT
-from tests.bot.conftest import RunningBackend, free_port, running_backend
-from tests.servers import server_missing
+from tests.bot.conftest import RunningBackend, running_backend
+from tests.servers import free_port, server_missing
 
 FORMS = form_names(PROJECT_ROOT / "bot" / "domain")
 PRICING_SEQUENCE = """

@@ -28,8 +28,9 @@ import jwt
 import pytest
 
 from channels.webchat import AUDIENCE
-from tests.bot.conftest import ROOT, free_port, wait_until_up
+from tests.bot.conftest import ROOT, wait_until_up
 from tests.hostile_json import DEEP, HOSTILE_VALUES
+from tests.servers import free_port
 
 TOKEN = "hostile-json-test-token"
 WEBCHAT_SECRET = "hostile-json-test-webchat-secret-of-32-bytes"

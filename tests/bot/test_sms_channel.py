@@ -32,7 +32,8 @@ from sanic import Sanic
 from bot.backend_client import BackendClient
 from channels.sms import SmsInput, in_conversation, with_choices
 from channels.twilio_webhook import FORM, MAX_BODY_BYTES
-from tests.bot.conftest import PARLEY, RunningBackend, free_port, serving, wait_until_up
+from tests.bot.conftest import PARLEY, RunningBackend, serving, wait_until_up
+from tests.servers import free_port
 from tests.twilio_requests import form_body, image_only_mms, incoming_sms, twilio_signature
 
 TOKEN = "sms-channel-test-token"

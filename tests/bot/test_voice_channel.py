@@ -28,7 +28,8 @@ from bot.settings import settings
 from channels.twilio_webhook import FORM, MAX_BODY_BYTES
 from channels.voice import VoiceInput
 from message_rules.speech import speakable
-from tests.bot.conftest import free_port, serving
+from tests.bot.conftest import serving
+from tests.servers import free_port
 from tests.twilio_requests import form_body, incoming_call, twilio_signature
 
 TOKEN = "voice-test-auth-token"

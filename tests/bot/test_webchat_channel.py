@@ -30,8 +30,8 @@ from channels.webchat import (
     WebChatOutput,
     verify_token,
 )
-from tests.bot.conftest import RunningBackend, free_port, make_tracker
-from tests.servers import server_missing
+from tests.bot.conftest import RunningBackend, make_tracker
+from tests.servers import free_port, server_missing
 
 SECRET = "test-webchat-secret-of-32-bytes-or-more"
 # Several Sanic apps start and stop in one process here; Sanic's start-up rewriting of

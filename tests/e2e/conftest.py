@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from typing import Any
 
 import pytest
 import requests
+
+from tests.servers import free_port
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,12 +38,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PARLEY = ROOT / ".venv" / "bin" / "parley"
 MAKE = shutil.which("make") or "make"
 STARTUP_SECONDS = 900  # includes training when no model exists yet
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -21,7 +21,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from backend.core.settings import PROJECT_ROOT, Settings
 from backend.ops import launcher
 from backend.ops.rasa_project import RasaProject
 from backend.ops.supervisor import Service
+from tests.servers import free_port
 
 BUSINESS = "+15005550006"
 # What people text: a conversation each, some ending in STOP.
@@ -51,12 +51,6 @@ SCRIPT = (
     "is there a free trial?",
     "thanks",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresMissing(RuntimeError):

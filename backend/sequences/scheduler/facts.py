@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.consent import ledger as consent
 from backend.consent.ledger import Channel, Purpose
+from backend.core.identities import IdentityKind
 from backend.core.models import Enrolment, Event, Message, Profile, SequenceWork
 from backend.messaging.sms_door import MessagePurpose
-from backend.people.identities import IdentityKind
 from backend.people.profiles import ProfileDirectory
 from backend.sequences.definition import SequenceDefinition
 

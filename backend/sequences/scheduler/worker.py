@@ -20,25 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import uuid
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-import phonenumbers
-from phonenumbers import timezone as phone_timezones
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.consent import ledger as consent
 from backend.consent.ledger import Channel, Purpose, State
 from backend.conversations.rasa_client import FollowUpRecord, RasaClient, RasaUnavailable
-from backend.core import audit
 from backend.core.clock import Clock
+from backend.core.identities import IdentityKind, redact
 from backend.core.logs import get_logger
 from backend.core.models import (
     Enrolment,
@@ -47,18 +42,17 @@ from backend.core.models import (
     Profile,
     SequenceWork,
 )
-from backend.events import recording as events
 from backend.handoffs import handoff as handoffs
 from backend.messaging.call_door import CallDoor, OutboundCall, Placed
 from backend.messaging.sms_door import (
     FollowUp,
     MessagePurpose,
     OutboundText,
+    Refusal,
     SendRefused,
     Sent,
     SmsDoor,
 )
-from backend.people.identities import IdentityKind, redact
 from backend.people.profiles import ProfileDirectory
 from backend.scoring import rules as scoring
 from backend.segments import store as segment_store
@@ -81,12 +75,9 @@ from backend.sequences.definition import (
     SequenceDefinition,
     UpdateStep,
     WaitStep,
-    WaitUntil,
-    Weekday,
-    render,
-    template_context,
 )
 from backend.sequences.enrolment import ACTIVE, COMPLETED, EXITED, matches
+from backend.sequences.scheduler import claiming
 from backend.sequences.scheduler.facts import (
     Attempts,
     Facts,
@@ -95,141 +86,21 @@ from backend.sequences.scheduler.facts import (
     load_attempts,
     load_facts,
 )
+from backend.sequences.scheduler.timing import quiet_until, roll_for, wait_until, zone_for
 from backend.sequences.segment_entries import sweep_segment_entries
+from backend.sequences.templates import render, template_context
 
 log = get_logger(__name__)
 
-WEEKDAYS = list(Weekday)
 # The shortest sleep between rounds, so a step nobody can claim never spins a worker.
 MIN_SLEEP = 0.02
 # Consent refusals: the person does not want this text; never retried.
-CONSENT_KINDS = frozenset({"consent-refused", "recipient-unsubscribed"})
+CONSENT_KINDS = frozenset({Refusal.CONSENT_REFUSED, Refusal.RECIPIENT_UNSUBSCRIBED})
 # The text may or may not have reached Twilio: try again later with the same send key,
 # so the door looks it up before sending.
-IN_DOUBT_KINDS = frozenset({"twilio-unavailable", "send-in-progress"})
+IN_DOUBT_KINDS = frozenset({Refusal.TWILIO_UNAVAILABLE, Refusal.SEND_IN_PROGRESS})
 # The text was not sent (the number's pace was full): try again later, as a new send.
-NOT_SENT_KINDS = frozenset({"sender-busy"})
-
-
-# ---------------------------------------------------------------------------- time
-
-
-def zone_for(profile_timezone: str | None, phone: str | None, business_timezone: str) -> ZoneInfo:
-    """The person's time zone: their profile's, else their phone number's country (or
-    area), else the business's."""
-    if profile_timezone:
-        try:
-            return ZoneInfo(profile_timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
-    if phone:
-        try:
-            zones = phone_timezones.time_zones_for_number(phonenumbers.parse(phone))
-        except phonenumbers.NumberParseException:
-            zones = ()
-        known = [z for z in zones if z != "Etc/Unknown"]
-        if known:
-            try:
-                return ZoneInfo(known[0])
-            except (ZoneInfoNotFoundError, ValueError):
-                pass
-    try:
-        return ZoneInfo(business_timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def _at(day: date, moment: time, zone: ZoneInfo) -> datetime:
-    """`moment` on `day` in `zone`, in UTC (a time skipped by a DST change is read with
-    the offset before the change, i.e. an hour later on the clock)."""
-    return datetime.combine(day, moment, tzinfo=zone).astimezone(UTC)
-
-
-def wait_until(now: datetime, plan: WaitUntil, zone: ZoneInfo) -> datetime:
-    """When a wait that starts `now` ends: at least `for`, then the next `until` time of
-    day in `zone` on one of the days `on`."""
-    earliest = now + (plan.for_ or timedelta())
-    if plan.until is None:
-        return earliest
-    day = earliest.astimezone(zone).date()
-    for offset in range(9):
-        candidate_day = day + timedelta(days=offset)
-        if plan.on and WEEKDAYS[candidate_day.weekday()] not in plan.on:
-            continue
-        candidate = _at(candidate_day, plan.until, zone)
-        # "Until 10:00" at 10:00 means tomorrow's; "for 1d, until 10:00" may end on it.
-        if candidate > earliest or (plan.for_ and candidate == earliest):
-            return candidate
-    raise AssertionError("a weekday comes round within nine days")  # pragma: no cover
-
-
-def quiet_until(now: datetime, start: time, end: time, zone: ZoneInfo) -> datetime | None:
-    """The end of the quiet hours `now` falls in, in UTC; None outside them."""
-    local = now.astimezone(zone)
-    moment = local.time().replace(tzinfo=None)
-    overnight = start > end
-    quiet = (moment >= start or moment < end) if overnight else (start <= moment < end)
-    if not quiet:
-        return None
-    day = local.date() + timedelta(days=1) if overnight and moment >= start else local.date()
-    return _at(day, end, zone)
-
-
-def roll_for(profile_id: uuid.UUID, sequence: str, step: str) -> float:
-    """A number in [0, 1), the same for one person and step every time."""
-    digest = hashlib.sha256(f"{profile_id}:{sequence}:{step}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-# --------------------------------------------------------------------------- claims
-
-_SQLITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _sqlite_lock() -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    lock = _SQLITE_LOCKS.get(loop)
-    if lock is None:
-        lock = _SQLITE_LOCKS[loop] = asyncio.Lock()
-    return lock
-
-
-async def claim(
-    session: AsyncSession, now: datetime, owner: str, limit: int, lease: timedelta
-) -> list[int]:
-    """Lease up to `limit` due rows (not done, not leased or lease expired) to `owner`;
-    the earliest due first; their ids. Call inside a transaction."""
-    free = or_(SequenceWork.lease_until.is_(None), SequenceWork.lease_until <= now)
-    query = (
-        select(SequenceWork.id)
-        .where(SequenceWork.done_at.is_(None), SequenceWork.due_at <= now, free)
-        .order_by(SequenceWork.due_at, SequenceWork.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        # One statement: rows another worker is claiming right now are skipped.
-        leased = await session.scalars(
-            update(SequenceWork)
-            .where(SequenceWork.id.in_(query.with_for_update(skip_locked=True)))
-            .values(lease_owner=owner, lease_until=now + lease)
-            .returning(SequenceWork.id)
-            .execution_options(synchronize_session=False)
-        )
-        return sorted(leased)
-    ids = list(await session.scalars(query))
-    # SQLite: take only the rows nobody leased since they were read.
-    claimed: list[int] = []
-    for work_id in ids:
-        result = await session.execute(
-            update(SequenceWork)
-            .where(SequenceWork.id == work_id, SequenceWork.done_at.is_(None), free)
-            .values(lease_owner=owner, lease_until=now + lease)
-        )
-        if getattr(result, "rowcount", 0):
-            claimed.append(work_id)
-    return claimed
+NOT_SENT_KINDS = frozenset({Refusal.SENDER_BUSY})
 
 
 # ---------------------------------------------------------------------------- steps
@@ -278,6 +149,16 @@ class _Outcome:
     in_conversation: bool = False
 
 
+class RecordsPoints(Protocol):
+    """Records a step's points as an event on the person, in the caller's transaction
+    (events.recording.EventRecorder.record_points: recording an event may enrol, so
+    `events` sits above `sequences` and the worker is handed the function)."""
+
+    async def __call__(
+        self, session: AsyncSession, profile_id: uuid.UUID, properties: dict[str, Any]
+    ) -> None: ...
+
+
 @dataclass
 class Worker:
     """Claims due sequence work and runs it. `tick()` runs one round; `run()` loops."""
@@ -288,6 +169,7 @@ class Worker:
     directory: ProfileDirectory
     door: SmsDoor | None
     business: Mapping[str, Any]
+    record_points: RecordsPoints
     calls: CallDoor | None = None
     # Rasa's HTTP API, to record each follow-up in the person's conversation before it
     # is sent; None when Rasa's token is not set (the texts then go unrecorded).
@@ -359,7 +241,7 @@ class Worker:
         sweep (backend.sequences.segment_entries); how many were enrolled."""
         try:
             if self._on_sqlite():
-                async with _sqlite_lock():
+                async with claiming.sqlite_lock():
                     return await sweep_segment_entries(
                         self.sessions, self.sequences.values(), self.clock, self.directory.rules
                     )
@@ -407,10 +289,10 @@ class Worker:
         now = self.clock.now()
         if self._on_sqlite():
             # SQLite has one writer: one claimer at a time in this process.
-            async with _sqlite_lock(), self.sessions.begin() as session:
-                return await claim(session, now, self.owner, self.batch, self.lease)
+            async with claiming.sqlite_lock(), self.sessions.begin() as session:
+                return await claiming.claim(session, now, self.owner, self.batch, self.lease)
         async with self.sessions.begin() as session:
-            return await claim(session, now, self.owner, self.batch, self.lease)
+            return await claiming.claim(session, now, self.owner, self.batch, self.lease)
 
     async def run_step(self, work_id: int) -> None:
         """Run one claimed row (nothing if it is done or leased to someone else)."""
@@ -643,13 +525,8 @@ class Worker:
         self, session: AsyncSession, profile_id: uuid.UUID, sequence: str, step: str, points: float
     ) -> None:
         """A sequence's points, recorded as an event so they decay and survive a rebuild."""
-        recorder = events.EventRecorder(self.directory, list(self.sequences.values()))
         properties = {"sequence": sequence, "step": step, "points": points}
-        await recorder.record(
-            session,
-            [events.Incoming(scoring.SEQUENCE_POINTS, properties, None, None, profile_id)],
-            audit.SCHEDULER,
-        )
+        await self.record_points(session, profile_id, properties)
 
     async def _hand_off(
         self,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,12 @@ import pytest
 
 from backend.core.settings import PROJECT_ROOT
 from tests.hostile_json import HOSTILE_VALUES
+from tests.servers import free_port
 
 ST = Path(sys.executable).parent / "st"
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 # Fixed, so that a run is repeatable; change it to explore further.
 SEED = "20261125"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

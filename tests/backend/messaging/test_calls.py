@@ -22,6 +22,7 @@ from backend.core.models import Enrolment
 from backend.core.settings import Settings
 from backend.devtools.twilio_emulator import INVALID_NUMBER
 from backend.messaging.call_door import CallDoor, OutboundCall, Placed
+from backend.messaging.routes import REFUSAL_STATUS
 from backend.messaging.sms_door import FollowUp, MessagePurpose, SendRefused
 from tests.backend.conftest import BUSINESS_NUMBER as BUSINESS
 from tests.backend.conftest import TWILIO_TOKEN, StartTexting, TextingBackend
@@ -124,7 +125,7 @@ async def test_a_marketing_call_needs_voice_marketing_consent_not_just_sms(
     calling: Calling,
 ) -> None:
     nobody = await refusal(calling.call("Spring sale: 20% off!", MARKETING))
-    assert (nobody.status, nobody.kind) == (409, "consent-refused")
+    assert (REFUSAL_STATUS[nobody.kind], nobody.kind) == (409, "consent-refused")
 
     profile = await calling.texting.api.identify("sms", PERSON)
     await calling.texting.subscribe(profile["id"])  # texts yes, calls not asked
@@ -155,7 +156,7 @@ async def test_a_transactional_call_goes_unless_voice_consent_was_withdrawn(
         expect=201,
     )
     refused = await refusal(calling.call("Your demo starts in one hour."))
-    assert (refused.status, refused.kind) == (409, "consent-refused")
+    assert (REFUSAL_STATUS[refused.kind], refused.kind) == (409, "consent-refused")
     assert len(calling.placed_to()) == 1
 
 
@@ -270,7 +271,7 @@ async def test_a_call_twilio_took_while_its_answer_was_lost_is_not_placed_twice(
     with monkeypatch.context() as patched:
         patched.setattr(calling.door.calls, "create", answer_lost(calling.door.calls.create))
         unknown = await refusal(calling.call("See you at 3pm.", send_key="reminder:1"))
-    assert (unknown.status, unknown.kind) == (502, "twilio-unavailable")
+    assert (REFUSAL_STATUS[unknown.kind], unknown.kind) == (502, "twilio-unavailable")
     await calling.texting.settle()  # Twilio's callbacks name the call meanwhile
 
     again = await calling.call("See you at 3pm.", send_key="reminder:1")
@@ -320,7 +321,7 @@ async def test_a_call_recorded_before_a_crash_waits_until_it_cannot_be_in_flight
         patched.setattr(calling.door, "_place", crashed)
         await calling.call("See you at 3pm.", send_key="reminder:4")
     busy = await refusal(calling.call("See you at 3pm.", send_key="reminder:4"))
-    assert (busy.status, busy.kind) == (409, "send-in-progress")
+    assert (REFUSAL_STATUS[busy.kind], busy.kind) == (409, "send-in-progress")
     assert busy.retry_after is not None and busy.retry_after > 0
     assert calling.placed_to() == []
 
@@ -360,7 +361,7 @@ async def test_a_send_key_used_for_a_text_is_not_a_call(calling: Calling) -> Non
         expect=201,
     )
     refused = await refusal(calling.call("Hello!", send_key="hello:1"))
-    assert (refused.status, refused.kind) == (409, "send-key-reused")
+    assert (REFUSAL_STATUS[refused.kind], refused.kind) == (409, "send-key-reused")
     assert calling.placed_to() == []
 
 
@@ -390,7 +391,7 @@ async def test_what_cannot_be_a_call_is_refused_before_anything_is_recorded(
     calling: Calling, purpose: MessagePurpose, say: str, kind: str
 ) -> None:
     refused = await refusal(calling.call(say, purpose))
-    assert (refused.status, refused.kind, refused.messages) == (422, kind, [])
+    assert (REFUSAL_STATUS[refused.kind], refused.kind, refused.messages) == (422, kind, [])
     assert calling.placed_to() == []
     messages = await calling.texting.api.get(
         f"/api/v1/profiles/{(await calling.texting.api.identify('voice', PERSON))['id']}/messages"
@@ -402,7 +403,7 @@ async def test_a_number_twilio_cannot_call_is_recorded_as_failed_and_explained(
     calling: Calling,
 ) -> None:
     refused = await refusal(calling.door.call(OutboundCall(INVALID_NUMBER, "Hi!", TRANSACTIONAL)))
-    assert (refused.status, refused.kind) == (422, "undeliverable-number")
+    assert (REFUSAL_STATUS[refused.kind], refused.kind) == (422, "undeliverable-number")
     [row] = refused.messages
     stored = await calling.message(row.id)
     assert (stored["status"], stored["error_code"]) == ("failed", 21211)

@@ -20,6 +20,7 @@ from backend.core.database import create_engine, create_session_factory
 from backend.core.models import Message
 from backend.core.settings import Settings
 from backend.devtools.twilio_emulator import OPTED_OUT_NUMBER
+from backend.messaging.routes import REFUSAL_STATUS
 from backend.messaging.sms_door import MessagePurpose, OutboundText, SendingPace, SendRefused, Sent
 from backend.messaging.text_turns import PendingText
 from message_rules.sms import segments
@@ -412,7 +413,9 @@ async def test_one_number_sends_at_its_rate_and_answers_busy_beyond_the_wait(
         assert waits == [0.5, 1.0]
         with pytest.raises(SendRefused) as busy:
             await pace.wait_turn(BUSINESS)
-        assert busy.value.status == 429 and busy.value.retry_after == pytest.approx(0.5)
+        assert REFUSAL_STATUS[busy.value.kind] == 429 and busy.value.retry_after == pytest.approx(
+            0.5
+        )
         clock.advance(timedelta(seconds=5))
         await pace.wait_turn(BUSINESS)
         assert waits == [0.5, 1.0]

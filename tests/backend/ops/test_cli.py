@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +16,9 @@ import pytest
 from backend.api import tokens as api_tokens
 from backend.core.database import create_engine, create_session_factory
 from backend.core.settings import PROJECT_ROOT
+from tests.servers import free_port
 
 PARLEY = [sys.executable, "-m", "backend"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def parley(*args: str, var: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -5,19 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import socket
 import sys
 
 import aiohttp
 import pytest
 
 from backend.ops.supervisor import Service, ServiceFailed, Supervisor, http_ok
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.servers import free_port
 
 
 def python(code: str) -> list[str]:

@@ -21,19 +21,19 @@ from aiohttp.test_utils import TestServer
 from aiohttp.web import Application
 from sqlalchemy import select
 
+from backend import data_files
 from backend.consent import ledger as consent
 from backend.consent.ledger import Action, Channel, Purpose, Source
-from backend.core import data_files
 from backend.core.clock import SystemClock
 from backend.core.database import create_engine, create_session_factory
+from backend.core.identities import IdentityKind
 from backend.core.models import Enrolment, SequenceWork
 from backend.core.settings import PROJECT_ROOT
 from backend.devtools.twilio_emulator import TwilioEmulator
-from backend.people.identities import IdentityKind
 from backend.people.profiles import ProfileDirectory
 from backend.sequences.enrolment import TriggerEvent, enrol
 from tests.backend.conftest import migrate
-from tests.e2e.conftest import free_port
+from tests.servers import free_port
 
 PARLEY = [sys.executable, "-m", "backend"]
 TOKEN = "worker-test-auth-token"  # the emulator's, a throwaway

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from backend.core.clock import FixedClock
-from backend.core.data_files import validate
+from backend.data_files import validate
 from tests.backend.conftest import Api
 
 

@@ -29,14 +29,8 @@ from backend.core.settings import PROJECT_ROOT
 from backend.devtools.twilio_emulator import TwilioEmulator
 from backend.sequences.definition import WaitUntil, parse_time_of_day
 from backend.sequences.enrolment import EntryRefused, TriggerEvent, enrol
-from backend.sequences.scheduler.worker import (
-    Worker,
-    _PausePlan,
-    quiet_until,
-    roll_for,
-    wait_until,
-    zone_for,
-)
+from backend.sequences.scheduler.timing import quiet_until, roll_for, wait_until, zone_for
+from backend.sequences.scheduler.worker import Worker, _PausePlan
 from tests.backend.conftest import Api, StartTexting, TextingBackend
 
 LA_PERSON = "+14155552671"  # a San Francisco number: America/Los_Angeles

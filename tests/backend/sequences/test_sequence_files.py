@@ -11,21 +11,20 @@ from pathlib import Path
 import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
 
-from backend.core.data_files import load_sequences, validate
 from backend.core.settings import PROJECT_ROOT
+from backend.data_files import load_sequences, validate
 from backend.sequences.definition import (
     BranchStep,
     EventCondition,
     HandoffStep,
-    Message,
     RepliedCondition,
     SendStep,
+    StepMessage,
     UpdateStep,
     WaitStep,
     parse_duration,
-    render,
-    template_context,
 )
+from backend.sequences.templates import render, template_context
 from message_rules.sms import segments
 
 SHIPPED = PROJECT_ROOT / "data"
@@ -545,7 +544,7 @@ def test_templates_have_no_globals_to_call(data: Path) -> None:
 
 
 def test_the_holdout_gets_nothing_and_the_rest_split_by_weight() -> None:
-    message = Message.model_validate(
+    message = StepMessage.model_validate(
         {
             "channel": "sms",
             "holdout": "20%",
@@ -563,7 +562,7 @@ def test_the_holdout_gets_nothing_and_the_rest_split_by_weight() -> None:
 
 
 def test_a_single_template_is_the_default_variant() -> None:
-    message = Message.model_validate({"channel": "web", "template": "Hello"})
+    message = StepMessage.model_validate({"channel": "web", "template": "Hello"})
     variant = message.variant_for(0.99)
     assert variant is not None and (variant.name, variant.template) == ("default", "Hello")
 

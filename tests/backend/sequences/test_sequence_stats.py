@@ -28,7 +28,7 @@ from backend.sequences.definition import SendStep
 from backend.sequences.enrolment import matches
 from backend.sequences.lift import difference_interval, wilson_interval
 from backend.sequences.results import property_equals
-from backend.sequences.scheduler.worker import roll_for
+from backend.sequences.scheduler.timing import roll_for
 from tests.backend.conftest import Api, IssueToken, StartTexting, TextingBackend
 
 STOP = "Reply STOP to opt out."

@@ -15,13 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from backend.core.settings import PROJECT_ROOT
 from backend.scoring.rules import ScoringRules
 from backend.segments.rules import SegmentDefinition, error_path
-from backend.sequences.definition import (
-    FollowUpDefaults,
-    Problem,
-    SequenceDefinition,
-    Vocabulary,
-    check,
-)
+from backend.sequences.checks import SequenceProblem, Vocabulary, check
+from backend.sequences.definition import FollowUpDefaults, SequenceDefinition
 
 Model = TypeVar("Model", bound=BaseModel)
 # The bot's domain, whose intents and forms sequences may name.
@@ -176,7 +171,7 @@ def load_sequences(data_dir: Path, domain_dir: Path = DOMAIN_DIR) -> list[Sequen
 
 
 def _problem(
-    path: Path, node: yaml.Node | None, lines: dict[Path_, int], problem: Problem
+    path: Path, node: yaml.Node | None, lines: dict[Path_, int], problem: SequenceProblem
 ) -> Mistake:
     location = ".".join(str(p) for p in problem.where)
     message = f"{location}: {problem.message}"

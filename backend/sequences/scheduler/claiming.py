@@ -1,0 +1,62 @@
+"""Claiming due sequence work with a lease, so two workers never run one step: `SELECT …
+FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite one claimer at a time in the process
+(`sqlite_lock`), and every claim a conditional update."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.core.models import SequenceWork
+
+_SQLITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def sqlite_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _SQLITE_LOCKS.get(loop)
+    if lock is None:
+        lock = _SQLITE_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
+async def claim(
+    session: AsyncSession, now: datetime, owner: str, limit: int, lease: timedelta
+) -> list[int]:
+    """Lease up to `limit` due rows (not done, not leased or lease expired) to `owner`;
+    the earliest due first; their ids. Call inside a transaction."""
+    free = or_(SequenceWork.lease_until.is_(None), SequenceWork.lease_until <= now)
+    query = (
+        select(SequenceWork.id)
+        .where(SequenceWork.done_at.is_(None), SequenceWork.due_at <= now, free)
+        .order_by(SequenceWork.due_at, SequenceWork.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement: rows another worker is claiming right now are skipped.
+        leased = await session.scalars(
+            update(SequenceWork)
+            .where(SequenceWork.id.in_(query.with_for_update(skip_locked=True)))
+            .values(lease_owner=owner, lease_until=now + lease)
+            .returning(SequenceWork.id)
+            .execution_options(synchronize_session=False)
+        )
+        return sorted(leased)
+    ids = list(await session.scalars(query))
+    # SQLite: take only the rows nobody leased since they were read.
+    claimed: list[int] = []
+    for work_id in ids:
+        result = await session.execute(
+            update(SequenceWork)
+            .where(SequenceWork.id == work_id, SequenceWork.done_at.is_(None), free)
+            .values(lease_owner=owner, lease_until=now + lease)
+        )
+        if getattr(result, "rowcount", 0):
+            claimed.append(work_id)
+    return claimed
