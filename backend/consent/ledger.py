@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.core import audit
 from backend.core.clock import Clock
 from backend.core.models import ConsentEvent, ConsentState
 
@@ -112,7 +113,40 @@ async def ledger(session: AsyncSession, profile_id: uuid.UUID) -> list[ConsentEv
     return list(result)
 
 
-async def append(
+@dataclass(frozen=True)
+class Recorded:
+    line: ConsentEvent
+    state: State  # the channel's state for the purpose after the line
+    allowed: bool  # whether that state allows messages of the purpose
+
+    @property
+    def awaits_confirmation(self) -> bool:
+        """A double opt-in grant: the person is to be asked to confirm it."""
+        return self.line.pending and self.state is State.PENDING
+
+
+async def record(
+    session: AsyncSession,
+    profile_id: uuid.UUID,
+    entry: Entry,
+    clock: Clock,
+    actor: audit.Actor,
+) -> Recorded:
+    """Record a consent decision, whoever reports it (the API, a keyword text, Twilio
+    saying the person unsubscribed at the carrier, an erasure's tombstone): the ledger
+    line, the refreshed state and the audit log entry, in the caller's transaction."""
+    line = await _append(session, profile_id, entry, clock, actor.name)
+    channel = Channel.SMS if entry.channel is Channel.ALL else entry.channel
+    now = await state(session, profile_id, channel, entry.purpose)
+    await audit.record(
+        session, clock, actor, "record_consent", str(profile_id),
+        seq=line.seq, channel=line.channel, purpose=line.purpose,
+        entry="confirm" if entry.confirm else entry.action.value, source=line.source,
+    )  # fmt: skip
+    return Recorded(line, now, allows(now, entry.purpose))
+
+
+async def _append(
     session: AsyncSession, profile_id: uuid.UUID, entry: Entry, clock: Clock, actor: str | None
 ) -> ConsentEvent:
     """Append one line (after checking it may be appended) and refresh the state."""

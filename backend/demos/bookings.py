@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.core import audit
 from backend.core.audit import Actor
 from backend.core.models import Demo
 from backend.events import recording as events
@@ -61,6 +62,7 @@ async def book(
     async with _slot(starts_at, session):
         session.add(demo)
     await _event(session, recorder, actor, demo, "demo_booked")
+    await audit.record(session, recorder.directory.clock, actor, "book_demo", str(profile_id))
     return demo
 
 
@@ -72,6 +74,7 @@ async def move(
         demo.starts_at = starts_at
         demo.updated_at = recorder.directory.clock.now()
     await _event(session, recorder, actor, demo, "demo_rescheduled", previous=previous.isoformat())
+    await audit.record(session, recorder.directory.clock, actor, "move_demo", str(demo.profile_id))
     return demo
 
 
@@ -80,6 +83,9 @@ async def cancel(session: AsyncSession, recorder: EventRecorder, actor: Actor, d
     demo.updated_at = recorder.directory.clock.now()
     await session.flush()
     await _event(session, recorder, actor, demo, "demo_cancelled")
+    await audit.record(
+        session, recorder.directory.clock, actor, "cancel_demo", str(demo.profile_id)
+    )
     return demo
 
 

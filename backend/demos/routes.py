@@ -10,7 +10,6 @@ from aiohttp import web
 from backend.api.bodies import read_body, respond, row_by_id
 from backend.api.keys import CALLER, CLOCK, DIRECTORY, SESSIONS
 from backend.api.problems import Problem
-from backend.core import audit
 from backend.core.models import Demo
 from backend.demos import bookings as demos
 from backend.demos.schemas import DemoIn, DemoList, DemoMove, DemoOut
@@ -81,9 +80,6 @@ async def book_demo(request: web.Request) -> web.Response:
             )  # fmt: skip
         except demos.SlotTaken as taken:
             raise _taken(taken) from taken
-        await audit.record(
-            session, request.app[CLOCK], request[CALLER], "book_demo", str(profile.id)
-        )
         return respond(_out(demo), status=201)
 
 
@@ -103,9 +99,6 @@ async def move_demo(request: web.Request) -> web.Response:
             )
         except demos.SlotTaken as taken:
             raise _taken(taken) from taken
-        await audit.record(
-            session, request.app[CLOCK], request[CALLER], "move_demo", str(demo.profile_id)
-        )
         return respond(_out(demo))
 
 
@@ -114,7 +107,4 @@ async def cancel_demo(request: web.Request) -> web.Response:
         demo = await row_by_id(request, session, Demo, "demo", "demo-not-found")
         if demo.status == "booked":
             await demos.cancel(session, event_recorder(request), request[CALLER], demo)
-            await audit.record(
-                session, request.app[CLOCK], request[CALLER], "cancel_demo", str(demo.profile_id)
-            )
         return respond(_out(demo))

@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.core import audit
 from backend.core.clock import Clock
 from backend.core.models import Handoff
 
@@ -21,12 +22,14 @@ async def open_for(session: AsyncSession, conversation_id: str) -> Handoff | Non
 async def open_handoff(
     session: AsyncSession,
     clock: Clock,
+    actor: audit.Actor,
     conversation_id: str,
     channel: str,
     reason: str,
     profile_id: uuid.UUID | None,
 ) -> tuple[Handoff, bool]:
-    """The open hand-off for this conversation, opened now if there was none."""
+    """The open hand-off for this conversation, opened now (and audited) if there was
+    none, whoever opens it: the bot through the API, or a sequence's hand-off step."""
     existing = await open_for(session, conversation_id)
     if existing is not None:
         return existing, False
@@ -36,6 +39,10 @@ async def open_handoff(
     )  # fmt: skip
     session.add(handoff)
     await session.flush()
+    await audit.record(
+        session, clock, actor, "open_handoff", str(profile_id) if profile_id else None,
+        reason=reason,
+    )  # fmt: skip
     return handoff, True
 
 

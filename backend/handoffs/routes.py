@@ -34,13 +34,9 @@ async def open_handoff(request: web.Request) -> web.Response:
                 )
             profile_id = profile.id
         handoff, created = await handoffs.open_handoff(
-            session, request.app[CLOCK], body.conversation_id, body.channel, body.reason, profile_id
-        )
-        if created:
-            await audit.record(
-                session, request.app[CLOCK], request[CALLER], "open_handoff",
-                str(profile_id) if profile_id else None, reason=body.reason,
-            )  # fmt: skip
+            session, request.app[CLOCK], request[CALLER], body.conversation_id, body.channel,
+            body.reason, profile_id,
+        )  # fmt: skip
         out = _out(handoff)
     if created:
         log.info("handoff.opened", handoff_id=str(out.id), reason=out.reason, channel=out.channel)

@@ -28,17 +28,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.consent import ledger as consent
 from backend.consent.ledger import Action, Channel, Purpose, Source, State
+from backend.core import audit
 from backend.core.clock import Clock
 from backend.core.database import first_in_line
 from backend.core.identities import IdentityKind, redact
 from backend.core.logs import get_logger
-from backend.core.models import ConsentEvent, Message
+from backend.core.models import ConsentEvent, Identity, Message
 from backend.messaging.sms_door import MessagePurpose, OutboundText, Refusal, SendRefused, SmsDoor
 from backend.messaging.text_turns import AnswerFailed, PendingText
 from backend.people.profiles import ProfileDirectory
 from message_rules.sms import Keyword, keyword_of
 
 log = get_logger(__name__)
+
+# Who the audit log says recorded a keyword text's consent change.
+KEYWORD_TEXTS = audit.SystemActor("sms")
 
 # Door refusals that may pass: Twilio unreachable, the same send in progress, the pace.
 RETRY_KINDS = frozenset({Refusal.TWILIO_UNAVAILABLE, Refusal.SEND_IN_PROGRESS, Refusal.SENDER_BUSY})
@@ -228,7 +232,7 @@ class SmsInbox:
             )  # fmt: skip
 
         async def append(line: consent.Entry) -> None:
-            await consent.append(session, profile_id, line, self.clock, "sms")
+            await consent.record(session, profile_id, line, self.clock, KEYWORD_TEXTS)
 
         if keyword is Keyword.STOP:
             for purpose in (Purpose.MARKETING, Purpose.TRANSACTIONAL):
@@ -295,3 +299,38 @@ def _granted_before(lines: Sequence[ConsentEvent]) -> bool:
         and (not line.pending or line.confirms_seq is not None)
         for line in lines
     )
+
+
+async def ask_to_confirm(
+    sessions: async_sessionmaker[AsyncSession],
+    door: SmsDoor | None,
+    replies: KeywordReplies,
+    profile_id: uuid.UUID,
+    seq: int,
+) -> None:
+    """Text the person the double opt-in question for ledger line `seq`; their YES
+    confirms it (`SmsInbox`). Not asked (and logged) without a number or a door."""
+    async with sessions() as session:
+        number = await session.scalar(
+            select(Identity.address)
+            .where(Identity.profile_id == profile_id, Identity.kind == IdentityKind.SMS.value)
+            .order_by(Identity.created_at.desc())
+            .limit(1)
+        )
+    if number is None or door is None:
+        reason = "no SMS number" if number is None else "sending is not configured"
+        log.warning("consent.confirmation_not_asked", profile_id=str(profile_id), reason=reason)
+        return
+    try:
+        await door.send(
+            OutboundText(
+                to=number,
+                body=replies.confirm_request,
+                purpose=MessagePurpose.TRANSACTIONAL,
+                send_key=f"double-opt-in:{seq}",
+            )
+        )
+    except SendRefused as refused:
+        log.warning(
+            "consent.confirmation_not_sent", profile_id=str(profile_id), reason=refused.kind
+        )

@@ -25,6 +25,7 @@ from twilio.rest import Client
 
 from backend.consent import ledger as consent
 from backend.consent.ledger import Action, Channel, Purpose, Source
+from backend.core import audit
 from backend.core.clock import Clock
 from backend.core.identities import IdentityKind, redact
 from backend.core.json_sql import json_number
@@ -584,13 +585,13 @@ class SmsDoor:
                     await consent.state(session, row.profile_id, Channel.SMS, purpose)
                     is not consent.State.WITHDRAWN
                 ):
-                    await consent.append(
+                    await consent.record(
                         session, row.profile_id,
                         consent.Entry(
                             Channel.SMS, purpose, Action.WITHDRAW, Source.SMS_KEYWORD,
                             reply="STOP", metadata={"twilio_error": UNSUBSCRIBED_AT_CARRIER},
                         ),
-                        self.clock, "twilio",
+                        self.clock, audit.SystemActor("twilio"),
                     )  # fmt: skip
         log.info("consent.withdrawn_at_carrier", profile_id=str(row.profile_id))
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.consent import ledger as consent
+from backend.core import audit
 from backend.core.clock import Clock
 from backend.core.identities import PHONE_KINDS, IdentityKind
 from backend.core.models import (
@@ -277,7 +278,7 @@ class ProfileDirectory:
         erased_at = await erasure.erased_at(session, self.erasure_key, kind, address)
         if erased_at is None:
             return
-        await consent.append(
+        await consent.record(
             session,
             profile.id,
             consent.Entry(
@@ -291,7 +292,7 @@ class ProfileDirectory:
                 ),
             ),
             self.clock,
-            actor="parley",
+            audit.SystemActor("parley"),
         )
 
 

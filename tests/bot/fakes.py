@@ -2,20 +2,32 @@
 
 `FakeBackend` is a `BackendClient` that keeps profiles, identities, the consent ledger,
 events, demos and hand-offs in memory, following the real backend's rules where the
-actions depend on them (SMS marketing needs double opt-in, one live demo per start time,
-adding someone else's identity merges the two profiles into the older one). It records
-every call; `down = True` makes every call raise `BackendUnavailable`, and
-`reject_bookings` makes `book_demo` raise a chosen `BackendRejected`.
+actions depend on them (addresses and core fields checked and normalised, texts and
+calls from one number are one person, SMS marketing needs double opt-in, one live demo
+per start time, adding someone else's identity merges the two profiles into the older
+one, one open hand-off per conversation), refusing what it refuses with the same status
+and problem type. tests/bot/test_backend_contract.py runs the same scenarios against
+both, so the two cannot drift apart.
+
+It records every call; `down = True` makes every call raise `BackendUnavailable`, and
+`reject_bookings` makes `book_demo` raise a chosen `BackendRejected`. Given no `clock`,
+it has no "now": no start time is in the past (the actions' tests use fixed dates).
+Unlike the real backend, `open_handoff` takes a profile id it does not know.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+from http import HTTPStatus
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
 from rasa_sdk import Tracker
 from rasa_sdk.events import EventType
 
@@ -31,16 +43,112 @@ from bot.backend_client import (
     IdentityAdded,
     Profile,
 )
+from bot.clock import Clock
 from tests.bot.conftest import make_tracker
 
 CORE_FIELDS = ("first_name", "last_name", "email", "phone", "locale", "timezone", "company")
+KINDS = ("sms", "voice", "email", "web", "alexa")
+PHONE_KINDS = ("sms", "voice")  # one number texting and calling is one person
 CONCRETE_CHANNELS = ("sms", "voice", "email", "web")
 PURPOSES = ("marketing", "transactional")
-TAKEN = {
-    "type": "https://parley.example/problems/slot-taken",
-    "title": "That time is already booked",
-    "status": 409,
-}
+HANDOFF_REASONS = ("requested", "repeated_failure")
+PHONE_REGION = "US"  # the backend's default_phone_region
+PROBLEM = "urn:parley:problem:"
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+UTC = timezone.utc
+NO_NOW = datetime.min.replace(tzinfo=UTC)
+
+
+def rejected(status: int, kind: str, detail: str) -> BackendRejected:
+    """A refusal with the problem body the real backend sends."""
+    problem = {
+        "type": PROBLEM + kind,
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    return BackendRejected(status, problem)
+
+
+def invalid(pointer: str, detail: str) -> BackendRejected:
+    return rejected(422, "invalid-body", f"{pointer}: {detail}")
+
+
+def phone_number(raw: str, pointer: str) -> str:
+    """E.164, as the backend reads numbers: a valid number in any form, or an E.164
+    number of a possible length (a fictional 555 number is still someone's)."""
+    try:
+        number = phonenumbers.parse(raw, PHONE_REGION)
+    except phonenumbers.NumberParseException:
+        raise invalid(pointer, f"{raw!r} is not a phone number") from None
+    if phonenumbers.is_valid_number(number):
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if E164.fullmatch(raw) and possible == phonenumbers.ValidationResult.IS_POSSIBLE:
+        return raw
+    raise invalid(pointer, f"{raw!r} is not a valid phone number")
+
+
+def email_address(raw: str, pointer: str) -> str:
+    try:
+        return str(validate_email(raw, check_deliverability=False).normalized)
+    except EmailNotValidError as error:
+        raise invalid(pointer, str(error)) from None
+
+
+def identity_address(kind: str, raw: str, kind_pointer: str) -> str:
+    if kind not in KINDS:
+        raise invalid(kind_pointer, f"Input should be one of {', '.join(KINDS)}")
+    address = raw.strip()
+    if not 1 <= len(address) <= 320:
+        raise invalid("/address", "should have 1 to 320 characters")
+    if kind in PHONE_KINDS:
+        return phone_number(address, "/address")
+    return email_address(address, "/address") if kind == "email" else address
+
+
+def core_field(name: str, value: str, pointer: str) -> str:
+    if name == "email":
+        return email_address(value, pointer)
+    if name == "phone":
+        return phone_number(value, pointer)
+    if name == "timezone":
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise invalid(pointer, f"{value!r} is not an IANA time zone") from None
+        return value
+    if name == "locale":
+        if not LOCALE.match(value):
+            raise invalid(pointer, f"{value!r} is not a locale tag such as 'en-US'")
+        return value.replace("_", "-")
+    text = value.strip()  # names and company
+    least, most = (0, 200) if name == "company" else (1, 100)
+    if not least <= len(text) <= most:
+        raise invalid(pointer, f"should have {least} to {most} characters")
+    return text
+
+
+def split_attributes(attributes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Core fields (checked and normalised) and free attributes, as identify reads them."""
+    if len(attributes) > 100:
+        raise invalid("/attributes", "should have at most 100 items")
+    fields: dict[str, Any] = {}
+    free: dict[str, Any] = {}
+    for name, value in attributes.items():
+        if not 1 <= len(name) <= 64:
+            raise invalid("/attributes", f"{name!r}: a key has 1 to 64 characters")
+        if name not in CORE_FIELDS:
+            free[name] = value
+        elif value is None:
+            fields[name] = None
+        elif isinstance(value, str):
+            fields[name] = core_field(name, value, f"/attributes/{name}")
+        else:
+            raise invalid(f"/attributes/{name}", "Input should be a valid string")
+    return fields, free
 
 
 @dataclass
@@ -56,7 +164,7 @@ class StoredProfile:
     fields: dict[str, Any] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
     identities: list[Identity] = field(default_factory=list)
-    updated: int = 0
+    updated: int = 0  # when last changed: its values win a merge
     merged_into: str | None = None
 
     def snapshot(self) -> Profile:
@@ -73,11 +181,12 @@ class ConsentLine:
     profile_id: str
     channel: str
     purpose: str
-    action: str
+    action: str  # grant or withdraw
     wording: str
     reply: str
     metadata: dict[str, Any]
     pending: bool
+    confirms: bool = False  # confirms the pending double opt-in grant
 
 
 @dataclass
@@ -111,19 +220,20 @@ class OpenedHandoff:
 
 
 class FakeBackend(BackendClient):
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         super().__init__("http://fake-backend.invalid", None, timeout=1)
         self.down = False
         self.reject_bookings: BackendRejected | None = None
         self.calls: list[Call] = []
         self.profiles: dict[str, StoredProfile] = {}
-        self.identities: dict[tuple[str, str], str] = {}
+        self.identities: dict[tuple[str, str], str] = {}  # in the order they were added
         self.consent_lines: list[ConsentLine] = []
         self.events: list[RecordedEvent] = []
         self.demos: dict[str, StoredDemo] = {}
         self.handoffs: list[OpenedHandoff] = []
+        self._now = clock or (lambda: NO_NOW)
         self._ids = itertools.count(1)
-        self._clock = itertools.count(1)
+        self._ticks = itertools.count(1)
 
     # -- seeding and inspecting --------------------------------------------------------
 
@@ -134,17 +244,24 @@ class FakeBackend(BackendClient):
         attributes: Mapping[str, Any] | None = None,
         identities: Mapping[str, str] | None = None,
     ) -> str:
-        """A person the backend already knows; their profile id."""
+        """A person the backend already knows, stored as given (unchecked: a time zone
+        the bot's tz database lacks can be stored); their profile id."""
         profile = self._new_profile()
         self._add_identity(profile, kind, address or f"seeded-{profile.id}")
         for other_kind, other_address in (identities or {}).items():
             self._add_identity(profile, other_kind, other_address)
-        self._update(profile, attributes or {})
+        given = attributes or {}
+        fields = {k: v for k, v in given.items() if k in CORE_FIELDS}
+        self._update(profile, fields, {k: v for k, v in given.items() if k not in fields}, True)
         return profile.id
 
     def profile_of(self, kind: str, address: str) -> StoredProfile | None:
-        profile_id = self.identities.get((kind, address))
-        return self._live(profile_id) if profile_id else None
+        """Whose identity this is (a number is the same person on sms and voice)."""
+        kinds = PHONE_KINDS if kind in PHONE_KINDS else (kind,)
+        owner = next(
+            (pid for (k, a), pid in self.identities.items() if a == address and k in kinds), None
+        )
+        return self._live(owner) if owner else None
 
     def grant(self, profile_id: str, channel: str, purpose: str = "marketing") -> None:
         """A consent the person gave earlier (SMS marketing stays pending until confirmed)."""
@@ -152,15 +269,16 @@ class FakeBackend(BackendClient):
 
     def confirm(self, profile_id: str, channel: str, purpose: str = "marketing") -> None:
         """The person confirmed a double opt-in (replied YES)."""
-        line = ConsentLine(profile_id, channel, purpose, "grant", "Reply YES", "YES", {}, False)
-        self.consent_lines.append(line)
+        self._append_consent(profile_id, channel, purpose, "confirm", "Reply YES", "YES", {})
 
     def state(self, profile_id: str, channel: str, purpose: str) -> str:
         return self._fold(profile_id).get((channel, purpose), "none")
 
     def book(self, profile_id: str, starts_at: datetime, minutes: int = 30) -> str:
         """A demo already booked (by this person or someone else); its id."""
-        demo = StoredDemo(f"demo-{next(self._ids)}", profile_id, starts_at, minutes, "earlier")
+        demo = StoredDemo(
+            f"demo-{next(self._ids)}", profile_id, starts_at.astimezone(UTC), minutes, "earlier"
+        )
         self.demos[demo.id] = demo
         return demo.id
 
@@ -179,12 +297,17 @@ class FakeBackend(BackendClient):
         self, channel: str, address: str, attributes: Mapping[str, Any] | None = None
     ) -> Identified:
         self._call("identify", channel=channel, address=address, attributes=dict(attributes or {}))
+        address = identity_address(channel, address, "/channel")
+        fields, free = split_attributes(attributes or {})
         profile = self.profile_of(channel, address)
         created = profile is None
         if profile is None:
             profile = self._new_profile()
             self._add_identity(profile, channel, address)
-        self._update(profile, attributes or {})
+        elif Identity(channel, address) not in profile.identities:
+            # Found through the same number on the other phone channel: noted too.
+            self._add_identity(profile, channel, address)
+        self._update(profile, fields, free, touched=created)
         return Identified(profile.snapshot(), created)
 
     async def get_profile(self, profile_id: str) -> Profile:
@@ -193,16 +316,19 @@ class FakeBackend(BackendClient):
 
     async def update_profile(self, profile_id: str, attributes: Mapping[str, Any]) -> Profile:
         self._call("update_profile", profile_id=profile_id, attributes=dict(attributes))
+        fields, free = split_attributes(attributes)
         profile = self._profile(profile_id)
-        self._update(profile, attributes)
+        self._update(profile, fields, free)
         return profile.snapshot()
 
     async def add_identity(self, profile_id: str, kind: str, address: str) -> IdentityAdded:
         self._call("add_identity", profile_id=profile_id, kind=kind, address=address)
+        address = identity_address(kind, address, "/kind")
         profile = self._profile(profile_id)
         owner = self.profile_of(kind, address)
         if owner is None:
             self._add_identity(profile, kind, address)
+            self._update(profile, {}, {}, touched=True)
             return IdentityAdded(profile.snapshot(), None)
         if owner.id == profile.id:
             return IdentityAdded(profile.snapshot(), None)
@@ -219,9 +345,14 @@ class FakeBackend(BackendClient):
     ) -> None:
         self._call("record_event", profile_id=profile_id, type=type_,
                    properties=dict(properties or {}), idempotency_key=idempotency_key)  # fmt: skip
-        profile = self._profile(profile_id)
+        if not EVENT_TYPE.match(type_):
+            raise invalid("/type", f"should match pattern {EVENT_TYPE.pattern!r}")
+        if len(properties or {}) > 50:
+            raise invalid("/properties", "should have at most 50 items")
+        if profile_id not in self.profiles:
+            raise invalid("/profile_id", "there is no such profile")
         self.events.append(
-            RecordedEvent(profile.id, type_, dict(properties or {}), idempotency_key)
+            RecordedEvent(self._live(profile_id).id, type_, dict(properties or {}), idempotency_key)
         )
 
     async def record_consent(
@@ -237,20 +368,30 @@ class FakeBackend(BackendClient):
         self._call("record_consent", profile_id=profile_id, channel=channel, purpose=purpose,
                    action=action, wording=wording, reply=reply,
                    metadata=dict(metadata or {}))  # fmt: skip
-        profile = self._profile(profile_id)
         if channel not in (*CONCRETE_CHANNELS, "all") or purpose not in PURPOSES:
-            raise BackendRejected(422, {"title": "Invalid body", "status": 422})
-        if action not in ("grant", "withdraw"):
-            raise BackendRejected(422, {"title": "Invalid body", "status": 422})
-        if action == "grant" and channel == "all":
-            raise BackendRejected(422, {"title": "consent is granted per channel", "status": 422})
+            raise invalid("/channel", "no such channel or purpose")
+        if action not in ("grant", "withdraw", "confirm"):
+            raise invalid("/action", "Input should be 'grant', 'withdraw' or 'confirm'")
+        if len(wording) > 2000 or len(reply) > 2000 or len(metadata or {}) > 30:
+            raise invalid("/", "wording and reply have at most 2000 characters, metadata 30 keys")
         if not wording or not reply:
-            raise BackendRejected(422, {"title": "dialogue evidence is required", "status": 422})
+            raise invalid("/", "source 'dialogue' needs 'wording' and 'reply'")
+        profile = self._profile(profile_id)
+        if action != "withdraw" and channel == "all":
+            detail = "consent is granted per channel; only a withdrawal may name channel 'all'"
+            raise rejected(422, "consent-channel-all", detail)
+        if action == "confirm" and not self._awaiting_confirmation(profile.id, channel, purpose):
+            detail = f"there is no pending {channel} {purpose} grant to confirm"
+            raise rejected(409, "nothing-to-confirm", detail)
         self._append_consent(profile.id, channel, purpose, action, wording, reply, metadata)
-        return self._consent_state(profile.id, channel, purpose)
+        # For channel "all" the backend answers with the state on SMS.
+        state = self._consent_state(profile.id, "sms" if channel == "all" else channel, purpose)
+        return ConsentState(channel, purpose, state.state, state.allowed)
 
     async def consent(self, profile_id: str, channel: str, purpose: str) -> ConsentState:
         self._call("consent", profile_id=profile_id, channel=channel, purpose=purpose)
+        if channel not in CONCRETE_CHANNELS or purpose not in PURPOSES:
+            raise rejected(404, "unknown-consent-kind", "Ask about one channel and purpose.")
         return self._consent_state(self._profile(profile_id).id, channel, purpose)
 
     async def consent_states(self, profile_id: str) -> list[ChannelConsent]:
@@ -260,12 +401,21 @@ class FakeBackend(BackendClient):
 
     async def booked_demos(self, start: datetime, end: datetime) -> list[DemoBooking]:
         self._call("booked_demos", start=start, end=end)
+        if start.tzinfo is None or end.tzinfo is None:
+            raise rejected(400, "invalid-query", "'from' and 'to' must be times with a zone")
+        if not start < end or (end - start).days > 92:
+            raise rejected(400, "invalid-query", "'to' must be after 'from', at most 92 days later")
         return [d.booking() for d in self.live_demos() if start <= d.starts_at < end]
 
     async def demos_of(self, profile_id: str) -> list[DemoBooking]:
+        """The person's demos that have not started yet."""
         self._call("demos_of", profile_id=profile_id)
         profile = self._profile(profile_id)
-        return [d.booking() for d in self.live_demos() if d.profile_id == profile.id]
+        return [
+            d.booking()
+            for d in self.live_demos()
+            if d.profile_id == profile.id and d.starts_at >= self._now()
+        ]
 
     async def book_demo(
         self, profile_id: str, starts_at: datetime, minutes: int, conversation_id: str
@@ -274,37 +424,56 @@ class FakeBackend(BackendClient):
                    conversation_id=conversation_id)  # fmt: skip
         if self.reject_bookings is not None:
             raise self.reject_bookings
+        if starts_at.tzinfo is None:
+            raise invalid("/starts_at", "Input should have timezone info")
+        if not 10 <= minutes <= 180:
+            raise invalid("/minutes", "should be from 10 to 180")
+        if len(conversation_id) > 200:
+            raise invalid("/conversation_id", "should have at most 200 characters")
+        if starts_at <= self._now():
+            raise invalid("/starts_at", "is in the past")
         profile = self._profile(profile_id)
         self._check_free(starts_at)
         demo = StoredDemo(
-            f"demo-{next(self._ids)}", profile.id, starts_at, minutes, conversation_id
+            f"demo-{next(self._ids)}",
+            profile.id,
+            starts_at.astimezone(UTC),
+            minutes,
+            conversation_id,
         )
         self.demos[demo.id] = demo
         return demo.booking()
 
     async def move_demo(self, demo_id: str, starts_at: datetime) -> DemoBooking:
         self._call("move_demo", demo_id=demo_id, starts_at=starts_at)
-        demo = self.demos.get(demo_id)
-        if demo is None or demo.status != "booked":
-            raise BackendRejected(404, {"title": "No such demo", "status": 404})
+        if starts_at.tzinfo is None:
+            raise invalid("/starts_at", "Input should have timezone info")
+        demo = self._demo(demo_id)
+        if demo.status != "booked":
+            raise rejected(409, "demo-cancelled", "This demo was cancelled.")
         self._check_free(starts_at, but=demo_id)
-        demo.starts_at = starts_at
+        demo.starts_at = starts_at.astimezone(UTC)
         return demo.booking()
 
     async def cancel_demo(self, demo_id: str) -> None:
         self._call("cancel_demo", demo_id=demo_id)
-        demo = self.demos.get(demo_id)
-        if demo is None:
-            raise BackendRejected(404, {"title": "No such demo", "status": 404})
-        demo.status = "cancelled"
+        self._demo(demo_id).status = "cancelled"
 
     async def open_handoff(
         self, conversation_id: str, channel: str, reason: str, profile_id: str | None
     ) -> str:
+        """The conversation's open hand-off: opened now if it has none."""
         self._call("open_handoff", conversation_id=conversation_id, channel=channel,
                    reason=reason, profile_id=profile_id)  # fmt: skip
-        if reason not in ("requested", "repeated_failure") or not conversation_id:
-            raise BackendRejected(422, {"title": "Invalid body", "status": 422})
+        if reason not in HANDOFF_REASONS:
+            raise invalid("/reason", "Input should be 'requested' or 'repeated_failure'")
+        if not 1 <= len(conversation_id) <= 200 or not 1 <= len(channel) <= 32:
+            raise invalid("/", "conversation_id has 1 to 200 characters, channel 1 to 32")
+        if profile_id in self.profiles:
+            profile_id = self._live(profile_id).id
+        for handoff in self.handoffs:
+            if handoff.conversation_id == conversation_id:
+                return handoff.id
         handoff = OpenedHandoff(
             f"handoff-{next(self._ids)}", conversation_id, channel, reason, profile_id
         )
@@ -349,22 +518,35 @@ class FakeBackend(BackendClient):
 
     def _profile(self, profile_id: str) -> StoredProfile:
         if profile_id not in self.profiles:
-            raise BackendRejected(404, {"title": f"There is no profile {profile_id}."})
+            raise rejected(404, "profile-not-found", f"There is no profile {profile_id!r}.")
         return self._live(profile_id)
+
+    def _demo(self, demo_id: str) -> StoredDemo:
+        if demo_id not in self.demos:
+            raise rejected(404, "demo-not-found", f"There is no demo {demo_id!r}.")
+        return self.demos[demo_id]
 
     def _add_identity(self, profile: StoredProfile, kind: str, address: str) -> None:
         profile.identities.append(Identity(kind, address))
         self.identities[(kind, address)] = profile.id
 
-    def _update(self, profile: StoredProfile, attributes: Mapping[str, Any]) -> None:
+    def _update(
+        self,
+        profile: StoredProfile,
+        fields: Mapping[str, Any],
+        attributes: Mapping[str, Any],
+        touched: bool = False,
+    ) -> None:
+        """Set core fields and attributes (None removes one); a profile counts as
+        changed only when something was set, or `touched`."""
+        profile.fields.update(fields)
         for name, value in attributes.items():
-            if name in CORE_FIELDS:
-                profile.fields[name] = value
-            elif value is None:
+            if value is None:
                 profile.attributes.pop(name, None)
             else:
                 profile.attributes[name] = value
-        profile.updated = next(self._clock)
+        if fields or attributes or touched:
+            profile.updated = next(self._ticks)
 
     def _merge(self, survivor: StoredProfile, merged: StoredProfile) -> None:
         newer, older = sorted((survivor, merged), key=lambda p: p.updated, reverse=True)
@@ -374,17 +556,16 @@ class FakeBackend(BackendClient):
         survivor.attributes = {**older.attributes, **newer.attributes}
         for identity in merged.identities:
             self._add_identity(survivor, identity.kind, identity.address)
-        for line in self.consent_lines:
-            if line.profile_id == merged.id:
-                line.profile_id = survivor.id
-        for event in self.events:
-            if event.profile_id == merged.id:
-                event.profile_id = survivor.id
-        for demo in self.demos.values():
-            if demo.profile_id == merged.id:
-                demo.profile_id = survivor.id
+        # Consent, events, demos and hand-offs move to the survivor.
+        owned: list[ConsentLine | RecordedEvent | StoredDemo | OpenedHandoff] = [
+            *self.consent_lines, *self.events, *self.demos.values(), *self.handoffs,
+        ]  # fmt: skip
+        for item in owned:
+            if item.profile_id == merged.id:
+                item.profile_id = survivor.id
         merged.fields, merged.attributes, merged.identities = {}, {}, []
         merged.merged_into = survivor.id
+        survivor.updated = next(self._ticks)
 
     def _append_consent(
         self,
@@ -396,12 +577,28 @@ class FakeBackend(BackendClient):
         reply: str,
         metadata: Mapping[str, Any] | None,
     ) -> None:
+        """A ledger line; `confirm` is a grant confirming the pending double opt-in."""
+        confirms = action == "confirm"
         pending = action == "grant" and channel == "sms" and purpose == "marketing"
+        stored = "grant" if confirms else action
+        evidence = (wording, reply, dict(metadata or {}))
         self.consent_lines.append(
-            ConsentLine(
-                profile_id, channel, purpose, action, wording, reply, dict(metadata or {}), pending
-            )
+            ConsentLine(profile_id, channel, purpose, stored, *evidence, pending, confirms)
         )
+
+    def _awaiting_confirmation(self, profile_id: str, channel: str, purpose: str) -> bool:
+        """Whether a pending grant still waits for its confirmation (a withdrawal or a
+        confirmation since closes it)."""
+        waiting = False
+        for line in self.consent_lines:
+            mine = line.profile_id == profile_id and line.purpose == purpose
+            if not mine or line.channel not in (channel, "all"):
+                continue
+            if line.action == "grant" and line.pending:
+                waiting = True
+            elif line.action == "withdraw" or line.confirms:
+                waiting = False
+        return waiting
 
     def _fold(self, profile_id: str) -> dict[tuple[str, str], str]:
         states: dict[tuple[str, str], str] = {}
@@ -426,7 +623,7 @@ class FakeBackend(BackendClient):
 
     def _check_free(self, starts_at: datetime, but: str | None = None) -> None:
         if any(d.starts_at == starts_at and d.id != but for d in self.live_demos()):
-            raise BackendRejected(409, TAKEN)
+            raise rejected(409, "slot-taken", f"A demo is already booked at {starts_at}.")
 
 
 # -- conversations ----------------------------------------------------------------------

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.core.models import SequenceWork
+from backend.core.models import Enrolment, SequenceWork
 
 _SQLITE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
@@ -60,3 +61,17 @@ async def claim(
         if getattr(result, "rowcount", 0):
             claimed.append(work_id)
     return claimed
+
+
+async def locked(
+    session: AsyncSession, work_ids: Sequence[int]
+) -> list[tuple[SequenceWork, Enrolment]]:
+    """These work rows with their enrolments, locked for this transaction (PostgreSQL)."""
+    rows = await session.execute(
+        select(SequenceWork, Enrolment)
+        .join(Enrolment, Enrolment.id == SequenceWork.enrolment_id)
+        .where(SequenceWork.id.in_(work_ids))
+        .order_by(SequenceWork.id)
+        .with_for_update()
+    )
+    return [(work, enrolment) for work, enrolment in rows.all()]

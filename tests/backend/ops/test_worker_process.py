@@ -24,6 +24,7 @@ from sqlalchemy import select
 from backend import data_files
 from backend.consent import ledger as consent
 from backend.consent.ledger import Action, Channel, Purpose, Source
+from backend.core.audit import SystemActor
 from backend.core.clock import SystemClock
 from backend.core.database import create_engine, create_session_factory
 from backend.core.identities import IdentityKind
@@ -109,7 +110,7 @@ async def subscribe_and_enrol(
                             Channel.SMS, Purpose.MARKETING, Action.GRANT, Source.SMS_KEYWORD,
                             reply="YES", confirm=confirm,
                         )  # fmt: skip
-                        await consent.append(session, profile.id, entry, clock, "test")
+                        await consent.record(session, profile.id, entry, clock, SystemActor("test"))
                     await enrol(session, sequence, profile, TriggerEvent("enrolled"), clock, rules)
                     enrolled.append(profile.id)
     finally:

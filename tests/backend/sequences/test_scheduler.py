@@ -29,8 +29,10 @@ from backend.core.settings import PROJECT_ROOT
 from backend.devtools.twilio_emulator import TwilioEmulator
 from backend.sequences.definition import WaitUntil, parse_time_of_day
 from backend.sequences.enrolment import EntryRefused, TriggerEvent, enrol
+from backend.sequences.scheduler.deciding import Decider
+from backend.sequences.scheduler.plans import PausePlan
 from backend.sequences.scheduler.timing import quiet_until, roll_for, wait_until, zone_for
-from backend.sequences.scheduler.worker import Worker, _PausePlan
+from backend.sequences.scheduler.worker import Worker
 from tests.backend.conftest import Api, StartTexting, TextingBackend
 
 LA_PERSON = "+14155552671"  # a San Francisco number: America/Los_Angeles
@@ -479,7 +481,7 @@ async def test_a_send_that_happened_before_a_crash_is_not_repeated(drip: Drip) -
     # It sent the text, then died before recording the step's outcome.
     async with drip.app[SESSIONS].begin() as session:
         [plan] = await crashed._decide_all(session, [work_id])
-    assert not isinstance(plan, _PausePlan)
+    assert not isinstance(plan, PausePlan)
     assert crashed.door is not None
     await crashed.door.send(plan.text)
     drip.clock.advance(timedelta(minutes=2))
@@ -655,14 +657,14 @@ async def test_a_step_that_fails_does_not_hold_back_the_others_in_its_batch(
     for person in people:
         await drip.event(person, "coupon_requested")
     [bad] = await drip.work(people[1])
-    decide = Worker._decide
+    decide = Decider.decide
 
-    async def failing(self: Worker, session: Any, work: SequenceWork, *args: Any) -> Any:
+    async def failing(self: Decider, session: Any, work: SequenceWork, *args: Any) -> Any:
         if work.id == bad.id:
             raise RuntimeError("a step that cannot be decided")
         return await decide(self, session, work, *args)
 
-    monkeypatch.setattr(Worker, "_decide", failing)
+    monkeypatch.setattr(Decider, "decide", failing)
     assert await drip.worker.tick() == 3
     assert [len(drip.sent_to(n)[1:]) for n in numbers] == [1, 0, 1]
     [still] = await drip.work(people[1])

@@ -1,0 +1,153 @@
+"""Sending what the deciding half planned, outside any transaction: each follow-up is
+recorded in the person's Rasa conversation first (so a reply is read in context), then
+texts go together through the SMS door, calls through the call door, and web follow-ups
+into the web chat conversation; a hand-off pauses the bot in the conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.consent.ledger import Channel
+from backend.conversations.rasa_client import FollowUpRecord, RasaClient, RasaUnavailable
+from backend.core.clock import Clock
+from backend.core.identities import IdentityKind, redact
+from backend.core.logs import get_logger
+from backend.core.models import Message
+from backend.messaging.call_door import CallDoor, OutboundCall
+from backend.messaging.sms_door import SendRefused, SmsDoor
+from backend.sequences.scheduler.plans import Outcome, SendPlan, not_recorded, outcome_of
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Sender:
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    door: SmsDoor | None
+    calls: CallDoor | None
+    # None when Rasa's token is not set: texts and calls go unrecorded, and web
+    # follow-ups cannot go at all.
+    conversations: RasaClient | None
+
+    async def send_all(self, plans: list[SendPlan]) -> list[Outcome]:
+        """Send a batch's follow-ups: texts together through the door, web and voice
+        follow-ups each on their own."""
+        texts = [p for p in plans if p.channel is Channel.SMS]
+        others = [p for p in plans if p.channel is not Channel.SMS]
+        outcomes = list(await asyncio.gather(*(self._send_one(p) for p in others)))
+        if texts:
+            outcomes += await self._text_all(texts)
+        return outcomes
+
+    async def _text_all(self, plans: list[SendPlan]) -> list[Outcome]:
+        """Record each text in its conversation, then send the recorded ones at once."""
+        if self.door is None:
+            return [Outcome(p, "retry", "sms is not configured", retry=True) for p in plans]
+        recorded = await self._record(plans)
+        ready = [p for p, ok in zip(plans, recorded, strict=True) if ok]
+        outcomes = [not_recorded(p) for p, ok in zip(plans, recorded, strict=True) if not ok]
+        results = await self.door.send_many([p.text for p in ready]) if ready else []
+        return outcomes + [outcome_of(p, r) for p, r in zip(ready, results, strict=True)]
+
+    async def _send_one(self, plan: SendPlan) -> Outcome:
+        """A web follow-up, or a call (which speaks the text and lets the person answer,
+        in the same conversation)."""
+        if plan.channel is Channel.WEB:
+            return await self._push_to_web(plan)
+        if self.calls is None:
+            return Outcome(plan, "retry", f"{plan.channel.value} is not configured", retry=True)
+        if not (await self._record([plan]))[0]:
+            return not_recorded(plan)
+        text = plan.text
+        try:
+            placed = await self.calls.call(
+                OutboundCall(
+                    to=text.to, say=text.body, purpose=text.purpose, send_key=text.send_key,
+                    follow_up=text.follow_up,
+                )
+            )  # fmt: skip
+        except SendRefused as refused:
+            return outcome_of(plan, refused)
+        return outcome_of(plan, placed)
+
+    async def _push_to_web(self, plan: SendPlan) -> Outcome:
+        """A web follow-up: put it in the person's web chat conversation, pushed to an
+        open page (Rasa sends it to the web chat channel) or read at the next visit from
+        the history. Kept as a message like a text; its key makes it go once."""
+        if self.conversations is None:
+            return Outcome(
+                plan,
+                "retry",
+                "Rasa's token is not set, so web follow-ups cannot be sent",
+                retry=True,
+            )
+        text, follow_up = plan.text, plan.text.follow_up
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
+            if await session.scalar(select(Message.id).where(Message.send_key == text.send_key)):
+                return Outcome(plan, "sent", "already in the conversation")
+            row = Message(
+                profile_id=plan.profile_id,
+                direction="outbound", channel="web", purpose=text.purpose.value,
+                to_address=text.to, from_address="webchat", body=text.body, media={},
+                status="queued", batch_id=uuid.uuid4(), part=1, parts=1,
+                send_key=text.send_key, created_at=now, updated_at=now,
+                enrolment_id=follow_up.enrolment_id if follow_up else None,
+                sequence_step=follow_up.step if follow_up else None,
+                variant=follow_up.variant if follow_up else None,
+            )  # fmt: skip
+            session.add(row)
+        try:
+            await self.conversations.record_follow_up(
+                text.to, text.body, plan.asks,
+                {"sequence_step": plan.step, "enrolment_id": str(plan.enrolment_id)},
+                output_channel="webchat",
+            )  # fmt: skip
+            status, detail, retry = "sent", None, False
+        except RasaUnavailable as error:
+            status, detail, retry = "failed", f"Rasa could not take it: {error}", True
+        async with self.sessions.begin() as session:
+            stored = await session.get(Message, row.id)
+            assert stored is not None
+            stored.status, stored.error_message, stored.updated_at = status, detail, now
+        return Outcome(plan, "retry" if retry else "sent", detail or f"message {row.id}", retry)
+
+    async def pause(self, conversation: str) -> None:
+        """Pause the bot where a person takes over; the open hand-off is what counts."""
+        if self.conversations is None:
+            return
+        try:
+            await self.conversations.append_events(conversation, [{"event": "pause"}])
+        except RasaUnavailable as error:
+            log.warning("sequence.handoff_not_paused", error=str(error))
+
+    async def _record(self, plans: list[SendPlan]) -> list[bool]:
+        """Put each text in the person's conversation (an SMS or voice conversation is
+        named by the phone number), the whole batch in one request; for each, whether
+        it is there (a retry after an unknown outcome is there already)."""
+        wanted = [p for p in plans if p.record]
+        if self.conversations is None or not wanted:
+            return [True] * len(plans)
+        try:
+            failed = await self.conversations.record_follow_ups(
+                [
+                    FollowUpRecord(
+                        p.text.to, p.text.body, p.asks,
+                        {"sequence_step": p.step, "enrolment_id": str(p.enrolment_id)},
+                    )
+                    for p in wanted
+                ]
+            )  # fmt: skip
+        except RasaUnavailable as error:
+            failed = {p.text.to: str(error) for p in wanted}
+        for conversation, why in failed.items():
+            log.warning(
+                "sequence.not_recorded", to=redact(IdentityKind.SMS, conversation), error=why
+            )
+        return [not p.record or p.text.to not in failed for p in plans]
