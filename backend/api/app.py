@@ -39,11 +39,12 @@ from backend.core.database import create_engine, create_session_factory
 from backend.core.logs import get_logger
 from backend.core.settings import Settings
 from backend.events.recording import EventRecorder
-from backend.messaging.call_door import CallDoor, TwilioCalls
+from backend.messaging.call_door import CallDoor
 from backend.messaging.inbound import KeywordConfirmations, KeywordReplies, SmsInbox
-from backend.messaging.sms_door import SendingPace, SmsDoor, TwilioTexts
+from backend.messaging.pacing import SendingPace
+from backend.messaging.sms_door import SmsDoor
 from backend.messaging.text_turns import BotTurns, TextTurns
-from backend.messaging.twilio_api import twilio_client
+from backend.messaging.twilio_api import TwilioCalls, TwilioTexts, twilio_client
 from backend.people.profiles import ProfileDirectory
 from backend.scoring import rules as scoring
 from backend.segments import store as segment_store

@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.rest import Client
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from backend.consent.ledger import Channel, Purpose
@@ -50,24 +49,21 @@ from backend.core.clock import Clock
 from backend.core.identities import IdentityKind, redact
 from backend.core.logs import get_logger
 from backend.core.models import Message, Profile
-from backend.messaging.reconciliation import SendRecords
-from backend.messaging.sms_door import (
-    Accepted,
+from backend.messaging.door import (
     FollowUp,
     MessagePurpose,
     Refusal,
     SendRefused,
-    advance_status,
     require_consent,
 )
+from backend.messaging.reconciliation import SendRecords
+from backend.messaging.sms_door import advance_status
+from backend.messaging.twilio_api import TwilioCalls
 from backend.people.profiles import ProfileDirectory
 from message_rules.speech import Prompt, last_question, speakable, with_query
 
 log = get_logger(__name__)
 
-# The progress Twilio reports to a call's status callback (`answered` is reported as
-# CallStatus `in-progress`).
-CALL_EVENTS = ("initiated", "ringing", "answered", "completed")
 # Twilio's call status, as Message's status word and what the message says about it.
 CALL_STATUS: dict[str, tuple[str, str | None]] = {
     "queued": ("queued", None),
@@ -109,41 +105,6 @@ class Placed:
     def messages(self) -> list[Message]:
         """As `Sent.messages` of a text: the one record."""
         return [self.message]
-
-
-@dataclass(frozen=True)
-class ListedCall:
-    """A call as Twilio lists it (reconciling a call whose outcome is unknown)."""
-
-    sid: str
-    status: str
-    created_at: datetime | None
-
-
-class TwilioCalls:
-    """Twilio's Calls API through the `twilio` library's async client."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    async def create(self, to: str, from_: str, twiml: str, status_callback: str) -> Accepted:
-        call = await self.client.calls.create_async(
-            to=to,
-            from_=from_,
-            twiml=twiml,
-            status_callback=status_callback,
-            status_callback_event=list(CALL_EVENTS),
-            status_callback_method="POST",
-        )
-        return Accepted(sid=str(call.sid), status=str(call.status or "queued"))
-
-    async def recent(self, to: str, from_: str, limit: int = 100) -> list[ListedCall]:
-        """Twilio's record of the latest calls from `from_` to `to`, newest first."""
-        found = await self.client.calls.list_async(to=to, from_=from_, limit=limit)
-        return [
-            ListedCall(sid=str(c.sid), status=str(c.status or "queued"), created_at=c.date_created)
-            for c in found
-        ]
 
 
 def call_twiml(spoken: str, gather_url: str) -> str:

@@ -34,7 +34,8 @@ from backend.core.database import first_in_line
 from backend.core.identities import IdentityKind, redact
 from backend.core.logs import get_logger
 from backend.core.models import ConsentEvent, Identity, Message
-from backend.messaging.sms_door import MessagePurpose, OutboundText, Refusal, SendRefused, SmsDoor
+from backend.messaging.door import MessagePurpose, Refusal, SendRefused
+from backend.messaging.sms_door import OutboundText, SmsDoor
 from backend.messaging.text_turns import AnswerFailed, PendingText
 from backend.people.profiles import ProfileDirectory
 from message_rules.sms import Keyword, keyword_of

@@ -15,6 +15,7 @@ from backend.core.identities import InvalidAddress, normalise_phone
 from backend.core.logs import get_logger
 from backend.core.models import Message
 from backend.messaging.call_door import advance_call_status
+from backend.messaging.door import MessagePurpose, Refusal, SendRefused
 from backend.messaging.inbound import InboundText
 from backend.messaging.schemas import (
     MessageOut,
@@ -24,14 +25,7 @@ from backend.messaging.schemas import (
     TextReceived,
     TextSent,
 )
-from backend.messaging.sms_door import (
-    MessagePurpose,
-    OutboundText,
-    Refusal,
-    SendRefused,
-    SmsDoor,
-    advance_status,
-)
+from backend.messaging.sms_door import OutboundText, SmsDoor, advance_status
 from backend.messaging.twilio_routes import TwilioForm, twilio_form
 from backend.people.routes import live_profile
 

@@ -10,18 +10,15 @@ and keeps each message's delivery status as Twilio reports it.
 from __future__ import annotations
 
 import asyncio
-import math
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.rest import Client
 
 from backend.consent import ledger as consent
 from backend.consent.ledger import Action, Channel, Purpose, Source
@@ -30,8 +27,19 @@ from backend.core.clock import Clock
 from backend.core.identities import IdentityKind, redact
 from backend.core.json_sql import json_number
 from backend.core.logs import get_logger
-from backend.core.models import ConsentEvent, Message, Profile, SenderPace
+from backend.core.models import ConsentEvent, Message
+from backend.messaging.door import (
+    Accepted,
+    FollowUp,
+    MessagePurpose,
+    Refusal,
+    SendRefused,
+    consent_needed,
+    refuse_unless_allowed,
+)
+from backend.messaging.pacing import SendingPace
 from backend.messaging.reconciliation import SendRecords
+from backend.messaging.twilio_api import TwilioTexts
 from backend.people.profiles import ProfileDirectory
 from message_rules.sms import split_for_sms
 
@@ -46,22 +54,6 @@ STATUS_RANK = {
 }  # fmt: skip
 
 
-class MessagePurpose(StrEnum):
-    MARKETING = "marketing"  # needs SMS marketing consent granted
-    TRANSACTIONAL = "transactional"  # anything but a withdrawn SMS consent
-    CONVERSATIONAL = "conversational"  # the bot answering a person who wrote to it
-    COMPLIANCE = "compliance"  # the one answer to a STOP, START or HELP text
-
-
-@dataclass(frozen=True)
-class FollowUp:
-    """The sequence step a text is sent for, kept with the message for results."""
-
-    enrolment_id: uuid.UUID
-    step: str
-    variant: str
-
-
 @dataclass(frozen=True)
 class OutboundText:
     to: str  # E.164
@@ -74,178 +66,10 @@ class OutboundText:
     follow_up: FollowUp | None = None
 
 
-class Refusal(StrEnum):
-    """Why a door did not send: the HTTP layer answers each with its problem type (the
-    same words) and status (messaging.routes.REFUSAL_STATUS)."""
-
-    CONSENT_REFUSED = "consent-refused"  # the person's consent does not allow it
-    RECIPIENT_UNSUBSCRIBED = "recipient-unsubscribed"  # at the carrier
-    UNDELIVERABLE_NUMBER = "undeliverable-number"
-    SENDER_BUSY = "sender-busy"  # the sending number's pace is full now
-    SEND_IN_PROGRESS = "send-in-progress"  # the same send key, still on its way
-    SEND_KEY_REUSED = "send-key-reused"  # the same send key, for a text vs a call
-    NOT_A_KEYWORD_REPLY = "not-a-keyword-reply"
-    ALREADY_ANSWERED = "already-answered"
-    NOT_A_CALL_PURPOSE = "not-a-call-purpose"
-    NOTHING_TO_SAY = "nothing-to-say"
-    CALL_TOO_LONG = "call-too-long"
-    TWILIO_UNAVAILABLE = "twilio-unavailable"  # the outcome is unknown: retry, same key
-    TWILIO_REFUSED = "twilio-refused"
-
-
-class SendRefused(Exception):
-    """The text or call was not sent (or not all of it); `kind` says why."""
-
-    def __init__(
-        self,
-        kind: Refusal,
-        message: str,
-        messages: Sequence[Message] = (),
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.messages = list(messages)
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True)
 class Sent:
     messages: list[Message]
     repeated: bool  # the send key was used before: this is the earlier send's record
-
-
-@dataclass(frozen=True)
-class Accepted:
-    sid: str
-    status: str
-
-
-@dataclass(frozen=True)
-class Listed:
-    """A text as Twilio lists it (reconciling a send whose outcome is unknown)."""
-
-    sid: str
-    status: str
-    body: str
-    created_at: datetime | None
-
-
-class TwilioTexts:
-    """Twilio's Messages API through the `twilio` library's async client."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    async def create(
-        self, to: str, from_: str, body: str, media_urls: Sequence[str], status_callback: str
-    ) -> Accepted:
-        options: dict[str, object] = {"media_url": list(media_urls)} if media_urls else {}
-        message = await self.client.messages.create_async(
-            to=to, from_=from_, body=body, status_callback=status_callback, **options
-        )
-        return Accepted(sid=str(message.sid), status=str(message.status or "queued"))
-
-    async def recent(self, to: str, from_: str, limit: int = 100) -> list[Listed]:
-        """Twilio's record of the latest texts from `from_` to `to`, newest first."""
-        found = await self.client.messages.list_async(to=to, from_=from_, limit=limit)
-        return [
-            Listed(
-                sid=str(m.sid), status=str(m.status or "queued"), body=str(m.body or ""),
-                created_at=m.date_created,
-            )
-            for m in found
-        ]  # fmt: skip
-
-    async def close(self) -> None:
-        http = self.client.http_client
-        if hasattr(http, "close"):
-            await http.close()
-
-
-Sleep = Callable[[float], Awaitable[None]]
-# Texts whose turns fall within one tick of each other leave together, at the tick's
-# start: timers and sends are bunched, and the average pace stays exact (a text goes at
-# most one tick early; Twilio queues what comes faster than a number sends).
-TICK = 0.05
-
-
-@dataclass
-class SendingPace:
-    """Each sending number's turn to send, `per_second` times a second at most, kept in
-    the database (row-locked on PostgreSQL) so that every replica shares the pace.
-
-    Turns are handed out in batches: whoever holds the process's lock reserves a slot
-    for every send waiting in the process with one row update, so the row lock is taken
-    once per batch rather than once per text."""
-
-    sessions: async_sessionmaker[AsyncSession]
-    clock: Clock
-    per_second: float
-    max_wait: float
-    sleep: Sleep = asyncio.sleep
-    # SQLite has one writer: take turns in-process rather than meet a locked database.
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _waiting: dict[str, list[asyncio.Future[float]]] = field(default_factory=dict)
-
-    async def wait_turn(self, sender: str) -> None:
-        turn: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(sender, []).append(turn)
-        async with self._lock:
-            queued = self._waiting.pop(sender, [])
-            if queued:
-                await self._hand_out(sender, queued)
-        wait = math.floor(await turn / TICK + 1e-9) * TICK
-        if wait > 0:
-            await self.sleep(wait)
-
-    async def _hand_out(self, sender: str, queued: list[asyncio.Future[float]]) -> None:
-        """Reserve the next slots for the queued sends; each learns its wait, or that the
-        number is too busy (429)."""
-        interval = timedelta(seconds=1 / self.per_second)
-        now = self.clock.now()
-        waits: list[float | SendRefused] = []
-        try:
-            async with self.sessions.begin() as session:
-                row = await session.get(SenderPace, sender, with_for_update=True)
-                if row is None:
-                    try:
-                        async with session.begin_nested():
-                            row = SenderPace(sender=sender, next_free_at=now)
-                            session.add(row)
-                    except IntegrityError:
-                        row = await session.get(
-                            SenderPace, sender, with_for_update=True, populate_existing=True
-                        )
-                        assert row is not None
-                slot = max(now, row.next_free_at)
-                for _ in queued:
-                    ahead = (slot - now).total_seconds()
-                    if ahead > self.max_wait:
-                        waits.append(
-                            SendRefused(
-                                Refusal.SENDER_BUSY,
-                                f"{sender} has more texts waiting than it can send in "
-                                f"{self.max_wait:g} s; try again later.",
-                                retry_after=ahead - self.max_wait,
-                            )
-                        )
-                        continue
-                    waits.append(ahead)
-                    slot += interval
-                row.next_free_at = slot
-        except BaseException as error:
-            for turn in queued:
-                if not turn.done():
-                    turn.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
-            return
-        for turn, outcome in zip(queued, waits, strict=True):
-            if isinstance(outcome, SendRefused):
-                turn.set_exception(outcome)
-            else:
-                turn.set_result(outcome)
 
 
 @dataclass
@@ -596,24 +420,6 @@ class SmsDoor:
         log.info("consent.withdrawn_at_carrier", profile_id=str(row.profile_id))
 
 
-def consent_needed(purpose: MessagePurpose) -> Purpose:
-    """Marketing needs the grant; anything else only needs no withdrawal."""
-    return Purpose.MARKETING if purpose is MessagePurpose.MARKETING else Purpose.TRANSACTIONAL
-
-
-async def require_consent(
-    session: AsyncSession,
-    profile: Profile | None,
-    channel: Channel,
-    purpose: MessagePurpose,
-    noun: str,
-) -> None:
-    """Refuse (409 consent-refused) unless the person's consent on `channel` allows a
-    message of this purpose now; someone unknown may get anything but marketing."""
-    known = (await consent.current_of(session, [profile.id]))[profile.id] if profile else {}
-    refuse_unless_allowed(profile.id if profile else None, known, channel, purpose, noun)
-
-
 async def _opted_out_by(session: AsyncSession, inbound: Message) -> bool:
     """Whether the bot withdrew SMS consent because of this text ("please stop texting
     me"): its confirmation is then that text's one compliance answer (CTIA)."""
@@ -630,29 +436,6 @@ async def _opted_out_by(session: AsyncSession, inbound: Message) -> bool:
         .limit(1)
     )
     return line is not None
-
-
-def refuse_unless_allowed(
-    profile_id: uuid.UUID | None,
-    known: consent.Current,
-    channel: Channel,
-    purpose: MessagePurpose,
-    noun: str,
-) -> None:
-    """`require_consent` with the person's consent already read."""
-    needed = consent_needed(purpose)
-    if profile_id is None:
-        if needed is Purpose.MARKETING:
-            raise SendRefused(
-                Refusal.CONSENT_REFUSED, f"Nobody with this number has agreed to marketing {noun}."
-            )
-        return
-    found = known.get((channel, needed))
-    if not consent.allows(found[0] if found else consent.State.NONE, needed):
-        raise SendRefused(
-            Refusal.CONSENT_REFUSED,
-            f"This person's {channel.value} consent does not allow {purpose.value} {noun} now.",
-        )
 
 
 async def _answer(work: Awaitable[Sent]) -> Sent | SendRefused:

@@ -1,4 +1,5 @@
-"""The `twilio` library's client, async, pointed at Twilio or at the local emulator.
+"""The `twilio` library's client, async, pointed at Twilio or at the local emulator, and
+the two views of it the doors use: texts (`TwilioTexts`) and calls (`TwilioCalls`).
 
 The library always builds `https://api.twilio.com/...` URLs; with an API URL set (the
 emulator's), its HTTP client sends the same requests there instead.
@@ -7,6 +8,9 @@ emulator's), its HTTP client sends the same requests there instead.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,7 +18,13 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
+from backend.messaging.door import Accepted
+
 TWILIO_API = "https://api.twilio.com"
+
+# The progress Twilio reports to a call's status callback (`answered` is reported as
+# CallStatus `in-progress`).
+CALL_EVENTS = ("initiated", "ringing", "answered", "completed")
 
 # The library logs each request's URL, headers and form (phone numbers and message
 # bodies) at INFO; Parley keeps full numbers out of info logs.
@@ -69,3 +79,80 @@ def twilio_client(
     # answered meanwhile waited).
     _ = client.messages, client.calls
     return client
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A text as Twilio lists it (reconciling a send whose outcome is unknown)."""
+
+    sid: str
+    status: str
+    body: str
+    created_at: datetime | None
+
+
+class TwilioTexts:
+    """Twilio's Messages API through the `twilio` library's async client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def create(
+        self, to: str, from_: str, body: str, media_urls: Sequence[str], status_callback: str
+    ) -> Accepted:
+        options: dict[str, object] = {"media_url": list(media_urls)} if media_urls else {}
+        message = await self.client.messages.create_async(
+            to=to, from_=from_, body=body, status_callback=status_callback, **options
+        )
+        return Accepted(sid=str(message.sid), status=str(message.status or "queued"))
+
+    async def recent(self, to: str, from_: str, limit: int = 100) -> list[Listed]:
+        """Twilio's record of the latest texts from `from_` to `to`, newest first."""
+        found = await self.client.messages.list_async(to=to, from_=from_, limit=limit)
+        return [
+            Listed(
+                sid=str(m.sid), status=str(m.status or "queued"), body=str(m.body or ""),
+                created_at=m.date_created,
+            )
+            for m in found
+        ]  # fmt: skip
+
+    async def close(self) -> None:
+        http = self.client.http_client
+        if hasattr(http, "close"):
+            await http.close()
+
+
+@dataclass(frozen=True)
+class ListedCall:
+    """A call as Twilio lists it (reconciling a call whose outcome is unknown)."""
+
+    sid: str
+    status: str
+    created_at: datetime | None
+
+
+class TwilioCalls:
+    """Twilio's Calls API through the `twilio` library's async client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def create(self, to: str, from_: str, twiml: str, status_callback: str) -> Accepted:
+        call = await self.client.calls.create_async(
+            to=to,
+            from_=from_,
+            twiml=twiml,
+            status_callback=status_callback,
+            status_callback_event=list(CALL_EVENTS),
+            status_callback_method="POST",
+        )
+        return Accepted(sid=str(call.sid), status=str(call.status or "queued"))
+
+    async def recent(self, to: str, from_: str, limit: int = 100) -> list[ListedCall]:
+        """Twilio's record of the latest calls from `from_` to `to`, newest first."""
+        found = await self.client.calls.list_async(to=to, from_=from_, limit=limit)
+        return [
+            ListedCall(sid=str(c.sid), status=str(c.status or "queued"), created_at=c.date_created)
+            for c in found
+        ]

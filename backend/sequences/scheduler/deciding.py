@@ -23,7 +23,8 @@ from backend.core.clock import Clock
 from backend.core.identities import IdentityKind
 from backend.core.models import Enrolment, Event, Profile, SequenceWork
 from backend.handoffs import handoff as handoffs
-from backend.messaging.sms_door import FollowUp, MessagePurpose, OutboundText
+from backend.messaging.door import FollowUp, MessagePurpose
+from backend.messaging.sms_door import OutboundText
 from backend.people.profiles import ProfileDirectory
 from backend.scoring import rules as scoring
 from backend.segments import store as segment_store

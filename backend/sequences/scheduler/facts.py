@@ -20,7 +20,7 @@ from backend.consent import ledger as consent
 from backend.consent.ledger import Channel, Purpose
 from backend.core.identities import IdentityKind
 from backend.core.models import Enrolment, Event, Message, Profile, SequenceWork
-from backend.messaging.sms_door import MessagePurpose
+from backend.messaging.door import MessagePurpose
 from backend.people.profiles import ProfileDirectory
 from backend.sequences.definition import SequenceDefinition
 

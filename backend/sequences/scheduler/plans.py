@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from backend.consent.ledger import Channel
 from backend.messaging.call_door import Placed
-from backend.messaging.sms_door import OutboundText, Refusal, SendRefused, Sent
+from backend.messaging.door import Refusal, SendRefused
+from backend.messaging.sms_door import OutboundText, Sent
 
 # Consent refusals: the person does not want this text; never retried.
 CONSENT_KINDS = frozenset({Refusal.CONSENT_REFUSED, Refusal.RECIPIENT_UNSUBSCRIBED})

@@ -19,7 +19,8 @@ from backend.core.identities import IdentityKind, redact
 from backend.core.logs import get_logger
 from backend.core.models import Message
 from backend.messaging.call_door import CallDoor, OutboundCall
-from backend.messaging.sms_door import SendRefused, SmsDoor
+from backend.messaging.door import SendRefused
+from backend.messaging.sms_door import SmsDoor
 from backend.sequences.scheduler.plans import Outcome, SendPlan, not_recorded, outcome_of
 
 log = get_logger(__name__)

@@ -22,8 +22,8 @@ from backend.core.models import Enrolment
 from backend.core.settings import Settings
 from backend.devtools.twilio_emulator import INVALID_NUMBER
 from backend.messaging.call_door import CallDoor, OutboundCall, Placed
+from backend.messaging.door import FollowUp, MessagePurpose, SendRefused
 from backend.messaging.routes import REFUSAL_STATUS
-from backend.messaging.sms_door import FollowUp, MessagePurpose, SendRefused
 from tests.backend.conftest import BUSINESS_NUMBER as BUSINESS
 from tests.backend.conftest import TWILIO_TOKEN, StartTexting, TextingBackend
 

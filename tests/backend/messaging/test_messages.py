@@ -20,8 +20,10 @@ from backend.core.database import create_engine, create_session_factory
 from backend.core.models import Message
 from backend.core.settings import Settings
 from backend.devtools.twilio_emulator import OPTED_OUT_NUMBER
+from backend.messaging.door import MessagePurpose, SendRefused
+from backend.messaging.pacing import SendingPace
 from backend.messaging.routes import REFUSAL_STATUS
-from backend.messaging.sms_door import MessagePurpose, OutboundText, SendingPace, SendRefused, Sent
+from backend.messaging.sms_door import OutboundText, Sent
 from backend.messaging.text_turns import PendingText
 from message_rules.sms import segments
 from tests.backend.conftest import BUSINESS_NUMBER as BUSINESS

@@ -1,0 +1,114 @@
+"""The one door's rules, which the SMS door and the call door both apply: the purposes
+a message can have, what consent each needs at the moment of sending, and why a door
+refuses (`Refusal`; the HTTP layer maps each kind to a status)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.consent import ledger as consent
+from backend.consent.ledger import Channel, Purpose
+from backend.core.models import Message, Profile
+
+
+class MessagePurpose(StrEnum):
+    MARKETING = "marketing"  # needs SMS marketing consent granted
+    TRANSACTIONAL = "transactional"  # anything but a withdrawn SMS consent
+    CONVERSATIONAL = "conversational"  # the bot answering a person who wrote to it
+    COMPLIANCE = "compliance"  # the one answer to a STOP, START or HELP text
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """The sequence step a text is sent for, kept with the message for results."""
+
+    enrolment_id: uuid.UUID
+    step: str
+    variant: str
+
+
+class Refusal(StrEnum):
+    """Why a door did not send: the HTTP layer answers each with its problem type (the
+    same words) and status (messaging.routes.REFUSAL_STATUS)."""
+
+    CONSENT_REFUSED = "consent-refused"  # the person's consent does not allow it
+    RECIPIENT_UNSUBSCRIBED = "recipient-unsubscribed"  # at the carrier
+    UNDELIVERABLE_NUMBER = "undeliverable-number"
+    SENDER_BUSY = "sender-busy"  # the sending number's pace is full now
+    SEND_IN_PROGRESS = "send-in-progress"  # the same send key, still on its way
+    SEND_KEY_REUSED = "send-key-reused"  # the same send key, for a text vs a call
+    NOT_A_KEYWORD_REPLY = "not-a-keyword-reply"
+    ALREADY_ANSWERED = "already-answered"
+    NOT_A_CALL_PURPOSE = "not-a-call-purpose"
+    NOTHING_TO_SAY = "nothing-to-say"
+    CALL_TOO_LONG = "call-too-long"
+    TWILIO_UNAVAILABLE = "twilio-unavailable"  # the outcome is unknown: retry, same key
+    TWILIO_REFUSED = "twilio-refused"
+
+
+class SendRefused(Exception):
+    """The text or call was not sent (or not all of it); `kind` says why."""
+
+    def __init__(
+        self,
+        kind: Refusal,
+        message: str,
+        messages: Sequence[Message] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.messages = list(messages)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Accepted:
+    sid: str
+    status: str
+
+
+def consent_needed(purpose: MessagePurpose) -> Purpose:
+    """Marketing needs the grant; anything else only needs no withdrawal."""
+    return Purpose.MARKETING if purpose is MessagePurpose.MARKETING else Purpose.TRANSACTIONAL
+
+
+async def require_consent(
+    session: AsyncSession,
+    profile: Profile | None,
+    channel: Channel,
+    purpose: MessagePurpose,
+    noun: str,
+) -> None:
+    """Refuse (409 consent-refused) unless the person's consent on `channel` allows a
+    message of this purpose now; someone unknown may get anything but marketing."""
+    known = (await consent.current_of(session, [profile.id]))[profile.id] if profile else {}
+    refuse_unless_allowed(profile.id if profile else None, known, channel, purpose, noun)
+
+
+def refuse_unless_allowed(
+    profile_id: uuid.UUID | None,
+    known: consent.Current,
+    channel: Channel,
+    purpose: MessagePurpose,
+    noun: str,
+) -> None:
+    """`require_consent` with the person's consent already read."""
+    needed = consent_needed(purpose)
+    if profile_id is None:
+        if needed is Purpose.MARKETING:
+            raise SendRefused(
+                Refusal.CONSENT_REFUSED, f"Nobody with this number has agreed to marketing {noun}."
+            )
+        return
+    found = known.get((channel, needed))
+    if not consent.allows(found[0] if found else consent.State.NONE, needed):
+        raise SendRefused(
+            Refusal.CONSENT_REFUSED,
+            f"This person's {channel.value} consent does not allow {purpose.value} {noun} now.",
+        )
