@@ -135,9 +135,9 @@ async def record(
     """Record a consent decision, whoever reports it (the API, a keyword text, Twilio
     saying the person unsubscribed at the carrier, an erasure's tombstone): the ledger
     line, the refreshed state and the audit log entry, in the caller's transaction."""
-    line = await _append(session, profile_id, entry, clock, actor.name)
+    line, folded = await _append(session, profile_id, entry, clock, actor.name)
     channel = Channel.SMS if entry.channel is Channel.ALL else entry.channel
-    now = await state(session, profile_id, channel, entry.purpose)
+    now = folded.get((channel, entry.purpose), (State.NONE, line.occurred_at))[0]
     await audit.record(
         session, clock, actor, "record_consent", str(profile_id),
         seq=line.seq, channel=line.channel, purpose=line.purpose,
@@ -148,8 +148,9 @@ async def record(
 
 async def _append(
     session: AsyncSession, profile_id: uuid.UUID, entry: Entry, clock: Clock, actor: str | None
-) -> ConsentEvent:
-    """Append one line (after checking it may be appended) and refresh the state."""
+) -> tuple[ConsentEvent, Folded]:
+    """Append one line (after checking it may be appended) and refresh the states; the
+    line and the states as they are now."""
     now = clock.now()
     occurred_at = entry.occurred_at or now
     if occurred_at > now:
@@ -197,8 +198,7 @@ async def _append(
     )
     session.add(line)
     await session.flush()
-    await refresh(session, profile_id, [*lines, line])
-    return line
+    return line, await refresh(session, profile_id, [*lines, line])
 
 
 def _erased_before(lines: Iterable[ConsentEvent]) -> bool:
@@ -222,9 +222,13 @@ def _order(line: ConsentEvent) -> tuple[datetime, int]:
     return (line.occurred_at, line.seq)
 
 
-def fold(lines: Iterable[ConsentEvent]) -> dict[tuple[Channel, Purpose], tuple[State, datetime]]:
-    """The current state of every (channel, purpose) the ledger mentions."""
-    states: dict[tuple[Channel, Purpose], tuple[State, datetime]] = {}
+Folded = dict[tuple[Channel, Purpose], tuple[State, datetime]]
+
+
+def fold(lines: Iterable[ConsentEvent]) -> Folded:
+    """The current state (and since when) of every (channel, purpose) the ledger
+    mentions."""
+    states: Folded = {}
     for line in sorted(lines, key=_order):
         purpose = Purpose(line.purpose)
         channels = CONCRETE_CHANNELS if line.channel == Channel.ALL else (Channel(line.channel),)
@@ -245,12 +249,13 @@ def fold(lines: Iterable[ConsentEvent]) -> dict[tuple[Channel, Purpose], tuple[S
 
 async def refresh(
     session: AsyncSession, profile_id: uuid.UUID, lines: list[ConsentEvent] | None = None
-) -> None:
-    """Rewrite a profile's consent states from its ledger."""
+) -> Folded:
+    """Rewrite a profile's consent states from its ledger; the states written."""
     if lines is None:
         lines = await ledger(session, profile_id)
     await session.execute(delete(ConsentState).where(ConsentState.profile_id == profile_id))
-    for (channel, purpose), (state, since) in fold(lines).items():
+    folded = fold(lines)
+    for (channel, purpose), (state, since) in folded.items():
         session.add(
             ConsentState(
                 profile_id=profile_id,
@@ -261,6 +266,7 @@ async def refresh(
             )
         )
     await session.flush()
+    return folded
 
 
 async def state(
