@@ -8,15 +8,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from backend.core.settings import PROJECT_ROOT
+from backend.messaging.guards import ContactRules
 from backend.scoring.rules import ScoringRules
 from backend.segments.rules import SegmentDefinition, error_path
 from backend.sequences.checks import SequenceProblem, Vocabulary, check
-from backend.sequences.definition import FollowUpDefaults, SequenceDefinition
+from backend.sequences.definition import SequenceDefinition
 
 Model = TypeVar("Model", bound=BaseModel)
 # The bot's domain, whose intents and forms sequences may name.
@@ -250,7 +252,19 @@ class BusinessTexts(BaseModel):
 
     name: str = Field(min_length=1, max_length=60)
     sms_help: str = Field(min_length=1, max_length=320)
-    follow_ups: FollowUpDefaults = Field(default_factory=FollowUpDefaults)
+    # The business's own time zone: a person's, when neither their profile nor their
+    # number says.
+    timezone: str = "UTC"
+    follow_ups: ContactRules = Field(default_factory=ContactRules)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone such as Europe/Paris") from None
+        return value
 
     @field_validator("sms_help")
     @classmethod

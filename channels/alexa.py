@@ -165,6 +165,10 @@ def user_id(envelope: dict[str, Any]) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
+class AlexaNotConfigured(Exception):
+    """The Alexa channel cannot start as configured (Rasa does not start either)."""
+
+
 class AlexaInput(InputChannel):
     """Rasa input channel for an Alexa custom skill (see the module docstring)."""
 
@@ -211,6 +215,14 @@ class AlexaInput(InputChannel):
         if root is not None and not root.is_absolute():
             root = PROJECT_ROOT / root
         if configured.alexa_skill_id is None:
+            if configured.public_url:
+                # A deployment: any Alexa skill could otherwise talk to this bot.
+                raise AlexaNotConfigured(
+                    "PARLEY_PUBLIC_URL is set (a deployment) but PARLEY_ALEXA_SKILL_ID is "
+                    "not: without it, requests from any Alexa skill would be answered. Set "
+                    "it to your skill's id (amzn1.ask.skill.…), or remove the alexa channel "
+                    "from the credentials file."
+                )
             log.warning("alexa_skill_id_unset effect=requests_for_any_skill_accepted")
         return AlexaRequestVerifier(
             trust_roots=load_trust_roots(root),

@@ -138,6 +138,9 @@ class SmsOutput(OutputChannel):
         if self.in_reply_to is not None:
             self._replies += 1
             key = f"reply:{self.in_reply_to}:{self._replies}"
+        else:
+            # Not a reply: a message Parley starts, which the door guards as marketing.
+            purpose = "marketing"
         try:
             await self.backend.send_text(
                 recipient_id, body, purpose, media_urls, self.in_reply_to, send_key=key
@@ -232,7 +235,9 @@ class SmsInput(InputChannel):
         return self._backend
 
     def get_output_channel(self) -> OutputChannel:
-        # For messages Rasa's HTTP API makes the bot send, outside any reply.
+        # For messages Rasa's HTTP API makes the bot send, outside any reply: Parley
+        # starting a conversation, which the door treats as marketing (consent, quiet
+        # hours, the frequency cap; held until it may go).
         return SmsOutput(self.backend, None)
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:

@@ -5,8 +5,10 @@ JWT whose `sub` is the session id). A socket must present it when it connects
 (socket.io `auth: {"token": ...}`); the socket is then bound to that session: it joins
 the session's room, and a `session_request` or `user_uttered` naming any other session
 is dropped. So no visitor can read or write another visitor's conversation, and every
-open tab of one visitor (one room) sees the bot's replies and later pushes, including
-those sent through Rasa's HTTP API with `?output_channel=webchat` (or `latest`).
+open tab of one visitor (one room) sees the bot's replies and the backend's later pushes.
+A push through Rasa's HTTP API (`?output_channel=webchat` or `latest`, `/execute`,
+`/trigger_intent`) reaches the page only if it carries the one door's signature
+(`DoorSignedOutput`): follow-ups go through the backend's web door, nothing else.
 
 Events (socket.io, default namespace):
   client -> server  session_request {"session_id"}   answered by session_confirm <id>
@@ -42,6 +44,7 @@ from socketio.exceptions import ConnectionRefusedError as SocketRefused
 
 from bot.json_guard import SocketJson
 from bot.settings import settings
+from message_rules import door_signature
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +155,28 @@ class WebChatOutput(OutputChannel):
         await self._send(recipient_id, {"custom": json_message})
 
 
+class DoorSignedOutput(WebChatOutput):
+    """The web chat as Rasa's HTTP API reaches it (`?output_channel=webchat` or `latest`,
+    `/execute`, `/trigger_intent`): outside a visitor's own turn, a message reaches
+    their page only if it carries the backend's one door's signature (message_rules.
+    door_signature), which the door gives only after consent and the guards allowed it.
+    Anything else, even from a caller holding Rasa's token, is dropped."""
+
+    def __init__(self, sio: AsyncServer, secret: str | None, bot_message_evt: str) -> None:
+        super().__init__(sio, bot_message_evt)
+        self.secret = secret
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        signature = message.get(door_signature.METADATA_KEY)
+        text = message.get("text")
+        if isinstance(text, str) and door_signature.is_signed(
+            self.secret, recipient_id, text, signature
+        ):
+            await self.send_text_message(recipient_id, text)
+            return
+        logger.warning("webchat.push_refused reason=%s", "unsigned" if not signature else "bad")
+
+
 def _choices(buttons: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
     return [
         {"title": str(button.get("title", "")), "payload": str(button.get("payload", ""))}
@@ -206,9 +231,11 @@ class WebChatInput(InputChannel):
         self.sio: AsyncServer | None = None
 
     def get_output_channel(self) -> OutputChannel | None:
-        """What Rasa's HTTP API uses for `?output_channel=webchat`: pushes reach every
-        socket of the conversation's session."""
-        return WebChatOutput(self.sio, self.bot_message_evt) if self.sio else None
+        """What Rasa's HTTP API uses for `?output_channel=webchat`: the door's signed
+        pushes reach every socket of the conversation's session; nothing else does."""
+        if self.sio is None:
+            return None
+        return DoorSignedOutput(self.sio, self.secret, self.bot_message_evt)
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         manager = AsyncRedisManager(self.redis_url) if self.redis_url else None

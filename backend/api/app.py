@@ -20,6 +20,7 @@ from backend.api.keys import (
     DIRECTORY,
     ENGINE,
     FILE_SEGMENTS,
+    HELD,
     INBOX,
     KEYWORD_REPLIES,
     RASA,
@@ -29,6 +30,7 @@ from backend.api.keys import (
     SETTINGS,
     SMS_DOOR,
     TEXT_TURNS,
+    WEB_DOOR,
     WORKER,
 )
 from backend.api.problems import problem_middleware
@@ -40,16 +42,20 @@ from backend.core.logs import get_logger
 from backend.core.settings import Settings
 from backend.events.recording import EventRecorder
 from backend.messaging.call_door import CallDoor
+from backend.messaging.guards import ContactGuard
+from backend.messaging.held import Deliver, HeldMessages
 from backend.messaging.inbound import KeywordConfirmations, KeywordReplies, SmsInbox
 from backend.messaging.pacing import SendingPace
 from backend.messaging.sms_door import SmsDoor
 from backend.messaging.text_turns import BotTurns, TextTurns
 from backend.messaging.twilio_api import TwilioCalls, TwilioTexts, twilio_client
+from backend.messaging.web_door import WebDoor
 from backend.people.profiles import ProfileDirectory
 from backend.scoring import rules as scoring
 from backend.segments import store as segment_store
 from backend.sequences.scheduler.worker import Worker
 from backend.webchat import routes as webchat
+from backend.webchat.sessions import signing_secret
 
 log = get_logger(__name__)
 # Seconds to wait for Twilio's API before a send's outcome is unknown.
@@ -114,6 +120,8 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
     """The SMS and call doors (through Twilio, or the local emulator), the inbox, and
     the task that answers every text recorded in it (backend.messaging.text_turns)."""
     settings, clock, sessions = app[SETTINGS], app[CLOCK], app[SESSIONS]
+    business = app[BUSINESS_TEXTS]
+    guard = ContactGuard(business.follow_ups, business.timezone)
     texts = None
     if settings.twilio_auth_token is not None:
         texts = TwilioTexts(
@@ -130,6 +138,7 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
             directory=app[DIRECTORY],
             texts=texts,
             pace=SendingPace(sessions, clock, settings.sms_sends_per_second, settings.sms_max_wait),
+            guard=guard,
             sender=settings.twilio_sms_number,
             status_callback_url=settings.status_callback_url,
             in_flight=timedelta(seconds=settings.sms_max_wait + TWILIO_TIMEOUT + 5),
@@ -140,6 +149,7 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
             clock=clock,
             directory=app[DIRECTORY],
             calls=TwilioCalls(texts.client),
+            guard=guard,
             caller_id=settings.caller_id,
             status_callback_url=settings.call_status_callback_url,
             gather_url=settings.voice_gather_url,
@@ -147,6 +157,17 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
         )
     else:
         log.warning("sms.not_configured", reason="PARLEY_TWILIO_AUTH_TOKEN is not set")
+    if settings.rasa_token:
+        app[WEB_DOOR] = WebDoor(
+            sessions=sessions, clock=clock, directory=app[DIRECTORY], guard=guard,
+            conversations=app[RASA], secret=signing_secret(settings),
+        )  # fmt: skip
+    deliver: dict[str, Deliver] = {}
+    for channel, door in (("sms", app.get(SMS_DOOR)), ("voice", app.get(CALL_DOOR)),
+                          ("web", app.get(WEB_DOOR))):  # fmt: skip
+        if door is not None:
+            deliver[channel] = door.deliver_held
+    app[HELD] = HeldMessages(sessions, clock, deliver)
     app[INBOX] = inbox = SmsInbox(sessions, clock, app[DIRECTORY])
     app[TEXT_TURNS] = turns = TextTurns(
         sessions=sessions,
@@ -193,7 +214,9 @@ def scheduler_worker(app: web.Application) -> Worker:
         business=app[BUSINESS_TEXTS].model_dump(),
         record_points=EventRecorder(app[DIRECTORY], sequences).record_points,
         conversations=app[RASA] if settings.rasa_token else None,
-        defaults=app[BUSINESS_TEXTS].follow_ups,
+        web=app.get(WEB_DOOR),
+        held=app[HELD],
+        rules=app[BUSINESS_TEXTS].follow_ups,
         batch=settings.scheduler_batch,
         sweep_every=timedelta(seconds=settings.segment_sweep_seconds),
         concurrency=(1 if app[ENGINE].dialect.name == "sqlite" else settings.scheduler_concurrency),

@@ -11,9 +11,11 @@ from backend.core.models import ApiToken
 from backend.core.settings import Settings
 from backend.data_files import BusinessTexts
 from backend.messaging.call_door import CallDoor
+from backend.messaging.held import HeldMessages
 from backend.messaging.inbound import KeywordReplies, SmsInbox
 from backend.messaging.sms_door import SmsDoor
 from backend.messaging.text_turns import TextTurns
+from backend.messaging.web_door import WebDoor
 from backend.people.profiles import ProfileDirectory
 from backend.scoring.rules import ScoringRules
 from backend.segments.rules import SegmentDefinition
@@ -41,6 +43,10 @@ TEXT_TURNS = web.AppKey("text_turns", TextTurns)
 # The one door for outbound calls (follow-ups by voice), beside the SMS door and
 # likewise absent when no Twilio auth token is set.
 CALL_DOOR = web.AppKey("call_door", CallDoor)
+# The web door (absent when Rasa's token is not set), and the marketing messages the
+# doors held until they may go.
+WEB_DOOR = web.AppKey("web_door", WebDoor)
+HELD = web.AppKey("held", HeldMessages)
 # Runs due steps of follow-up sequences (started only when scheduler_enabled).
 WORKER = web.AppKey("worker", Worker)
 KEYWORD_REPLIES = web.AppKey("keyword_replies", KeywordReplies)

@@ -60,6 +60,9 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "list_audit": frozenset({ADMIN}),
     "send_text": WRITERS,
     "get_message": EVERYONE,
+    "list_held": EVERYONE,
+    "get_held": EVERYONE,
+    "cancel_held": WRITERS,
     "receive_text": MACHINES,
     "profile_messages": EVERYONE,
 }

@@ -35,8 +35,11 @@ class Problem(Exception):
         title: str | None = None,
         errors: Sequence[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail or title or HTTPStatus(status).phrase)
+        # Members of the problem type beyond RFC 9457's own (its section 3.2).
+        self.extensions = extensions or {}
         self.status = status
         self.detail = detail
         self.type = f"{TYPE_PREFIX}{type_}" if type_ else "about:blank"
@@ -45,7 +48,9 @@ class Problem(Exception):
         self.headers = headers or {}
 
     def body(self, instance: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"type": self.type, "title": self.title, "status": self.status}
+        body: dict[str, Any] = {
+            **self.extensions, "type": self.type, "title": self.title, "status": self.status,
+        }  # fmt: skip
         if self.detail:
             body["detail"] = self.detail
         if instance:

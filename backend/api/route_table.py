@@ -25,6 +25,8 @@ from backend.handoffs import routes as handoffs
 from backend.handoffs.schemas import HandoffIn, HandoffList, HandoffOut
 from backend.messaging import routes as messages
 from backend.messaging.schemas import (
+    HeldOut,
+    HeldPage,
     MessageOut,
     MessagePage,
     TextIn,
@@ -205,9 +207,22 @@ ROUTES: list[Route] = [
           responses={200: HandoffOut}),
 
     Route("POST", "/api/v1/messages", "send_text", messages.send_text,
-          "Send a text through the one door: consent checked now, split, paced, sent, "
-          "recorded.", "messages", body=TextIn,
-          responses={200: TextSent, 201: TextSent}),
+          "Send a text through the one door: consent and, for marketing, quiet hours and "
+          "the frequency cap checked now; split, paced, sent, recorded (202: held until "
+          "it may go).", "messages", body=TextIn,
+          responses={200: TextSent, 201: TextSent, 202: TextSent}),
+    Route("GET", "/api/v1/held-messages", "list_held", messages.list_held,
+          "Marketing messages the doors held for quiet hours or the frequency cap, oldest "
+          "first.", "messages", responses={200: HeldPage},
+          query=(page(500), ("after", ID, "only held messages newer than this id"),
+                 ("status", {"type": "string",
+                             "enum": ["held", "sent", "refused", "cancelled"]}, "only these"),
+                 ("profile_id", {"type": "string", "format": "uuid"}, "only this person's"))),
+    Route("GET", "/api/v1/held-messages/{id}", "get_held", messages.get_held,
+          "One held message, and what became of it.", "messages",
+          responses={200: HeldOut}),
+    Route("DELETE", "/api/v1/held-messages/{id}", "cancel_held", messages.cancel_held,
+          "Cancel a message still held.", "messages", responses={200: HeldOut}),
     Route("GET", "/api/v1/messages/{id}", "get_message", messages.get_message,
           "One text, in or out, with its delivery status.", "messages",
           responses={200: MessageOut}),

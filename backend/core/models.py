@@ -386,6 +386,48 @@ class Message(Base):
     updated_at: Mapped[datetime]
 
 
+class HeldMessage(Base):
+    """A marketing message a door could not deliver yet (quiet hours or the frequency
+    cap, backend.messaging.guards), kept until `not_before` and then delivered through
+    the same door, its guards and consent checked again (backend.messaging.held)."""
+
+    __tablename__ = "held_messages"
+    __table_args__ = (
+        Index(
+            "ix_held_messages_due",
+            "not_before",
+            postgresql_where=text("status = 'held'"),
+            sqlite_where=text("status = 'held'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(8))  # sms, voice or web
+    to_address: Mapped[str] = mapped_column(String(320))
+    purpose: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+    media: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"urls": [...]}
+    # The caller's send key: the same key sent again is this held message.
+    send_key: Mapped[str | None] = mapped_column(String(220), unique=True)
+    reason: Mapped[str] = mapped_column(String(16))  # quiet-hours or frequency-cap
+    not_before: Mapped[datetime]
+    # held, sent (message_id: its first part), refused (consent withdrawn meanwhile),
+    # cancelled (through the API)
+    status: Mapped[str] = mapped_column(String(10))
+    detail: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("messages.id", ondelete="SET NULL")
+    )
+    lease_until: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 class SenderPace(Base):
     """When each sending number may send next: one row per number, shared by every
     backend replica, so that together they keep to the number's rate."""

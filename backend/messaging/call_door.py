@@ -48,14 +48,17 @@ from backend.consent.ledger import Channel, Purpose
 from backend.core.clock import Clock
 from backend.core.identities import IdentityKind, redact
 from backend.core.logs import get_logger
-from backend.core.models import Message, Profile
+from backend.core.models import HeldMessage, Message, Profile
 from backend.messaging.door import (
     FollowUp,
     MessagePurpose,
+    NotNow,
     Refusal,
     SendRefused,
     require_consent,
 )
+from backend.messaging.guards import ContactGuard, Limits
+from backend.messaging.held import Held, Outbound, earlier_held, guard_one
 from backend.messaging.reconciliation import SendRecords
 from backend.messaging.sms_door import advance_status
 from backend.messaging.twilio_api import TwilioCalls
@@ -94,6 +97,10 @@ class OutboundCall:
     # The same key placed again is the same call: answered from the record, never redialled.
     send_key: str | None = None
     follow_up: FollowUp | None = None
+    # As a text's (sms_door.OutboundText): held or refused when the guards say not now.
+    if_not_now: NotNow = NotNow.HOLD
+    limits: Limits | None = None
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ class CallDoor:
     clock: Clock
     directory: ProfileDirectory
     calls: TwilioCalls
+    guard: ContactGuard
     caller_id: str  # the number calls come from
     status_callback_url: str  # POST /twilio/call-status on this backend's public URL
     gather_url: str  # the voice channel's gather webhook on Rasa's public URL
@@ -144,8 +152,9 @@ class CallDoor:
     def _records(self) -> SendRecords:
         return SendRecords(self.sessions, self.clock)
 
-    async def call(self, call: OutboundCall) -> Placed:
-        """Check, record and place; the call's record. Raises `SendRefused`."""
+    async def call(self, call: OutboundCall) -> Placed | Held:
+        """Check, record and place; the call's record, or the held message when the
+        guards hold a marketing call. Raises `SendRefused`."""
         if call.purpose is MessagePurpose.COMPLIANCE:
             raise SendRefused(
                 Refusal.NOT_A_CALL_PURPOSE,
@@ -169,6 +178,11 @@ class CallDoor:
                         session, IdentityKind.VOICE, call.to
                     )
                     await require_consent(session, profile, Channel.VOICE, call.purpose, "calls")
+                    held = await self._guard(session, call, profile)
+                    if isinstance(held, SendRefused):
+                        raise held
+                    if held is not None:
+                        return held
                     row = self._record(call, spoken, profile)
                     session.add(row)
         except IntegrityError:
@@ -177,6 +191,8 @@ class CallDoor:
                 earlier = await self._earlier_call(session, call.send_key)
             if earlier is None:
                 raise
+        if isinstance(earlier, Held):
+            return earlier
         if earlier is not None:
             return await self._settle(earlier)
         assert row is not None
@@ -187,9 +203,37 @@ class CallDoor:
         )  # fmt: skip
         return Placed(row, repeated=False)
 
-    async def _earlier_call(self, session: AsyncSession, key: str | None) -> Message | None:
+    async def _guard(
+        self, session: AsyncSession, call: OutboundCall, profile: Profile | None
+    ) -> Held | SendRefused | None:
+        """A marketing call the guards say may not go now, held or refused."""
+        if call.purpose is not MessagePurpose.MARKETING or profile is None:
+            return None
+        wanted = Outbound(
+            "voice", call.to, call.say, call.purpose.value, call.send_key, call.if_not_now,
+            call.requested_by,
+        )  # fmt: skip
+        return await guard_one(
+            session, self.guard, wanted, profile.id, call.limits, self.clock.now(), "calls"
+        )
+
+    async def deliver_held(self, held: HeldMessage, send_key: str) -> int:
+        """Place a held call now, if it may go (held.HeldMessages)."""
+        placed = await self.call(
+            OutboundCall(
+                to=held.to_address, say=held.body, purpose=MessagePurpose(held.purpose),
+                send_key=send_key, if_not_now=NotNow.REFUSE, requested_by=held.created_by,
+            )
+        )  # fmt: skip
+        if isinstance(placed, Held):
+            raise AssertionError("a release is never held again")  # pragma: no cover
+        return placed.message.id
+
+    async def _earlier_call(self, session: AsyncSession, key: str | None) -> Message | Held | None:
         if key is None:
             return None
+        if held := (await earlier_held(session, [key])).get(key):
+            return held
         row = await session.scalar(select(Message).where(Message.send_key == key))
         if row is not None and row.channel != "voice":
             raise SendRefused(

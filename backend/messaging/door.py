@@ -1,12 +1,14 @@
-"""The one door's rules, which the SMS door and the call door both apply: the purposes
-a message can have, what consent each needs at the moment of sending, and why a door
-refuses (`Refusal`; the HTTP layer maps each kind to a status)."""
+"""The one door's rules, which the SMS, call and web doors all apply: the purposes a
+message can have, what consent each needs at the moment of sending, what to do when
+the guards (backend.messaging.guards) say not now, and why a door refuses (`Refusal`;
+the HTTP layer maps each kind to a status)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.consent import ledger as consent
 from backend.consent.ledger import Channel, Purpose
 from backend.core.models import Message, Profile
+from backend.messaging.guards import Hold, HoldReason
 
 
 class MessagePurpose(StrEnum):
@@ -32,23 +35,37 @@ class FollowUp:
     variant: str
 
 
+class NotNow(StrEnum):
+    """What a door does with a marketing message the guards say may not go now
+    (backend.messaging.guards): hold it and deliver it when it may, or refuse it with
+    the time it may go."""
+
+    HOLD = "hold"
+    REFUSE = "refuse"
+
+
 class Refusal(StrEnum):
     """Why a door did not send: the HTTP layer answers each with its problem type (the
     same words) and status (messaging.routes.REFUSAL_STATUS)."""
 
     CONSENT_REFUSED = "consent-refused"  # the person's consent does not allow it
+    QUIET_HOURS = "quiet-hours"  # the person's night: not before `not_before`
+    FREQUENCY_CAP = "frequency-cap"  # enough marketing for now: not before `not_before`
     RECIPIENT_UNSUBSCRIBED = "recipient-unsubscribed"  # at the carrier
     UNDELIVERABLE_NUMBER = "undeliverable-number"
     SENDER_BUSY = "sender-busy"  # the sending number's pace is full now
     SEND_IN_PROGRESS = "send-in-progress"  # the same send key, still on its way
     SEND_KEY_REUSED = "send-key-reused"  # the same send key, for a text vs a call
     NOT_A_KEYWORD_REPLY = "not-a-keyword-reply"
+    NOT_A_REPLY = "not-a-reply"  # conversational, but in reply to nothing the person sent
     ALREADY_ANSWERED = "already-answered"
     NOT_A_CALL_PURPOSE = "not-a-call-purpose"
+    NOT_A_WEB_PURPOSE = "not-a-web-purpose"
     NOTHING_TO_SAY = "nothing-to-say"
     CALL_TOO_LONG = "call-too-long"
     TWILIO_UNAVAILABLE = "twilio-unavailable"  # the outcome is unknown: retry, same key
     TWILIO_REFUSED = "twilio-refused"
+    CHANNEL_UNAVAILABLE = "channel-unavailable"  # Rasa did not take a web push
 
 
 class SendRefused(Exception):
@@ -60,11 +77,28 @@ class SendRefused(Exception):
         message: str,
         messages: Sequence[Message] = (),
         retry_after: float | None = None,
+        not_before: datetime | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.messages = list(messages)
         self.retry_after = retry_after
+        self.not_before = not_before
+
+
+def not_now(hold: Hold, now: datetime, noun: str) -> SendRefused:
+    """The refusal of a marketing message the guards hold, with when it may go."""
+    why = (
+        "it is night for this person"
+        if hold.reason is HoldReason.QUIET_HOURS
+        else ("this person has had as many marketing messages as the frequency cap allows")
+    )
+    return SendRefused(
+        Refusal(hold.reason.value),
+        f"Not now: {why}. Marketing {noun} may go from {hold.until.isoformat()}.",
+        retry_after=max(1.0, (hold.until - now).total_seconds()),
+        not_before=hold.until,
+    )
 
 
 @dataclass(frozen=True)

@@ -4,20 +4,27 @@ text's delivery, and the progress of a call Parley placed)."""
 
 from __future__ import annotations
 
+import uuid
+
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.api.bodies import query_int, read_body, respond
-from backend.api.keys import CLOCK, INBOX, SESSIONS, SETTINGS, SMS_DOOR
+from backend.api.bodies import query_choice, query_int, read_body, respond
+from backend.api.keys import CALLER, CLOCK, INBOX, SESSIONS, SETTINGS, SMS_DOOR
 from backend.api.problems import Problem
+from backend.core import audit
 from backend.core.identities import InvalidAddress, normalise_phone
 from backend.core.logs import get_logger
-from backend.core.models import Message
+from backend.core.models import HeldMessage, Message
+from backend.messaging import held
 from backend.messaging.call_door import advance_call_status
-from backend.messaging.door import MessagePurpose, Refusal, SendRefused
+from backend.messaging.door import MessagePurpose, NotNow, Refusal, SendRefused
+from backend.messaging.held import Held
 from backend.messaging.inbound import InboundText
 from backend.messaging.schemas import (
+    HeldOut,
+    HeldPage,
     MessageOut,
     MessagePage,
     TextIn,
@@ -75,18 +82,23 @@ def _door(request: web.Request) -> SmsDoor:
 # The HTTP status of each reason a door did not send (its problem type is the reason).
 REFUSAL_STATUS: dict[Refusal, int] = {
     Refusal.CONSENT_REFUSED: 409,
+    Refusal.QUIET_HOURS: 409,
+    Refusal.FREQUENCY_CAP: 409,
     Refusal.RECIPIENT_UNSUBSCRIBED: 409,
     Refusal.UNDELIVERABLE_NUMBER: 422,
     Refusal.SENDER_BUSY: 429,
     Refusal.SEND_IN_PROGRESS: 409,
     Refusal.SEND_KEY_REUSED: 409,
     Refusal.NOT_A_KEYWORD_REPLY: 409,
+    Refusal.NOT_A_REPLY: 422,
     Refusal.ALREADY_ANSWERED: 409,
     Refusal.NOT_A_CALL_PURPOSE: 422,
+    Refusal.NOT_A_WEB_PURPOSE: 422,
     Refusal.NOTHING_TO_SAY: 422,
     Refusal.CALL_TOO_LONG: 422,
     Refusal.TWILIO_UNAVAILABLE: 502,
     Refusal.TWILIO_REFUSED: 502,
+    Refusal.CHANNEL_UNAVAILABLE: 502,
 }
 
 
@@ -99,22 +111,110 @@ async def send_text(request: web.Request) -> web.Response:
         media_urls=body.media_urls,
         in_reply_to=body.in_reply_to,
         send_key=body.send_key,
+        if_not_now=NotNow(body.if_not_now),
+        requested_by=request[CALLER].name,
     )
     try:
         sent = await _door(request).send(text)
     except SendRefused as refused:
-        headers = (
-            {"Retry-After": str(max(1, round(refused.retry_after)))}
-            if refused.retry_after is not None
-            else None
+        raise refusal_problem(refused) from refused
+    if isinstance(sent, Held):
+        return respond(
+            TextSent(messages=[], held=held_out(sent.message)),
+            status=200 if sent.repeated else 202,
         )
-        status = REFUSAL_STATUS[refused.kind]
-        problem = Problem(status, str(refused), type_=refused.kind, headers=headers)
-        raise problem from refused
     return respond(
         TextSent(messages=[message_out(r) for r in sent.messages]),
         status=200 if sent.repeated else 201,
     )
+
+
+def refusal_problem(refused: SendRefused) -> Problem:
+    """A door's refusal as the problem the API answers (its kind is the type)."""
+    headers = (
+        {"Retry-After": str(max(1, round(refused.retry_after)))}
+        if refused.retry_after is not None
+        else None
+    )
+    extensions = {"not_before": refused.not_before.isoformat()} if refused.not_before else None
+    return Problem(
+        REFUSAL_STATUS[refused.kind], str(refused), type_=refused.kind, headers=headers,
+        extensions=extensions,
+    )  # fmt: skip
+
+
+def held_out(row: HeldMessage) -> HeldOut:
+    return HeldOut(
+        id=row.id, profile_id=row.profile_id, channel=row.channel, to_address=row.to_address,
+        purpose=row.purpose, body=row.body, media_urls=list(row.media.get("urls", [])),
+        send_key=row.send_key, reason=row.reason,
+        not_before=row.not_before, status=row.status,
+        detail=row.detail, message_id=row.message_id, attempts=row.attempts,
+        created_by=row.created_by, created_at=row.created_at, updated_at=row.updated_at,
+    )  # fmt: skip
+
+
+async def list_held(request: web.Request) -> web.Response:
+    """Held messages, oldest first: all, one status's, or one person's."""
+    limit = query_int(request, "limit", 50, 1, 500) or 50
+    after = query_int(request, "after", None, 1, 2**62)
+    status = query_choice(request, "status", ("", "held", "sent", "refused", "cancelled"))
+    profile_id = _query_uuid(request, "profile_id")
+    query = select(HeldMessage)
+    if status:
+        query = query.where(HeldMessage.status == status)
+    if profile_id:
+        query = query.where(HeldMessage.profile_id == profile_id)
+    if after is not None:
+        query = query.where(HeldMessage.id > after)
+    async with request.app[SESSIONS]() as session:
+        rows = list(await session.scalars(query.order_by(HeldMessage.id).limit(limit + 1)))
+    page, more = rows[:limit], len(rows) > limit
+    return respond(
+        HeldPage(items=[held_out(r) for r in page], next=page[-1].id if more and page else None)
+    )
+
+
+def _query_uuid(request: web.Request, name: str) -> uuid.UUID | None:
+    value = request.query.get(name)
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise Problem(
+            400, f"query parameter {name!r} must be a UUID", type_="invalid-query"
+        ) from None
+
+
+async def _held_row(request: web.Request, session: AsyncSession) -> HeldMessage:
+    """The held message the path's `{id}` names, else 404."""
+    raw = request.match_info["id"]
+    row = None
+    if raw.isdigit() and 0 < int(raw) < 2**62:
+        row = await session.get(HeldMessage, int(raw))
+    if row is None:
+        raise Problem(404, f"There is no held message {raw!r}.", type_="held-not-found")
+    return row
+
+
+async def get_held(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        return respond(held_out(await _held_row(request, session)))
+
+
+async def cancel_held(request: web.Request) -> web.Response:
+    """Cancel a message still held; 409 if it has gone (or was cancelled) already."""
+    caller = request[CALLER]
+    async with request.app[SESSIONS].begin() as session:
+        row = await _held_row(request, session)
+        if not await held.cancel(session, row, request.app[CLOCK].now(), caller.name):
+            raise Problem(
+                409, f"Held message {row.id} is {row.status} already.", type_="held-not-held"
+            )
+        await audit.record(session, request.app[CLOCK], caller, "cancel_held", str(row.id))
+        out = held_out(row)
+    return respond(out)
 
 
 async def get_message(request: web.Request) -> web.Response:

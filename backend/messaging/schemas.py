@@ -35,6 +35,12 @@ class TextIn(BaseModel):
     purpose: Literal["marketing", "transactional", "conversational", "compliance"]
     in_reply_to: Annotated[int, Field(ge=1, le=2**62)] | None = None
     send_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    if_not_now: Literal["hold", "refuse"] = Field(
+        "hold",
+        description="a marketing text the guards will not let go now (quiet hours in the "
+        "person's time zone, the frequency cap): `hold` keeps it and sends it when it may "
+        "(202, `held`); `refuse` answers 409 with `not_before`, the time it may go",
+    )
 
     @model_validator(mode="after")
     def _something_to_send(self) -> TextIn:
@@ -73,10 +79,45 @@ class MessageOut(BaseModel):
     updated_at: datetime
 
 
+class HeldOut(BaseModel):
+    """A marketing message held by the guards until `not_before`, when it is sent
+    through its door (consent and the guards checked again)."""
+
+    id: int
+    profile_id: uuid.UUID
+    channel: str
+    to_address: str
+    purpose: str
+    body: str
+    media_urls: list[str]
+    send_key: str | None
+    reason: Literal["quiet-hours", "frequency-cap"]
+    not_before: datetime
+    status: Literal["held", "sent", "refused", "cancelled"] = Field(
+        description="held until not_before; sent (message_id: its first part); refused "
+        "(consent withdrawn meanwhile, see detail); cancelled through the API"
+    )
+    detail: str | None
+    message_id: int | None
+    attempts: int
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class HeldPage(BaseModel):
+    """Held messages, oldest first; `next` is the id to pass as `after`."""
+
+    items: list[HeldOut]
+    next: int | None
+
+
 class TextSent(BaseModel):
-    """The parts of a text, as sent (or as sent before, for a repeated send_key)."""
+    """The parts of a text, as sent (or as sent before, for a repeated send_key); or,
+    with status 202, the text held for later (`held`, and no parts yet)."""
 
     messages: list[MessageOut]
+    held: HeldOut | None = None
 
 
 class MessagePage(BaseModel):

@@ -27,16 +27,19 @@ from backend.core.clock import Clock
 from backend.core.identities import IdentityKind, redact
 from backend.core.json_sql import json_number
 from backend.core.logs import get_logger
-from backend.core.models import ConsentEvent, Message
+from backend.core.models import ConsentEvent, HeldMessage, Message
 from backend.messaging.door import (
     Accepted,
     FollowUp,
     MessagePurpose,
+    NotNow,
     Refusal,
     SendRefused,
     consent_needed,
     refuse_unless_allowed,
 )
+from backend.messaging.guards import ContactGuard, Hold, Limits, Wanted
+from backend.messaging.held import Held, Outbound, earlier_held, hold_or_refuse
 from backend.messaging.pacing import SendingPace
 from backend.messaging.reconciliation import SendRecords
 from backend.messaging.twilio_api import TwilioTexts
@@ -64,6 +67,12 @@ class OutboundText:
     # The same key sent again is the same send: answered from the record, never resent.
     send_key: str | None = None
     follow_up: FollowUp | None = None
+    # A marketing text the guards say may not go now is held (the default) or refused
+    # with when it may go; `limits`: tighter guards than the business's (a sequence's).
+    if_not_now: NotNow = NotNow.HOLD
+    limits: Limits | None = None
+    # Who asks for it (the audit's actor name), kept with a held text.
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,7 @@ class SmsDoor:
     directory: ProfileDirectory
     texts: TwilioTexts
     pace: SendingPace
+    guard: ContactGuard
     sender: str
     status_callback_url: str
     # The longest a send can take (the pace's wait and Twilio's timeout): an unconfirmed
@@ -89,18 +99,19 @@ class SmsDoor:
     def _records(self) -> SendRecords:
         return SendRecords(self.sessions, self.clock)
 
-    async def send(self, text: OutboundText) -> Sent:
-        """Check, record and send; the recorded parts. Raises `SendRefused`."""
+    async def send(self, text: OutboundText) -> Sent | Held:
+        """Check, record and send; the recorded parts, or the held message when the
+        guards hold a marketing text. Raises `SendRefused`."""
         [result] = await self.send_many([text])
         if isinstance(result, SendRefused):
             raise result
         return result
 
-    async def send_many(self, texts: Sequence[OutboundText]) -> list[Sent | SendRefused]:
+    async def send_many(self, texts: Sequence[OutboundText]) -> list[Sent | Held | SendRefused]:
         """`send` for many texts at once, each answered in its place: they are checked
         and recorded in one transaction, sent side by side (each text's parts in order),
         and Twilio's acceptances are stored in one transaction."""
-        results: list[Sent | SendRefused | None] = [None] * len(texts)
+        results: list[Sent | Held | SendRefused | None] = [None] * len(texts)
         fresh: list[tuple[int, list[Message]]] = []
         repeated: list[tuple[int, list[Message]]] = []
         try:
@@ -111,10 +122,11 @@ class SmsDoor:
                     session, IdentityKind.SMS, [texts[i].to for i in new]
                 )
                 consents = await consent.current_of(session, owners.values())
+                allowed: list[tuple[int, OutboundText, uuid.UUID | None]] = []
                 for index, text in enumerate(texts):
                     if text.send_key in earlier:
                         found = earlier[text.send_key]
-                        if isinstance(found, SendRefused):
+                        if isinstance(found, SendRefused | Held):
                             results[index] = found
                         else:
                             repeated.append((index, found))
@@ -127,6 +139,15 @@ class SmsDoor:
                             # In reply to a text that changed nothing: a conversational
                             # reply, which consent must allow.
                             text = replace(text, purpose=MessagePurpose.CONVERSATIONAL)
+                        if text.purpose is MessagePurpose.CONVERSATIONAL and not (
+                            await self._answers_a_text(session, text)
+                        ):
+                            raise SendRefused(
+                                Refusal.NOT_A_REPLY,
+                                "A conversational text answers a text this number sent: "
+                                "name it in in_reply_to. A message Parley starts is "
+                                "marketing or transactional.",
+                            )
                         if text.purpose is not MessagePurpose.COMPLIANCE:
                             refuse_unless_allowed(
                                 owner, consents.get(owner, {}) if owner else {},
@@ -134,6 +155,12 @@ class SmsDoor:
                             )  # fmt: skip
                     except SendRefused as refused:
                         results[index] = refused
+                        continue
+                    allowed.append((index, text, owner))
+                holds = await self._guard(session, allowed)
+                for (index, text, owner), hold in zip(allowed, holds, strict=True):
+                    if hold is not None and owner is not None:
+                        results[index] = self._hold(session, text, owner, hold)
                         continue
                     rows = self._parts(text, owner)
                     session.add_all(rows)
@@ -145,7 +172,9 @@ class SmsDoor:
                     taken = (await self._earlier_sends(session, texts)).get(texts[0].send_key or "")
                 if taken is None:
                     raise
-                return [taken if isinstance(taken, SendRefused) else await self._settle(taken)]
+                if isinstance(taken, SendRefused | Held):
+                    return [taken]
+                return [await self._settle(taken)]
             # One of these keys is being sent by someone else: each text on its own.
             return [await _answer(self.send(text)) for text in texts]
         accepted: list[tuple[Message, Accepted]] = []
@@ -240,16 +269,55 @@ class SmsDoor:
                 unsent,
             )
 
+    async def _guard(
+        self,
+        session: AsyncSession,
+        allowed: Sequence[tuple[int, OutboundText, uuid.UUID | None]],
+    ) -> list[Hold | None]:
+        """For each text consent allows, whether the guards hold it (marketing only)."""
+        marketing = [
+            (index, Wanted(owner, text.limits))
+            for index, text, owner in allowed
+            if text.purpose is MessagePurpose.MARKETING and owner is not None
+        ]
+        holds = await self.guard.check(session, [w for _, w in marketing], self.clock.now())
+        by_index = {index: hold for (index, _), hold in zip(marketing, holds, strict=True)}
+        return [by_index.get(index) for index, _, _ in allowed]
+
+    def _hold(
+        self, session: AsyncSession, text: OutboundText, owner: uuid.UUID, hold: Hold
+    ) -> Held | SendRefused:
+        wanted = Outbound(
+            "sms", text.to, text.body, text.purpose.value, text.send_key, text.if_not_now,
+            text.requested_by, text.media_urls,
+        )  # fmt: skip
+        return hold_or_refuse(session, wanted, owner, hold, self.clock.now(), "texts")
+
+    async def deliver_held(self, held: HeldMessage, send_key: str) -> int:
+        """Send a held text now, if it may go (held.HeldMessages)."""
+        sent = await self.send(
+            OutboundText(
+                to=held.to_address, body=held.body, purpose=MessagePurpose(held.purpose),
+                media_urls=list(held.media.get("urls", [])), send_key=send_key,
+                if_not_now=NotNow.REFUSE, requested_by=held.created_by,
+            )
+        )  # fmt: skip
+        if isinstance(sent, Held):
+            raise AssertionError("a release is never held again")  # pragma: no cover
+        return sent.messages[0].id
+
     async def _earlier_sends(
         self, session: AsyncSession, texts: Sequence[OutboundText]
-    ) -> dict[str, list[Message] | SendRefused]:
-        """The earlier sends of these texts' keys, by key: their parts in order (or why
-        the key cannot be used for a text)."""
+    ) -> dict[str, list[Message] | SendRefused | Held]:
+        """The earlier sends of these texts' keys, by key: their parts in order, the
+        message held under it, or why the key cannot be used for a text."""
         keys = {t.send_key for t in texts if t.send_key is not None}
         if not keys:
             return {}
         firsts = list(await session.scalars(select(Message).where(Message.send_key.in_(keys))))
-        found: dict[str, list[Message] | SendRefused] = {}
+        found: dict[str, list[Message] | SendRefused | Held] = dict(
+            await earlier_held(session, keys - {m.send_key for m in firsts})
+        )
         batches = [m.batch_id for m in firsts if m.channel == "sms"]
         parts: dict[uuid.UUID, list[Message]] = {}
         if batches:
@@ -267,6 +335,17 @@ class SmsDoor:
                 )
             )  # fmt: skip
         return found
+
+    async def _answers_a_text(self, session: AsyncSession, text: OutboundText) -> bool:
+        """Whether the text is in reply to a text its recipient sent: only then is it
+        conversational (the bot answering), which needs no marketing consent and is not
+        held for the night."""
+        inbound = await session.get(Message, text.in_reply_to) if text.in_reply_to else None
+        return (
+            inbound is not None
+            and inbound.direction == "inbound"
+            and inbound.from_address == text.to
+        )
 
     async def _keyword_reply(self, session: AsyncSession, text: OutboundText) -> bool:
         """Whether a compliance text is the one answer to a text from the same number
@@ -438,7 +517,7 @@ async def _opted_out_by(session: AsyncSession, inbound: Message) -> bool:
     return line is not None
 
 
-async def _answer(work: Awaitable[Sent]) -> Sent | SendRefused:
+async def _answer(work: Awaitable[Sent | Held]) -> Sent | Held | SendRefused:
     """A send's result, or its refusal, as a value."""
     try:
         return await work

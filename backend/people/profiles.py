@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ScalarSelect, select, update
@@ -20,10 +21,13 @@ from backend.core.models import (
     ConsentEvent,
     ConsentState,
     Demo,
+    Enrolment,
     Event,
     Handoff,
+    HeldMessage,
     Identity,
     Merge,
+    Message,
     Profile,
     ScoreContribution,
 )
@@ -219,7 +223,11 @@ class ProfileDirectory:
     ) -> Profile:
         """Merge two profiles of the same person into the older one; return it.
 
-        Identities, events, consent history and score points move to the survivor. For
+        Identities (and so their conversations), events, consent history, score
+        points, messages, held messages, enrolments, demos and hand-offs move to the
+        survivor, so the caps, a sequence's reply exit and histories see one person;
+        where both were in the same sequence at once, the survivor's enrolment goes on
+        and the other ends (`merged`). For
         every core field and attribute both have, the value from the more recently
         updated profile wins; what only one has is kept. The merged profile stays as an
         empty record pointing at the survivor.
@@ -233,7 +241,17 @@ class ProfileDirectory:
             setattr(survivor, name, value if value is not None else getattr(older, name))
         survivor.attributes = {**older.attributes, **newer.attributes}
 
-        for table in (Identity, Event, ConsentEvent, Demo, Handoff):
+        await _end_double_enrolments(session, survivor.id, merged.id, now)
+        for table in (
+            Identity,
+            Event,
+            ConsentEvent,
+            Demo,
+            Handoff,
+            Message,
+            HeldMessage,
+            Enrolment,
+        ):
             await session.execute(
                 update(table).where(table.profile_id == merged.id).values(profile_id=survivor.id)
             )
@@ -337,3 +355,28 @@ def _kinds(kind: IdentityKind) -> list[str]:
     """The identity kinds an address of `kind` is looked up in: a number someone texts
     from and calls from is one person, so sms and voice lead to the same profile."""
     return [k.value for k in PHONE_KINDS] if kind in PHONE_KINDS else [kind.value]
+
+
+# What belongs to a person, and moves to the survivor when two profiles merge.
+MOVED_ON_MERGE = (
+    Identity, Event, ConsentEvent, Demo, Handoff, Message, HeldMessage, Enrolment,
+)  # fmt: skip
+
+
+async def _end_double_enrolments(
+    session: AsyncSession, survivor_id: uuid.UUID, merged_id: uuid.UUID, now: datetime
+) -> None:
+    """End the merged profile's active enrolments in sequences the survivor is active
+    in too: one person is in a sequence once."""
+    survivors = select(Enrolment.sequence).where(
+        Enrolment.profile_id == survivor_id, Enrolment.status == "active"
+    )
+    await session.execute(
+        update(Enrolment)
+        .where(
+            Enrolment.profile_id == merged_id,
+            Enrolment.status == "active",
+            Enrolment.sequence.in_(survivors),
+        )
+        .values(status="exited", exit_reason="merged", updated_at=now)
+    )

@@ -15,7 +15,7 @@ runs the steps; docs/sequences.md ("How sequences run") says how they run.
 from __future__ import annotations
 
 import re
-from datetime import time, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -32,16 +32,12 @@ from pydantic import (
 )
 
 from backend.consent.ledger import Purpose
+from backend.messaging.guards import Caps, QuietHours, TimeOfDay
 from backend.segments.rules import Scalar
 
 EXIT = "exit"  # the target that ends the sequence: `then: exit`, `goto: exit`
 MAX_SMS_SEGMENTS = 3
 MAX_DURATION = timedelta(days=365)
-# Send limits when neither the sequence nor (later) the business says otherwise.
-DEFAULT_PER_24H = 1
-DEFAULT_PER_7D = 3
-DEFAULT_QUIET_FROM = time(21, 0)
-DEFAULT_QUIET_UNTIL = time(8, 0)
 
 
 # ------------------------------------------------------------------------------ words
@@ -159,27 +155,6 @@ def parse_duration(value: object) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
-_HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
-
-
-def parse_time_of_day(value: object) -> time:
-    if isinstance(value, time):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        # YAML 1.1 reads an unquoted 10:00 as the number 600 (base 60).
-        raise ValueError(
-            'write times of day in quotes, like "10:00": unquoted, YAML reads them as numbers'
-        )
-    match = _HHMM.fullmatch(value.strip()) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(
-            f'{value!r} is not a time of day: write "HH:MM" on the 24-hour clock, like "09:30"'
-        )
-    return time(int(match.group(1)), int(match.group(2)))
-
-
-TimeOfDay = Annotated[time, BeforeValidator(parse_time_of_day)]
 
 
 class Weekday(StrEnum):
@@ -406,41 +381,6 @@ class ExitWhen(_Strict):
     replied: bool = True
     opted_out: Annotated[bool, AfterValidator(_always_on)] = True
     handed_off: Annotated[bool, AfterValidator(_always_on)] = True
-
-
-class Caps(_Strict):
-    """Marketing messages to one person, counted across every sequence; unset: the
-    business's default (1 per 24 h, 3 per 7 days)."""
-
-    per_24h: Annotated[int, Field(ge=1, le=10)] | None = None
-    per_7d: Annotated[int, Field(ge=1, le=50)] | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Caps:
-        if self.per_24h and self.per_7d and self.per_24h > self.per_7d:
-            raise ValueError("per_24h cannot be more than per_7d")
-        return self
-
-
-class QuietHours(_Strict):
-    """No marketing message is sent from `from` until `until`, in the person's time zone."""
-
-    start: TimeOfDay = Field(alias="from")
-    end: TimeOfDay = Field(alias="until")
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> QuietHours:
-        if self.start == self.end:
-            raise ValueError("quiet hours from and until are the same time")
-        return self
-
-
-class FollowUpDefaults(_Strict):
-    """`follow_ups:` in data/business.yml: the business's quiet hours and frequency caps,
-    which a sequence's own `quiet_hours` and `caps` override."""
-
-    quiet_hours: QuietHours | None = None
-    caps: Caps = Field(default_factory=Caps)
 
 
 # Steps.

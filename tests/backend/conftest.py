@@ -198,6 +198,9 @@ class Api:
     async def post(self, path: str, body: object, expect: int | None = 200) -> dict[str, Any]:
         return await self.call("POST", path, body, expect)
 
+    async def delete(self, path: str, expect: int | None = 200) -> dict[str, Any]:
+        return await self.call("DELETE", path, expect=expect)
+
     async def identify(self, channel: str, address: str, **attributes: Any) -> dict[str, Any]:
         data = await self.call(
             "POST",

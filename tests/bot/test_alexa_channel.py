@@ -27,7 +27,13 @@ from sanic import Sanic
 
 from bot.identity import identity_of
 from bot.settings import PROJECT_ROOT, settings
-from channels.alexa import BUILT_IN_INTENTS, CATCH_ALL_INTENT, CATCH_ALL_SLOT, AlexaInput
+from channels.alexa import (
+    BUILT_IN_INTENTS,
+    CATCH_ALL_INTENT,
+    CATCH_ALL_SLOT,
+    AlexaInput,
+    AlexaNotConfigured,
+)
 from tests.bot.alexa_signing import (
     CERT_URL,
     NOW,
@@ -400,6 +406,26 @@ async def test_a_trust_root_that_cannot_be_read_stops_the_channel_at_startup(
     with pytest.raises(OSError):
         async with running(pki):
             pass
+
+
+async def test_a_deployment_without_a_skill_id_stops_the_channel_at_startup(
+    pki, alexa_settings, monkeypatch
+) -> None:
+    """With a public URL (a deployment) and no skill id, any Alexa skill could reach the
+    bot: the channel, and so Rasa, refuse to start and say what to set."""
+    monkeypatch.setenv("PARLEY_PUBLIC_URL", "https://bot.brightdesk.example")
+    monkeypatch.setenv("PARLEY_ALEXA_SKILL_ID", "")
+    settings.cache_clear()
+
+    with pytest.raises(AlexaNotConfigured, match="PARLEY_ALEXA_SKILL_ID"):
+        async with running(pki):
+            pass
+
+    # On one machine (no public URL) it starts (and logs that any skill is accepted).
+    monkeypatch.setenv("PARLEY_PUBLIC_URL", "")
+    settings.cache_clear()
+    async with running(pki) as alexa:
+        assert alexa.url
 
 
 async def test_the_configured_reprompt_is_used_when_the_bot_asks_nothing(

@@ -295,6 +295,22 @@ async def test_a_text_reaches_the_bot_and_its_reply_comes_back_by_text(phone: Ph
     assert (outbound["purpose"], outbound["in_reply_to"]) == ("conversational", inbound["id"])
 
 
+async def test_a_push_through_rasas_api_is_guarded_as_marketing_not_sent_as_a_reply(
+    phone: Phone,
+) -> None:
+    """`?output_channel=sms` on Rasa's HTTP API (the channel's own output channel, in no
+    turn): Parley starting a conversation, which the door treats as marketing. This
+    person wrote to the bot but never agreed to marketing: nothing goes."""
+    await phone.text("hello there")
+    before = await phone.bodies()
+    output = phone.channel.get_output_channel()
+    await output.send_text_message(phone.number, "Spring sale: 20% off!")
+    assert await phone.bodies() == before
+    profile = await phone.identify()
+    page = await phone.api(f"/api/v1/profiles/{profile}/messages")
+    assert "Spring sale: 20% off!" not in [m["body"] for m in page["items"]]
+
+
 async def test_twilio_is_answered_once_the_text_is_recorded_not_when_the_bot_is_done(
     phone: Phone,
 ) -> None:

@@ -30,6 +30,7 @@ from channels.webchat import (
     WebChatOutput,
     verify_token,
 )
+from message_rules import door_signature
 from tests.bot.conftest import RunningBackend, make_tracker
 from tests.servers import free_port, server_missing
 
@@ -296,30 +297,37 @@ async def test_every_open_tab_of_a_visitor_sees_the_reply_and_what_was_typed(
     assert tab1.echoes == []
 
 
-async def test_a_message_pushed_later_through_the_output_channel_reaches_the_open_page(
+async def test_a_push_the_door_signed_reaches_the_open_page_and_nothing_else_does(
     served: Served, visitors: Callable[[], Visitor]
 ) -> None:
-    """What Rasa's HTTP API does for `trigger_intent?output_channel=webchat`."""
+    """What Rasa's HTTP API does for `?output_channel=webchat` (tracker events with side
+    effects, `/execute`, `/trigger_intent`): only the one door's signed push reaches a
+    page; a caller holding Rasa's token cannot push anything else."""
     ada, bob = visitors(), visitors()
     await ada.connect(served.url, {"token": token("session-ada")})
     await bob.connect(served.url, {"token": token("session-bob")})
     output = served.channel.get_output_channel()
     assert isinstance(output, WebChatOutput)
     assert output.name() == "webchat"
+    text = "Your demo starts in an hour."
+    signed = door_signature.sign(SECRET, "session-ada", text)
 
-    await output.send_response("session-ada", {"text": "Your demo starts in an hour."})
+    await output.send_response("session-ada", {"text": "Buy now!"})
     await output.send_response("session-ada", {"image": "https://example.com/team.png"})
     await output.send_response(
-        "session-ada",
-        {"text": "Still interested?", "quick_replies": [{"title": "Yes", "payload": "/affirm"}]},
+        "session-ada", {"text": "Buy now!", door_signature.METADATA_KEY: "0" * 64}
     )
-    await eventually(lambda: len(ada.bot_messages) == 3)
-    assert ada.bot_messages == [
-        {"text": "Your demo starts in an hour."},
-        {"image": "https://example.com/team.png"},
-        {"text": "Still interested?", "quick_replies": [{"title": "Yes", "payload": "/affirm"}]},
-    ]
+    # A signature is for one text in one conversation.
+    await output.send_response(
+        "session-ada", {"text": "Buy now!", door_signature.METADATA_KEY: signed}
+    )
+    await output.send_response("session-bob", {"text": text, door_signature.METADATA_KEY: signed})
+    await output.send_response(
+        "session-ada", {"text": text, door_signature.METADATA_KEY: signed, "sequence_step": "s"}
+    )
+    await eventually(lambda: len(ada.bot_messages) == 1)
     await quietly(0.2)
+    assert ada.bot_messages == [{"text": text}]
     assert bob.bot_messages == []
 
 
@@ -342,7 +350,11 @@ async def test_pushes_reach_a_socket_held_by_another_replica_through_redis(
         output = second.channel.get_output_channel()
         assert output is not None
         await asyncio.sleep(0.3)  # the replicas' Redis subscriptions settle
-        await output.send_text_message(session, "pushed by the other replica")
+        text = "pushed by the other replica"
+        await output.send_response(
+            session,
+            {"text": text, door_signature.METADATA_KEY: door_signature.sign(SECRET, session, text)},
+        )
         await eventually(lambda: bool(ada.bot_messages))
         assert ada.bot_messages == [{"text": "pushed by the other replica"}]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -23,20 +23,16 @@ from backend.core.clock import Clock
 from backend.core.identities import IdentityKind
 from backend.core.models import Enrolment, Event, Profile, SequenceWork
 from backend.handoffs import handoff as handoffs
-from backend.messaging.door import FollowUp, MessagePurpose
+from backend.messaging.door import FollowUp, MessagePurpose, NotNow
+from backend.messaging.guards import ContactRules, hold_for, zone_for
 from backend.messaging.sms_door import OutboundText
 from backend.people.profiles import ProfileDirectory
 from backend.scoring import rules as scoring
 from backend.segments import store as segment_store
 from backend.sequences.definition import (
-    DEFAULT_PER_7D,
-    DEFAULT_PER_24H,
-    DEFAULT_QUIET_FROM,
-    DEFAULT_QUIET_UNTIL,
     BranchStep,
     Condition,
     EventCondition,
-    FollowUpDefaults,
     HandoffStep,
     RepliedCondition,
     ScoreCondition,
@@ -52,7 +48,7 @@ from backend.sequences.enrolment import ACTIVE, EXITED, matches
 from backend.sequences.scheduler import claiming, progress
 from backend.sequences.scheduler.facts import Facts, Goal, address_of, load_facts
 from backend.sequences.scheduler.plans import PausePlan, SendPlan
-from backend.sequences.scheduler.timing import quiet_until, roll_for, wait_until, zone_for
+from backend.sequences.scheduler.timing import roll_for, wait_until
 from backend.sequences.templates import render, template_context
 
 
@@ -90,7 +86,7 @@ class Decider:
     directory: ProfileDirectory
     business: Mapping[str, Any]
     record_points: RecordsPoints
-    defaults: FollowUpDefaults
+    rules: ContactRules
     owner: str
 
     @property
@@ -212,8 +208,6 @@ class Decider:
         work, enrolment, profile, now = visit.work, visit.enrolment, visit.profile, visit.now
         message = step.send
         marketing = message.purpose is Purpose.MARKETING
-        if marketing and self._hold(work, "quiet hours", self._quiet_until(visit)):
-            return None
         route = self._route(message.channel, message.purpose, profile, visit.phone, visit.facts)
         if route is None:
             self._skip(session, visit, "skipped_consent")
@@ -235,10 +229,16 @@ class Decider:
         # after an unknown outcome stores a key, the earlier row's.
         own_key = f"seq:{enrolment.id}:{step.id}:{work.attempt}"
         key = work.send_key or own_key
+        limits = self.rules.limits(visit.sequence.caps, visit.sequence.quiet_hours)
         if marketing:
-            sent = visit.facts.marketing.get(profile.id, [])
-            capped = self._capped_until(visit.sequence, sent, now, key)
-            if self._hold(work, "frequency cap", capped):
+            # The doors' guards, asked before the text is put in the conversation; the
+            # door asks again as it sends. A step run again after a crash does not
+            # count its own earlier send: that is the same message, which the door
+            # reconciles.
+            sent = [at for at, k in visit.facts.marketing.get(profile.id, []) if k != key]
+            hold = hold_for(now, visit.zone, sent, limits)
+            if hold is not None:
+                self._hold(work, hold.reason.value.replace("-", " "), hold.until)
                 return None
         if to is None:
             self._skip(session, visit, "failed", f"no {channel.value} address to send to")
@@ -258,28 +258,17 @@ class Decider:
             OutboundText(
                 to=to, body=body, purpose=purpose, send_key=key,
                 follow_up=FollowUp(enrolment.id, step.id, chosen),
+                limits=limits, if_not_now=NotNow.REFUSE,
             ),
             message.asks, channel, record=key == own_key and not work.recorded,
             new_variant=new_variant,
         )  # fmt: skip
 
-    def _quiet_until(self, visit: Visit) -> datetime | None:
-        """The end of the quiet hours the person is in now (the sequence's, else the
-        business's, else 21:00 to 08:00 in their time zone); None outside them."""
-        quiet = visit.sequence.quiet_hours or self.defaults.quiet_hours
-        start, end = (
-            (quiet.start, quiet.end) if quiet else (DEFAULT_QUIET_FROM, DEFAULT_QUIET_UNTIL)
-        )
-        return quiet_until(visit.now, start, end, visit.zone)
-
     @staticmethod
-    def _hold(work: SequenceWork, why: str, until: datetime | None) -> bool:
-        """Put the step off until `until`, if there is one (its lease let go)."""
-        if until is None:
-            return False
+    def _hold(work: SequenceWork, why: str, until: datetime) -> None:
+        """Put the step off until `until` (its lease let go)."""
         work.due_at, work.lease_owner, work.lease_until = until, None, None
         work.outcome, work.outcome_detail = "rescheduled", why
-        return True
 
     def _skip(
         self, session: AsyncSession, visit: Visit, outcome: str, detail: str | None = None
@@ -369,40 +358,6 @@ class Decider:
             for event in events
             for goal in goals
         )
-
-    def _capped_until(
-        self,
-        sequence: SequenceDefinition,
-        sent: list[tuple[datetime, str | None]],
-        now: datetime,
-        own_key: str | None = None,
-    ) -> datetime | None:
-        """When another marketing message may go to this person under the frequency caps
-        (the sequence's, else the business's, else 1 per 24 h and 3 per 7 days), counting
-        every marketing message sent them on any channel (`sent`: when, and its send
-        key); None if one may go now. A step run again after a crash does not count its
-        own earlier send (`own_key`): that is the same message, which the door
-        reconciles."""
-        business = self.defaults.caps
-        limits = (
-            (timedelta(days=1), sequence.caps.per_24h or business.per_24h or DEFAULT_PER_24H),
-            (timedelta(days=7), sequence.caps.per_7d or business.per_7d or DEFAULT_PER_7D),
-        )
-        free_at: datetime | None = None
-        for window, limit in limits:
-            recent = sorted(
-                (
-                    at
-                    for at, key in sent
-                    if at > now - window and (own_key is None or key != own_key)
-                ),
-                reverse=True,
-            )[:limit]
-            if len(recent) >= limit:
-                # Free again when the oldest of the last `limit` texts leaves the window.
-                at = recent[-1] + window + timedelta(minutes=1)
-                free_at = at if free_at is None else max(free_at, at)
-        return free_at
 
     async def _holds(self, session: AsyncSession, when: Condition, visit: Visit) -> bool:
         """Whether a branch condition holds for the person now."""

@@ -73,17 +73,18 @@ class StepOutcomes:
         enrolment: dict[str, Any] = {}
         if plan.new_variant and plan.text.follow_up is not None:
             enrolment["variants"] = {**variants, plan.step: plan.text.follow_up.variant}
-        if result.retry and plan.attempt < self.max_attempts:
+        if result.retry and (plan.attempt < self.max_attempts or result.retry_at is not None):
             if enrolment:
                 changes.enrolments.append({"id": plan.enrolment_id, **enrolment})
             changes.work.append(
-                {**finished, **progress.finished(self.clock.now(), "retry", result.detail)}
+                {**finished, **progress.finished(self.clock.now(), outcome, result.detail)}
             )
             backoff = self.retry_after * 2 ** (plan.attempt - 1)
             changes.new_work.append(
                 {
                     "enrolment_id": plan.enrolment_id, "step": plan.step,
-                    "due_at": now + backoff, "attempt": attempts.next(plan.enrolment_id, plan.step),
+                    "due_at": result.retry_at or now + backoff,
+                    "attempt": attempts.next(plan.enrolment_id, plan.step),
                     "send_key": plan.text.send_key if result.same_key else None,
                     "recorded": result.in_conversation,
                 }

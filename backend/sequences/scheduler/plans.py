@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from backend.consent.ledger import Channel
 from backend.messaging.call_door import Placed
 from backend.messaging.door import Refusal, SendRefused
+from backend.messaging.held import Held
 from backend.messaging.sms_door import OutboundText, Sent
+from backend.messaging.web_door import Pushed
 
 # Consent refusals: the person does not want this text; never retried.
 CONSENT_KINDS = frozenset({Refusal.CONSENT_REFUSED, Refusal.RECIPIENT_UNSUBSCRIBED})
@@ -18,7 +21,9 @@ CONSENT_KINDS = frozenset({Refusal.CONSENT_REFUSED, Refusal.RECIPIENT_UNSUBSCRIB
 # so the door looks it up before sending.
 IN_DOUBT_KINDS = frozenset({Refusal.TWILIO_UNAVAILABLE, Refusal.SEND_IN_PROGRESS})
 # The text was not sent (the number's pace was full): try again later, as a new send.
-NOT_SENT_KINDS = frozenset({Refusal.SENDER_BUSY})
+NOT_SENT_KINDS = frozenset({Refusal.SENDER_BUSY, Refusal.CHANNEL_UNAVAILABLE})
+# The guards say not yet (quiet hours, the frequency cap): try again when they allow.
+NOT_YET_KINDS = frozenset({Refusal.QUIET_HOURS, Refusal.FREQUENCY_CAP})
 
 
 @dataclass(frozen=True)
@@ -62,18 +67,27 @@ class Outcome:
     # The text is in the person's conversation (the door or the calls were asked only
     # once it was), so a retry does not record it again.
     in_conversation: bool = False
+    # Try again at this time, without counting an attempt (the guards said not yet).
+    retry_at: datetime | None = None
 
 
 def not_recorded(plan: SendPlan) -> Outcome:
     return Outcome(plan, "retry", "Rasa could not record it in the conversation", retry=True)
 
 
-def outcome_of(plan: SendPlan, result: Sent | Placed | SendRefused) -> Outcome:
+def outcome_of(plan: SendPlan, result: Sent | Placed | Pushed | Held | SendRefused) -> Outcome:
     """A door's answer as a step outcome (the door is asked once the text is in the
     person's conversation)."""
+    if isinstance(result, Held):  # the scheduler asks to be refused, never held
+        return Outcome(plan, "failed", f"held as message {result.message.id}")
     if isinstance(result, SendRefused):
         if result.kind in CONSENT_KINDS:
             return Outcome(plan, "skipped_consent", str(result))
+        if result.kind in NOT_YET_KINDS and result.not_before is not None:
+            return Outcome(
+                plan, "rescheduled", str(result), retry=True, in_conversation=True,
+                retry_at=result.not_before,
+            )  # fmt: skip
         if result.kind in IN_DOUBT_KINDS | NOT_SENT_KINDS:
             detail = f"{result.kind}: {result}"
             return Outcome(

@@ -1,15 +1,13 @@
 """Sending what the deciding half planned, outside any transaction: each follow-up is
 recorded in the person's Rasa conversation first (so a reply is read in context), then
 texts go together through the SMS door, calls through the call door, and web follow-ups
-into the web chat conversation; a hand-off pauses the bot in the conversation."""
+through the web door; a hand-off pauses the bot in the conversation."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.consent.ledger import Channel
@@ -17,10 +15,10 @@ from backend.conversations.rasa_client import FollowUpRecord, RasaClient, RasaUn
 from backend.core.clock import Clock
 from backend.core.identities import IdentityKind, redact
 from backend.core.logs import get_logger
-from backend.core.models import Message
 from backend.messaging.call_door import CallDoor, OutboundCall
 from backend.messaging.door import SendRefused
 from backend.messaging.sms_door import SmsDoor
+from backend.messaging.web_door import WebDoor, WebPush
 from backend.sequences.scheduler.plans import Outcome, SendPlan, not_recorded, outcome_of
 
 log = get_logger(__name__)
@@ -35,6 +33,7 @@ class Sender:
     # None when Rasa's token is not set: texts and calls go unrecorded, and web
     # follow-ups cannot go at all.
     conversations: RasaClient | None
+    web: WebDoor | None
 
     async def send_all(self, plans: list[SendPlan]) -> list[Outcome]:
         """Send a batch's follow-ups: texts together through the door, web and voice
@@ -78,46 +77,26 @@ class Sender:
         return outcome_of(plan, placed)
 
     async def _push_to_web(self, plan: SendPlan) -> Outcome:
-        """A web follow-up: put it in the person's web chat conversation, pushed to an
-        open page (Rasa sends it to the web chat channel) or read at the next visit from
-        the history. Kept as a message like a text; its key makes it go once."""
-        if self.conversations is None:
+        """A web follow-up, through the web door: into the person's web chat
+        conversation, pushed to an open page or read at the next visit."""
+        if self.web is None:
             return Outcome(
-                plan,
-                "retry",
-                "Rasa's token is not set, so web follow-ups cannot be sent",
+                plan, "retry", "Rasa's token is not set, so web follow-ups cannot be sent",
                 retry=True,
-            )
-        text, follow_up = plan.text, plan.text.follow_up
-        now = self.clock.now()
-        async with self.sessions.begin() as session:
-            if await session.scalar(select(Message.id).where(Message.send_key == text.send_key)):
-                return Outcome(plan, "sent", "already in the conversation")
-            row = Message(
-                profile_id=plan.profile_id,
-                direction="outbound", channel="web", purpose=text.purpose.value,
-                to_address=text.to, from_address="webchat", body=text.body, media={},
-                status="queued", batch_id=uuid.uuid4(), part=1, parts=1,
-                send_key=text.send_key, created_at=now, updated_at=now,
-                enrolment_id=follow_up.enrolment_id if follow_up else None,
-                sequence_step=follow_up.step if follow_up else None,
-                variant=follow_up.variant if follow_up else None,
             )  # fmt: skip
-            session.add(row)
+        text = plan.text
         try:
-            await self.conversations.record_follow_up(
-                text.to, text.body, plan.asks,
-                {"sequence_step": plan.step, "enrolment_id": str(plan.enrolment_id)},
-                output_channel="webchat",
+            pushed = await self.web.push(
+                WebPush(
+                    to=text.to, body=text.body, purpose=text.purpose, send_key=text.send_key,
+                    follow_up=text.follow_up, asks=plan.asks,
+                    metadata={"sequence_step": plan.step, "enrolment_id": str(plan.enrolment_id)},
+                    if_not_now=text.if_not_now, limits=text.limits,
+                )
             )  # fmt: skip
-            status, detail, retry = "sent", None, False
-        except RasaUnavailable as error:
-            status, detail, retry = "failed", f"Rasa could not take it: {error}", True
-        async with self.sessions.begin() as session:
-            stored = await session.get(Message, row.id)
-            assert stored is not None
-            stored.status, stored.error_message, stored.updated_at = status, detail, now
-        return Outcome(plan, "retry" if retry else "sent", detail or f"message {row.id}", retry)
+        except SendRefused as refused:
+            return outcome_of(plan, refused)
+        return outcome_of(plan, pushed)
 
     async def pause(self, conversation: str) -> None:
         """Pause the bot where a person takes over; the open hand-off is what counts."""

@@ -9,11 +9,13 @@ A send is keyed by (enrolment, step, attempt), and a retry after an unknown outc
 the key, so the door (messaging.sms_door, messaging.call_door) reconciles it with
 Twilio's record instead of sending twice.
 
-Guards are checked at the moment of sending: the global pause, quiet hours in the
-person's time zone (the send moves to the next allowed minute), consent on the channel,
-and the frequency caps on marketing messages. Each follow-up is recorded in the person's
-Rasa conversation before it goes (backend.conversations.rasa_client). docs/sequences.md ("How
-sequences run") describes it for marketers and operators.
+Guards are checked at the moment of sending: the global pause, consent on the channel,
+and the doors' guards on marketing messages (backend.messaging.guards: quiet hours in
+the person's time zone and the frequency cap, which the step waits out). The loop also
+releases the marketing messages the doors held (backend.messaging.held). Each
+follow-up is recorded in the person's Rasa conversation before it goes
+(backend.conversations.rasa_client). docs/sequences.md ("How sequences run") describes
+it for marketers and operators.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ from backend.core.clock import Clock
 from backend.core.logs import get_logger
 from backend.core.models import SequenceWork
 from backend.messaging.call_door import CallDoor
+from backend.messaging.guards import ContactRules
+from backend.messaging.held import HeldMessages
 from backend.messaging.sms_door import SmsDoor
+from backend.messaging.web_door import WebDoor
 from backend.people.profiles import ProfileDirectory
-from backend.sequences.definition import FollowUpDefaults, SequenceDefinition
+from backend.sequences.definition import SequenceDefinition
 from backend.sequences.scheduler import claiming
 from backend.sequences.scheduler.deciding import Decider, RecordsPoints
 from backend.sequences.scheduler.outcomes import StepOutcomes
@@ -48,6 +53,8 @@ log = get_logger(__name__)
 
 # The shortest sleep between rounds, so a step nobody can claim never spins a worker.
 MIN_SLEEP = 0.02
+# How often held messages whose time has come are looked for.
+RELEASE_EVERY = timedelta(seconds=1)
 
 
 @dataclass
@@ -65,8 +72,13 @@ class Worker:
     # Rasa's HTTP API, to record each follow-up in the person's conversation before it
     # is sent; None when Rasa's token is not set (the texts then go unrecorded).
     conversations: RasaClient | None = None
-    # The business's quiet hours and caps (data/business.yml `follow_ups:`).
-    defaults: FollowUpDefaults = field(default_factory=FollowUpDefaults)
+    # The web door (None when Rasa's token is not set: web follow-ups cannot go).
+    web: WebDoor | None = None
+    # Marketing messages the doors held, delivered by this loop when they may go.
+    held: HeldMessages | None = None
+    # The business's quiet hours and caps (data/business.yml `follow_ups:`), which a
+    # sequence may tighten; the doors apply them again as they send.
+    rules: ContactRules = field(default_factory=ContactRules)
     owner: str = field(default_factory=lambda: f"worker-{uuid.uuid4().hex[:12]}")
     batch: int = 100
     lease: timedelta = timedelta(seconds=60)
@@ -86,12 +98,14 @@ class Worker:
     def decider(self) -> Decider:
         return Decider(
             self.clock, self.sequences, self.directory, self.business, self.record_points,
-            self.defaults, self.owner,
+            self.rules, self.owner,
         )  # fmt: skip
 
     @property
     def sender(self) -> Sender:
-        return Sender(self.sessions, self.clock, self.door, self.calls, self.conversations)
+        return Sender(
+            self.sessions, self.clock, self.door, self.calls, self.conversations, self.web
+        )
 
     @property
     def outcomes(self) -> StepOutcomes:
@@ -106,11 +120,15 @@ class Worker:
         in flight are finished before it returns."""
         running: set[asyncio.Task[None]] = set()
         swept: datetime | None = None
+        released: datetime | None = None
         while not stop.is_set():
             now = self.clock.now()
             if swept is None or now - swept >= self.sweep_every:
                 swept = now
                 await self.sweep_segments()
+            if released is None or now - released >= RELEASE_EVERY:
+                released = now
+                await self.release_held()
             if len(running) >= self.concurrency:
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 continue
@@ -155,6 +173,16 @@ class Worker:
             )
         except Exception:  # the next sweep tries again
             log.exception("scheduler.sweep_failed", owner=self.owner)
+            return 0
+
+    async def release_held(self) -> int:
+        """Deliver the held messages whose time has come (backend.messaging.held)."""
+        if self.held is None:
+            return 0
+        try:
+            return await self.held.release_due()
+        except Exception:  # the next round tries again
+            log.exception("scheduler.release_failed", owner=self.owner)
             return 0
 
     def _on_sqlite(self) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -15,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from twilio.request_validator import RequestValidator
 
-from backend.api.keys import CALL_DOOR
+from backend.api.keys import CALL_DOOR, WORKER
 from backend.core.clock import FixedClock
 from backend.core.database import create_engine, create_session_factory
 from backend.core.models import Enrolment
@@ -23,6 +24,7 @@ from backend.core.settings import Settings
 from backend.devtools.twilio_emulator import INVALID_NUMBER
 from backend.messaging.call_door import CallDoor, OutboundCall, Placed
 from backend.messaging.door import FollowUp, MessagePurpose, SendRefused
+from backend.messaging.held import Held
 from backend.messaging.routes import REFUSAL_STATUS
 from tests.backend.conftest import BUSINESS_NUMBER as BUSINESS
 from tests.backend.conftest import TWILIO_TOKEN, StartTexting, TextingBackend
@@ -66,7 +68,9 @@ class Calling:
         return self.texting.app[CALL_DOOR]
 
     async def call(self, say: str, purpose: MessagePurpose = TRANSACTIONAL, **extra: Any) -> Placed:
-        return await self.door.call(OutboundCall(PERSON, say, purpose, **extra))
+        placed = await self.door.call(OutboundCall(PERSON, say, purpose, **extra))
+        assert isinstance(placed, Placed), placed
+        return placed
 
     async def message(self, message_id: int) -> dict[str, Any]:
         return await self.texting.api.get(f"/api/v1/messages/{message_id}")
@@ -112,7 +116,7 @@ async def calling(
     return Calling(await start_texting(rasa_port=server.port), voice)
 
 
-async def refusal(placing: Awaitable[Placed]) -> SendRefused:
+async def refusal(placing: Awaitable[Placed | Held]) -> SendRefused:
     with pytest.raises(SendRefused) as raised:
         await placing
     return raised.value
@@ -141,6 +145,30 @@ async def test_a_marketing_call_needs_voice_marketing_consent_not_just_sms(
     placed = await calling.call("Spring sale: 20% off!", MARKETING)
     assert placed.message.profile_id == uuid.UUID(profile["id"])
     assert calling.placed_to() == [placed.message.provider_sid]
+
+
+async def test_a_marketing_call_at_night_is_held_until_eight_and_placed_then(
+    calling: Calling, clock: FixedClock
+) -> None:
+    profile = await calling.texting.api.identify("sms", PERSON)
+    await calling.texting.api.post(
+        f"/api/v1/profiles/{profile['id']}/consent",
+        {"channel": "voice", "purpose": "marketing", "action": "grant", "source": "api"},
+        expect=201,
+    )
+    clock.advance(datetime(2026, 3, 3, 7, tzinfo=UTC) - clock.now())  # 23:00 in SF
+    held = await calling.door.call(OutboundCall(PERSON, "Spring sale: 20% off!", MARKETING))
+    assert isinstance(held, Held)
+    assert (held.message.reason, held.message.channel) == ("quiet-hours", "voice")
+    assert held.message.not_before == datetime(2026, 3, 3, 16, tzinfo=UTC)  # 08:00 in SF
+    assert calling.placed_to() == []
+
+    clock.advance(timedelta(hours=9))
+    assert await calling.texting.app[WORKER].release_held() == 1
+    [sid] = calling.placed_to()
+    released = await calling.texting.api.get(f"/api/v1/held-messages/{held.message.id}")
+    assert released["status"] == "sent"
+    assert (await calling.message(released["message_id"]))["provider_sid"] == sid
 
 
 async def test_a_transactional_call_goes_unless_voice_consent_was_withdrawn(

@@ -92,9 +92,11 @@ async def test_a_long_reply_is_split_at_sentences_with_the_images_on_the_first_p
 ) -> None:
     sentence = "Brightdesk gives your team one shared inbox for email, chat and SMS. "
     body = (sentence * 12).strip()
+    asked = await texting.texted(PERSON, "What is Brightdesk?")
     sent = await texting.api.post(
         "/api/v1/messages",
         {"to": PERSON, "body": body, "purpose": "conversational",
+         "in_reply_to": asked["message_id"],
          "media_urls": ["https://brightdesk.example/inbox.png",
                         "https://brightdesk.example/team.png"]},
         expect=201,
@@ -110,6 +112,23 @@ async def test_a_long_reply_is_split_at_sentences_with_the_images_on_the_first_p
         "https://brightdesk.example/inbox.png", "https://brightdesk.example/team.png",
     ]  # fmt: skip
     assert all(m == [] for m in media[1:])
+
+
+async def test_a_conversational_text_must_answer_a_text_the_person_sent(
+    texting: TextingBackend,
+) -> None:
+    """Conversational texts are the bot answering, and so need no marketing consent and
+    are never held for the night: a text in reply to nothing (or to someone else's
+    text) is refused, so no caller can send marketing under that name."""
+    text = {"to": PERSON, "body": "Hey, did you see our sale?", "purpose": "conversational"}
+    refused = await texting.api.post("/api/v1/messages", text, expect=422)
+    assert refused["type"] == "urn:parley:problem:not-a-reply"
+    other = await texting.texted("+14155550100", "hi")
+    refused = await texting.api.post(
+        "/api/v1/messages", {**text, "in_reply_to": other["message_id"]}, expect=422
+    )
+    assert refused["type"] == "urn:parley:problem:not-a-reply"
+    assert texting.sent_to(PERSON) == []
 
 
 async def test_the_same_send_key_sends_once(texting: TextingBackend) -> None:
@@ -577,6 +596,7 @@ async def test_texts_sent_together_are_each_answered_in_their_place(
     earlier = await door.send(
         OutboundText(PERSON, "Your order shipped.", MessagePurpose.TRANSACTIONAL, send_key="o:1")
     )
+    assert isinstance(earlier, Sent)
     texted, refused, repeated = await door.send_many(
         [
             OutboundText(PERSON, sale, MessagePurpose.MARKETING, send_key="sale:1"),

@@ -22,17 +22,23 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from backend.api.app import scheduler_worker
-from backend.api.keys import DIRECTORY, SEQUENCES, SESSIONS, WORKER
+from backend.api.keys import DIRECTORY, SEQUENCES, SESSIONS, WEB_DOOR, WORKER
 from backend.core.clock import FixedClock
-from backend.core.models import Enrolment, Profile, SenderPace, SequenceWork
+from backend.core.models import Enrolment, Message, Profile, SenderPace, SequenceWork
 from backend.core.settings import PROJECT_ROOT
 from backend.devtools.twilio_emulator import TwilioEmulator
-from backend.sequences.definition import WaitUntil, parse_time_of_day
+from backend.messaging.door import MessagePurpose, SendRefused
+from backend.messaging.guards import parse_time_of_day, quiet_until, zone_for
+from backend.messaging.held import Held
+from backend.messaging.web_door import WebPush
+from backend.sequences.definition import WaitUntil
 from backend.sequences.enrolment import EntryRefused, TriggerEvent, enrol
 from backend.sequences.scheduler.deciding import Decider
 from backend.sequences.scheduler.plans import PausePlan
-from backend.sequences.scheduler.timing import quiet_until, roll_for, wait_until, zone_for
+from backend.sequences.scheduler.timing import roll_for, wait_until
 from backend.sequences.scheduler.worker import Worker
+from backend.webchat.sessions import signing_secret
+from message_rules import door_signature
 from tests.backend.conftest import Api, StartTexting, TextingBackend
 
 LA_PERSON = "+14155552671"  # a San Francisco number: America/Los_Angeles
@@ -74,22 +80,25 @@ steps:
       channel: sms
       template: A tip for you. {STOP}
 """,
-    # Two mornings at 10:00 their time, across a DST change.
+    # Two mornings at 10:00 their time, across a DST change: lessons the person asked
+    # for (transactional, so the marketing cap of one a day does not hold the second
+    # back on the 23-hour day).
     "mornings": f"""
 trigger: {{event: course_started}}
-caps: {{per_24h: 2}}
 steps:
   - id: first-morning
     wait: {{until: "10:00"}}
   - id: lesson-one
     send:
       channel: sms
+      purpose: transactional
       template: Lesson one. {STOP}
   - id: second-morning
     wait: {{until: "10:00"}}
   - id: lesson-two
     send:
       channel: sms
+      purpose: transactional
       template: Lesson two. {STOP}
 """,
     # Half the people are the control group and get nothing.
@@ -631,6 +640,73 @@ async def test_two_marketing_texts_due_in_one_batch_obey_the_cap_together(drip: 
     assert capped.due_at == drip.clock.now() + timedelta(days=1, minutes=1)
 
 
+async def test_two_sequences_and_an_api_send_to_one_person_obey_one_cap(
+    start_texting: StartTexting, clock: FixedClock, data_dir: Path
+) -> None:
+    """The business allows two marketing messages a day (and ten a week). An API send, a coupon
+    sequence, a tips sequence and a second API send to one person: the first two go,
+    the others wait their turn, and no 24 hours ever hold more than two."""
+    business = data_dir / "business.yml"
+    business.write_text(
+        business.read_text().split("follow_ups:")[0]
+        + "follow_ups:\n  caps: {per_24h: 2, per_7d: 10}\n"
+    )
+    drip = Drip(await start_texting(data_dir=data_dir, scheduler_enabled=False), clock)
+    person = await drip.person(BERLIN_PERSON, timezone="Europe/Berlin")
+    start = drip.clock.now()  # 10:30 in Berlin
+    offer = {"to": BERLIN_PERSON, "purpose": "marketing"}
+    await drip.api.post("/api/v1/messages", {**offer, "body": "API one."}, expect=201)
+    await drip.at(start + timedelta(hours=1))
+    await drip.event(person, "coupon_requested")
+    await drip.run_due()
+    await drip.at(start + timedelta(hours=2))
+    await drip.event(person, "tips_requested")
+    await drip.run_due()
+    [capped] = [w for w in await drip.work(person) if w.step == "tip"]
+    assert capped.outcome_detail == "frequency cap"
+    await drip.at(start + timedelta(hours=3))
+    held = await drip.api.post("/api/v1/messages", {**offer, "body": "API two."}, expect=202)
+    assert held["held"]["reason"] == "frequency-cap"
+
+    for hours in range(4, 60):
+        await drip.at(start + timedelta(hours=hours))
+        await drip.worker.release_held()
+    assert drip.sent_to(BERLIN_PERSON)[1:] == [
+        "API one.", f"Your coupon is SPRING10. {STOP}", f"A tip for you. {STOP}", "API two.",
+    ]  # fmt: skip
+    async with drip.app[SESSIONS]() as session:
+        times = sorted(
+            await session.scalars(
+                select(Message.created_at).where(
+                    Message.to_address == BERLIN_PERSON, Message.purpose == "marketing"
+                )
+            )
+        )
+    assert len(times) == 4
+    assert all(
+        later - earlier >= timedelta(days=1)
+        for earlier, later in zip(times, times[2:], strict=False)
+    )
+
+
+async def test_a_sequence_cannot_loosen_the_business_cap(
+    start_texting: StartTexting, clock: FixedClock, data_dir: Path
+) -> None:
+    """`caps: {per_24h: 3}` in a sequence, one a day for the business: one a day."""
+    (data_dir / "sequences" / "tips.yml").write_text(
+        SEQUENCES_UNDER_TEST["tips"].replace("steps:", "caps: {per_24h: 3}\nsteps:", 1)
+    )
+    drip = Drip(await start_texting(data_dir=data_dir, scheduler_enabled=False), clock)
+    person = await drip.person(BERLIN_PERSON, timezone="Europe/Berlin")
+    await drip.event(person, "coupon_requested")
+    await drip.run_due()
+    await drip.event(person, "tips_requested")
+    await drip.run_due()
+    assert drip.sent_to(BERLIN_PERSON)[1:] == [f"Your coupon is SPRING10. {STOP}"]
+    [capped] = [w for w in await drip.work(person) if w.step == "tip"]
+    assert capped.outcome_detail == "frequency cap"
+
+
 async def test_one_batch_texts_everyone_it_may_and_only_them(drip: Drip) -> None:
     numbers = [f"+4915112345{n:03d}" for n in range(6)]
     people = [
@@ -919,6 +995,43 @@ async def test_a_web_follow_up_goes_into_the_persons_web_chat(
     assert [(m["channel"], m["body"], m["status"]) for m in listed] == [
         ("web", "Your cart is waiting.", "sent")
     ]
+
+
+async def test_the_web_door_holds_marketing_at_night_and_signs_what_it_pushes(
+    talking: tuple[Drip, RasaEvents],
+) -> None:
+    """A marketing push into a web chat: consent on the web, quiet hours in the
+    person's time zone, and the door's signature the web chat channel checks."""
+    drip, rasa = talking
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.api.post(
+        f"/api/v1/profiles/{person}/identities", {"kind": "web", "address": "chat-7f3a"},
+        expect=None,
+    )  # fmt: skip
+    door = drip.app[WEB_DOOR]
+    offer = WebPush(to="chat-7f3a", body="Spring sale: 20% off!", purpose=MessagePurpose.MARKETING)
+    with pytest.raises(SendRefused) as refused:
+        await door.push(offer)
+    assert refused.value.kind == "consent-refused"
+    await drip.api.post(
+        f"/api/v1/profiles/{person}/consent",
+        {"channel": "web", "purpose": "marketing", "action": "grant", "source": "api"},
+        expect=201,
+    )
+    await drip.at(utc(2026, 3, 3, 7))  # 23:00 in San Francisco
+    held = await door.push(offer)
+    assert isinstance(held, Held) and held.message.reason == "quiet-hours"
+    assert rasa.appended == []
+
+    await drip.at(utc(2026, 3, 3, 16))  # 08:00 there
+    assert await drip.worker.release_held() == 1
+    [(conversation, events, _)] = rasa.appended
+    assert (conversation, rasa.pushed_to) == ("chat-7f3a", ["webchat"])
+    [bot] = [e for e in events if e["event"] == "bot"]
+    secret = signing_secret(drip.backend.settings)
+    signature = bot["metadata"][door_signature.METADATA_KEY]
+    assert door_signature.is_signed(secret, "chat-7f3a", "Spring sale: 20% off!", signature)
+    assert not door_signature.is_signed(secret, "chat-other", "Spring sale: 20% off!", signature)
 
 
 async def test_best_picks_the_channel_the_person_agreed_to_last(
