@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from backend.core.settings import PROJECT_ROOT
 from backend.messaging.guards import ContactRules
+from backend.people.retention import RetentionPolicy
 from backend.scoring.rules import ScoringRules
 from backend.segments.rules import SegmentDefinition, error_path
 from backend.sequences.checks import SequenceProblem, Vocabulary, check
@@ -256,6 +257,7 @@ class BusinessTexts(BaseModel):
     # number says.
     timezone: str = "UTC"
     follow_ups: ContactRules = Field(default_factory=ContactRules)
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
 
     @field_validator("timezone")
     @classmethod

@@ -65,9 +65,11 @@ class Business(_Strict):
     handoff_hours: Hours
     sms_help: str = Field(..., max_length=320)
     privacy_policy: str
-    # Quiet hours and frequency caps for follow-up sequences: read and checked by the
-    # backend (backend/sequences/definition.py FollowUpDefaults), not by the bot.
+    # Quiet hours and frequency caps for every marketing message, and how long data is
+    # kept: read and checked by the backend (backend/messaging/guards.py ContactRules,
+    # backend/people/retention.py RetentionPolicy), not by the bot.
     follow_ups: dict[str, Any] = {}
+    retention: dict[str, Any] = {}
 
     _hours = validator("opening_hours", "handoff_hours", allow_reuse=True)(_check_hours)
 

@@ -8,9 +8,13 @@ ones. This store counts once and uses the count for both, so a save costs one qu
 however long the conversation is, instead of a query and a replay of it.
 
 Everything else is Rasa's: the table, the queries, reading trackers and the events the
-broker gets. bot/endpoints.yml and bot/endpoints.scale.yml name it as the tracker
-store (`type: bot.tracker_store.ParleySQLTrackerStore`, with the same settings as
-Rasa's `type: SQL`).
+broker gets. Two things Rasa's stores cannot do are added for privacy (reached through
+channels/conversation_batch.py, with Rasa's token): erasing a person's conversation
+(`erase_conversation`), and deleting the events older than the retention period, a
+batch at a time (`delete_older_than`).
+
+bot/endpoints.yml and bot/endpoints.scale.yml name it as the tracker store (`type:
+bot.tracker_store.ParleySQLTrackerStore`, with the same settings as Rasa's `type: SQL`).
 
 `install()` (called by bot/rasa_server.py) makes a failing store fail the turn. Rasa
 wraps every store in a fail-safe that, when the database is away, reads a conversation
@@ -22,11 +26,18 @@ SMS channel's turns are retried by the backend).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 from rasa.core.agent import Agent
-from rasa.core.tracker_store import FailSafeTrackerStore, SQLTrackerStore, TrackerStore
+from rasa.core.tracker_store import (
+    AwaitableTrackerStore,
+    FailSafeTrackerStore,
+    InMemoryTrackerStore,
+    SQLTrackerStore,
+    TrackerStore,
+)
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
@@ -64,6 +75,62 @@ class ParleySQLTrackerStore(SQLTrackerStore):
             for event in new:
                 self.event_broker.publish({"sender_id": tracker.sender_id, **event.as_dict()})
         return iter(new)
+
+    def erase(self, sender_id: str) -> int:
+        """Delete every event of the conversation (all its sessions); how many."""
+        with self.session_scope() as session:
+            deleted = (
+                session.query(self.SQLEvent)
+                .filter(self.SQLEvent.sender_id == sender_id)
+                .delete(synchronize_session=False)
+            )
+            session.commit()
+        return int(deleted)
+
+    def delete_older_than(self, before: float, limit: int) -> int:
+        """Delete at most `limit` events stamped before `before` (a Unix time), oldest
+        first, in one short transaction; how many."""
+        with self.session_scope() as session:
+            ids = [
+                row.id
+                for row in session.query(self.SQLEvent.id)
+                .filter(self.SQLEvent.timestamp < before)
+                .order_by(self.SQLEvent.id)
+                .limit(limit)
+            ]
+            if ids:
+                session.query(self.SQLEvent).filter(self.SQLEvent.id.in_(ids)).delete(
+                    synchronize_session=False
+                )
+                session.commit()
+        return len(ids)
+
+
+def _inner(store: TrackerStore) -> TrackerStore:
+    """The store under Rasa's wrappers (its fail-safe, and the awaitable adapter)."""
+    while isinstance(store, FailSafeTrackerStore | AwaitableTrackerStore):
+        store = store._tracker_store
+    return store
+
+
+def erase_conversation(store: TrackerStore, sender_id: str) -> int:
+    """Erase a conversation from the tracker store; how many events were deleted.
+    Raises `NotImplementedError` for a store Parley cannot erase from."""
+    inner = _inner(store)
+    if isinstance(inner, ParleySQLTrackerStore):
+        return inner.erase(sender_id)
+    if isinstance(inner, InMemoryTrackerStore):  # tests' stand-in for the SQL store
+        held = inner.store.pop(sender_id, None)
+        return len(json.loads(held).get("events", [])) if held is not None else 0
+    raise NotImplementedError(f"{type(inner).__name__} cannot erase a conversation")
+
+
+def delete_older_than(store: TrackerStore, before: float, limit: int) -> int:
+    """Delete at most `limit` events older than `before` from the tracker store."""
+    inner = _inner(store)
+    if isinstance(inner, ParleySQLTrackerStore):
+        return inner.delete_older_than(before, limit)
+    raise NotImplementedError(f"{type(inner).__name__} cannot delete old events")
 
 
 def _fail(error: Exception) -> None:

@@ -21,6 +21,16 @@ restart), but read under the conversation's lock: a turn in progress has sent it
 messages to the visitor's open tabs before Rasa saves them, so a read without the lock
 can miss what a tab already shows. A conversation nobody has written in has no events
 (Rasa's endpoint would run a session start for it, and not keep it).
+
+Privacy (docs/privacy.md), with the same token:
+
+- `DELETE /webhooks/conversations/<conversation_id>` erases the conversation from the
+  tracker store, every session of it, under its lock: `{"erased": <events deleted>}`.
+- `POST /webhooks/conversations/retention` with `{"before": <Unix time>, "limit": <n>}`
+  deletes at most `limit` (1 to 5000) events stamped before `before`, oldest first, in
+  one short transaction: `{"deleted": n, "more": <whether a full batch was deleted>}`.
+  The backend's retention job calls it until `more` is false, so that no long
+  transaction ever holds the table.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 from sanic.response import HTTPResponse
 
+from bot import tracker_store as tracker_stores
 from bot.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -111,11 +122,9 @@ class ConversationBatchInput(InputChannel):
 
         @batch.route("/<conversation_id:path>/tracker", methods=["GET"])
         async def tracker(request: Request, conversation_id: str) -> HTTPResponse:
-            if not self._authorised(request):
-                return _problem(401, UNAUTHORISED)
-            agent = _loaded_agent(request)
-            if agent is None:
-                return _problem(503, NOT_LOADED)
+            agent = self._agent(request)
+            if isinstance(agent, HTTPResponse):
+                return agent
             try:
                 # Sanic leaves a path parameter's escapes (a phone number's %2B) as sent.
                 return response.json(await _read(agent, unquote(conversation_id)))
@@ -123,7 +132,53 @@ class ConversationBatchInput(InputChannel):
                 logger.warning("conversations.read_lock_expired")
                 return _problem(503, "The conversation is busy; try again shortly.")
 
+        @batch.route("/retention", methods=["POST"])
+        async def retention(request: Request) -> HTTPResponse:
+            agent = self._agent(request)
+            if isinstance(agent, HTTPResponse):
+                return agent
+            asked = _retention_request(request)
+            if asked is None:
+                return _problem(
+                    400, 'The body must be {"before": <Unix time>, "limit": <1 to 5000>}.'
+                )
+            before, limit = asked
+            try:
+                deleted = await asyncio.to_thread(
+                    tracker_stores.delete_older_than, agent.tracker_store, before, limit
+                )
+            except NotImplementedError as error:
+                return _problem(501, str(error))
+            logger.info("conversations.retention deleted=%d", deleted)
+            return response.json({"deleted": deleted, "more": deleted == limit})
+
+        @batch.route("/<conversation_id:path>", methods=["DELETE"])
+        async def erase(request: Request, conversation_id: str) -> HTTPResponse:
+            agent = self._agent(request)
+            if isinstance(agent, HTTPResponse):
+                return agent
+            conversation_id = unquote(conversation_id)
+            try:
+                # Under the lock: a turn in progress saves before, never after, this.
+                async with agent.lock_store.lock(conversation_id):
+                    erased = await asyncio.to_thread(
+                        tracker_stores.erase_conversation, agent.tracker_store, conversation_id
+                    )
+            except NotImplementedError as error:
+                return _problem(501, str(error))
+            except LockError:
+                return _problem(503, "The conversation is busy; try again shortly.")
+            logger.info("conversations.erased events=%d", erased)
+            return response.json({"erased": erased})
+
         return batch
+
+    def _agent(self, request: Request) -> Agent | HTTPResponse:
+        """Rasa's agent for a caller with Rasa's token, else the problem to answer."""
+        if not self._authorised(request):
+            return _problem(401, UNAUTHORISED)
+        agent = _loaded_agent(request)
+        return agent if agent is not None else _problem(503, NOT_LOADED)
 
     def _authorised(self, request: Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -182,6 +237,21 @@ def _conversations(request: Request) -> list[tuple[str, list[dict[str, Any]]]] |
             return None
         found.append((conversation_id, events))
     return found
+
+
+def _retention_request(request: Request) -> tuple[float, int] | None:
+    try:
+        body = request.json
+    except Exception:  # Sanic raises on a body that is not JSON
+        return None
+    if not isinstance(body, dict):
+        return None
+    before, limit = body.get("before"), body.get("limit")
+    if isinstance(before, bool) or not isinstance(before, int | float):
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 5000:
+        return None
+    return float(before), limit
 
 
 def _problem(status: int, detail: str) -> HTTPResponse:

@@ -24,6 +24,7 @@ from backend.api.keys import (
     INBOX,
     KEYWORD_REPLIES,
     RASA,
+    RETENTION,
     SCORING,
     SEQUENCES,
     SESSIONS,
@@ -51,6 +52,7 @@ from backend.messaging.text_turns import BotTurns, TextTurns
 from backend.messaging.twilio_api import TwilioCalls, TwilioTexts, twilio_client
 from backend.messaging.web_door import WebDoor
 from backend.people.profiles import ProfileDirectory
+from backend.people.retention import Retention
 from backend.scoring import rules as scoring
 from backend.segments import store as segment_store
 from backend.sequences.scheduler.worker import Worker
@@ -168,6 +170,9 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
         if door is not None:
             deliver[channel] = door.deliver_held
     app[HELD] = HeldMessages(sessions, clock, deliver)
+    app[RETENTION] = Retention(
+        sessions, clock, business.retention, app[RASA] if settings.rasa_token else None
+    )
     app[INBOX] = inbox = SmsInbox(sessions, clock, app[DIRECTORY])
     app[TEXT_TURNS] = turns = TextTurns(
         sessions=sessions,
@@ -216,6 +221,7 @@ def scheduler_worker(app: web.Application) -> Worker:
         conversations=app[RASA] if settings.rasa_token else None,
         web=app.get(WEB_DOOR),
         held=app[HELD],
+        retention=app[RETENTION],
         rules=app[BUSINESS_TEXTS].follow_ups,
         batch=settings.scheduler_batch,
         sweep_every=timedelta(seconds=settings.segment_sweep_seconds),

@@ -17,6 +17,7 @@ from backend.messaging.sms_door import SmsDoor
 from backend.messaging.text_turns import TextTurns
 from backend.messaging.web_door import WebDoor
 from backend.people.profiles import ProfileDirectory
+from backend.people.retention import Retention
 from backend.scoring.rules import ScoringRules
 from backend.segments.rules import SegmentDefinition
 from backend.sequences.definition import SequenceDefinition
@@ -47,6 +48,8 @@ CALL_DOOR = web.AppKey("call_door", CallDoor)
 # doors held until they may go.
 WEB_DOOR = web.AppKey("web_door", WebDoor)
 HELD = web.AppKey("held", HeldMessages)
+# The retention job (data/business.yml `retention:`).
+RETENTION = web.AppKey("retention", Retention)
 # Runs due steps of follow-up sequences (started only when scheduler_enabled).
 WORKER = web.AppKey("worker", Worker)
 KEYWORD_REPLIES = web.AppKey("keyword_replies", KeywordReplies)

@@ -58,6 +58,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "list_handoffs": WRITERS,
     "close_handoff": WRITERS,  # the people who answered hand the conversation back
     "list_audit": frozenset({ADMIN}),
+    "get_retention": frozenset({ADMIN, ANALYST}),
+    "run_retention": frozenset({ADMIN}),
     "send_text": WRITERS,
     "get_message": EVERYONE,
     "list_held": EVERYONE,

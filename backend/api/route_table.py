@@ -44,6 +44,8 @@ from backend.people.schemas import (
     MergeRequest,
     ProfileOut,
     ProfileUpdate,
+    RetentionOut,
+    RetentionRunOut,
 )
 from backend.scoring import routes as scores
 from backend.scoring.schemas import ScoreOut
@@ -245,6 +247,13 @@ ROUTES: list[Route] = [
     Route("POST", "/twilio/call-status", "twilio_call_status", messages.twilio_call_status,
           "Twilio's progress callback for a call Parley placed (checked against "
           "X-Twilio-Signature).", "messages", responses={204: None}),
+
+    Route("GET", "/api/v1/retention", "get_retention", profiles.get_retention,
+          "How long each kind of data is kept, and the latest runs of the job that "
+          "deletes what is older (in the backend and Rasa's tracker store).", "privacy",
+          responses={200: RetentionOut}),
+    Route("POST", "/api/v1/retention/runs", "run_retention", profiles.run_retention,
+          "Run the retention job now.", "privacy", responses={201: RetentionRunOut}),
 
     Route("GET", "/api/v1/audit", "list_audit", audit_log.list_audit,
           "Who changed what, newest first.", "operations", responses={200: AuditPage},

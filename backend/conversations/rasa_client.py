@@ -1,10 +1,12 @@
 """The backend's one client for Rasa's HTTP API (loopback, with Rasa's token): append
 events to a person's conversation, such as resuming it after a hand-off or recording a
-follow-up text, and read a conversation back (a web chat visitor's history)."""
+follow-up text, read a conversation back (a web chat visitor's history, an export),
+erase one, and delete what is older than the retention period."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -63,6 +65,27 @@ class RasaClient:
         body = await self._call("GET", path, headers=self._bearer())
         events = body.get("events")
         return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+
+    async def erase_conversation(self, conversation_id: str) -> int:
+        """Erase a conversation from Rasa's tracker store, every session of it
+        (channels.conversation_batch in the bot); how many events were deleted."""
+        path = f"/webhooks/conversations/{_in_path(conversation_id)}"
+        answer = await self._call("DELETE", path, headers=self._bearer())
+        return int(answer.get("erased") or 0)
+
+    async def delete_older_than(self, before: datetime, limit: int) -> tuple[int, bool]:
+        """Delete at most `limit` events older than `before` from Rasa's tracker store;
+        how many, and whether there may be more."""
+        answer = await self._call(
+            "POST", "/webhooks/conversations/retention",
+            {"before": before.timestamp(), "limit": limit}, headers=self._bearer(),
+        )  # fmt: skip
+        return int(answer.get("deleted") or 0), bool(answer.get("more"))
+
+    @property
+    def configured(self) -> bool:
+        """Whether Rasa's token is set (without it, none of Rasa's API can be used)."""
+        return bool(self._token)
 
     async def resume(self, conversation_id: str) -> None:
         """Let the bot answer again in a paused conversation. The `action_listen` puts

@@ -428,6 +428,24 @@ class HeldMessage(Base):
     updated_at: Mapped[datetime]
 
 
+class RetentionRun(Base):
+    """One run of the retention job (backend.people.retention): what it deleted, in the
+    backend and in Rasa's tracker store. `slot` makes a day's scheduled run happen
+    once, whichever worker gets there first."""
+
+    __tablename__ = "retention_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    slot: Mapped[str] = mapped_column(String(64), unique=True)
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(10))  # running, done or failed
+    # Rows deleted, by what: conversation_events, messages, held_messages, events.
+    deleted: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_by: Mapped[str] = mapped_column(String(100))
+
+
 class SenderPace(Base):
     """When each sending number may send next: one row per number, shared by every
     backend replica, so that together they keep to the number's rate."""

@@ -1,5 +1,12 @@
 """GDPR: everything held about a person, as JSON; and erasing them, leaving a tombstone.
 
+Both reach the person's conversations in Rasa's tracker store, where the transcripts
+are: every conversation of every identity that names one (a phone number for texts and
+calls, a web chat session, an Alexa user) and of their hand-offs and demos. The backend
+does not import Rasa: it reads a conversation through the bot's locked read and erases
+one through the bot's erase endpoint, both with Rasa's token
+(channels/conversation_batch.py; docs/privacy.md).
+
 The tombstone keeps only keyed hashes (HMAC-SHA256 with the installation's secret key)
 of the erased identities. Phone numbers are few enough to brute-force a plain hash; a
 keyed one reveals nothing without the key, yet lets Parley recognise the person if an
@@ -14,23 +21,34 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.conversations.rasa_client import RasaClient
 from backend.core.clock import Clock
-from backend.core.identities import IdentityKind
+from backend.core.identities import PHONE_KINDS, IdentityKind
 from backend.core.models import (
     AuditEntry,
     ConsentEvent,
     ConsentState,
     Demo,
+    Enrolment,
     Event,
     Handoff,
+    HeldMessage,
     Identity,
     Merge,
+    Message,
     Profile,
     ScoreContribution,
+    SegmentMember,
+    SequenceWork,
     Tombstone,
+)
+
+# Identity kinds whose address names a conversation in Rasa (its sender id).
+CONVERSATION_KINDS = frozenset(
+    {IdentityKind.SMS, IdentityKind.VOICE, IdentityKind.WEB, IdentityKind.ALEXA}
 )
 
 
@@ -75,6 +93,17 @@ async def export(session: AsyncSession, profile: Profile) -> dict[str, Any]:
     audit = await session.scalars(
         select(AuditEntry).where(AuditEntry.target.in_(targets)).order_by(AuditEntry.id)
     )
+    messages = await session.scalars(
+        select(Message)
+        .where(_messages_of([pid], await _addresses(session, [pid])))
+        .order_by(Message.id)
+    )
+    held = await session.scalars(
+        select(HeldMessage).where(HeldMessage.profile_id == pid).order_by(HeldMessage.id)
+    )
+    enrolments = await session.scalars(
+        select(Enrolment).where(Enrolment.profile_id == pid).order_by(Enrolment.enrolled_at)
+    )
     return {
         "profile": _row(profile, exclude={"merged_into_id"}),
         "identities": [_row(i, exclude={"profile_id"}) for i in profile.identities],
@@ -87,8 +116,74 @@ async def export(session: AsyncSession, profile: Profile) -> dict[str, Any]:
         "merged_profiles": [_row(m, exclude={"survivor_id"}) for m in merges],
         "demos": [_row(d, exclude={"profile_id"}) for d in demos],
         "handoffs": [_row(h, exclude={"profile_id"}) for h in handoffs],
+        "messages": [_row(m, exclude={"profile_id"}) for m in messages],
+        "held_messages": [_row(h, exclude={"profile_id"}) for h in held],
+        "enrolments": [_row(e, exclude={"profile_id"}) for e in enrolments],
         "changes": [_row(a, exclude={"token_id"}) for a in audit],
     }
+
+
+async def conversations_of(session: AsyncSession, profile: Profile) -> list[str]:
+    """The ids of every Rasa conversation of the person (and of those merged into
+    them): their identities' that name one, their hand-offs' and their demos'."""
+    ids = await _ids(session, profile)
+    found = {
+        address
+        for kind, address in await session.execute(
+            select(Identity.kind, Identity.address).where(Identity.profile_id.in_(ids))
+        )
+        if kind in CONVERSATION_KINDS
+    }
+    for table in (Handoff, Demo):
+        found |= {
+            c
+            for c in await session.scalars(
+                select(table.conversation_id).where(table.profile_id.in_(ids))
+            )
+            if c
+        }
+    return sorted(found)
+
+
+async def transcripts(rasa: RasaClient, conversations: list[str]) -> dict[str, Any]:
+    """Each conversation's events as Rasa's tracker store holds them (every session).
+    Raises `RasaUnavailable`."""
+    return {c: await rasa.conversation_events(c) for c in conversations}
+
+
+async def erase_conversations(rasa: RasaClient, conversations: list[str]) -> int:
+    """Erase each conversation from Rasa's tracker store; how many events went. Raises
+    `RasaUnavailable` (erasing again is harmless: an erased conversation has none)."""
+    return sum([await rasa.erase_conversation(c) for c in conversations])
+
+
+async def _ids(session: AsyncSession, profile: Profile) -> list[uuid.UUID]:
+    """The profile's id and those of the profiles merged into it."""
+    return [
+        profile.id,
+        *(await session.scalars(select(Profile.id).where(Profile.merged_into_id == profile.id))),
+    ]
+
+
+async def _addresses(session: AsyncSession, ids: list[uuid.UUID]) -> set[str]:
+    """The person's addresses that messages carry (phone numbers, web chat sessions)."""
+    return set(
+        await session.scalars(
+            select(Identity.address).where(
+                Identity.profile_id.in_(ids),
+                Identity.kind.in_([*PHONE_KINDS, IdentityKind.WEB]),
+            )
+        )
+    )
+
+
+def _messages_of(ids: list[uuid.UUID], addresses: set[str]) -> Any:
+    """The person's messages: theirs, and those from or to their addresses that no
+    profile held yet (a text from a number before its profile was made)."""
+    unowned = Message.profile_id.is_(None) & or_(
+        Message.from_address.in_(addresses), Message.to_address.in_(addresses)
+    )
+    return or_(Message.profile_id.in_(ids), unowned)
 
 
 def _row(obj: Any, exclude: set[str]) -> dict[str, Any]:
@@ -106,13 +201,14 @@ def _row(obj: Any, exclude: set[str]) -> dict[str, Any]:
 
 
 async def erase(session: AsyncSession, profile: Profile, key: bytes, clock: Clock) -> int:
-    """Erase a person: their profile (and those merged into it), identities, events,
-    consent ledger and scores. Returns how many identities the tombstone remembers."""
+    """Erase a person from the backend: their profile (and those merged into it),
+    identities, events, consent ledger, scores, messages (texts and addresses), held
+    messages, enrolments with their queued steps, segment memberships, demos and
+    hand-offs. (Their conversations in Rasa are erased first: `erase_conversations`.)
+    Returns how many identities the tombstone remembers."""
     now = clock.now()
-    ids = [
-        profile.id,
-        *(await session.scalars(select(Profile.id).where(Profile.merged_into_id == profile.id))),
-    ]
+    ids = await _ids(session, profile)
+    addresses = await _addresses(session, ids)
     identities = (
         await session.execute(
             select(Identity.kind, Identity.address).where(Identity.profile_id.in_(ids))
@@ -122,7 +218,16 @@ async def erase(session: AsyncSession, profile: Profile, key: bytes, clock: Cloc
         session.add(Tombstone(identity_hash=identity_hash(key, kind, address), erased_at=now))
     # Foreign keys cascade on PostgreSQL and (with foreign_keys=ON) on SQLite; deleting
     # explicitly keeps the order obvious and does not depend on either.
-    for table in (ScoreContribution, ConsentState, ConsentEvent, Event, Demo, Handoff, Identity):
+    await session.execute(delete(Message).where(_messages_of(ids, addresses)))
+    await session.execute(
+        delete(SequenceWork).where(
+            SequenceWork.enrolment_id.in_(select(Enrolment.id).where(Enrolment.profile_id.in_(ids)))
+        )
+    )
+    for table in (
+        ScoreContribution, ConsentState, ConsentEvent, Event, Demo, Handoff, HeldMessage,
+        Enrolment, SegmentMember, Identity,
+    ):  # fmt: skip
         await session.execute(delete(table).where(table.profile_id.in_(ids)))
     await session.execute(delete(Merge).where(Merge.survivor_id.in_(ids)))
     await session.execute(delete(Profile).where(Profile.id.in_(ids[1:])))

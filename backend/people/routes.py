@@ -10,13 +10,24 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.api.bodies import path_uuid, read_body, respond
-from backend.api.keys import CALLER, CLOCK, DIRECTORY, SCORING, SESSIONS, SETTINGS
+from backend.api.keys import (
+    BUSINESS_TEXTS,
+    CALLER,
+    CLOCK,
+    DIRECTORY,
+    RASA,
+    RETENTION,
+    SCORING,
+    SESSIONS,
+    SETTINGS,
+)
 from backend.api.problems import Problem, invalid_body, invalid_fields
+from backend.conversations.rasa_client import RasaUnavailable
 from backend.core import audit
 from backend.core.identities import IdentityKind, InvalidAddress, normalise_address, redact
 from backend.core.logs import get_logger
-from backend.core.models import Profile
-from backend.people import erasure
+from backend.core.models import Profile, RetentionRun
+from backend.people import erasure, retention
 from backend.people.schemas import (
     CORE_FIELDS,
     IdentifyRequest,
@@ -28,6 +39,8 @@ from backend.people.schemas import (
     ProfileFields,
     ProfileOut,
     ProfileUpdate,
+    RetentionOut,
+    RetentionRunOut,
 )
 from backend.scoring import rules as scoring
 
@@ -176,20 +189,62 @@ async def merge_profiles(request: web.Request) -> web.Response:
 
 
 async def export_profile(request: web.Request) -> web.Response:
+    """Everything held about the person, their conversations' transcripts from Rasa's
+    tracker store included (503 if Rasa cannot be reached: an export is whole or not
+    given)."""
+    async with request.app[SESSIONS]() as session:
+        profile = await live_profile(request, session)
+        conversations = await erasure.conversations_of(session, profile)
+    rasa = request.app[RASA]
+    try:
+        transcripts = (
+            await erasure.transcripts(rasa, conversations)
+            if rasa.configured
+            else {"unavailable": "PARLEY_RASA_TOKEN is not set, so Rasa cannot be read"}
+        )
+    except RasaUnavailable as error:
+        raise _rasa_away("The transcripts", error) from error
     async with request.app[SESSIONS].begin() as session:
         profile = await live_profile(request, session)
         document = await erasure.export(session, profile)
         document["profile"]["score"] = scoring.current_score(
             profile, request.app[SCORING], request.app[CLOCK].now()
         )
+        document["conversations"] = transcripts
         await audit.record(
             session, request.app[CLOCK], request[CALLER], "export_profile", str(profile.id)
         )
     return web.json_response(document)
 
 
+def _rasa_away(what: str, error: RasaUnavailable) -> Problem:
+    return Problem(
+        503,
+        f"{what} could not be reached in Rasa's tracker store: {error}. Nothing was "
+        "changed; try again.",
+        type_="rasa-unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
 async def erase_profile(request: web.Request) -> web.Response:
+    """Erase the person everywhere: their conversations in Rasa's tracker store first
+    (503 and nothing erased if Rasa cannot be reached), then everything the backend
+    holds, leaving the tombstone."""
     caller = request[CALLER]
+    async with request.app[SESSIONS]() as session:
+        profile = await live_profile(request, session)
+        conversations = await erasure.conversations_of(session, profile)
+    rasa = request.app[RASA]
+    reached: int | str
+    if rasa.configured:
+        try:
+            reached = await erasure.erase_conversations(rasa, conversations)
+        except RasaUnavailable as error:
+            raise _rasa_away("The person's conversations", error) from error
+    else:
+        reached = "not reached: PARLEY_RASA_TOKEN is not set"
+        log.warning("profile.conversations_not_erased", reason=reached)
     async with request.app[SESSIONS].begin() as session:
         profile = await live_profile(request, session)
         profile_id = str(profile.id)
@@ -198,7 +253,37 @@ async def erase_profile(request: web.Request) -> web.Response:
         )
         await audit.record(
             session, request.app[CLOCK], caller, "erase_profile", profile_id,
-            identities_remembered_as_hashes=remembered,
+            identities_remembered_as_hashes=remembered, conversations=len(conversations),
+            conversation_events_erased=reached,
         )  # fmt: skip
     log.info("profile.erased", profile_id=profile_id)
     return web.Response(status=204)
+
+
+def _run_out(run: RetentionRun) -> RetentionRunOut:
+    return RetentionRunOut(
+        id=run.id, started_at=run.started_at, finished_at=run.finished_at,
+        status=run.status,
+        deleted=run.deleted, error=run.error, started_by=run.started_by,
+    )  # fmt: skip
+
+
+async def get_retention(request: web.Request) -> web.Response:
+    policy = request.app[BUSINESS_TEXTS].retention
+    async with request.app[SESSIONS]() as session:
+        runs = await retention.recent_runs(session)
+    return respond(
+        RetentionOut(
+            conversations_days=policy.conversations_days,
+            messages_days=policy.messages_days,
+            events_days=policy.events_days,
+            runs=[_run_out(r) for r in runs],
+        )
+    )
+
+
+async def run_retention(request: web.Request) -> web.Response:
+    """Run the retention job now (an admin's request, audited under their token)."""
+    run = await request.app[RETENTION].run(request[CALLER])
+    assert run is not None  # a manual run has a slot of its own
+    return respond(_run_out(run), status=201)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -175,3 +175,28 @@ class MergedPointer(BaseModel):
 
 
 Phone = Annotated[str, StringConstraints(min_length=1, max_length=32), AfterValidator(_phone)]
+
+
+class RetentionRunOut(BaseModel):
+    """One run of the retention job: what it deleted of each (or why it could not)."""
+
+    id: int
+    started_at: datetime
+    finished_at: datetime | None
+    status: Literal["running", "done", "failed"]
+    deleted: dict[str, int | str] = Field(
+        description="rows deleted: conversation_events (in Rasa's tracker store), "
+        "messages, held_messages, events"
+    )
+    error: str | None
+    started_by: str
+
+
+class RetentionOut(BaseModel):
+    """How long Parley keeps each kind of data (data/business.yml `retention:`), and
+    the latest runs of the job that deletes what is older, newest first."""
+
+    conversations_days: int
+    messages_days: int
+    events_days: int
+    runs: list[RetentionRunOut]

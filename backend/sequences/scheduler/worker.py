@@ -41,6 +41,7 @@ from backend.messaging.held import HeldMessages
 from backend.messaging.sms_door import SmsDoor
 from backend.messaging.web_door import WebDoor
 from backend.people.profiles import ProfileDirectory
+from backend.people.retention import Retention
 from backend.sequences.definition import SequenceDefinition
 from backend.sequences.scheduler import claiming
 from backend.sequences.scheduler.deciding import Decider, RecordsPoints
@@ -55,6 +56,8 @@ log = get_logger(__name__)
 MIN_SLEEP = 0.02
 # How often held messages whose time has come are looked for.
 RELEASE_EVERY = timedelta(seconds=1)
+# How often a worker looks whether the day's retention run is still to be made.
+RETENTION_EVERY = timedelta(hours=1)
 
 
 @dataclass
@@ -76,6 +79,8 @@ class Worker:
     web: WebDoor | None = None
     # Marketing messages the doors held, delivered by this loop when they may go.
     held: HeldMessages | None = None
+    # The retention job, run once a day by whichever worker gets there first.
+    retention: Retention | None = None
     # The business's quiet hours and caps (data/business.yml `follow_ups:`), which a
     # sequence may tighten; the doors apply them again as they send.
     rules: ContactRules = field(default_factory=ContactRules)
@@ -121,6 +126,7 @@ class Worker:
         running: set[asyncio.Task[None]] = set()
         swept: datetime | None = None
         released: datetime | None = None
+        retained: datetime | None = None
         while not stop.is_set():
             now = self.clock.now()
             if swept is None or now - swept >= self.sweep_every:
@@ -129,6 +135,9 @@ class Worker:
             if released is None or now - released >= RELEASE_EVERY:
                 released = now
                 await self.release_held()
+            if retained is None or now - retained >= RETENTION_EVERY:
+                retained = now
+                await self.retain()
             if len(running) >= self.concurrency:
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 continue
@@ -184,6 +193,15 @@ class Worker:
         except Exception:  # the next round tries again
             log.exception("scheduler.release_failed", owner=self.owner)
             return 0
+
+    async def retain(self) -> None:
+        """Make the day's retention run, unless another worker has (people.retention)."""
+        if self.retention is None:
+            return
+        try:
+            await self.retention.run_if_due()
+        except Exception:  # the next hour tries again
+            log.exception("scheduler.retention_failed", owner=self.owner)
 
     def _on_sqlite(self) -> bool:
         bind = self.sessions.kw.get("bind")

@@ -42,10 +42,12 @@ def test_the_files_the_images_copy_and_run_exist() -> None:
 def test_the_scale_endpoints_use_a_shared_lock_store_and_event_broker() -> None:
     endpoints = yaml.safe_load((PROJECT_ROOT / "bot" / "endpoints.scale.yml").read_text())
     assert endpoints["lock_store"]["type"] == "redis"
-    # Parley's broker posts to the backend and hands every event on to RabbitMQ.
+    # Parley's broker posts to the backend and hands every event on to RabbitMQ, to a
+    # bounded queue (docs/privacy.md).
     broker = endpoints["event_broker"]
     assert broker["type"] == "bot.conversation_events.BackendEventBroker"
-    assert broker["forward_to"]["type"] == "pika"
+    assert broker["forward_to"]["type"] == "bot.bounded_pika.BoundedPikaEventBroker"
+    assert broker["forward_to"]["max_length"] > 0 and broker["forward_to"]["message_ttl_hours"] > 0
     assert endpoints["tracker_store"]["type"] == "bot.tracker_store.ParleySQLTrackerStore"
 
 

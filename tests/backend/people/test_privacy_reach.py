@@ -1,0 +1,255 @@
+"""Export, erasure and retention reach every store: the backend's tables and Rasa's
+tracker store, through the bot's conversation endpoints (a stand-in here, speaking the
+contract channels/conversation_batch.py serves and tests/bot/test_conversation_privacy.py
+holds the real one to; the end-to-end test runs the real one)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+from sqlalchemy import func, or_, select
+
+from backend.api.keys import RETENTION, SESSIONS
+from backend.api.tokens import Role
+from backend.core.clock import FixedClock
+from backend.core.models import Enrolment, Event, HeldMessage, Message, SequenceWork
+from tests.backend.conftest import Api, IssueToken, StartTexting, TextingBackend
+
+RASA_TOKEN = "privacy-test-rasa-token"
+PERSON = "+14155552671"
+VISITOR = "chat-7f3a"
+SOMEONE_ELSE = "+14155550199"
+
+
+@dataclass
+class TrackerStore:
+    """The bot's conversation endpoints, over conversations held in memory."""
+
+    conversations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    retention_calls: list[dict[str, Any]] = field(default_factory=list)
+    down: bool = False
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/webhooks/conversations/{id}/tracker", self.read)
+        app.router.add_delete("/webhooks/conversations/{id}", self.erase)
+        app.router.add_post("/webhooks/conversations/retention", self.retention)
+        return app
+
+    def said(self, conversation: str, text: str, at: datetime) -> None:
+        self.conversations.setdefault(conversation, []).append(
+            {"event": "user", "text": text, "timestamp": at.timestamp()}
+        )
+
+    def _check(self, request: web.Request) -> None:
+        if self.down:
+            raise web.HTTPServiceUnavailable()
+        if request.headers.get("Authorization") != f"Bearer {RASA_TOKEN}":
+            raise web.HTTPUnauthorized()
+
+    async def read(self, request: web.Request) -> web.Response:
+        self._check(request)
+        conversation = request.match_info["id"]
+        events = self.conversations.get(conversation, [])
+        return web.json_response({"sender_id": conversation, "events": events})
+
+    async def erase(self, request: web.Request) -> web.Response:
+        self._check(request)
+        return web.json_response(
+            {"erased": len(self.conversations.pop(request.match_info["id"], []))}
+        )
+
+    async def retention(self, request: web.Request) -> web.Response:
+        self._check(request)
+        body = await request.json()
+        self.retention_calls.append(body)
+        deleted = 0
+        for events in self.conversations.values():
+            for event in list(events):
+                if deleted < body["limit"] and event["timestamp"] < body["before"]:
+                    events.remove(event)
+                    deleted += 1
+        return web.json_response({"deleted": deleted, "more": deleted == body["limit"]})
+
+
+@dataclass
+class Privacy:
+    backend: TextingBackend
+    admin: Api
+    rasa: TrackerStore
+    clock: FixedClock
+
+    async def count(self, model: Any, *where: Any) -> int:
+        async with self.backend.app[SESSIONS]() as session:
+            return int(
+                await session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+            )
+
+
+@pytest.fixture
+async def privacy(
+    start_texting: StartTexting,
+    issue_token: IssueToken,
+    clock: FixedClock,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> Privacy:
+    rasa = TrackerStore()
+    server = await aiohttp_server(rasa.app())
+    backend = await start_texting(
+        rasa_api_url=str(server.make_url("")).rstrip("/"), rasa_token=SecretStr(RASA_TOKEN),
+        scheduler_enabled=False,
+    )  # fmt: skip
+    return Privacy(backend, Api(backend.client, await issue_token(Role.ADMIN)), rasa, clock)
+
+
+async def a_person_with_history(privacy: Privacy) -> str:
+    """Someone who texted and chatted on the web, agreed to texts, started a trial (so
+    is in the trial nurture), has a marketing text held and a hand-off open."""
+    api, now = privacy.backend.api, privacy.clock.now()
+    person = str((await api.identify("sms", PERSON, first_name="Ada"))["id"])
+    await api.post(
+        f"/api/v1/profiles/{person}/identities", {"kind": "web", "address": VISITOR}, expect=None
+    )
+    await privacy.backend.subscribe(person)
+    await privacy.backend.texted(PERSON, "What does Brightdesk cost?")
+    await api.post("/api/v1/events", {"type": "trial_started", "profile_id": person}, expect=None)
+    await api.post(  # 01:30 in San Francisco: held until 08:00
+        "/api/v1/messages",
+        {"to": PERSON, "body": "Spring sale: 20% off.", "purpose": "marketing"},
+        expect=202,
+    )
+    await api.post(
+        "/api/v1/handoffs",
+        {"conversation_id": PERSON, "channel": "sms", "reason": "asked_for_human"},
+        expect=None,
+    )
+    privacy.rasa.said(PERSON, "What does Brightdesk cost?", now)
+    privacy.rasa.said(VISITOR, "My name is Ada Lovelace", now)
+    privacy.rasa.said(SOMEONE_ELSE, "hello", now)
+    return person
+
+
+async def test_an_export_holds_messages_held_messages_enrolments_and_every_transcript(
+    privacy: Privacy,
+) -> None:
+    person = await a_person_with_history(privacy)
+    document = await privacy.admin.get(f"/api/v1/profiles/{person}/export")
+    bodies = [m["body"] for m in document["messages"]]
+    assert "What does Brightdesk cost?" in bodies
+    assert all("status" in m and "to_address" in m for m in document["messages"])
+    assert [h["body"] for h in document["held_messages"]] == ["Spring sale: 20% off."]
+    assert [e["sequence"] for e in document["enrolments"]] == ["trial-nurture"]
+    assert set(document["conversations"]) == {PERSON, VISITOR}
+    assert document["conversations"][VISITOR][0]["text"] == "My name is Ada Lovelace"
+
+
+async def test_erasure_reaches_rasas_tracker_store_and_every_backend_table(
+    privacy: Privacy,
+) -> None:
+    person = await a_person_with_history(privacy)
+    before = await privacy.count(Message, or_(Message.to_address == PERSON,
+                                              Message.from_address == PERSON))  # fmt: skip
+    assert before >= 2
+
+    await privacy.admin.delete(f"/api/v1/profiles/{person}", expect=204)
+
+    assert set(privacy.rasa.conversations) == {SOMEONE_ELSE}
+    assert await privacy.count(
+        Message, or_(Message.to_address == PERSON, Message.from_address == PERSON)
+    ) == 0  # fmt: skip
+    assert await privacy.count(HeldMessage) == 0
+    assert await privacy.count(Enrolment) == 0
+    assert await privacy.count(SequenceWork) == 0
+    assert await privacy.count(Event) == 0
+    await privacy.admin.get(f"/api/v1/profiles/{person}", expect=404)
+    [entry] = (await privacy.admin.get(f"/api/v1/audit?target={person}"))["items"][:1]
+    assert entry["action"] == "erase_profile"
+    assert entry["detail"]["conversations"] == 2
+    assert entry["detail"]["conversation_events_erased"] == 2
+
+
+async def test_when_rasa_cannot_be_reached_nothing_is_erased_and_the_admin_is_told(
+    privacy: Privacy,
+) -> None:
+    person = await a_person_with_history(privacy)
+    privacy.rasa.down = True
+    refused = await privacy.admin.delete(f"/api/v1/profiles/{person}", expect=503)
+    assert refused["type"] == "urn:parley:problem:rasa-unavailable"
+    await privacy.admin.get(f"/api/v1/profiles/{person}")
+    assert await privacy.count(HeldMessage) == 1
+    export = await privacy.admin.get(f"/api/v1/profiles/{person}/export", expect=503)
+    assert export["type"] == "urn:parley:problem:rasa-unavailable"
+
+    privacy.rasa.down = False
+    await privacy.admin.delete(f"/api/v1/profiles/{person}", expect=204)
+    assert set(privacy.rasa.conversations) == {SOMEONE_ELSE}
+
+
+async def test_retention_deletes_what_is_older_in_both_stores_in_small_batches(
+    privacy: Privacy,
+) -> None:
+    """data/business.yml keeps conversations and messages 365 days, events 730."""
+    api, clock = privacy.backend.api, privacy.clock
+    old = str((await api.identify("sms", PERSON))["id"])
+    start = clock.now()
+    for n in range(3):
+        await api.post(
+            "/api/v1/messages",
+            {"to": PERSON, "body": f"Reminder {n}", "purpose": "transactional"},
+            expect=201,
+        )
+        await api.post("/api/v1/events", {"type": "page_viewed", "profile_id": old}, expect=None)
+        privacy.rasa.said(PERSON, f"old {n}", start)
+    clock.advance(timedelta(days=400))
+    await api.post(
+        "/api/v1/messages", {"to": PERSON, "body": "Recent", "purpose": "transactional"},
+        expect=201,
+    )  # fmt: skip
+    await api.post("/api/v1/events", {"type": "page_viewed", "profile_id": old}, expect=None)
+    privacy.rasa.said(PERSON, "recent", clock.now())
+    retention = privacy.backend.app[RETENTION]
+    retention.batch, retention.pause = 2, 0.0
+
+    run = await privacy.admin.post("/api/v1/retention/runs", None, expect=201)
+    assert run["status"] == "done"
+    assert run["deleted"] == {
+        "conversation_events": 3, "held_messages": 0, "messages": 3, "events": 0,
+    }  # fmt: skip
+    assert [t["text"] for t in privacy.rasa.conversations[PERSON]] == ["recent"]
+    assert {c["limit"] for c in privacy.rasa.retention_calls} == {2}
+    assert len(privacy.rasa.retention_calls) == 2
+    cutoff = datetime.fromtimestamp(privacy.rasa.retention_calls[0]["before"], UTC)
+    assert cutoff == clock.now() - timedelta(days=365)
+    assert await privacy.count(Message, Message.created_at < clock.now() - timedelta(days=365)) == 0
+    assert await privacy.count(Message) == 1
+    assert await privacy.count(Event) == 4  # events are kept 730 days
+
+    clock.advance(timedelta(days=400))
+    run = await privacy.admin.post("/api/v1/retention/runs", None, expect=201)
+    assert run["deleted"]["events"] == 3
+
+    shown = await privacy.admin.get("/api/v1/retention")
+    assert (shown["conversations_days"], shown["messages_days"], shown["events_days"]) == (
+        365, 365, 730,
+    )  # fmt: skip
+    assert [r["id"] for r in shown["runs"]] == [run["id"], run["id"] - 1]
+    audit = (await privacy.admin.get("/api/v1/audit"))["items"]
+    assert [e["detail"]["events"] for e in audit if e["action"] == "retention_run"] == [3, 0]
+
+
+async def test_the_daily_run_happens_once_a_day_whichever_worker_gets_there(
+    privacy: Privacy,
+) -> None:
+    retention = privacy.backend.app[RETENTION]
+    first = await retention.run_if_due()
+    assert first is not None and first.started_by == "retention"
+    assert await retention.run_if_due() is None
+    privacy.clock.advance(timedelta(days=1))
+    assert await retention.run_if_due() is not None
