@@ -28,6 +28,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import yaml
 from aiohttp import web
 
 from backend.core.settings import PROJECT_ROOT, Settings
@@ -118,11 +119,16 @@ def data_folder(folder: Path, now: datetime) -> Path:
     texts a person as soon as its step is due, with every guard that applies to it:
     consent, quiet hours, the frequency caps, the reply exit and a goal exit."""
     (folder / "sequences").mkdir(parents=True)
-    for name in ("business.yml", "scoring.yml"):
-        shutil.copy(PROJECT_ROOT / "data" / name, folder)
+    shutil.copy(PROJECT_ROOT / "data" / "scoring.yml", folder)
     shutil.copytree(PROJECT_ROOT / "data" / "segments", folder / "segments")
     # Quiet hours are checked at every send; a minute half a day away holds nothing back.
+    # The business's and the sequence's both apply (a sequence only adds quiet hours).
     quiet = now + timedelta(hours=12)
+    business = yaml.safe_load((PROJECT_ROOT / "data" / "business.yml").read_text())
+    business["follow_ups"]["quiet_hours"] = {
+        "from": f"{quiet:%H:%M}", "until": f"{quiet + timedelta(minutes=1):%H:%M}",
+    }  # fmt: skip
+    (folder / "business.yml").write_text(yaml.safe_dump(business))
     (folder / "sequences" / f"{SEQUENCE}.yml").write_text(
         f"""
 trigger: api

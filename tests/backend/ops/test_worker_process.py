@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
 from aiohttp.test_utils import TestServer
 from aiohttp.web import Application
 from sqlalchemy import select
@@ -56,24 +57,27 @@ def quiet_hours_far_from(now: datetime) -> tuple[str, str]:
 
 
 def follow_up_data(folder: Path) -> Path:
-    """A data folder: the shipped business, scoring and segments, and one marketing
-    sequence whose only step texts the person as soon as they are enrolled."""
+    """A data folder: the shipped business (its quiet hours moved to a minute twelve
+    hours away, since these workers run on the real clock), scoring and segments, and
+    one marketing sequence whose only step texts the person as soon as they are
+    enrolled."""
     (folder / "sequences").mkdir(parents=True)
-    for name in ("business.yml", "scoring.yml"):
-        shutil.copy(PROJECT_ROOT / "data" / name, folder)
-    shutil.copytree(PROJECT_ROOT / "data" / "segments", folder / "segments")
+    shutil.copy(PROJECT_ROOT / "data" / "scoring.yml", folder)
+    business = yaml.safe_load((PROJECT_ROOT / "data" / "business.yml").read_text())
     quiet_from, quiet_until = quiet_hours_far_from(datetime.now(UTC))
+    business["follow_ups"]["quiet_hours"] = {"from": quiet_from, "until": quiet_until}
+    (folder / "business.yml").write_text(yaml.safe_dump(business))
+    shutil.copytree(PROJECT_ROOT / "data" / "segments", folder / "segments")
     (folder / "sequences" / f"{SEQUENCE}.yml").write_text(
-        f"""
+        """
 trigger: api
-entry: {{consent: sms}}
-quiet_hours: {{from: "{quiet_from}", until: "{quiet_until}"}}
+entry: {consent: sms}
 steps:
   - id: hello
     send:
       channel: sms
       template: >-
-        Hi {{{{ profile.first_name or "there" }}}}, welcome to {{{{ business.name }}}}.
+        Hi {{ profile.first_name or "there" }}, welcome to {{ business.name }}.
         Reply STOP to opt out.
 """
     )
