@@ -209,9 +209,9 @@ ROUTES: list[Route] = [
           responses={200: HandoffOut}),
 
     Route("POST", "/api/v1/messages", "send_text", messages.send_text,
-          "Send a text through the one door: consent and, for marketing, quiet hours and "
-          "the frequency cap checked now; split, paced, sent, recorded (202: held until "
-          "it may go).", "messages", body=TextIn,
+          "Send a text (or, with channel web, a web chat message) through the one door: "
+          "consent and, for marketing, quiet hours and the frequency cap checked now; "
+          "split, paced, sent, recorded (202: held until it may go).", "messages", body=TextIn,
           responses={200: TextSent, 201: TextSent, 202: TextSent}),
     Route("GET", "/api/v1/held-messages", "list_held", messages.list_held,
           "Marketing messages the doors held for quiet hours or the frequency cap, oldest "

@@ -349,7 +349,8 @@ class Message(Base):
     channel: Mapped[str] = mapped_column(String(8))  # sms, or voice (body: what was said)
     # Outbound: marketing, transactional, conversational or compliance.
     purpose: Mapped[str | None] = mapped_column(String(16))
-    to_address: Mapped[str] = mapped_column(String(32))
+    # A phone number, or for a web message the web chat conversation (a session id).
+    to_address: Mapped[str] = mapped_column(String(320))
     from_address: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text)
     media: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"urls": [...]}

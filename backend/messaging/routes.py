@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.api.bodies import query_choice, query_int, read_body, respond
-from backend.api.keys import CALLER, CLOCK, INBOX, SESSIONS, SETTINGS, SMS_DOOR
+from backend.api.keys import CALLER, CLOCK, INBOX, SESSIONS, SETTINGS, SMS_DOOR, WEB_DOOR
 from backend.api.problems import Problem
 from backend.core import audit
 from backend.core.identities import InvalidAddress, normalise_phone
@@ -32,8 +32,9 @@ from backend.messaging.schemas import (
     TextReceived,
     TextSent,
 )
-from backend.messaging.sms_door import OutboundText, SmsDoor, advance_status
+from backend.messaging.sms_door import OutboundText, Sent, SmsDoor, advance_status
 from backend.messaging.twilio_routes import TwilioForm, twilio_form
+from backend.messaging.web_door import Pushed, WebPush
 from backend.people.routes import live_profile
 
 log = get_logger(__name__)
@@ -104,18 +105,8 @@ REFUSAL_STATUS: dict[Refusal, int] = {
 
 async def send_text(request: web.Request) -> web.Response:
     body = await read_body(request, TextIn)
-    text = OutboundText(
-        to=body.to,
-        body=body.body,
-        purpose=MessagePurpose(body.purpose),
-        media_urls=body.media_urls,
-        in_reply_to=body.in_reply_to,
-        send_key=body.send_key,
-        if_not_now=NotNow(body.if_not_now),
-        requested_by=request[CALLER].name,
-    )
     try:
-        sent = await _door(request).send(text)
+        sent = await (_push(request, body) if body.channel == "web" else _text(request, body))
     except SendRefused as refused:
         raise refusal_problem(refused) from refused
     if isinstance(sent, Held):
@@ -127,6 +118,39 @@ async def send_text(request: web.Request) -> web.Response:
         TextSent(messages=[message_out(r) for r in sent.messages]),
         status=200 if sent.repeated else 201,
     )
+
+
+async def _text(request: web.Request, body: TextIn) -> Sent | Held:
+    return await _door(request).send(
+        OutboundText(
+            to=body.to,
+            body=body.body,
+            purpose=MessagePurpose(body.purpose),
+            media_urls=body.media_urls,
+            in_reply_to=body.in_reply_to,
+            send_key=body.send_key,
+            if_not_now=NotNow(body.if_not_now),
+            requested_by=request[CALLER].name,
+        )
+    )
+
+
+async def _push(request: web.Request, body: TextIn) -> Pushed | Held:
+    door = request.app.get(WEB_DOOR)
+    if door is None:
+        raise Problem(
+            503,
+            "Web messages go through Rasa, whose token is not set: set PARLEY_RASA_TOKEN "
+            "(`parley run` sets one).",
+            type_="web-not-configured",
+        )
+    return await door.push(
+        WebPush(
+            to=body.to, body=body.body, purpose=MessagePurpose(body.purpose),
+            send_key=body.send_key, if_not_now=NotNow(body.if_not_now),
+            requested_by=request[CALLER].name,
+        )
+    )  # fmt: skip
 
 
 def refusal_problem(refused: SendRefused) -> Problem:

@@ -11,25 +11,30 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
-from backend.people.schemas import Phone
+from backend.people.schemas import Phone, phone_for_context
 
 Sid = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}[0-9a-fA-F]{32}$")]
 MediaUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S{1,2000}$")]
 
 
 class TextIn(BaseModel):
-    """A text to send. It goes only if consent allows its purpose at this moment:
-    marketing needs SMS marketing consent granted; transactional and conversational
-    texts go unless the person withdrew SMS consent; a compliance text is the one
-    answer to a STOP, START or HELP text (in_reply_to)."""
+    """A message to send: a text (`channel: sms`, the default), or a message into a
+    person's web chat conversation (`channel: web`, `to` its session id). It goes only
+    if consent allows its purpose on that channel at this moment: marketing needs
+    marketing consent granted; transactional messages go unless the person withdrew
+    consent; a conversational text answers a text the person sent (`in_reply_to`); a
+    compliance text is the one answer to a STOP, START or HELP text. Marketing also
+    waits for quiet hours and the frequency cap (`if_not_now`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    channel: Literal["sms"] = "sms"
-    to: Phone
+    channel: Literal["sms", "web"] = "sms"
+    to: Annotated[str, StringConstraints(min_length=1, max_length=320)]
     body: Annotated[str, StringConstraints(max_length=1600)] = ""
     media_urls: Annotated[list[MediaUrl], Field(max_length=10)] = []
     purpose: Literal["marketing", "transactional", "conversational", "compliance"]
@@ -37,15 +42,29 @@ class TextIn(BaseModel):
     send_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     if_not_now: Literal["hold", "refuse"] = Field(
         "hold",
-        description="a marketing text the guards will not let go now (quiet hours in the "
-        "person's time zone, the frequency cap): `hold` keeps it and sends it when it may "
-        "(202, `held`); `refuse` answers 409 with `not_before`, the time it may go",
+        description="a marketing message the guards will not let go now (quiet hours in "
+        "the person's time zone, the frequency cap): `hold` keeps it and sends it when it "
+        "may (202, `held`); `refuse` answers 409 with `not_before`, the time it may go",
     )
+
+    @field_validator("to")
+    @classmethod
+    def _address(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("channel", "sms") == "sms":
+            return phone_for_context(value, info)
+        if any(c.isspace() for c in value) or not value.isprintable():
+            raise ValueError("a web chat session id has no spaces or control characters")
+        return value
 
     @model_validator(mode="after")
     def _something_to_send(self) -> TextIn:
         if not self.body.strip() and not self.media_urls:
-            raise ValueError("a text needs a body or media_urls")
+            raise ValueError("a message needs a body or media_urls")
+        if self.channel == "web":
+            if self.media_urls or self.in_reply_to is not None:
+                raise ValueError("a web message has a body only (no media_urls, in_reply_to)")
+            if self.purpose not in ("marketing", "transactional"):
+                raise ValueError("a web message Parley starts is marketing or transactional")
         return self
 
 

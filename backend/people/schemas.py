@@ -30,7 +30,9 @@ def _email(value: str) -> str:
         raise ValueError(str(error)) from error
 
 
-def _phone(value: str, info: ValidationInfo) -> str:
+def phone_for_context(value: str, info: ValidationInfo) -> str:
+    """A phone number in E.164, read in the request's default region (the validation
+    context's `default_phone_region`, else US)."""
     region = (info.context or {}).get("default_phone_region", "US")
     try:
         return normalise_phone(value, region)
@@ -63,7 +65,7 @@ class ProfileFields(BaseModel):
     first_name: Name | None = None
     last_name: Name | None = None
     email: Annotated[str, AfterValidator(_email)] | None = None
-    phone: Annotated[str, AfterValidator(_phone)] | None = Field(
+    phone: Annotated[str, AfterValidator(phone_for_context)] | None = Field(
         None, description="E.164 once stored; national numbers are read in the default region"
     )
     locale: Annotated[str, AfterValidator(_locale)] | None = None
@@ -174,7 +176,9 @@ class MergedPointer(BaseModel):
     merged_into: uuid.UUID
 
 
-Phone = Annotated[str, StringConstraints(min_length=1, max_length=32), AfterValidator(_phone)]
+Phone = Annotated[
+    str, StringConstraints(min_length=1, max_length=32), AfterValidator(phone_for_context)
+]
 
 
 class RetentionRunOut(BaseModel):

@@ -105,8 +105,8 @@ def demo(parley: Parley) -> str:
 
 
 def trigger_intent(parley: Parley, session_id: str, intent: str) -> requests.Response:
-    """What a follow-up does: make the bot act in the person's conversation, sending
-    through the channel they last wrote on."""
+    """Rasa's API making the bot act in the person's conversation, sending through the
+    channel they last wrote on: what a caller holding Rasa's token could try."""
     return requests.post(
         f"{parley.rasa}/conversations/{session_id}/trigger_intent",
         params={"token": parley.rasa_token, "output_channel": "latest"},
@@ -149,15 +149,27 @@ def test_a_visitor_chats_presses_a_button_reloads_and_gets_a_later_message(
     assert chat.texts() == before_reload  # titles, not payloads, for the buttons pressed
     expect(chat.log.get_by_role("button", name="Book a demo")).to_be_visible()
 
-    # The bot writes later (a follow-up) while the panel is closed: it arrives, and the
-    # launcher says so.
+    # Rasa's API, even with its token, cannot push a message to the page: only the one
+    # door can (consent and the guards checked, the message recorded).
     page.keyboard.press("Escape")
     expect(chat.panel).to_be_hidden()
-    pushed = trigger_intent(parley, chat.session()["session_id"], "greet")
+    session_id = chat.session()["session_id"]
+    pushed = trigger_intent(parley, session_id, "greet")
     assert pushed.status_code == 200, pushed.text
+    page.wait_for_timeout(2000)
+    expect(page.get_by_role("button", name="Open chat", exact=True)).to_be_visible()
+    # Parley writes later (a message through the web door) while the panel is closed:
+    # it arrives, and the launcher says so.
+    sent = parley.api(
+        "POST", "/api/v1/messages",
+        json={"channel": "web", "to": session_id, "purpose": "transactional",
+              "body": "Your demo link is ready, Ada."},
+    )  # fmt: skip
+    assert sent.status_code == 201, sent.text
     expect(page.get_by_role("button", name="Open chat (1 new)")).to_be_visible()
     chat.open()
-    expect(chat.bot("Welcome back, Ada! How can I help you today?")).to_be_visible()
+    expect(chat.bot("Your demo link is ready, Ada.")).to_be_visible()
+    assert "Welcome back, Ada! How can I help you today?" not in chat.texts()
 
 
 def test_a_second_tab_of_the_same_visitor_sees_both_sides_of_the_conversation(

@@ -1,4 +1,5 @@
-"""held_messages: marketing messages the doors' guards hold until they may go
+"""held_messages: marketing messages the doors' guards hold until they may go; a
+message's to_address holds a web chat conversation too (320 characters)
 
 Revision ID: 0010
 Revises: 0009
@@ -25,6 +26,11 @@ WHEN = backend.core.models.UTCDateTime(timezone=True)
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('messages') as batch_op:
+        batch_op.alter_column(
+            'to_address', existing_type=sa.String(length=32), type_=sa.String(length=320),
+            existing_nullable=False,
+        )  # fmt: skip
     op.create_table(
         'held_messages',
         sa.Column('id', BIG_ID, autoincrement=True, nullable=False),
@@ -73,3 +79,8 @@ def downgrade() -> None:
     op.drop_index('ix_held_messages_due', table_name='held_messages')
     op.drop_index(op.f('ix_held_messages_profile_id'), table_name='held_messages')
     op.drop_table('held_messages')
+    with op.batch_alter_table('messages') as batch_op:
+        batch_op.alter_column(
+            'to_address', existing_type=sa.String(length=320), type_=sa.String(length=32),
+            existing_nullable=False,
+        )  # fmt: skip

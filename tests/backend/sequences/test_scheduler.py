@@ -1034,6 +1034,34 @@ async def test_the_web_door_holds_marketing_at_night_and_signs_what_it_pushes(
     assert not door_signature.is_signed(secret, "chat-other", "Spring sale: 20% off!", signature)
 
 
+async def test_the_messages_api_sends_into_a_web_chat_through_the_web_door(
+    talking: tuple[Drip, RasaEvents],
+) -> None:
+    drip, rasa = talking
+    person = await drip.person(LA_PERSON, subscribed=False)
+    await drip.api.post(
+        f"/api/v1/profiles/{person}/identities", {"kind": "web", "address": "chat-7f3a"},
+        expect=None,
+    )  # fmt: skip
+    note = {"channel": "web", "to": "chat-7f3a", "body": "Your demo is at 3pm.",
+            "purpose": "transactional", "send_key": "demo-note-1"}  # fmt: skip
+    sent = await drip.api.post("/api/v1/messages", note, expect=201)
+    [message] = sent["messages"]
+    assert (message["channel"], message["to_address"], message["status"]) == (
+        "web", "chat-7f3a", "sent",
+    )  # fmt: skip
+    assert rasa.pushed_to == ["webchat"]
+    await drip.api.post("/api/v1/messages", note, expect=200)  # the same key: once
+    assert len(rasa.appended) == 1
+    offer = {**note, "body": "20% off!", "purpose": "marketing", "send_key": None}
+    refused = await drip.api.post("/api/v1/messages", offer, expect=409)
+    assert refused["type"] == "urn:parley:problem:consent-refused"
+    for wrong in ({"purpose": "conversational"}, {"media_urls": ["https://x.example/a.png"]},
+                  {"to": "chat 7f3a"}):  # fmt: skip
+        await drip.api.post("/api/v1/messages", {**note, **wrong}, expect=422)
+    assert len(rasa.appended) == 1
+
+
 async def test_best_picks_the_channel_the_person_agreed_to_last(
     talking: tuple[Drip, RasaEvents],
 ) -> None:
