@@ -170,3 +170,21 @@ def test_every_door_asks_the_guards_and_consent_before_it_sends() -> None:
     assert {m: consent.get(m, set()) & {d} for m, d in doors.items()} == {
         m: {d} for m, d in doors.items()
     }
+
+
+def test_every_channel_that_rasas_api_can_push_through_is_guarded() -> None:
+    """Rasa's HTTP API sends through a channel's own output channel (`get_output_channel`)
+    outside any turn. Two channels have one: the SMS channel's sends through the SMS
+    door as marketing, the web chat's only what the web door signed (their tests:
+    tests/bot/test_sms_channel.py, tests/bot/test_webchat_channel.py). A new one needs
+    the same before it is added here."""
+    owners = {
+        (module, cls.name)
+        for module, tree in modules()
+        for cls in ast.walk(tree)
+        if isinstance(cls, ast.ClassDef)
+        for function in cls.body
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+        and function.name == "get_output_channel"
+    }
+    assert owners == {("channels/sms.py", "SmsInput"), ("channels/webchat.py", "WebChatInput")}

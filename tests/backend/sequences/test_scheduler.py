@@ -242,6 +242,15 @@ class Drip:
             await self.backend.subscribe(profile["id"])
         return str(profile["id"])
 
+    async def web_visitor(self, session: str) -> str:
+        """Someone with a number (not subscribed) who also chats on the web."""
+        person = await self.person(LA_PERSON, subscribed=False)
+        await self.api.post(
+            f"/api/v1/profiles/{person}/identities", {"kind": "web", "address": session},
+            expect=None,
+        )  # fmt: skip
+        return person
+
     async def event(self, profile_id: str, type_: str, **properties: Any) -> None:
         await self.api.post(
             "/api/v1/events",
@@ -979,11 +988,7 @@ async def test_a_web_follow_up_goes_into_the_persons_web_chat(
     talking: tuple[Drip, RasaEvents],
 ) -> None:
     drip, rasa = talking
-    person = await drip.person(LA_PERSON, subscribed=False)
-    await drip.api.post(
-        f"/api/v1/profiles/{person}/identities", {"kind": "web", "address": "chat-7f3a"},
-        expect=None,
-    )  # fmt: skip
+    person = await drip.web_visitor("chat-7f3a")
     await drip.event(person, "cart_left")
     await drip.run_due()
 
@@ -1003,11 +1008,7 @@ async def test_the_web_door_holds_marketing_at_night_and_signs_what_it_pushes(
     """A marketing push into a web chat: consent on the web, quiet hours in the
     person's time zone, and the door's signature the web chat channel checks."""
     drip, rasa = talking
-    person = await drip.person(LA_PERSON, subscribed=False)
-    await drip.api.post(
-        f"/api/v1/profiles/{person}/identities", {"kind": "web", "address": "chat-7f3a"},
-        expect=None,
-    )  # fmt: skip
+    person = await drip.web_visitor("chat-7f3a")
     door = drip.app[WEB_DOOR]
     offer = WebPush(to="chat-7f3a", body="Spring sale: 20% off!", purpose=MessagePurpose.MARKETING)
     with pytest.raises(SendRefused) as refused:
@@ -1038,11 +1039,7 @@ async def test_the_messages_api_sends_into_a_web_chat_through_the_web_door(
     talking: tuple[Drip, RasaEvents],
 ) -> None:
     drip, rasa = talking
-    person = await drip.person(LA_PERSON, subscribed=False)
-    await drip.api.post(
-        f"/api/v1/profiles/{person}/identities", {"kind": "web", "address": "chat-7f3a"},
-        expect=None,
-    )  # fmt: skip
+    await drip.web_visitor("chat-7f3a")
     note = {"channel": "web", "to": "chat-7f3a", "body": "Your demo is at 3pm.",
             "purpose": "transactional", "send_key": "demo-note-1"}  # fmt: skip
     sent = await drip.api.post("/api/v1/messages", note, expect=201)
