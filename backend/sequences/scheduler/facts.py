@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,12 +20,9 @@ from backend.consent import ledger as consent
 from backend.consent.ledger import Channel, Purpose
 from backend.core.identities import IdentityKind
 from backend.core.models import Enrolment, Event, Message, Profile, SequenceWork
-from backend.messaging.door import MessagePurpose
+from backend.messaging.guards import recent_marketing
 from backend.people.profiles import ProfileDirectory
 from backend.sequences.definition import SequenceDefinition
-
-# The longest frequency-cap window: marketing messages older than this never count.
-CAP_WINDOW = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,8 @@ class Facts:
     # When each person last wrote to us (keyword texts such as STOP are not replies).
     replied_at: dict[uuid.UUID, datetime]
     goals: dict[uuid.UUID, list[Goal]]
-    # Marketing messages sent in the last CAP_WINDOW: (created_at, send_key).
+    # Marketing messages the caps count (messaging.guards.recent_marketing):
+    # (created_at, send_key).
     marketing: dict[uuid.UUID, list[tuple[datetime, str | None]]]
     attempts: Attempts
 
@@ -144,17 +142,5 @@ async def load_facts(
             facts.goals.setdefault(profile_id, []).append(
                 Goal(type_, properties or {}, received_at)
             )
-    sent = await session.execute(
-        select(Message.profile_id, Message.created_at, Message.send_key).where(
-            Message.profile_id.in_(live),
-            Message.direction == "outbound",
-            Message.purpose == MessagePurpose.MARKETING.value,
-            Message.part == 1,
-            Message.status != "failed",
-            Message.created_at > now - CAP_WINDOW,
-        )
-    )
-    for profile_id, created_at, send_key in sent:
-        if profile_id is not None:
-            facts.marketing.setdefault(profile_id, []).append((created_at, send_key))
+    facts.marketing = await recent_marketing(session, live, now)
     return facts
