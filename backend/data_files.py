@@ -203,6 +203,17 @@ def _node_at(node: yaml.Node | None, where: Path_) -> yaml.Node | None:
     return node
 
 
+def load_forms(domain_dir: Path = DOMAIN_DIR) -> frozenset[str]:
+    """The forms the bot's domain declares (`forms:` in bot/domain/*.yml), as the bot's
+    event broker reads them (bot/conversation_events.py): only a form completes."""
+    names: set[str] = set()
+    for path in sorted(domain_dir.glob("*.yml")):
+        forms = _yaml_mapping(path).get("forms")
+        if isinstance(forms, dict):
+            names |= {str(name) for name in forms}
+    return frozenset(names)
+
+
 def _vocabulary(data_dir: Path, domain_dir: Path) -> Vocabulary:
     """What sequences may name: segment files, the bot's intents and forms, the business."""
     try:

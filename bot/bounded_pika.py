@@ -1,14 +1,20 @@
 """Rasa's RabbitMQ event broker with bounded queues.
 
-Every conversation event Rasa publishes (what people said, in full) is copied to the
-queues named in bot/endpoints.scale.yml. Rasa declares them without limits, so a queue
-nobody drains would keep every transcript forever. This broker declares each queue with
-RabbitMQ's own bounds (queue arguments, enforced by the server):
+In the scale profile (bot/endpoints.scale.yml) every conversation event Rasa publishes
+(what people said, in full) goes to the queue `parley.conversation-events`, which the
+backend consumes (`parley consume-events`, backend/rasa_events). Rasa declares queues
+without limits, so a queue nobody drains would keep every transcript forever. This
+broker declares each queue with RabbitMQ's own bounds (queue arguments, enforced by the
+server; message_rules/event_queue.py, which the backend's consumer declares it with too):
 
 - `x-max-length` (`max_length`, default 100,000 messages), oldest dropped first
   (`x-overflow: drop-head`);
 - `x-message-ttl` (`message_ttl_hours`, default 168: a week), after which a message
   not yet consumed is discarded.
+
+While RabbitMQ cannot be reached, Rasa keeps the events it could not publish in memory
+to publish them on reconnecting; here at most `max_length` of them, the oldest dropped
+first, as the queue itself would.
 
 A queue declared before with other arguments cannot be redeclared (RabbitMQ answers
 PRECONDITION_FAILED, and Rasa does not start): delete it once (`rabbitmqctl
@@ -17,23 +23,13 @@ delete_queue parley.conversation-events`) when its bounds change. docs/privacy.m
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import aio_pika
 from rasa.core.brokers.pika import PikaEventBroker
 
-DEFAULT_MAX_LENGTH = 100_000
-DEFAULT_TTL_HOURS = 168
-
-
-def queue_bounds(max_length: int, message_ttl_hours: float) -> dict[str, Any]:
-    if max_length < 1 or message_ttl_hours <= 0:
-        raise ValueError("event_broker.forward_to: max_length and message_ttl_hours must be > 0")
-    return {
-        "x-max-length": int(max_length),
-        "x-overflow": "drop-head",
-        "x-message-ttl": int(message_ttl_hours * 3600 * 1000),
-    }
+from message_rules.event_queue import DEFAULT_MAX_LENGTH, DEFAULT_TTL_HOURS, queue_bounds
 
 
 class BoundedPikaEventBroker(PikaEventBroker):
@@ -46,6 +42,8 @@ class BoundedPikaEventBroker(PikaEventBroker):
     ) -> None:
         super().__init__(*args, **kwargs)
         self.bounds = queue_bounds(max_length, message_ttl_hours)
+        kept: deque[dict[str, Any]] = deque(maxlen=int(max_length))
+        self._unpublished_events = kept
 
     async def _set_up_exchange(
         self, channel: aio_pika.RobustChannel

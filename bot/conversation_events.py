@@ -2,36 +2,31 @@
 complete, read from Rasa's event stream and posted to the backend's events API, where
 they can start follow-up sequences (`trigger: {intent: …}`, `{form_completed: …}`).
 
-`BackendEventBroker` is a Rasa event broker (bot/endpoints.yml: `event_broker: type:
-bot.conversation_events.BackendEventBroker`). Rasa publishes every event it adds to a
-conversation; `ConversationReader` turns them into
-- `intent_expressed` {intent}: every message from the person, with the intent NLU found
-  (a FAQ by its full name, `faq/<id>`); not intents triggered from outside;
-- `form_completed` {form}: a form that ended itself, its own action having set the
-  active loop to null (every question answered); not a form stopped by
-  `action_deactivate_loop` (the person said stop, opted out) or by another action;
-each naming the person by their channel identity exactly as the actions do
-(bot/identity.py), with an idempotency key made from the conversation and the Rasa
-event, so a repeat (a retry, `rasa export`) is stored once.
+`BackendEventBroker` is a Rasa event broker (bot/endpoints.yml, the embedded default:
+`event_broker: type: bot.conversation_events.BackendEventBroker`). Rasa publishes every
+event it adds to a conversation; `ConversationReader` (message_rules/rasa_events.py,
+shared with the backend's consumer of the scale profile's RabbitMQ queue) turns them into
+`intent_expressed` and `form_completed` events naming the person by their channel
+identity exactly as the actions do (bot/identity.py), each with an idempotency key made
+from the conversation and the Rasa event, so a repeat (a retry, `rasa export`, the
+same event consumed from RabbitMQ by the backend) is stored once.
 
 Publishing never waits and never raises: Rasa calls `publish` while it saves the
 conversation, so events go into a bounded queue that a background task posts in batches,
 retrying with back-off while the backend is unreachable; nothing is lost to an error in
 an action or in this module, and a backend down for long drops the oldest events (logged)
 rather than Rasa's memory. Rasa takes one event broker: `forward_to:` (another broker's
-settings, e.g. pika to RabbitMQ in bot/endpoints.scale.yml) receives every event too.
+settings, e.g. bot.bounded_pika.BoundedPikaEventBroker) receives every event too. The
+scale profile (bot/endpoints.scale.yml) uses the bounded RabbitMQ broker alone, and the
+backend reads the same meaning out of the queue (`parley consume-events`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +40,13 @@ from bot.backend_client import (
     BackendUnavailable,
     IdentifiedEvent,
 )
-from bot.identity import kind_of_channel
 from bot.settings import PROJECT_ROOT, settings
+from message_rules.rasa_events import BehaviourEvent, ConversationReader, UnplacedForm
+
+__all__ = ["BackendEventBroker", "ConversationReader", "form_names"]
 
 log = logging.getLogger("parley.conversation_events")
 
-INTENT_EXPRESSED = "intent_expressed"
-FORM_COMPLETED = "form_completed"
-# Rasa's action for stopping a form from outside it (rules: "stop", opt-out).
-DEACTIVATE_LOOP = "action_deactivate_loop"
 DOMAIN_DIR = PROJECT_ROOT / "bot" / "domain"
 
 BATCH = 100  # events per request (the API takes up to 1,000)
@@ -61,7 +54,6 @@ MAX_PENDING = 10_000  # events kept while the backend is unreachable
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 60.0
 CLOSE_SECONDS = 5.0  # to deliver what is pending when Rasa stops
-REMEMBERED_CONVERSATIONS = 10_000
 
 
 def form_names(domain_dir: Path) -> frozenset[str]:
@@ -78,100 +70,16 @@ def form_names(domain_dir: Path) -> frozenset[str]:
     return frozenset(names)
 
 
-@dataclass
-class _Conversation:
-    kind: str | None = None  # identity kind, once a message from the person was seen
-    last_action: str | None = None
-
-
-def _key(*parts: object) -> str:
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
-    return f"rasa:{digest[:48]}"
-
-
-def _when(timestamp: Any) -> datetime | None:
-    if isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool):
-        return datetime.fromtimestamp(timestamp, tz=timezone.utc)
-    return None
-
-
-class ConversationReader:
-    """Reads Rasa's published events (dicts with a `sender_id`) in order, remembering per
-    conversation the channel of its latest message and its latest action."""
-
-    def __init__(self, forms: Iterable[str], remembered: int = REMEMBERED_CONVERSATIONS) -> None:
-        self.forms = frozenset(forms)
-        self._remembered = remembered
-        self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
-
-    def read(self, event: Mapping[str, Any]) -> IdentifiedEvent | None:
-        """The backend event this Rasa event means, if any."""
-        sender = event.get("sender_id")
-        if not isinstance(sender, str) or not sender:
-            return None
-        conversation = self._conversation(sender)
-        match event.get("event"):
-            case "user":
-                conversation.kind = kind_of_channel(event.get("input_channel"))
-                conversation.last_action = None
-                return self._intent(sender, conversation.kind, event)
-            case "action":
-                name = event.get("name")
-                conversation.last_action = name if isinstance(name, str) else None
-            case "active_loop" if event.get("name") is None:
-                form = conversation.last_action
-                if form in self.forms:  # not action_deactivate_loop, not another action
-                    return self._completed(sender, conversation.kind, str(form), event)
-            case "restart" | "session_started":
-                conversation.last_action = None
-        return None
-
-    def _conversation(self, sender: str) -> _Conversation:
-        found = self._conversations.get(sender)
-        if found is None:
-            found = self._conversations[sender] = _Conversation()
-            if len(self._conversations) > self._remembered:
-                self._conversations.popitem(last=False)
-        else:
-            self._conversations.move_to_end(sender)
-        return found
-
-    @staticmethod
-    def _intent(sender: str, kind: str, event: Mapping[str, Any]) -> IdentifiedEvent | None:
-        if (event.get("metadata") or {}).get("is_external"):
-            return None  # an intent triggered through Rasa's API, not said by the person
-        intent = (event.get("parse_data") or {}).get("intent") or {}
-        name = intent.get("full_retrieval_intent_name") or intent.get("name")
-        if not isinstance(name, str) or not name:
-            return None
-        return IdentifiedEvent(
-            type=INTENT_EXPRESSED,
-            kind=kind,
-            address=sender,
-            properties={"intent": name},
-            occurred_at=_when(event.get("timestamp")),
-            idempotency_key=_key(
-                sender, INTENT_EXPRESSED, event.get("message_id") or event.get("timestamp")
-            ),
-        )
-
-    @staticmethod
-    def _completed(
-        sender: str, kind: str | None, form: str, event: Mapping[str, Any]
-    ) -> IdentifiedEvent | None:
-        if kind is None:
-            # No message from the person seen in this process (a form ended by events
-            # appended through Rasa's API): which channel, and so whom, is unknown.
-            log.warning("conversation_events.channel_unknown conversation=%s form=%s", sender, form)
-            return None
-        return IdentifiedEvent(
-            type=FORM_COMPLETED,
-            kind=kind,
-            address=sender,
-            properties={"form": form},
-            occurred_at=_when(event.get("timestamp")),
-            idempotency_key=_key(sender, FORM_COMPLETED, form, event.get("timestamp")),
-        )
+def identified(event: BehaviourEvent) -> IdentifiedEvent:
+    """The backend client's event for what the conversation told."""
+    return IdentifiedEvent(
+        type=event.type,
+        kind=event.kind,
+        address=event.address,
+        properties=dict(event.properties),
+        occurred_at=event.occurred_at,
+        idempotency_key=event.idempotency_key,
+    )
 
 
 class BackendEventBroker(EventBroker):
@@ -249,8 +157,13 @@ class BackendEventBroker(EventBroker):
                 log.exception("conversation_events.forward_failed")
         try:
             found = self.reader.read(event)
-            if found is not None:
-                self._enqueue(found)
+            if isinstance(found, UnplacedForm):
+                log.warning(
+                    "conversation_events.channel_unknown conversation=%s form=%s",
+                    found.conversation, found.form,
+                )  # fmt: skip
+            elif found is not None:
+                self._enqueue(identified(found))
         except Exception:
             log.exception("conversation_events.read_failed")
 

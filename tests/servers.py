@@ -11,6 +11,7 @@ import pytest
 POSTGRES_DSN = os.environ.get(
     "PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+RABBITMQ_URL = os.environ.get("PARLEY_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def server_missing(message: str) -> None:

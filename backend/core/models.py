@@ -441,10 +441,34 @@ class RetentionRun(Base):
     started_at: Mapped[datetime] = mapped_column(index=True)
     finished_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(10))  # running, done or failed
-    # Rows deleted, by what: conversation_events, messages, held_messages, events.
+    # Rows deleted, by what: conversation_events (Rasa's tracker store), rasa_events,
+    # messages, held_messages, events.
     deleted: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     started_by: Mapped[str] = mapped_column(String(100))
+
+
+class RasaEvent(Base):
+    """One event of a Rasa conversation, exactly as Rasa published it to RabbitMQ (the
+    scale profile; backend.rasa_events consumes the queue): the backend's copy of every
+    transcript, each event held once however often it is delivered (`idempotency_key`,
+    made from its content by message_rules.rasa_events.event_key). `id` is the order of
+    arrival, which is the conversation's own order; a conversation read by `timestamp`
+    (Rasa's, seconds since the epoch), then `id`, is Rasa's order in time."""
+
+    __tablename__ = "rasa_events"
+    __table_args__ = (
+        Index("ix_rasa_events_sender_time", "sender_id", "timestamp", "id"),
+        Index("ix_rasa_events_sender_type", "sender_id", "type", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sender_id: Mapped[str] = mapped_column(String(320))  # the conversation
+    type: Mapped[str] = mapped_column(String(64))  # Rasa's `event`: user, action, slot, …
+    timestamp: Mapped[float] = mapped_column(Float, index=True)
+    received_at: Mapped[datetime]
+    data: Mapped[dict[str, Any]]  # the event as published
+    idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
 
 
 class SenderPace(Base):

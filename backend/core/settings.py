@@ -12,6 +12,9 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from yarl import URL
+
+from message_rules.event_queue import DEFAULT_MAX_LENGTH, DEFAULT_TTL_HOURS, QUEUE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -122,6 +125,24 @@ class Settings(BaseSettings):
     scheduler_retry_seconds: float = Field(60.0, gt=0)
     sequences_paused: bool = False
 
+    # Rasa's conversation events in RabbitMQ (scale profile): `parley consume-events`
+    # reads the queue bot/endpoints.scale.yml publishes to, with the same bounds (RabbitMQ
+    # refuses a declaration with others). The same PARLEY_RABBITMQ_HOST, _USER and
+    # _PASSWORD as the bot's; rabbitmq_url (amqp://user:password@host:port/vhost), when
+    # set, is used instead of them. Neither password is ever logged.
+    rabbitmq_url: SecretStr | None = None
+    rabbitmq_host: str = "127.0.0.1"
+    rabbitmq_port: int = Field(5672, ge=1, le=65535)
+    rabbitmq_user: str = "guest"
+    rabbitmq_password: SecretStr = SecretStr("guest")
+    events_queue: str = Field(QUEUE, min_length=1, max_length=200)
+    events_queue_max_length: int = Field(DEFAULT_MAX_LENGTH, ge=1)
+    events_queue_ttl_hours: float = Field(DEFAULT_TTL_HOURS, gt=0)
+    # Messages RabbitMQ hands the consumer before it acknowledges them, and how many
+    # it stores in one transaction.
+    events_prefetch: int = Field(200, ge=1, le=10000)
+    events_batch: int = Field(100, ge=1, le=1000)
+
     # Phone numbers written without a country code are read as this region's.
     default_phone_region: str = "US"
 
@@ -220,3 +241,16 @@ class Settings(BaseSettings):
     @property
     def action_server_url(self) -> str:
         return self.url(self.action_server_port)
+
+    @property
+    def resolved_rabbitmq_url(self) -> str:
+        """Where RabbitMQ is, with its password: for connecting, never for a log."""
+        if self.rabbitmq_url is not None:
+            return self.rabbitmq_url.get_secret_value()
+        return str(
+            URL.build(
+                scheme="amqp", user=self.rabbitmq_user,
+                password=self.rabbitmq_password.get_secret_value(), host=self.rabbitmq_host,
+                port=self.rabbitmq_port, path="/",
+            )
+        )  # fmt: skip

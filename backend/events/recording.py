@@ -26,6 +26,10 @@ from backend.scoring import rules as scoring
 from backend.sequences import enrolment
 from backend.sequences.definition import SequenceDefinition
 
+# Events may lie a little in the future: the sender's clock may run ahead. One further
+# ahead is refused (the API answers 422; the consumer of Rasa's events skips it).
+CLOCK_SKEW_SECONDS = 300
+
 
 @dataclass(frozen=True)
 class Incoming:

@@ -25,9 +25,6 @@ from backend.people.routes import live_profile, normalised_address
 
 log = get_logger(__name__)
 
-# Events may lie a little in the future: the sender's clock may run ahead.
-CLOCK_SKEW_SECONDS = 300
-
 
 def _batch_or_one(value: Any) -> str:
     return "~batch" if isinstance(value, dict) and "events" in value else "~event"
@@ -57,7 +54,7 @@ async def record_events(request: web.Request) -> web.Response:
     late = [
         (pointer(i, "/occurred_at"), "is in the future")
         for i, e in enumerate(batch)
-        if e.occurred_at and (e.occurred_at - now).total_seconds() > CLOCK_SKEW_SECONDS
+        if e.occurred_at and (e.occurred_at - now).total_seconds() > events.CLOCK_SKEW_SECONDS
     ]
     if late:
         raise invalid_fields(late)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from aiohttp import web
@@ -28,6 +28,7 @@ from backend.data_files import DataFileInvalid
 from backend.devtools.sms_client import EmulatorUnavailable, text_the_bot
 from backend.devtools.twilio_emulator import TwilioEmulator
 from backend.ops import launcher
+from backend.ops.consumer_process import run_consumer
 from backend.ops.rasa_project import (
     BotRuntimeMissing,
     RasaProject,
@@ -73,11 +74,7 @@ def run(settings: Settings) -> None:
 def backend(settings: Settings) -> None:
     """Serve the backend API alone (what `parley run` starts as its first process)."""
 
-    missing = asyncio.run(with_database(settings, migrations_runner.pending))
-    if missing:
-        raise click.ClickException(
-            f"the database lacks migrations {', '.join(missing)}: run 'parley db upgrade' first"
-        )
+    _require_migrations(settings)
     try:
         app = create_app(settings)
     except DataFileInvalid as invalid:
@@ -111,17 +108,42 @@ def worker(settings: Settings) -> None:
     (this process runs its scheduler whatever that says). SIGTERM or Ctrl-C stops it
     after the round in progress.
     """
+    _run_on_migrated_database(settings, run_worker)
+
+
+@main.command(name="consume-events")
+@click.pass_obj
+def consume_events(settings: Settings) -> None:
+    """Store Rasa's conversation events from RabbitMQ (the scale profile's event broker)
+    and record the intents and completed forms in them.
+
+    Reads PARLEY_RABBITMQ_URL, or PARLEY_RABBITMQ_HOST, _PORT, _USER and _PASSWORD
+    (default amqp://guest:guest@127.0.0.1:5672/), and the queue PARLEY_EVENTS_QUEUE.
+    Run one per queue. SIGTERM or Ctrl-C stops it after the batch in hand.
+    """
+    _run_on_migrated_database(settings, run_consumer)
+
+
+def _run_on_migrated_database(
+    settings: Settings, process: Callable[[Settings], Coroutine[Any, Any, None]]
+) -> None:
+    """Run a process of Parley's (a worker, the consumer) until it stops, once the
+    database has every migration; data/ and secret key mistakes said plainly."""
+    _require_migrations(settings)
+    try:
+        asyncio.run(process(settings))
+    except DataFileInvalid as invalid:
+        raise click.ClickException(f"data/ has mistakes:\n{invalid}") from invalid
+    except SecretKeyMissing as error:
+        raise click.ClickException(str(error)) from error
+
+
+def _require_migrations(settings: Settings) -> None:
     missing = asyncio.run(with_database(settings, migrations_runner.pending))
     if missing:
         raise click.ClickException(
             f"the database lacks migrations {', '.join(missing)}: run 'parley db upgrade' first"
         )
-    try:
-        asyncio.run(run_worker(settings))
-    except DataFileInvalid as invalid:
-        raise click.ClickException(f"data/ has mistakes:\n{invalid}") from invalid
-    except SecretKeyMissing as error:
-        raise click.ClickException(str(error)) from error
 
 
 @main.command()
@@ -237,7 +259,8 @@ def sms(settings: Settings, sender: str, text: str, wait: float) -> None:
 
 @main.group(name="test")
 def test_group() -> None:
-    """Test the trained model: dialogue test stories and the held-out NLU test set."""
+    """Test the trained model: dialogue test stories, the held-out NLU test set, and
+    Parley's way of serving it."""
 
 
 def _run_on_model(settings: Settings, command: Callable[[RasaProject, Path], list[str]]) -> int:

@@ -1,16 +1,19 @@
 """GDPR: everything held about a person, as JSON; and erasing them, leaving a tombstone.
 
 Both reach the person's conversations in Rasa's tracker store, where the transcripts
-are: every conversation of every identity that names one (a phone number for texts and
-calls, a web chat session, an Alexa user) and of their hand-offs and demos. The backend
-does not import Rasa: it reads a conversation through the bot's locked read and erases
-one through the bot's erase endpoint, both with Rasa's token
-(channels/conversation_batch.py; docs/privacy.md).
+are, and the backend's copy of their events consumed from RabbitMQ in the scale
+profile (`rasa_events`, backend.rasa_events): every conversation of every identity that
+names one (a phone number for texts and calls, a web chat session, an Alexa user) and
+of their hand-offs and demos. The backend does not import Rasa: it reads a conversation
+through the bot's locked read and erases one through the bot's erase endpoint, both
+with Rasa's token (channels/conversation_batch.py; docs/privacy.md).
 
 The tombstone keeps only keyed hashes (HMAC-SHA256 with the installation's secret key)
 of the erased identities. Phone numbers are few enough to brute-force a plain hash; a
 keyed one reveals nothing without the key, yet lets Parley recognise the person if an
-import brings them back, so that a withdrawn consent is not silently resurrected.
+import brings them back, so that a withdrawn consent is not silently resurrected, and
+lets the consumer of Rasa's events refuse a queued copy of an erased conversation's
+event (`erased_conversations`).
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.conversations.rasa_client import RasaClient
@@ -40,6 +44,7 @@ from backend.core.models import (
     Merge,
     Message,
     Profile,
+    RasaEvent,
     ScoreContribution,
     SegmentMember,
     SequenceWork,
@@ -66,6 +71,31 @@ async def erased_at(
         .order_by(Tombstone.erased_at.desc())
         .limit(1)
     )
+
+
+async def erased_conversations(
+    session: AsyncSession, key: bytes, conversations: Iterable[str]
+) -> dict[str, datetime]:
+    """When the person each of these Rasa conversations belongs to was last erased
+    (absent: never). A conversation's id is the address of an identity of its person
+    (CONVERSATION_KINDS), so its tombstone is found by those addresses' hashes."""
+    by_hash = {
+        identity_hash(key, kind, conversation): conversation
+        for conversation in set(conversations)
+        for kind in CONVERSATION_KINDS
+    }
+    if not by_hash:
+        return {}
+    rows = await session.execute(
+        select(Tombstone.identity_hash, func.max(Tombstone.erased_at))
+        .where(Tombstone.identity_hash.in_(by_hash))
+        .group_by(Tombstone.identity_hash)
+    )
+    erased: dict[str, datetime] = {}
+    for hashed, at in rows:
+        conversation = by_hash[hashed]
+        erased[conversation] = max(at, erased.get(conversation, at))
+    return erased
 
 
 async def export(session: AsyncSession, profile: Profile) -> dict[str, Any]:
@@ -104,6 +134,13 @@ async def export(session: AsyncSession, profile: Profile) -> dict[str, Any]:
     enrolments = await session.scalars(
         select(Enrolment).where(Enrolment.profile_id == pid).order_by(Enrolment.enrolled_at)
     )
+    copies: dict[str, list[dict[str, Any]]] = {}
+    for conversation, data in await session.execute(
+        select(RasaEvent.sender_id, RasaEvent.data)
+        .where(RasaEvent.sender_id.in_(await conversations_of(session, profile)))
+        .order_by(RasaEvent.sender_id, RasaEvent.timestamp, RasaEvent.id)
+    ):
+        copies.setdefault(conversation, []).append(data)
     return {
         "profile": _row(profile, exclude={"merged_into_id"}),
         "identities": [_row(i, exclude={"profile_id"}) for i in profile.identities],
@@ -119,6 +156,9 @@ async def export(session: AsyncSession, profile: Profile) -> dict[str, Any]:
         "messages": [_row(m, exclude={"profile_id"}) for m in messages],
         "held_messages": [_row(h, exclude={"profile_id"}) for h in held],
         "enrolments": [_row(e, exclude={"profile_id"}) for e in enrolments],
+        # The backend's copy of their conversations' events (scale profile), as Rasa
+        # published them, by conversation.
+        "rasa_events": copies,
         "changes": [_row(a, exclude={"token_id"}) for a in audit],
     }
 
@@ -204,11 +244,13 @@ async def erase(session: AsyncSession, profile: Profile, key: bytes, clock: Cloc
     """Erase a person from the backend: their profile (and those merged into it),
     identities, events, consent ledger, scores, messages (texts and addresses), held
     messages, enrolments with their queued steps, segment memberships, demos and
-    hand-offs. (Their conversations in Rasa are erased first: `erase_conversations`.)
-    Returns how many identities the tombstone remembers."""
+    hand-offs, and the backend's copy of their conversations' events (`rasa_events`).
+    (Their conversations in Rasa are erased first: `erase_conversations`.) Returns how
+    many identities the tombstone remembers."""
     now = clock.now()
     ids = await _ids(session, profile)
     addresses = await _addresses(session, ids)
+    conversations = await conversations_of(session, profile)
     identities = (
         await session.execute(
             select(Identity.kind, Identity.address).where(Identity.profile_id.in_(ids))
@@ -219,6 +261,7 @@ async def erase(session: AsyncSession, profile: Profile, key: bytes, clock: Cloc
     # Foreign keys cascade on PostgreSQL and (with foreign_keys=ON) on SQLite; deleting
     # explicitly keeps the order obvious and does not depend on either.
     await session.execute(delete(Message).where(_messages_of(ids, addresses)))
+    await session.execute(delete(RasaEvent).where(RasaEvent.sender_id.in_(conversations)))
     await session.execute(
         delete(SequenceWork).where(
             SequenceWork.enrolment_id.in_(select(Enrolment.id).where(Enrolment.profile_id.in_(ids)))

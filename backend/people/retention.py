@@ -2,7 +2,8 @@
 `retention:` in data/business.yml says, in the backend and in Rasa's tracker store.
 
 - **conversations** (`conversations_days`): the events of Rasa's conversations, deleted
-  through the bot's retention endpoint (channels/conversation_batch.py);
+  through the bot's retention endpoint (channels/conversation_batch.py), and the
+  backend's copy of them consumed from RabbitMQ (`rasa_events`, by Rasa's timestamp);
 - **messages** (`messages_days`): texts, calls and web pushes with their text and
   addresses, and held messages that have gone (sent, refused, cancelled);
 - **events** (`events_days`): behaviour events (a score keeps what they added until the
@@ -33,7 +34,7 @@ from backend.core import audit
 from backend.core.audit import Actor
 from backend.core.clock import Clock
 from backend.core.logs import get_logger
-from backend.core.models import Event, HeldMessage, Message, RetentionRun
+from backend.core.models import Event, HeldMessage, Message, RasaEvent, RetentionRun
 
 log = get_logger(__name__)
 
@@ -85,6 +86,12 @@ class Retention:
         deleted: dict[str, Any] = {}
         error: str | None = None
         try:
+            # The backend's own copy first: it needs no Rasa to be reached.
+            cutoff = started - timedelta(days=self.policy.conversations_days)
+            deleted["rasa_events"] = await self._in_batches(
+                RasaEvent.__table__,
+                select(RasaEvent.id).where(RasaEvent.timestamp < cutoff.timestamp()),
+            )
             deleted["conversation_events"] = await self._conversations(started)
             cutoff = started - timedelta(days=self.policy.messages_days)
             deleted["held_messages"] = await self._in_batches(

@@ -59,8 +59,9 @@ class EntryRefused(Exception):
         self.kind = kind
 
 
-# The events the bot reports (bot/conversation_events.py), which intent and form
-# triggers enrol on.
+# The events the bot's conversations report (message_rules/rasa_events.py, posted by
+# bot/conversation_events.py or consumed from RabbitMQ by backend/rasa_events), which
+# intent and form triggers enrol on.
 INTENT_EXPRESSED = "intent_expressed"
 FORM_COMPLETED = "form_completed"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import urllib.request
 import uuid
@@ -33,8 +32,9 @@ from rasa.utils.endpoints import EndpointConfig, read_endpoint_config
 from bot.backend_client import BackendClient
 from bot.conversation_events import BackendEventBroker, ConversationReader, form_names
 from bot.settings import PROJECT_ROOT
+from message_rules.event_queue import QUEUE, queue_bounds
 from tests.bot.conftest import RunningBackend, running_backend
-from tests.servers import free_port, server_missing
+from tests.servers import RABBITMQ_URL, free_port, server_missing
 
 FORMS = form_names(PROJECT_ROOT / "bot" / "domain")
 PRICING_SEQUENCE = """
@@ -46,7 +46,7 @@ steps:
       purpose: transactional
       template: "Our plans start at $19 a seat: brightdesk.example/pricing"
 """
-RABBITMQ = os.environ.get("PARLEY_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/")
+RABBITMQ = RABBITMQ_URL
 
 
 # ----------------------------------------------------------------------- the backend
@@ -430,12 +430,16 @@ def test_the_endpoints_files_configure_the_broker_and_its_forms(
     embedded = read_endpoint_config(str(PROJECT_ROOT / "bot" / "endpoints.yml"), "event_broker")
     scale = read_endpoint_config(str(PROJECT_ROOT / "bot" / "endpoints.scale.yml"), "event_broker")
     assert embedded is not None and scale is not None
-    assert embedded.type == scale.type == "bot.conversation_events.BackendEventBroker"
-    assert scale.kwargs["forward_to"]["type"] == "bot.bounded_pika.BoundedPikaEventBroker"
-    assert (
-        scale.kwargs["forward_to"]["max_length"],
-        scale.kwargs["forward_to"]["message_ttl_hours"],
-    ) == (100_000, 168)
+    assert embedded.type == "bot.conversation_events.BackendEventBroker"
+    # The scale profile publishes every event to the bounded queue alone: the backend
+    # consumes it (`parley consume-events`), declaring it with the same bounds.
+    assert scale.type == "bot.bounded_pika.BoundedPikaEventBroker"
+    assert "forward_to" not in scale.kwargs
+    assert scale.kwargs["queues"] == [QUEUE]
+    bounds = queue_bounds(scale.kwargs["max_length"], scale.kwargs["message_ttl_hours"])
+    assert bounds == queue_bounds() == {
+        "x-max-length": 100_000, "x-overflow": "drop-head", "x-message-ttl": 168 * 3600 * 1000,
+    }  # fmt: skip
     assert {"lead_form", "subscribe_form"} <= FORMS
 
 
@@ -489,4 +493,59 @@ async def test_every_event_is_forwarded_to_a_bounded_rabbitmq_queue_as_well(
         await queue.delete(if_unused=False, if_empty=False)
     finally:
         await forwarding.close()
+        await connection.close()
+
+
+async def test_the_scale_profile_publishes_every_event_to_the_bounded_queue_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bot/endpoints.scale.yml as Rasa loads it: Rasa's events go to RabbitMQ, in the
+    format the backend's consumer reads, and to no backend over HTTP."""
+    import aio_pika
+
+    from bot.bounded_pika import BoundedPikaEventBroker
+
+    try:
+        connection = await aio_pika.connect(RABBITMQ, timeout=5)
+    except Exception as error:  # no RabbitMQ on this machine
+        server_missing(f"RabbitMQ is not reachable at {RABBITMQ}: {error}")
+    for name, value in (("PARLEY_RABBITMQ_HOST", RABBITMQ.split("@")[-1].split(":")[0]),
+                        ("PARLEY_RABBITMQ_USER", "guest"), ("PARLEY_RABBITMQ_PASSWORD", "guest"),
+                        ("PARLEY_REDIS_HOST", "x"), ("PARLEY_RASA_TRACKER_STORE_URL", "x"),
+                        ("PARLEY_ACTION_SERVER_URL", "x"), ("PARLEY_ACTION_SERVER_TOKEN", "x")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    config = read_endpoint_config(str(PROJECT_ROOT / "bot" / "endpoints.scale.yml"), "event_broker")
+    assert config is not None
+    # A queue and exchange of this test's own (never a running `make run`'s).
+    unique = f"parley-test-{uuid.uuid4().hex[:8]}"
+    config.kwargs.update(queues=[unique], exchange_name=f"{unique}-exchange")
+    broker = await EventBroker.create(config)
+    assert isinstance(broker, BoundedPikaEventBroker) and broker.is_ready()
+    # While RabbitMQ is away, Rasa keeps at most a queue's worth of events in memory.
+    assert broker._unpublished_events.maxlen == 100_000
+    number = a_number()
+    channel = await connection.channel()
+    try:
+        await Conversations(broker).turn(
+            number, [*said("price?", "ask_price"), ActionExecuted("utter_price")]
+        )
+        # The backend's consumer declares the queue with the shared bounds: accepted.
+        bounds: dict[str, Any] = dict(queue_bounds())
+        queue = await channel.declare_queue(unique, durable=True, arguments=bounds)
+        published: list[dict[str, Any]] = []
+        for _ in range(100):
+            message = await queue.get(no_ack=True, fail=False)
+            if message is None:
+                if len(published) >= 3:
+                    break
+                await asyncio.sleep(0.05)
+                continue
+            published.append(json.loads(message.body))
+        assert [e["event"] for e in published] == ["action", "user", "action"]
+        assert all(e["sender_id"] == number and e["timestamp"] > 0 for e in published)
+        assert published[1]["parse_data"]["intent"]["name"] == "ask_price"
+    finally:
+        await channel.queue_delete(unique)
+        await channel.exchange_delete(f"{unique}-exchange")
+        await broker.close()
         await connection.close()

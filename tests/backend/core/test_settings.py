@@ -38,3 +38,15 @@ def test_secrets_do_not_show_in_the_settings_repr() -> None:
     settings = Settings(_env_file=None, rasa_token="s3cret-value")
     assert "s3cret-value" not in repr(settings)
     assert "s3cret-value" not in str(settings.model_dump())
+
+
+def test_rabbitmq_is_local_by_default_and_its_password_never_shows() -> None:
+    settings = Settings(_env_file=None)
+    assert settings.resolved_rabbitmq_url == "amqp://guest:guest@127.0.0.1:5672/"
+    odd = Settings(_env_file=None, rabbitmq_host="mq", rabbitmq_user="parley",
+                   rabbitmq_password="p@ss:w/rd")  # fmt: skip
+    assert odd.resolved_rabbitmq_url == "amqp://parley:p%40ss%3Aw%2Frd@mq:5672/"
+    whole = Settings(_env_file=None, rabbitmq_url="amqp://u:s3cret-value@h:5673/v")
+    assert whole.resolved_rabbitmq_url == "amqp://u:s3cret-value@h:5673/v"
+    for shown in (repr(odd), repr(whole), str(odd.model_dump()), str(whole.model_dump())):
+        assert "p@ss" not in shown and "s3cret-value" not in shown

@@ -1,10 +1,12 @@
-"""Export, erasure and retention reach every store: the backend's tables and Rasa's
+"""Export, erasure and retention reach every store: the backend's tables (the copy of
+Rasa's conversation events consumed from RabbitMQ, `rasa_events`, among them) and Rasa's
 tracker store, through the bot's conversation endpoints (a stand-in here, speaking the
 contract channels/conversation_batch.py serves and tests/bot/test_conversation_privacy.py
 holds the real one to; the end-to-end test runs the real one)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,10 +18,13 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 from sqlalchemy import func, or_, select
 
-from backend.api.keys import RETENTION, SESSIONS
+from backend import data_files
+from backend.api.keys import DIRECTORY, RETENTION, SEQUENCES, SESSIONS
 from backend.api.tokens import Role
 from backend.core.clock import FixedClock
-from backend.core.models import Enrolment, Event, HeldMessage, Message, SequenceWork
+from backend.core.models import Enrolment, Event, HeldMessage, Message, RasaEvent, SequenceWork
+from backend.events.recording import EventRecorder
+from backend.rasa_events.store import RasaEventStore, Recorded, read_message
 from tests.backend.conftest import Api, IssueToken, StartTexting, TextingBackend
 
 RASA_TOKEN = "privacy-test-rasa-token"
@@ -92,6 +97,19 @@ class Privacy:
                 await session.scalar(select(func.count()).select_from(model).where(*where)) or 0
             )
 
+    async def copied(self, conversation: str, text: str, at: datetime) -> Recorded:
+        """A bot message of the conversation, as the consumer of Rasa's events from
+        RabbitMQ stores it (the scale profile's copy of the transcript)."""
+        app = self.backend.app
+        sequences = app[SEQUENCES]
+        store = RasaEventStore(
+            EventRecorder(app[DIRECTORY], sequences), data_files.load_forms(), self.clock, "US"
+        )
+        body = {"sender_id": conversation, "event": "bot", "text": text,
+                "timestamp": at.timestamp(), "data": {}, "metadata": {}}  # fmt: skip
+        async with app[SESSIONS].begin() as session:
+            return await store.record(session, [read_message(json.dumps(body).encode())])
+
 
 @pytest.fixture
 async def privacy(
@@ -133,6 +151,12 @@ async def a_person_with_history(privacy: Privacy) -> str:
     privacy.rasa.said(PERSON, "What does Brightdesk cost?", now)
     privacy.rasa.said(VISITOR, "My name is Ada Lovelace", now)
     privacy.rasa.said(SOMEONE_ELSE, "hello", now)
+    for conversation, text in (
+        (PERSON, "Our plans start at $19."),
+        (VISITOR, "Nice to meet you, Ada."),
+        (SOMEONE_ELSE, "Hi!"),
+    ):
+        await privacy.copied(conversation, text, now)  # fmt: skip
     return person
 
 
@@ -148,6 +172,12 @@ async def test_an_export_holds_messages_held_messages_enrolments_and_every_trans
     assert [e["sequence"] for e in document["enrolments"]] == ["trial-nurture"]
     assert set(document["conversations"]) == {PERSON, VISITOR}
     assert document["conversations"][VISITOR][0]["text"] == "My name is Ada Lovelace"
+    # The backend's own copy of their conversations' events, as Rasa published them.
+    copies = document["rasa_events"]
+    assert {c: [e["text"] for e in events] for c, events in copies.items()} == {
+        PERSON: ["Our plans start at $19."], VISITOR: ["Nice to meet you, Ada."],
+    }  # fmt: skip
+    assert copies[VISITOR][0]["sender_id"] == VISITOR
 
 
 async def test_erasure_reaches_rasas_tracker_store_and_every_backend_table(
@@ -168,11 +198,31 @@ async def test_erasure_reaches_rasas_tracker_store_and_every_backend_table(
     assert await privacy.count(Enrolment) == 0
     assert await privacy.count(SequenceWork) == 0
     assert await privacy.count(Event) == 0
+    assert await privacy.count(RasaEvent, RasaEvent.sender_id.in_([PERSON, VISITOR])) == 0
+    assert await privacy.count(RasaEvent, RasaEvent.sender_id == SOMEONE_ELSE) == 1
     await privacy.admin.get(f"/api/v1/profiles/{person}", expect=404)
     [entry] = (await privacy.admin.get(f"/api/v1/audit?target={person}"))["items"][:1]
     assert entry["action"] == "erase_profile"
     assert entry["detail"]["conversations"] == 2
     assert entry["detail"]["conversation_events_erased"] == 2
+
+
+async def test_a_copy_still_queued_when_its_person_was_erased_is_not_stored_again(
+    privacy: Privacy,
+) -> None:
+    """The queue may hold an erased conversation's events for up to its TTL: those made
+    before the erasure stay erased; what the person says afterwards is new."""
+    person = await a_person_with_history(privacy)
+    before = privacy.clock.now()
+    privacy.clock.advance(timedelta(minutes=5))
+    await privacy.admin.delete(f"/api/v1/profiles/{person}", expect=204)
+
+    for conversation in (PERSON, VISITOR):
+        # (stored, duplicates, erased, reported)
+        assert await privacy.copied(conversation, "Late", before) == Recorded(0, 0, 1, 0)
+    assert await privacy.count(RasaEvent, RasaEvent.sender_id.in_([PERSON, VISITOR])) == 0
+    privacy.clock.advance(timedelta(minutes=5))
+    assert await privacy.copied(PERSON, "Back again", privacy.clock.now()) == Recorded(1, 0, 0, 0)
 
 
 async def test_when_rasa_cannot_be_reached_nothing_is_erased_and_the_admin_is_told(
@@ -207,6 +257,7 @@ async def test_retention_deletes_what_is_older_in_both_stores_in_small_batches(
         )
         await api.post("/api/v1/events", {"type": "page_viewed", "profile_id": old}, expect=None)
         privacy.rasa.said(PERSON, f"old {n}", start)
+        await privacy.copied(PERSON, f"old {n}", start + timedelta(seconds=n))
     clock.advance(timedelta(days=400))
     await api.post(
         "/api/v1/messages", {"to": PERSON, "body": "Recent", "purpose": "transactional"},
@@ -214,15 +265,20 @@ async def test_retention_deletes_what_is_older_in_both_stores_in_small_batches(
     )  # fmt: skip
     await api.post("/api/v1/events", {"type": "page_viewed", "profile_id": old}, expect=None)
     privacy.rasa.said(PERSON, "recent", clock.now())
+    await privacy.copied(PERSON, "recent", clock.now())
     retention = privacy.backend.app[RETENTION]
     retention.batch, retention.pause = 2, 0.0
 
     run = await privacy.admin.post("/api/v1/retention/runs", None, expect=201)
     assert run["status"] == "done"
     assert run["deleted"] == {
-        "conversation_events": 3, "held_messages": 0, "messages": 3, "events": 0,
+        "conversation_events": 3, "rasa_events": 3, "held_messages": 0, "messages": 3,
+        "events": 0,
     }  # fmt: skip
     assert [t["text"] for t in privacy.rasa.conversations[PERSON]] == ["recent"]
+    async with privacy.backend.app[SESSIONS]() as session:
+        kept = await session.scalars(select(RasaEvent.data))
+        assert [e["text"] for e in kept] == ["recent"]
     assert {c["limit"] for c in privacy.rasa.retention_calls} == {2}
     assert len(privacy.rasa.retention_calls) == 2
     cutoff = datetime.fromtimestamp(privacy.rasa.retention_calls[0]["before"], UTC)
