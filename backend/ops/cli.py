@@ -291,6 +291,15 @@ def test_stories(settings: Settings) -> None:
     click.echo("every test story passed")
 
 
+@test_group.command(name="serving")
+@click.pass_obj
+def test_serving(settings: Settings) -> None:
+    """Check that Parley's faster serving (tests/model) predicts what Rasa's code does."""
+    code = _run_on_model(settings, lambda project, model: project.serving_test_command(model))
+    if code != 0:
+        raise click.ClickException("the model as Parley serves it differs from Rasa's (see above)")
+
+
 @test_group.command(name="nlu")
 @click.pass_obj
 def test_nlu(settings: Settings) -> None:

@@ -166,6 +166,13 @@ class RasaProject:
             "--fail-on-prediction-errors",
         ]  # fmt: skip
 
+    def serving_test_command(self, model: Path) -> list[str]:
+        """tests/model: the model as Parley serves it predicts what Rasa's own code does."""
+        return [
+            self.executable("python"), "-m", "pytest", "-p", "no:cacheprovider",
+            str(self.root / "tests" / "model"), "--model", str(model),
+        ]  # fmt: skip
+
     def nlu_evaluation_command(self, model: Path, report: Path) -> list[str]:
         """The held-out NLU test set (tests/nlu) scored against its minimums."""
         return [

@@ -215,3 +215,22 @@ async def test_a_store_that_fails_fails_the_turn_instead_of_forgetting_the_perso
     with pytest.raises(OperationalError):
         await strict.save(tracker)
     store.engine.dispose()
+
+
+async def test_on_sqlite_the_store_keeps_its_connection_and_a_write_ahead_log(
+    domain: Domain, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'rasa.db'}"
+    store = ParleySQLTrackerStore(domain, host=url)
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        # Durability unchanged: every commit synced (FULL).
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+    await _converse(store, domain)
+    # Another process's store (Rasa's own here) reads what this one wrote.
+    other = SQLTrackerStore(domain, host=url)
+    stored = await store.retrieve(CONVERSATION)
+    read = await other.retrieve(CONVERSATION)
+    assert stored is not None and read is not None
+    assert [e.as_dict() for e in read.events] == [e.as_dict() for e in stored.events]
+    assert store.engine.pool.checkedin() >= 1  # kept open for the next turn
