@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import subprocess
+from pathlib import Path
 
 import asyncpg
 
 from backend.core.settings import PROJECT_ROOT
-from bench import backend, rasa_recording, sequences, sms
+from bench import backend, rasa_recording, sequences, sms, turns
 from bench.report import machine, write_section
 
 
@@ -113,7 +114,13 @@ async def main() -> None:
     parser.add_argument("--batches", type=int, default=60, help="event batches to ingest")
     parser.add_argument(
         "--only",
-        choices=["postgresql", "sqlite", "sms", "sequences", "rasa-recording", "tracker-saves"],
+        choices=[
+            "postgresql", "sqlite", "turns", "sms", "sequences", "rasa-recording", "tracker-saves",
+        ],
+    )  # fmt: skip
+    parser.add_argument("--turns-rounds", type=int, default=3)
+    parser.add_argument(
+        "--stock-rasa", type=Path, help="a `rasa init` project to reuse (trained into it if empty)"
     )
     parser.add_argument("--sms-rate", type=float, default=50.0, help="webhooks per second")
     parser.add_argument("--sms-seconds", type=float, default=20.0)
@@ -125,6 +132,14 @@ async def main() -> None:
     )
     parser.add_argument("--sequences-seconds", type=float, default=15.0)
     args = parser.parse_args()
+    if args.only in (None, "turns"):
+        print("Turns: Parley beside stock Rasa…", flush=True)
+        measured_turns = await turns.bench_turns(args.turns_rounds, stock_dir=args.stock_rasa)
+        table = turns.turns_table(measured_turns, machine())
+        print(table)
+        write_section("turns", table)
+        if args.only == "turns":
+            return
     if args.only in (None, "sms"):
         print(f"SMS: {args.sms_rate:g} webhooks/s for {args.sms_seconds:g} s…", flush=True)
         measured = await sms.bench_sms(args.sms_rate, args.sms_seconds, not args.no_sms_faults)
@@ -187,6 +202,8 @@ async def main() -> None:
         print(f"SQLite: loading {args.profiles:,} profiles…", flush=True)
         results.append(await backend.bench_sqlite(args.profiles, args.batches))
     table = backend_table(results, await postgres_version())
+    # Parley's PostgreSQL figures beside their bare references, measured in the same run.
+    table += "".join(f"\n\n{backend.references_table(r)}" for r in results if r.reference_counts)
     print(table)
     write_section("backend", table)
 

@@ -1,6 +1,7 @@
 """The backend benchmark of the backend issue: 1,000,000 synthetic people, then segment
 counts, membership checks and batch event ingestion over HTTP, on PostgreSQL and on
-SQLite side by side."""
+SQLite side by side; on PostgreSQL each count and the ingestion also beside a bare
+reference on the same database (bench/references.py)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ from backend.core.settings import PROJECT_ROOT
 from backend.scoring.rules import ScoringRules
 from backend.segments import store as segment_store
 from backend.segments.rules import Rule, SegmentDefinition
-from bench import loading
+from bench import loading, references
 from bench.synthetic import EPOCH_NOW, Person, people
 from tests.servers import free_port
 
 POSTGRES = os.environ.get("PARLEY_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 BATCH = 1000
+# Clients posting event batches at once (and connections inserting them, for the reference).
+CLIENTS = 4
 
 
 @dataclass
@@ -46,6 +49,11 @@ class Measured:
     ingest_events_per_s: float = 0.0
     ingest_batch_ms: tuple[float, float] = (0.0, 0.0)  # median, p99
     server_peak_rss_mb: float = 0.0
+    # The bare references (PostgreSQL only): hand-written counts (n, median, max s) and a
+    # plain multi-row INSERT of the same events.
+    reference_counts: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    reference_ingest_events_per_s: float = 0.0
+    reference_ingest_batch_ms: tuple[float, float] = (0.0, 0.0)  # median, p99
 
 
 def segments() -> list[SegmentDefinition]:
@@ -66,11 +74,16 @@ def segments() -> list[SegmentDefinition]:
     return [*shipped, compound]
 
 
-async def measure_queries(url: str, result: Measured, ids: list[uuid.UUID]) -> None:
+async def measure_queries(
+    url: str, result: Measured, ids: list[uuid.UUID], reference_dsn: str | None = None
+) -> None:
+    """Parley's counts and membership checks; with `reference_dsn`, each count also by
+    its hand-written query, right after Parley's, on the same database."""
     rules = data_files.load_scoring(PROJECT_ROOT / "data")
     context = rules.context(EPOCH_NOW)
     engine = create_engine(url)
     sessions = create_session_factory(engine)
+    plain = await asyncpg.connect(reference_dsn) if reference_dsn else None
     try:
         for segment in segments():
             rule: Rule = segment.rule
@@ -82,6 +95,11 @@ async def measure_queries(url: str, result: Measured, ids: list[uuid.UUID]) -> N
                     total = await segment_store.count(session, rule, context)
                     times.append(time.perf_counter() - started)
             result.counts[segment.name] = (total, statistics.median(times[1:]), max(times[1:]))
+            query = references.HAND_WRITTEN.get(segment.name)
+            if plain is not None and query is not None:
+                result.reference_counts[segment.name] = await references.time_count(
+                    plain, query, context
+                )
             if segment.name in ("hot-leads", "sms-subscribers", "compound"):
                 latencies = []
                 async with sessions() as session:
@@ -91,6 +109,8 @@ async def measure_queries(url: str, result: Measured, ids: list[uuid.UUID]) -> N
                         latencies.append((time.perf_counter() - started) * 1000)
                 result.membership_ms[segment.name] = (statistics.median(latencies), p99(latencies))
     finally:
+        if plain is not None:
+            await plain.close()
         await engine.dispose()
 
 
@@ -119,7 +139,15 @@ def event(
     }
 
 
-async def measure_ingestion(url: str, result: Measured, ids: list[uuid.UUID], batches: int) -> None:
+async def measure_ingestion(
+    url: str,
+    result: Measured,
+    ids: list[uuid.UUID],
+    batches: int,
+    reference_dsn: str | None = None,
+) -> None:
+    """Parley's ingestion over HTTP; with `reference_dsn`, then the same events inserted
+    by plain multi-row INSERTs into the same table, same batches, same concurrency."""
     var = Path(tempfile.mkdtemp(prefix="parley-bench-"))
     port = free_port()
     env = {
@@ -166,7 +194,7 @@ async def measure_ingestion(url: str, result: Measured, ids: list[uuid.UUID], ba
                     latencies.append((time.perf_counter() - started) * 1000)
 
             started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(4)))
+            await asyncio.gather(*(worker() for _ in range(CLIENTS)))
             elapsed = time.perf_counter() - started
         result.ingest_events_per_s = batches * BATCH / elapsed
         latencies.sort()
@@ -178,13 +206,26 @@ async def measure_ingestion(url: str, result: Measured, ids: list[uuid.UUID], ba
     finally:
         server.terminate()
         await asyncio.wait_for(server.wait(), 30)
+    if reference_dsn:
+        rows = references.event_rows(bodies, "reference-")
+        per_s, batch_ms = await references.insert_events(reference_dsn, rows, CLIENTS)
+        result.reference_ingest_events_per_s = per_s
+        result.reference_ingest_batch_ms = (statistics.median(batch_ms), p99(batch_ms))
 
 
 Loader = Callable[[list[Person], ScoringRules], Awaitable[int]]
 
 
-async def bench(database: str, url: str, load: Loader, count: int, batches: int) -> Measured:
-    """Load `count` people with `load`, then time queries and ingestion on `url`."""
+async def bench(
+    database: str,
+    url: str,
+    load: Loader,
+    count: int,
+    batches: int,
+    reference_dsn: str | None = None,
+) -> Measured:
+    """Load `count` people with `load`, then time queries and ingestion on `url`, and
+    with `reference_dsn` (the same database) their bare references beside them."""
     result = Measured(database)
     await loading.migrate(url)
     rules = data_files.load_scoring(PROJECT_ROOT / "data")
@@ -197,9 +238,9 @@ async def bench(database: str, url: str, load: Loader, count: int, batches: int)
     ids = [p.id for p in random.Random(3).sample(population, 500)]
     del population
     print(f"  loaded in {result.load_seconds:.0f} s; timing queries…", flush=True)
-    await measure_queries(url, result, ids)
+    await measure_queries(url, result, ids, reference_dsn)
     print("  ingesting events over HTTP…", flush=True)
-    await measure_ingestion(url, result, ids, batches)
+    await measure_ingestion(url, result, ids, batches, reference_dsn)
     return result
 
 
@@ -214,7 +255,7 @@ async def bench_postgresql(count: int, batches: int) -> Measured:
 
     try:
         url = dsn.replace("postgresql://", "postgresql+asyncpg://")
-        return await bench("PostgreSQL", url, load, count, batches)
+        return await bench("PostgreSQL", url, load, count, batches, reference_dsn=dsn)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
@@ -230,3 +271,50 @@ async def bench_sqlite(count: int, batches: int) -> Measured:
         return await bench("SQLite", f"sqlite+aiosqlite:///{path}", load, count, batches)
     finally:
         path.unlink(missing_ok=True)
+
+
+def references_table(result: Measured) -> str:
+    """Parley's PostgreSQL counts and ingestion beside their bare references."""
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "not met"
+
+    lines = [
+        "Beside bare references, in the same run on the same PostgreSQL database "
+        "(`bench/references.py`). Each count beside the query written by hand for its "
+        "segment, in plain asyncpg (EXISTS semi-joins, NOT EXISTS anti-joins, the score "
+        "decayed to the same moment), timed the same way right after Parley's; the two "
+        "counts must be equal. Ingestion beside the same events inserted into the same "
+        f"table by asyncpg's `executemany`, one transaction per batch of {BATCH}, "
+        f"{CLIENTS} connections at once, after Parley's run: no HTTP, no validation, no "
+        "scoring, enrolment or audit.",
+        "",
+        "| Measure | Parley | Reference | Parley ÷ reference | Target |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (total, median, worst) in result.counts.items():
+        parley = f"{median * 1000:.0f} ms ({worst * 1000:.0f}) → {total:,}"
+        found = result.reference_counts.get(name)
+        if found is None:
+            lines.append(
+                f"| count segment `{name}` | {parley} | no hand-written query | — | ≤ 2× |"
+            )
+            continue
+        n, ref_median, ref_worst = found
+        same = "" if n == total else " (**differs from Parley's**)"
+        lines.append(
+            f"| count segment `{name}` | {parley} "
+            f"| {ref_median * 1000:.0f} ms ({ref_worst * 1000:.0f}) → {n:,}{same} "
+            f"| {references.ratio(median, ref_median)} "
+            f"| ≤ 2×: {verdict(median <= 2 * ref_median and n == total)} |"
+        )
+    parley_rate, ref_rate = result.ingest_events_per_s, result.reference_ingest_events_per_s
+    lines += [
+        f"| batch event ingestion | {parley_rate:,.0f} events/s | {ref_rate:,.0f} events/s "
+        f"| {references.ratio(parley_rate, ref_rate)} "
+        f"| ≥ 0.5×: {verdict(parley_rate >= 0.5 * ref_rate)} |",
+        f"| one batch of {BATCH} | {result.ingest_batch_ms[0]:.0f} ms median, "
+        f"{result.ingest_batch_ms[1]:.0f} ms p99 | {result.reference_ingest_batch_ms[0]:.0f} ms "
+        f"median, {result.reference_ingest_batch_ms[1]:.0f} ms p99 | | |",
+    ]
+    return "\n".join(lines)

@@ -7,6 +7,10 @@ or sent twice; the sends per second the workers keep up is read off the emulator
 People and enrolments are loaded with COPY (as the API would have left them: an SMS
 identity, SMS marketing consent granted, an active enrolment); the due steps are
 written once both workers are up, due from a few seconds ahead at `rate` a second.
+
+After the backlog run (all steps due at once), with the workers stopped, as many due
+steps of the same kind are claimed by a bare `FOR UPDATE SKIP LOCKED` loop on the same
+database (bench/references.py): the database's own pace, beside Parley's.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import yaml
 from aiohttp import web
 
 from backend.core.settings import PROJECT_ROOT, Settings
+from bench import references
 from bench.backend import POSTGRES, p99, peak_rss_mb
 from bench.loading import migrate
 from tests.servers import free_port
@@ -112,6 +117,10 @@ class SequencesMeasured:
     machine_busy: float = 0.0  # share of all the machine's cores busy
     worker_cpu_seconds: float = 0.0  # both workers together
     worker_peak_rss_mb: list[float] = field(default_factory=list)
+    # The bare claim-and-mark loop over as many due steps, after a backlog run.
+    reference_loops: int = 0
+    reference_claimed: int = 0
+    reference_claims_per_second: float = 0.0
 
 
 def data_folder(folder: Path, now: datetime) -> Path:
@@ -228,6 +237,36 @@ def cpu_seconds(pid: int) -> float:
     """User and system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def reference_dispatch(
+    dsn: str, enrolments: list[uuid.UUID], loops: int, batch: int
+) -> tuple[int, float]:
+    """One more step due now for each enrolment, claimed and marked done by the bare loop
+    with `loops` connections: how many, and how many a second."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        due = datetime.now(UTC) - timedelta(seconds=1)
+        await connection.copy_records_to_table(
+            "sequence_work", columns=["enrolment_id", "step", "due_at", "attempt"],
+            records=[(e, "reference", due, 1) for e in enrolments],
+        )  # fmt: skip
+        await connection.execute("ANALYZE sequence_work")
+    finally:
+        await connection.close()
+    return await references.claim_and_mark(dsn, loops, batch)
+
+
+async def _stop(processes: list[asyncio.subprocess.Process]) -> None:
+    """Ctrl-C to each, last started first; killed if not gone within 30 s."""
+    for process in reversed(processes):
+        if process.returncode is None:
+            process.send_signal(2)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
 
 async def _wait_for(path: Path, text: str, process: asyncio.subprocess.Process) -> None:
@@ -372,15 +411,18 @@ async def bench_sequences(
         _measure(result, messages, start, due_rate, recorded_sent)
         texted = {m["to"] for m in messages}
         result.recorded = sum(1 for to in rasa.recorded if to in texted)
+        if backlog:
+            # The workers stopped, so the reference has the machine Parley had.
+            await _stop(processes)
+            defaults = Settings.model_fields
+            batch = int(defaults["scheduler_batch"].default)
+            # As many batches in flight as the workers keep: each its own connection.
+            result.reference_loops = workers * int(defaults["scheduler_concurrency"].default)
+            result.reference_claimed, result.reference_claims_per_second = await reference_dispatch(
+                dsn, enrolments, result.reference_loops, batch
+            )
     finally:
-        for process in reversed(processes):
-            if process.returncode is None:
-                process.send_signal(2)
-                try:
-                    await asyncio.wait_for(process.wait(), 30)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+        await _stop(processes)
         await rasa_runner.cleanup()
         admin = await asyncpg.connect(POSTGRES)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -545,5 +587,36 @@ def sequences_table(results: list[SequencesMeasured], machine_line: str) -> str:
             for n, r in enumerate(results)
         )
         + ".",
+        *reference_lines(results),
     ]
     return "\n".join(lines)
+
+
+def reference_lines(results: list[SequencesMeasured]) -> list[str]:
+    """The backlog run's sends beside the bare claim-and-mark loop's pace."""
+    measured = [r for r in results if r.reference_claimed]
+    if not measured:
+        return []
+    r = measured[-1]
+    target = 0.3
+    share = r.sends_per_second / r.reference_claims_per_second
+    return [
+        "",
+        "Beside a bare reference, in the same run on the same database: once the "
+        f"{r.due:,}-at-once run is over and its workers are stopped, {r.reference_claimed:,} "
+        "more due steps of the same kind (one per enrolment, all due at once) are claimed "
+        "by a bare loop in plain asyncpg, `SELECT … ORDER BY due_at, id LIMIT "
+        f"{Settings.model_fields['scheduler_batch'].default} FOR UPDATE SKIP LOCKED` and "
+        "an UPDATE marking them sent in one transaction, on "
+        f"{r.reference_loops} connections at once ({r.workers} workers × the batches "
+        "each keeps in flight). No guards, no door, no Twilio, no conversation: what "
+        "claiming alone costs the database.",
+        "",
+        "| Measure | Parley (guards, door, Twilio emulator) | Bare claim-and-mark loop "
+        "| Parley ÷ reference | Target |",
+        "|---|---|---|---|---|",
+        f"| steps dispatched per second, {r.due:,} due at once "
+        f"| {r.sends_per_second:,.0f} | {r.reference_claims_per_second:,.0f} "
+        f"| {references.ratio(r.sends_per_second, r.reference_claims_per_second)} "
+        f"| ≥ {target}×: {'met' if share >= target else 'not met'} |",
+    ]

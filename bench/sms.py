@@ -72,10 +72,11 @@ def _per_run(values: list[list[float]], stat: Callable[[list[float]], float]) ->
     return [stat(v) if v else 0.0 for v in values]
 
 
-@contextlib.asynccontextmanager
-async def running_parley(prefix: str, settings: dict[str, str]) -> AsyncIterator[dict[str, int]]:
-    """A whole `parley run` (SQLite, its own var dir and ports) with these extra
-    settings, until the block ends; its ports by name."""
+def parley_environment(
+    prefix: str, settings: dict[str, str]
+) -> tuple[dict[str, str], dict[str, int], Path]:
+    """The environment of a `parley run` of its own (SQLite, its own var dir and free
+    ports) with these extra settings: the environment, the ports by name, the var dir."""
     var = Path(tempfile.mkdtemp(prefix=prefix))
     ports = {name: free_port() for name in ("BACKEND", "RASA", "ACTION_SERVER", "TWILIO_EMULATOR")}
     env = {
@@ -87,6 +88,14 @@ async def running_parley(prefix: str, settings: dict[str, str]) -> AsyncIterator
     }
     for leaked in ("PARLEY_DATABASE_URL", "PARLEY_TWILIO_API_URL", "PARLEY_PUBLIC_URL"):
         env.pop(leaked, None)
+    return env, ports, var
+
+
+@contextlib.asynccontextmanager
+async def running_parley(prefix: str, settings: dict[str, str]) -> AsyncIterator[dict[str, int]]:
+    """A whole `parley run` (SQLite, its own var dir and ports) with these extra
+    settings, until the block ends; its ports by name."""
+    env, ports, var = parley_environment(prefix, settings)
     log = var / "parley-run.log"
     with log.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
