@@ -55,6 +55,8 @@ ENV PATH=/app/.venv-bot/bin:$PATH PARLEY_HOST=0.0.0.0 \
 # same /app as the training stage, so that path holds here too.
 FROM bot AS rasa
 COPY --from=train /app/models models
+# How `parley run` serves the model (RASA_SERVING_ENV in backend/ops/launcher.py).
+ENV TF_INTER_OP_PARALLELISM_THREADS=1 TF_INTRA_OP_PARALLELISM_THREADS=1
 EXPOSE 5005
 CMD ["/app/.venv-bot/bin/python", "-m", "bot.rasa_server", "run", "--model", "/app/models", \
      "--endpoints", "/app/bot/endpoints.scale.yml", \

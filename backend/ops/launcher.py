@@ -41,6 +41,15 @@ BOT_RUNTIME_ENV = {
     "PYTHONWARNINGS": "ignore::DeprecationWarning",
 }
 
+# Rasa serving: one model thread runs one small inference at a time (bot/model_thread.py),
+# so TensorFlow's own thread pools only add hand-offs between threads. Measured with 16
+# concurrent conversations: 15% more messages a second, sequential turns 8 ms faster.
+# Not for training, which does use them.
+RASA_SERVING_ENV = {
+    "TF_INTER_OP_PARALLELISM_THREADS": "1",
+    "TF_INTRA_OP_PARALLELISM_THREADS": "1",
+}
+
 
 class LaunchError(RuntimeError):
     """Something an operator must fix before Parley can start; the message says what."""
@@ -192,6 +201,7 @@ def services(
             ),
             env={
                 **BOT_RUNTIME_ENV,
+                **RASA_SERVING_ENV,
                 **twilio,
                 # Twilio's signatures cover the URL it calls, built from these.
                 "PARLEY_HOST": settings.host,

@@ -251,6 +251,7 @@ def test_the_bot_images_start_what_parley_run_starts(monkeypatch: pytest.MonkeyP
                 assert image.holds(argument, ignored()), argument
         # The environment `parley run` gives the bot's processes.
         assert launcher.BOT_RUNTIME_ENV.items() <= image.env.items()
+    assert launcher.RASA_SERVING_ENV.items() <= rasa.env.items()
 
 
 def expose(image: Image) -> str:
