@@ -1,36 +1,45 @@
-"""Parley's SQLite lock store (bot/lock_store.py): processes racing for the same
-conversations never hold one at once, tickets are served in the order drawn, an
-abandoned ticket expires, and Rasa lets several Sanic workers share it."""
+"""Parley's lock stores (bot/lock_store.py), on SQLite and on the real Redis: processes
+racing for the same conversations never hold one at once, tickets are served in the
+order drawn, an abandoned ticket expires, and Rasa builds them from the endpoints and
+lets several Sanic workers share them."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
+import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+import yaml
 from rasa.core.lock_store import LockStore
 from rasa.core.utils import number_of_sanic_workers
 from rasa.utils.endpoints import EndpointConfig
 
-from bot.lock_store import SQLiteLockStore
+from bot.lock_store import AtomicRedisLockStore, SQLiteLockStore
 from bot.settings import PROJECT_ROOT
+from tests.servers import server_missing
 
 # One racing process: `turns` times, lock a conversation, read its counter, yield to
 # the others, write the counter back plus one, and note when it held the lock.
 RACER = """
 import asyncio, json, os, sys, time
-from bot.lock_store import SQLiteLockStore
+from bot.lock_store import AtomicRedisLockStore, SQLiteLockStore
 
-path, folder, turns = sys.argv[1], sys.argv[2], int(sys.argv[3])
+where, folder, turns = sys.argv[1], sys.argv[2], int(sys.argv[3])
 conversations = sys.argv[4:]
 
 async def main():
-    store = SQLiteLockStore(path)
+    if where.startswith("redis:"):
+        store = AtomicRedisLockStore(host="127.0.0.1", db=5, key_prefix=where[6:])
+    else:
+        store = SQLiteLockStore(where)
     for turn in range(turns):
         conversation = conversations[turn % len(conversations)]
         async with store.lock(conversation, lock_lifetime=60, wait_time_in_seconds=0.002):
@@ -48,13 +57,39 @@ asyncio.run(main())
 """
 
 
-def test_processes_racing_for_conversations_never_hold_one_at_once(tmp_path: Path) -> None:
-    path, folder = tmp_path / "locks.db", tmp_path / "counters"
+@pytest.fixture(params=["sqlite", "redis"])
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where the racing processes keep their locks: a SQLite file, or Redis (db 5)
+    under a key prefix of this test's own."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "locks.db")
+        return
+    client = redis.Redis(host="127.0.0.1", db=5)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        server_missing("Redis is not running on 127.0.0.1:6379")
+    prefix = f"test{secrets.token_hex(4)}"
+    yield f"redis:{prefix}"
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+
+
+def make_store(where: str) -> LockStore:
+    if where.startswith("redis:"):
+        return AtomicRedisLockStore(host="127.0.0.1", db=5, key_prefix=where[6:])
+    return SQLiteLockStore(where)
+
+
+def test_processes_racing_for_conversations_never_hold_one_at_once(
+    store_at: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "counters"
     folder.mkdir()
     conversations, processes, turns = ["alice", "bob"], 4, 40
     racers = [
         subprocess.Popen(
-            [sys.executable, "-c", RACER, str(path), str(folder), str(turns), *conversations],
+            [sys.executable, "-c", RACER, store_at, str(folder), str(turns), *conversations],
             cwd=PROJECT_ROOT,
         )
         for _ in range(processes)
@@ -71,11 +106,11 @@ def test_processes_racing_for_conversations_never_hold_one_at_once(tmp_path: Pat
         for (_, end), (start, _) in itertools.pairwise(spans):
             assert start >= end, f"two processes held {conversation} at once"
     # Every lock is gone once nobody waits.
-    assert SQLiteLockStore(path).get_lock("alice") is None
+    assert make_store(store_at).get_lock("alice") is None
 
 
-async def test_tickets_are_served_in_the_order_drawn(tmp_path: Path) -> None:
-    store = SQLiteLockStore(tmp_path / "locks.db")
+async def test_tickets_are_served_in_the_order_drawn(store_at: str) -> None:
+    store = make_store(store_at)
     served: list[int] = []
 
     async def turn(number: int) -> None:
@@ -88,8 +123,8 @@ async def test_tickets_are_served_in_the_order_drawn(tmp_path: Path) -> None:
     assert served == [0, 1, 2, 3, 4]
 
 
-async def test_a_ticket_abandoned_by_a_dead_process_expires(tmp_path: Path) -> None:
-    store = SQLiteLockStore(tmp_path / "locks.db")
+async def test_a_ticket_abandoned_by_a_dead_process_expires(store_at: str) -> None:
+    store = make_store(store_at)
     store.issue_ticket("dave", lock_lifetime=0.2)  # its holder never finishes
     started = time.monotonic()
     async with store.lock("dave", wait_time_in_seconds=0.02):
@@ -106,5 +141,11 @@ def test_rasa_builds_it_from_the_endpoints_and_allows_several_workers(
     assert isinstance(LockStore.create(config), SQLiteLockStore)
     monkeypatch.setenv("SANIC_WORKERS", "2")
     assert number_of_sanic_workers(config) == 2
+    scale = yaml.safe_load((PROJECT_ROOT / "bot" / "endpoints.scale.yml").read_text())["lock_store"]
+    scale = {**scale, "url": "127.0.0.1", "port": 6379}
+    redis_store = LockStore.create(EndpointConfig.from_dict(scale))
+    assert isinstance(redis_store, AtomicRedisLockStore)
+    assert redis_store.key_prefix == "parley:lock:"
+    assert number_of_sanic_workers(EndpointConfig.from_dict(scale)) == 2
     with pytest.raises(ValueError, match="path"):
         SQLiteLockStore()

@@ -315,7 +315,7 @@ def test_the_services_reach_each_other_on_the_ports_their_images_listen_on() -> 
 
 def test_the_scale_endpoints_use_a_shared_lock_store_and_the_bounded_event_queue() -> None:
     endpoints = yaml.safe_load((PROJECT_ROOT / "bot" / "endpoints.scale.yml").read_text())
-    assert endpoints["lock_store"]["type"] == "redis"
+    assert endpoints["lock_store"]["type"] == "bot.lock_store.AtomicRedisLockStore"
     assert endpoints["tracker_store"]["type"] == "bot.tracker_store.ParleySQLTrackerStore"
     # Rasa publishes every event to a bounded RabbitMQ queue alone, no HTTP posting
     # (docs/privacy.md); the backend's consumer declares it with the same bounds.
