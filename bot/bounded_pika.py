@@ -23,6 +23,7 @@ delete_queue parley.conversation-events`) when its bounds change. docs/privacy.m
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import Any
 
@@ -44,6 +45,15 @@ class BoundedPikaEventBroker(PikaEventBroker):
         self.bounds = queue_bounds(max_length, message_ttl_hours)
         kept: deque[dict[str, Any]] = deque(maxlen=int(max_length))
         self._unpublished_events = kept
+
+    async def published(self) -> None:
+        """Wait until RabbitMQ has confirmed every event handed over so far (or its
+        publishing failed, and it is kept to be sent on reconnection). The tracker store
+        waits for this before a turn is answered (bot/tracker_store.py): an answered
+        message's events are in the durable queue, not in this process's memory only."""
+        pending = list(self._background_tasks)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _set_up_exchange(
         self, channel: aio_pika.RobustChannel

@@ -36,6 +36,9 @@ class BotSettings(BaseSettings):
     # Web chat: the key the backend signs visitors' session tokens with (`parley run`
     # passes it); without it the web chat channel refuses every socket.
     webchat_secret: SecretStr | None = None
+    # Where web chat replicas share sockets and pushes, when credentials name none
+    # (`parley run --profile scale` sets it; docker uses credentials.scale.yml's).
+    webchat_redis_url: str | None = None
 
     # Alexa: when set, requests for any other skill are refused.
     alexa_skill_id: str | None = None

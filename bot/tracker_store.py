@@ -93,6 +93,15 @@ class ParleySQLTrackerStore(SQLTrackerStore):
             )
         return found is not None
 
+    async def save(self, tracker: DialogueStateTracker) -> None:
+        """Rasa's save, then, with a broker that can say so (bot/bounded_pika.py), a
+        wait until the events it was handed are safely in RabbitMQ: the turn is answered
+        only then, so a Rasa killed after answering has lost none of its events."""
+        await super().save(tracker)
+        published = getattr(self.event_broker, "published", None)
+        if published is not None:
+            await published()
+
     async def stream_events(self, tracker: DialogueStateTracker) -> None:
         """Nothing here: `save` publishes the events it stores (`_additional_events`)."""
 

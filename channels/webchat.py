@@ -210,7 +210,7 @@ class WebChatInput(InputChannel):
             socketio_path=credentials.get("socketio_path", "/socket.io"),
             user_message_evt=credentials.get("user_message_evt", "user_uttered"),
             bot_message_evt=credentials.get("bot_message_evt", "bot_uttered"),
-            redis_url=credentials.get("redis_url") or None,
+            redis_url=credentials.get("redis_url") or settings().webchat_redis_url or None,
         )
 
     def __init__(

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     backend_port: int = Field(8000, ge=1, le=65535)
     rasa_port: int = Field(5005, ge=1, le=65535)
     action_server_port: int = Field(5055, ge=1, le=65535)
+    # Where `parley backend` listens when that is not backend_port: a replica behind the
+    # scale profile's entry point, which listens on backend_port (URLs stay the same).
+    backend_listen_port: int | None = Field(None, ge=1, le=65535)
+    # The Redis the scale profile's Rasa servers share (lock store, web chat sockets).
+    redis_host: str = "127.0.0.1"
 
     # Where state lives. Relative paths are taken from the project root.
     var_dir: Path = Path("var")

@@ -63,10 +63,18 @@ def main(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option(
+    "--profile",
+    type=click.Choice([p.value for p in launcher.Profile]),
+    default=launcher.Profile.EMBEDDED.value,
+    show_default=True,
+    help="embedded: one of each process, SQLite. scale: replicas behind one entry point, "
+    "on the local PostgreSQL, Redis and RabbitMQ (docs/scaling.md).",
+)
 @click.pass_obj
-def run(settings: Settings) -> None:
+def run(settings: Settings, profile: str) -> None:
     """Start backend, action server and Rasa server; stop them all with Ctrl-C."""
-    sys.exit(asyncio.run(launcher.run(settings)))
+    sys.exit(asyncio.run(launcher.run(settings, profile=launcher.Profile(profile))))
 
 
 @main.command()
@@ -85,7 +93,7 @@ def backend(settings: Settings) -> None:
     web.run_app(
         app,
         host=settings.host,
-        port=settings.backend_port,
+        port=settings.backend_listen_port or settings.backend_port,
         print=lambda _: None,
         access_log=None,
     )

@@ -23,7 +23,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -209,19 +209,22 @@ def _problem(status: int, detail: str, retry_after: int | None = None) -> web.Re
     return Problem(status, detail, headers=headers).response()
 
 
-async def serve(
-    services: dict[str, tuple[str, int, Sequence[str]]], stop: asyncio.Event | None = None
-) -> None:
-    """Serve each service's entry ({name: (host, port, replica URLs)}) until `stop`."""
-    runners = []
+async def start(services: Mapping[str, tuple[str, int, Sequence[str]]]) -> list[web.AppRunner]:
+    """Listen for each service ({name: (host, port, replica URLs)}); stop with `stop`."""
+    runners: list[web.AppRunner] = []
     try:
         for name, (host, port, urls) in services.items():
             runner = web.AppRunner(create_proxy(name, Spread.of(urls)), access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, host, port).start()
             runners.append(runner)
+            await web.TCPSite(runner, host, port).start()
             log.info("entry_point.serving service=%s port=%d replicas=%d", name, port, len(urls))
-        await (stop or asyncio.Event()).wait()
-    finally:
-        for runner in runners:
-            await runner.cleanup()
+    except BaseException:
+        await stop(runners)
+        raise
+    return runners
+
+
+async def stop(runners: list[web.AppRunner]) -> None:
+    for runner in runners:
+        await runner.cleanup()

@@ -1,5 +1,9 @@
 """`parley run`: prepare the database and the model, then start and supervise the backend,
-the action server and the Rasa server until Ctrl-C or until one of them dies."""
+the action server and the Rasa server until Ctrl-C or until one of them dies.
+
+`--profile scale` starts the scale profile's topology instead (backend/ops/
+scale_profile.py): replicas behind the entry point, on PostgreSQL, Redis and RabbitMQ;
+a replica that dies is started again while the others serve."""
 
 from __future__ import annotations
 
@@ -7,10 +11,13 @@ import asyncio
 import secrets
 import signal
 import sys
+import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
+from aiohttp import web
 from pydantic import SecretStr
 
 from backend import data_files
@@ -21,6 +28,7 @@ from backend.core.clock import Clock, SystemClock
 from backend.core.database import create_engine, create_session_factory
 from backend.core.secret_key import SecretKeyMissing
 from backend.core.settings import Settings
+from backend.ops import entry_point, scale_profile
 from backend.ops.rasa_project import RasaProject
 from backend.ops.supervisor import (
     Service,
@@ -49,6 +57,11 @@ RASA_SERVING_ENV = {
     "TF_INTER_OP_PARALLELISM_THREADS": "1",
     "TF_INTRA_OP_PARALLELISM_THREADS": "1",
 }
+
+
+class Profile(StrEnum):
+    EMBEDDED = "embedded"
+    SCALE = "scale"
 
 
 class LaunchError(RuntimeError):
@@ -220,8 +233,14 @@ def services(
     ]
 
 
-async def run(settings: Settings, out: TextIO = sys.stdout, clock: Clock | None = None) -> int:
-    """Run until Ctrl-C (exit 0) or until a process dies or cannot start (exit 1)."""
+async def run(
+    settings: Settings,
+    out: TextIO = sys.stdout,
+    clock: Clock | None = None,
+    profile: Profile = Profile.EMBEDDED,
+) -> int:
+    """Run until Ctrl-C (exit 0) or until a process dies or cannot start (exit 1); in the
+    scale profile, until a replica keeps dying as soon as it starts."""
     clock = clock or SystemClock()
     main = asyncio.current_task()
     assert main is not None
@@ -239,8 +258,11 @@ async def run(settings: Settings, out: TextIO = sys.stdout, clock: Clock | None 
         loop.add_signal_handler(signum, on_signal, signum)
 
     supervisor = Supervisor(out)
+    entry: list[web.AppRunner] = []
     try:
         settings.var_path.mkdir(parents=True, exist_ok=True)
+        if profile is Profile.SCALE:
+            settings = await _scale_settings(settings, out)
         project = RasaProject.from_settings(settings)
         say(out, f"database: {_describe(settings.resolved_database_url)}")
         mistakes = data_files.validate(settings.data_path)
@@ -248,6 +270,8 @@ async def run(settings: Settings, out: TextIO = sys.stdout, clock: Clock | None 
             raise LaunchError("data/ has mistakes:\n" + "\n".join(f"    {m}" for m in mistakes))
         run_secrets = await prepare_database(settings, clock)
         model = await ensure_model(project, out)
+        if profile is Profile.SCALE:
+            return await _run_scale(settings, project, model, run_secrets, supervisor, entry, out)
         *twilio, backend, actions, rasa = services(settings, project, model, run_secrets)
 
         for emulator in twilio:
@@ -278,7 +302,167 @@ async def run(settings: Settings, out: TextIO = sys.stdout, clock: Clock | None 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         await supervisor.stop_all()
+        await entry_point.stop(entry)
         say(out, "stopped")
+
+
+async def _scale_settings(settings: Settings, out: TextIO) -> Settings:
+    settings = scale_profile.settings_for(settings)
+    try:
+        created = await scale_profile.create_databases(settings)
+    except (OSError, ValueError) as error:
+        raise LaunchError(
+            f"the scale profile needs the local PostgreSQL ({error}); docs/scaling.md"
+        ) from error
+    for name in created:
+        say(out, f"created the PostgreSQL database {name}")
+    return settings
+
+
+async def _alive(_client: object) -> bool:
+    """For processes without an HTTP listener: started is healthy (an early exit still
+    fails the start)."""
+    return True
+
+
+def scale_services(
+    settings: Settings, project: RasaProject, model: Path, run: RunSecrets
+) -> tuple[list[Service], dict[str, tuple[str, int, list[str]]]]:
+    """The scale profile's processes, in start order, and the entry point's services:
+    each replica a copy of the embedded default's process on a port of its own."""
+    *twilio, backend, actions, rasa = services(settings, project, model, run)
+    assert settings.secret_key is not None  # scale_profile.settings_for sets it
+    shared = {
+        "PARLEY_DATABASE_URL": settings.resolved_database_url,
+        "PARLEY_SECRET_KEY": settings.secret_key.get_secret_value(),
+        "PARLEY_RABBITMQ_HOST": settings.rabbitmq_host,
+        "PARLEY_RABBITMQ_PORT": str(settings.rabbitmq_port),
+        "PARLEY_RABBITMQ_USER": settings.rabbitmq_user,
+        "PARLEY_RABBITMQ_PASSWORD": settings.rabbitmq_password.get_secret_value(),
+    }
+    bot = {
+        "PARLEY_REDIS_HOST": settings.redis_host,
+        "PARLEY_WEBCHAT_REDIS_URL": f"redis://{settings.redis_host}:6379/1",
+        "PARLEY_RABBITMQ_HOST": settings.rabbitmq_host,
+        "PARLEY_RABBITMQ_USER": settings.rabbitmq_user,
+        "PARLEY_RABBITMQ_PASSWORD": settings.rabbitmq_password.get_secret_value(),
+        "PARLEY_EVENTS_QUEUE": settings.events_queue,
+    }
+    ports = iter(_free_ports(3 * scale_profile.REPLICAS))
+    started: list[Service] = list(twilio)
+    upstreams: dict[str, list[str]] = {"backend": [], "rasa": []}
+    for n in range(1, scale_profile.REPLICAS + 1):
+        port = next(ports)
+        upstreams["backend"].append(settings.url(port))
+        started.append(
+            Service(
+                f"backend-{n}", backend.argv, http_ok(f"{settings.url(port)}/health"),
+                env={**backend.env, **shared, "PARLEY_BACKEND_LISTEN_PORT": str(port),
+                     "PARLEY_SCHEDULER_ENABLED": "false"},
+                cwd=backend.cwd,
+            )
+        )  # fmt: skip
+    started.append(
+        Service("events", [sys.executable, "-m", "backend", "consume-events"], _alive,
+                env={**backend.env, **shared}, cwd=backend.cwd)
+    )  # fmt: skip
+    for n in range(1, scale_profile.REPLICAS + 1):
+        action_port, rasa_port = next(ports), next(ports)
+        started.append(
+            Service(
+                f"actions-{n}", actions.argv, http_ok(f"{settings.url(action_port)}/health"),
+                env={**actions.env, "PARLEY_ACTION_SERVER_PORT": str(action_port)},
+                cwd=actions.cwd,
+            )
+        )  # fmt: skip
+        replica = settings.model_copy(update={"rasa_port": rasa_port})
+        upstreams["rasa"].append(settings.url(rasa_port))
+        started.append(
+            Service(
+                f"rasa-{n}", project.rasa_server_command(replica, model),
+                http_ok(
+                    f"{settings.url(rasa_port)}/status?token={run.rasa_token}",
+                    ready=lambda body: isinstance(body, dict) and bool(body.get("model_id")),
+                ),
+                # PARLEY_RASA_PORT stays the entry point's: webhook signatures cover it.
+                env={**rasa.env, **bot,
+                     "PARLEY_ACTION_SERVER_URL": f"{settings.url(action_port)}/webhook"},
+                cwd=rasa.cwd,
+            )
+        )  # fmt: skip
+    # Last: the scheduler's workers send follow-ups into Rasa's conversations.
+    for n in range(1, scale_profile.WORKERS + 1):
+        started.append(
+            Service(f"worker-{n}", [sys.executable, "-m", "backend", "worker"], _alive,
+                    env={**backend.env, **shared}, cwd=backend.cwd)
+        )  # fmt: skip
+    entry = {
+        name: (settings.host, port, upstreams[name])
+        for name, port in (("backend", settings.backend_port), ("rasa", settings.rasa_port))
+    }
+    return started, entry
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+RESTARTS_WITHIN = 30.0  # a replica dying again this soon after starting…
+MAX_QUICK_RESTARTS = 3  # …this many times in a row stops the run
+
+
+async def _run_scale(
+    settings: Settings,
+    project: RasaProject,
+    model: Path,
+    run: RunSecrets,
+    supervisor: Supervisor,
+    entry: list[web.AppRunner],
+    out: TextIO,
+) -> int:
+    started, routes = scale_services(settings, project, model, run)
+    entry.extend(await entry_point.start(routes))
+    bot = [s for s in started if s.name.startswith(("actions-", "rasa-"))]
+    workers = [s for s in started if s.name.startswith("worker-")]
+    for service in started:
+        if service not in bot + workers:
+            await supervisor.start(service)
+            await supervisor.wait_healthy(service.name, settings.startup_timeout)
+    for service in bot:
+        await supervisor.start(service)
+    say(out, "loading the model into each Rasa replica…")
+    await asyncio.gather(*(supervisor.wait_healthy(s.name, settings.startup_timeout) for s in bot))
+    for service in workers:
+        await supervisor.start(service)
+    _announce(settings, out)
+    say(out, f"scale profile: {', '.join(s.name for s in started)} behind the entry point")
+    quick: dict[str, int] = {}
+    last_start: dict[str, float] = {}
+    while True:
+        failure = await supervisor.first_exit()
+        _report(failure, out, then="the other replicas serve meanwhile")
+        now = time.monotonic()
+        quick[failure.name] = (
+            quick.get(failure.name, 0) + 1
+            if now - last_start.get(failure.name, 0.0) < RESTARTS_WITHIN
+            else 1
+        )
+        if quick[failure.name] >= MAX_QUICK_RESTARTS:
+            say(out, f"error: {failure.name} keeps dying as it starts; stopping the others.")
+            return 1
+        say(out, f"starting {failure.name} again")
+        await asyncio.sleep(1)
+        await supervisor.restart(failure.name)
+        last_start[failure.name] = time.monotonic()
 
 
 def _describe(url: str) -> str:
@@ -313,8 +497,8 @@ def _announce(settings: Settings, out: TextIO) -> None:
         say(out, line)
 
 
-def _report(failure: ServiceFailed, out: TextIO) -> None:
-    say(out, f"error: {failure.name} {failure.reason}; stopping the others.")
+def _report(failure: ServiceFailed, out: TextIO, then: str = "stopping the others") -> None:
+    say(out, f"error: {failure.name} {failure.reason}; {then}.")
     if failure.last_lines:
         say(out, f"last lines from {failure.name}:")
         for line in failure.last_lines[-15:]:

@@ -101,6 +101,12 @@ class Supervisor:
         pump = asyncio.create_task(self._pump(service.name, process, output))
         self._running.append(_Running(service, process, output, pump))
 
+    async def restart(self, name: str) -> None:
+        """Start `name` again after it exited (its last lines are kept in the report)."""
+        running = self._find(name)
+        self._running.remove(running)
+        await self.start(running.service)
+
     async def _pump(
         self, name: str, process: asyncio.subprocess.Process, output: deque[str]
     ) -> None:

@@ -427,6 +427,7 @@ def test_the_endpoints_files_configure_the_broker_and_its_forms(
                  "PARLEY_RASA_TRACKER_STORE_URL", "PARLEY_REDIS_HOST", "PARLEY_RABBITMQ_HOST",
                  "PARLEY_RABBITMQ_USER", "PARLEY_RABBITMQ_PASSWORD"):  # fmt: skip
         monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("PARLEY_EVENTS_QUEUE", QUEUE)
     embedded = read_endpoint_config(str(PROJECT_ROOT / "bot" / "endpoints.yml"), "event_broker")
     scale = read_endpoint_config(str(PROJECT_ROOT / "bot" / "endpoints.scale.yml"), "event_broker")
     assert embedded is not None and scale is not None
@@ -512,7 +513,8 @@ async def test_the_scale_profile_publishes_every_event_to_the_bounded_queue_alon
     for name, value in (("PARLEY_RABBITMQ_HOST", RABBITMQ.split("@")[-1].split(":")[0]),
                         ("PARLEY_RABBITMQ_USER", "guest"), ("PARLEY_RABBITMQ_PASSWORD", "guest"),
                         ("PARLEY_REDIS_HOST", "x"), ("PARLEY_RASA_TRACKER_STORE_URL", "x"),
-                        ("PARLEY_ACTION_SERVER_URL", "x"), ("PARLEY_ACTION_SERVER_TOKEN", "x")):  # fmt: skip
+                        ("PARLEY_ACTION_SERVER_URL", "x"), ("PARLEY_ACTION_SERVER_TOKEN", "x"),
+                        ("PARLEY_EVENTS_QUEUE", "x")):  # fmt: skip
         monkeypatch.setenv(name, value)
     config = read_endpoint_config(str(PROJECT_ROOT / "bot" / "endpoints.scale.yml"), "event_broker")
     assert config is not None

@@ -234,3 +234,24 @@ async def test_on_sqlite_the_store_keeps_its_connection_and_a_write_ahead_log(
     assert stored is not None and read is not None
     assert [e.as_dict() for e in read.events] == [e.as_dict() for e in stored.events]
     assert store.engine.pool.checkedin() >= 1  # kept open for the next turn
+
+
+async def test_a_save_waits_until_the_broker_has_published_what_it_was_handed(
+    domain: Domain, tmp_path: Path
+) -> None:
+    class Confirming(Published):
+        """A broker whose events are confirmed only when `published` is awaited."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.confirmed = 0
+
+        async def published(self) -> None:
+            self.confirmed = len(self.events)
+
+    broker = Confirming()
+    store = ParleySQLTrackerStore(domain, host=f"sqlite:///{tmp_path / 'rasa.db'}")
+    store.event_broker = broker
+    await _converse(store, domain)
+    # Every save returned only once all it had handed over was confirmed.
+    assert broker.events and broker.confirmed == len(broker.events)

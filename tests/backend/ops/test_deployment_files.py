@@ -323,7 +323,13 @@ def test_the_scale_endpoints_use_a_shared_lock_store_and_the_bounded_event_queue
     assert broker["type"] == "bot.bounded_pika.BoundedPikaEventBroker"
     assert "forward_to" not in broker
     defaults = Settings.model_fields
-    assert broker["queues"] == [defaults["events_queue"].default]
+    # The queue is the consumer's setting, PARLEY_EVENTS_QUEUE, given to both sides.
+    assert broker["queues"] == ["${PARLEY_EVENTS_QUEUE}"]
+    services = compose()["services"]
+    for name in ("rasa", "events"):
+        assert services[name]["environment"]["PARLEY_EVENTS_QUEUE"] == (
+            defaults["events_queue"].default
+        ), name
     assert queue_bounds(broker["max_length"], broker["message_ttl_hours"]) == queue_bounds(
         defaults["events_queue_max_length"].default, defaults["events_queue_ttl_hours"].default
     )

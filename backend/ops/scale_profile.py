@@ -1,0 +1,93 @@
+"""`parley run --profile scale`: the scale profile's topology, natively on one machine.
+
+The same processes docker-compose.yml runs, against the local PostgreSQL, Redis and
+RabbitMQ: two Rasa servers sharing the PostgreSQL tracker store and the Redis lock store
+(bot/endpoints.scale.yml), each with its own action server; two backend API processes;
+two scheduler workers; the consumer of Rasa's conversation events (RabbitMQ); and the
+entry point (backend/ops/entry_point.py) that spreads requests over the replicas on the
+ports the embedded default's single processes use, so every URL stays the same.
+
+Where the servers are: PARLEY_DATABASE_URL (default the `parley` database on the local
+PostgreSQL), PARLEY_RASA_TRACKER_STORE_URL (default `parley_rasa` there), both created
+if missing; PARLEY_REDIS_HOST; PARLEY_RABBITMQ_*. The secret key is the machine's own
+(var/secret.key) unless PARLEY_SECRET_KEY is set: every process here gets the same.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+
+from backend.core.settings import Settings
+
+DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/parley"
+TRACKER_STORE = "postgresql://postgres@127.0.0.1:5432/parley_rasa"
+ENDPOINTS = Path("bot/endpoints.scale.yml")
+REPLICAS = 2  # Rasa servers, action servers, backend API processes
+WORKERS = 2  # scheduler workers
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One replica of a service: its name (`rasa-1`) and the loopback port it serves on
+    behind the entry point."""
+
+    name: str
+    port: int
+
+
+def settings_for(settings: Settings) -> Settings:
+    """The operator's settings with the scale profile's defaults where they set none."""
+    default = Settings.model_fields
+    return settings.model_copy(
+        update={
+            "database_url": settings.database_url or DATABASE,
+            "rasa_tracker_store_url": settings.rasa_tracker_store_url or TRACKER_STORE,
+            "rasa_endpoints": (
+                ENDPOINTS
+                if settings.rasa_endpoints == default["rasa_endpoints"].default
+                else settings.rasa_endpoints
+            ),
+            "secret_key": settings.secret_key or SecretStr(_machine_secret(settings)),
+        }
+    )
+
+
+def _machine_secret(settings: Settings) -> str:
+    """One machine, one key: kept in var/ for the next run, like the embedded default's."""
+    path = settings.var_path / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def create_databases(settings: Settings) -> list[str]:
+    """Create the backend's and the tracker store's PostgreSQL databases if missing;
+    the names created."""
+    created = []
+    for url in (settings.resolved_database_url, settings.resolved_tracker_store_url):
+        parsed = make_url(url)
+        if not parsed.drivername.startswith("postgresql") or not parsed.database:
+            raise ValueError(f"the scale profile needs PostgreSQL, not {parsed.drivername}")
+        connection = await asyncpg.connect(
+            host=parsed.host or "127.0.0.1", port=parsed.port or 5432,
+            user=parsed.username, password=parsed.password, database="postgres",
+        )  # fmt: skip
+        try:
+            exists = await connection.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", parsed.database
+            )
+            if not exists:
+                name = parsed.database.replace('"', '""')
+                await connection.execute(f'CREATE DATABASE "{name}"')
+                created.append(parsed.database)
+        finally:
+            await connection.close()
+    return created
