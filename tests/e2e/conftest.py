@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,17 @@ class Parley:
         os.killpg(self.process.pid, signal.SIGINT)
 
 
+def wait_until_up(process: subprocess.Popen[bytes], output: Callable[[], str], what: str) -> None:
+    """Until `parley run` says it is up; the test fails (and the run is killed) if it
+    exits or takes longer than STARTUP_SECONDS."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while "[parley] Parley is up." not in output():
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"{what} did not come up:\n{output()[-5000:]}")
+        time.sleep(1)
+
+
 @pytest.fixture(scope="session")
 def parley(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parley]:
     var = tmp_path_factory.mktemp("var")
@@ -144,12 +155,7 @@ def parley(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parley]:
         admin_token=admin,
         twilio=f"http://127.0.0.1:{ports['TWILIO_EMULATOR']}",
     )
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while "[parley] Parley is up." not in running.output():
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"make run did not come up:\n{running.output()[-5000:]}")
-        time.sleep(1)
+    wait_until_up(process, running.output, "make run")
     try:
         yield running
     finally:

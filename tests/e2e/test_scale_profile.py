@@ -25,10 +25,9 @@ import asyncpg
 import pytest
 import requests
 
-from tests.e2e.conftest import PARLEY, ROOT
+from tests.e2e.conftest import PARLEY, ROOT, wait_until_up
 from tests.servers import POSTGRES_DSN, free_port, server_missing
 
-STARTUP_SECONDS = 600
 SCRIPT = ["hi", "my name is Dana", "how much does the Team plan cost", "compare Starter and Team"]
 
 
@@ -122,12 +121,7 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scale]:
             stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
         )  # fmt: skip
     running = Scale(process, log, f"http://127.0.0.1:{ports['RASA']}", token, f"{base}/{name}")
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while "[parley] Parley is up." not in running.output():
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"parley run --profile scale did not come up:\n{running.output()[-5000:]}")
-        time.sleep(1)
+    wait_until_up(process, running.output, "parley run --profile scale")
     try:
         yield running
     finally:
