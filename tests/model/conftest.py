@@ -3,10 +3,12 @@ file comes as `--model`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from rasa.core.agent import Agent
 from rasa.core.test import _create_data_generator
 from rasa.shared.core.events import ActionExecuted
@@ -16,6 +18,12 @@ from rasa.utils.tensorflow.models import RasaModel
 from bot import model_loading
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Rasa logs every parse and prediction at debug level through structlog: hundreds
+    # of lines per test here, none of them a finding.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
