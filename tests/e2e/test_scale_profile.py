@@ -21,12 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import aio_pika
 import asyncpg
 import pytest
 import requests
 
 from tests.e2e.conftest import PARLEY, ROOT, wait_until_up
-from tests.servers import POSTGRES_DSN, free_port, server_missing
+from tests.servers import POSTGRES_DSN, RABBITMQ_URL, free_port, server_missing
 
 SCRIPT = ["hi", "my name is Dana", "how much does the Team plan cost", "compare Starter and Team"]
 
@@ -98,6 +99,7 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scale]:
     _servers_needed()
     var = tmp_path_factory.mktemp("scale-var")
     name = f"parley_scale_{secrets.token_hex(4)}"
+    queue = f"parley.test.{name}"
     base = POSTGRES_DSN.rsplit("/", 1)[0]
     ports = {n: free_port() for n in ("BACKEND", "RASA", "ACTION_SERVER", "TWILIO_EMULATOR")}
     token = "scale-rasa-token"
@@ -108,7 +110,7 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scale]:
         "PARLEY_RASA_TOKEN": token,
         "PARLEY_DATABASE_URL": f"{base.replace('postgresql', 'postgresql+asyncpg', 1)}/{name}",
         "PARLEY_RASA_TRACKER_STORE_URL": f"{base}/{name}_rasa",
-        "PARLEY_EVENTS_QUEUE": f"parley.test.{name}",
+        "PARLEY_EVENTS_QUEUE": queue,
         "PARLEY_LOG_LEVEL": "warning",
     }
     for leaked in ("PARLEY_BACKEND_TOKEN", "PARLEY_TWILIO_API_URL", "PARLEY_PUBLIC_URL",
@@ -131,6 +133,7 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scale]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
         _drop(base, [name, f"{name}_rasa"])
+        _delete_queues([queue, f"{queue}.unreadable"])
 
 
 def _drop(base: str, names: list[str]) -> None:
@@ -143,6 +146,19 @@ def _drop(base: str, names: list[str]) -> None:
             await connection.close()
 
     asyncio.run(drop())
+
+
+def _delete_queues(names: list[str]) -> None:
+    async def delete() -> None:
+        connection = await aio_pika.connect(RABBITMQ_URL)
+        try:
+            channel = await connection.channel()
+            for name in names:
+                await channel.queue_delete(name)
+        finally:
+            await connection.close()
+
+    asyncio.run(delete())
 
 
 def _converse(scale: Scale, senders: list[str]) -> dict[str, list[str]]:
