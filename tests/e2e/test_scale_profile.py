@@ -149,12 +149,15 @@ def _drop(base: str, names: list[str]) -> None:
 
 
 def _delete_queues(names: list[str]) -> None:
+    """The test's queues, and the exchange Rasa declared in front of the first."""
+
     async def delete() -> None:
         connection = await aio_pika.connect(RABBITMQ_URL)
         try:
             channel = await connection.channel()
             for name in names:
                 await channel.queue_delete(name)
+            await channel.exchange_delete(names[0])  # Rasa's exchange, named after the queue
         finally:
             await connection.close()
 

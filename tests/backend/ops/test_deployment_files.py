@@ -325,6 +325,7 @@ def test_the_scale_endpoints_use_a_shared_lock_store_and_the_bounded_event_queue
     defaults = Settings.model_fields
     # The queue is the consumer's setting, PARLEY_EVENTS_QUEUE, given to both sides.
     assert broker["queues"] == ["${PARLEY_EVENTS_QUEUE}"]
+    assert broker["exchange_name"] == "${PARLEY_EVENTS_QUEUE}"  # not shared with others
     services = compose()["services"]
     for name in ("rasa", "events"):
         assert services[name]["environment"]["PARLEY_EVENTS_QUEUE"] == (
