@@ -27,10 +27,16 @@ def load_or_create(settings: Settings) -> bytes:
             "every process must use the same key. Make one with: "
             "python3 -c 'import secrets; print(secrets.token_hex(32))'"
         )
+    return machine_key(settings).encode()
+
+
+def machine_key(settings: Settings) -> str:
+    """The key kept in <var_dir>/secret.key, made there the first time: shared by every
+    process on this machine (the embedded default, and the scale profile run natively)."""
     path = settings.var_path / "secret.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as file:
             file.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+    return path.read_text().strip()

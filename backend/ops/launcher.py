@@ -332,21 +332,23 @@ def scale_services(
     each replica a copy of the embedded default's process on a port of its own."""
     *twilio, backend, actions, rasa = services(settings, project, model, run)
     assert settings.secret_key is not None  # scale_profile.settings_for sets it
-    shared = {
-        "PARLEY_DATABASE_URL": settings.resolved_database_url,
-        "PARLEY_SECRET_KEY": settings.secret_key.get_secret_value(),
+    # RabbitMQ as both sides read it: Rasa publishes, the consumer reads.
+    rabbitmq = {
         "PARLEY_RABBITMQ_HOST": settings.rabbitmq_host,
         "PARLEY_RABBITMQ_PORT": str(settings.rabbitmq_port),
         "PARLEY_RABBITMQ_USER": settings.rabbitmq_user,
         "PARLEY_RABBITMQ_PASSWORD": settings.rabbitmq_password.get_secret_value(),
+        "PARLEY_EVENTS_QUEUE": settings.events_queue,
+    }
+    shared = {
+        "PARLEY_DATABASE_URL": settings.resolved_database_url,
+        "PARLEY_SECRET_KEY": settings.secret_key.get_secret_value(),
+        **rabbitmq,
     }
     bot = {
         "PARLEY_REDIS_HOST": settings.redis_host,
         "PARLEY_WEBCHAT_REDIS_URL": f"redis://{settings.redis_host}:6379/1",
-        "PARLEY_RABBITMQ_HOST": settings.rabbitmq_host,
-        "PARLEY_RABBITMQ_USER": settings.rabbitmq_user,
-        "PARLEY_RABBITMQ_PASSWORD": settings.rabbitmq_password.get_secret_value(),
-        "PARLEY_EVENTS_QUEUE": settings.events_queue,
+        **rabbitmq,
     }
     ports = iter(_free_ports(3 * scale_profile.REPLICAS))
     started: list[Service] = list(twilio)

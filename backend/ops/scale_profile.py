@@ -15,14 +15,13 @@ if missing; PARLEY_REDIS_HOST; PARLEY_RABBITMQ_*. The secret key is the machine'
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
+from backend.core import secret_key
 from backend.core.settings import Settings
 
 DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/parley"
@@ -30,15 +29,6 @@ TRACKER_STORE = "postgresql://postgres@127.0.0.1:5432/parley_rasa"
 ENDPOINTS = Path("bot/endpoints.scale.yml")
 REPLICAS = 2  # Rasa servers, action servers, backend API processes
 WORKERS = 2  # scheduler workers
-
-
-@dataclass(frozen=True)
-class Replica:
-    """One replica of a service: its name (`rasa-1`) and the loopback port it serves on
-    behind the entry point."""
-
-    name: str
-    port: int
 
 
 def settings_for(settings: Settings) -> Settings:
@@ -53,19 +43,9 @@ def settings_for(settings: Settings) -> Settings:
                 if settings.rasa_endpoints == default["rasa_endpoints"].default
                 else settings.rasa_endpoints
             ),
-            "secret_key": settings.secret_key or SecretStr(_machine_secret(settings)),
+            "secret_key": settings.secret_key or SecretStr(secret_key.machine_key(settings)),
         }
     )
-
-
-def _machine_secret(settings: Settings) -> str:
-    """One machine, one key: kept in var/ for the next run, like the embedded default's."""
-    path = settings.var_path / "secret.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 async def create_databases(settings: Settings) -> list[str]:
