@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from backend.core.settings import PROJECT_ROOT
-from bench import backend, rasa_recording, sequences, sms, turns
+from bench import backend, rasa_recording, scale, sequences, sms, turns
 from bench.report import machine, write_section
 
 
@@ -115,10 +115,12 @@ async def main() -> None:
     parser.add_argument(
         "--only",
         choices=[
-            "postgresql", "sqlite", "turns", "sms", "sequences", "rasa-recording", "tracker-saves",
+            "postgresql", "sqlite", "turns", "scale", "sms", "sequences", "rasa-recording",
+            "tracker-saves",
         ],
     )  # fmt: skip
     parser.add_argument("--turns-rounds", type=int, default=3)
+    parser.add_argument("--scale-rounds", type=int, default=2)
     parser.add_argument(
         "--stock-rasa", type=Path, help="a `rasa init` project to reuse (trained into it if empty)"
     )
@@ -139,6 +141,14 @@ async def main() -> None:
         print(table)
         write_section("turns", table)
         if args.only == "turns":
+            return
+    if args.only in (None, "scale"):
+        print("Scale profile: one Rasa replica and two…", flush=True)
+        measured_scale = await scale.bench_scale(args.scale_rounds)
+        table = scale.scale_table(measured_scale, machine({"PostgreSQL": await postgres_version()}))
+        print(table)
+        write_section("scale", table)
+        if args.only == "scale":
             return
     if args.only in (None, "sms"):
         print(f"SMS: {args.sms_rate:g} webhooks/s for {args.sms_seconds:g} s…", flush=True)

@@ -80,7 +80,7 @@ def percentile(values: list[float], fraction: float) -> float:
 # ---------------------------------------------------------------- memory of a process tree
 
 
-def _children() -> dict[int, list[int]]:
+def process_tree() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -94,7 +94,7 @@ def _children() -> dict[int, list[int]]:
 
 def tree_pss_mb(root: int) -> float:
     """PSS of `root` and all its descendants, in MB."""
-    tree, pending, total_kb = _children(), [root], 0
+    tree, pending, total_kb = process_tree(), [root], 0
     while pending:
         pid = pending.pop()
         pending.extend(tree.get(pid, []))
@@ -150,7 +150,7 @@ def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:]
 
 
-async def _serve(
+async def serve(
     command: list[str], env: dict[str, str], cwd: Path, rest_url: str, log: Path
 ) -> Server:
     """Start `command` and time it until its REST channel answers a message."""
@@ -177,14 +177,14 @@ async def _serve(
 async def start_stock(project: Path) -> Server:
     port = free_port()
     command = [str(BOT_PYTHON), "-m", "rasa", "run", "--model", "models", "--port", str(port)]
-    return await _serve(
+    return await serve(
         command, {**os.environ, **QUIET}, project,
         f"http://127.0.0.1:{port}/webhooks/rest/webhook", project / "bench-rasa-run.log",
     )  # fmt: skip
 
 
 async def start_parley(env: dict[str, str], ports: dict[str, int], var: Path) -> Server:
-    return await _serve(
+    return await serve(
         [sys.executable, "-m", "backend", "run"], env, PROJECT_ROOT,
         f"http://127.0.0.1:{ports['RASA']}/webhooks/rest/webhook", var / "parley-run.log",
     )  # fmt: skip
@@ -223,7 +223,8 @@ async def _load(server: Server, script: str, conversations: int, sequential: int
     return Load(**json.loads(out))
 
 
-async def measure_once(side: Side, server: Server, script: str, label: str) -> None:
+async def measure_once(side: Side, server: Server, script: str, label: str) -> int:
+    """One sequential and one concurrent load into `side`; the messages answered."""
     sequential = await _load(server, script, 1, SEQUENTIAL, f"{label}-seq")
     side.sequential_p50_ms.append(statistics.median(sequential.latencies_ms))
     async with peak_memory(server.process.pid, side.peak_pss_mb):
@@ -231,6 +232,7 @@ async def measure_once(side: Side, server: Server, script: str, label: str) -> N
     side.concurrent_per_s.append(len(concurrent.latencies_ms) / concurrent.seconds)
     side.concurrent_p95_ms.append(percentile(concurrent.latencies_ms, 0.95))
     side.failed += sequential.failed + concurrent.failed
+    return len(sequential.latencies_ms) + len(concurrent.latencies_ms)
 
 
 async def bench_turns(rounds: int = 3, runs_per_round: int = 2,

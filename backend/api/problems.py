@@ -13,9 +13,9 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 
+from backend.core.database import database_unavailable
 from backend.core.logs import get_logger
 
 log = get_logger(__name__)
@@ -107,23 +107,25 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             "Someone else changed this at the same moment; read it again and retry.",
             type_="concurrent-change",
         ).response(request.path)
-    except (OperationalError, InterfaceError, ConnectionError, TimeoutError):
-        # The database (or a service it needs) is away: nothing was done, and the
-        # caller can try again (Twilio falls back or retries; the channels retry).
-        log.warning("request.unavailable", method=request.method, path=request.path,
-                    exc_info=True)  # fmt: skip
-        return Problem(
-            503,
-            "Parley cannot reach its database right now; nothing was done. Try again shortly.",
-            type_="database-unavailable",
-            headers={"Retry-After": "5"},
-        ).response(request.path)
     except web.HTTPException as http_error:
         if http_error.status < 400:
             raise
         headers = {k: v for k, v in http_error.headers.items() if k.lower() == "allow"}
         return Problem(http_error.status, headers=headers).response(request.path)
-    except Exception:
+    except Exception as error:
+        if database_unavailable(error):
+            # The database (or a service it needs) is away or restarting ("the database
+            # system is starting up" is neither an OperationalError nor an
+            # InterfaceError to SQLAlchemy): nothing was done, and the caller can try
+            # again (Twilio falls back or retries; the channels retry).
+            log.warning("request.unavailable", method=request.method, path=request.path,
+                        exc_info=True)  # fmt: skip
+            return Problem(
+                503,
+                "Parley cannot reach its database right now; nothing was done. Try again shortly.",
+                type_="database-unavailable",
+                headers={"Retry-After": "5"},
+            ).response(request.path)
         # The one place an unexpected error is caught: logged with its trace for
         # the operator, answered without it.
         log.exception("request.failed", method=request.method, path=request.path)

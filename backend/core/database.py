@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -63,6 +64,54 @@ def create_engine(url: str, ping_idle_after: float = PING_IDLE_AFTER) -> AsyncEn
     engine = create_async_engine(url, connect_args={"server_settings": {"jit": "off"}})
     _ping_when_idle(engine, ping_idle_after)
     return engine
+
+
+# PostgreSQL error classes that say the database cannot be used now, not that a
+# message is wrong: connection (08), resources (53), shut down (57), system (58).
+UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58"})
+UNAVAILABLE_STATES = frozenset(
+    {
+        "55000",  # the database does not allow connections now
+        "55006",  # object in use
+        "3D000",  # no such database (yet)
+        "28000", "28P01",  # refused login
+        "42P01",  # no such table: the migrations are not applied yet
+        "25006",  # read-only (a standby)
+        "40001", "40P01",  # serialisation failure, deadlock: try again
+    }
+)  # fmt: skip
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether the error says the database cannot be used now (down, restarting,
+    unreachable, not migrated yet), rather than that what was written is wrong."""
+    todo: list[BaseException] = [error]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(
+            current,
+            (
+                OSError, TimeoutError, exc.OperationalError, exc.InterfaceError,
+                exc.TimeoutError, exc.DisconnectionError,
+                asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+            ),
+        ):  # fmt: skip
+            return True
+        if isinstance(current, exc.DBAPIError) and current.connection_invalidated:
+            return True
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(state, str) and (
+            state[:2] in UNAVAILABLE_CLASSES or state in UNAVAILABLE_STATES
+        ):
+            return True
+        for cause in (getattr(current, "orig", None), current.__cause__):
+            if isinstance(cause, BaseException):
+                todo.append(cause)
+    return False
 
 
 _FIRST_IN_LINE: ContextVar[bool] = ContextVar("first_in_line", default=False)

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     backend_listen_port: int | None = Field(None, ge=1, le=65535)
     # The Redis the scale profile's Rasa servers share (lock store, web chat sockets).
     redis_host: str = "127.0.0.1"
+    # How many Rasa servers, action servers and backend API processes the scale profile
+    # runs (docs/scaling.md: one per core is the measured sweet spot).
+    scale_replicas: int = Field(2, ge=1, le=32)
 
     # Where state lives. Relative paths are taken from the project root.
     var_dir: Path = Path("var")

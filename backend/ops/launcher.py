@@ -350,10 +350,10 @@ def scale_services(
         "PARLEY_WEBCHAT_REDIS_URL": f"redis://{settings.redis_host}:6379/1",
         **rabbitmq,
     }
-    ports = iter(_free_ports(3 * scale_profile.REPLICAS))
+    ports = iter(_free_ports(3 * settings.scale_replicas))
     started: list[Service] = list(twilio)
     upstreams: dict[str, list[str]] = {"backend": [], "rasa": []}
-    for n in range(1, scale_profile.REPLICAS + 1):
+    for n in range(1, settings.scale_replicas + 1):
         port = next(ports)
         upstreams["backend"].append(settings.url(port))
         started.append(
@@ -368,7 +368,7 @@ def scale_services(
         Service("events", [sys.executable, "-m", "backend", "consume-events"], _alive,
                 env={**backend.env, **shared}, cwd=backend.cwd)
     )  # fmt: skip
-    for n in range(1, scale_profile.REPLICAS + 1):
+    for n in range(1, settings.scale_replicas + 1):
         action_port, rasa_port = next(ports), next(ports)
         started.append(
             Service(

@@ -1,11 +1,12 @@
 """`parley run --profile scale`: the scale profile's topology, natively on one machine.
 
 The same processes docker-compose.yml runs, against the local PostgreSQL, Redis and
-RabbitMQ: two Rasa servers sharing the PostgreSQL tracker store and the Redis lock store
-(bot/endpoints.scale.yml), each with its own action server; two backend API processes;
-two scheduler workers; the consumer of Rasa's conversation events (RabbitMQ); and the
-entry point (backend/ops/entry_point.py) that spreads requests over the replicas on the
-ports the embedded default's single processes use, so every URL stays the same.
+RabbitMQ: PARLEY_SCALE_REPLICAS (default two) Rasa servers sharing the PostgreSQL
+tracker store and the Redis lock store (bot/endpoints.scale.yml), each with its own
+action server, and as many backend API processes; two scheduler workers; the consumer
+of Rasa's conversation events (RabbitMQ); and the entry point (backend/ops/entry_point.py)
+that spreads requests over the replicas on the ports the embedded default's single
+processes use, so every URL stays the same.
 
 Where the servers are: PARLEY_DATABASE_URL (default the `parley` database on the local
 PostgreSQL), PARLEY_RASA_TRACKER_STORE_URL (default `parley_rasa` there), both created
@@ -27,7 +28,6 @@ from backend.core.settings import Settings
 DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/parley"
 TRACKER_STORE = "postgresql://postgres@127.0.0.1:5432/parley_rasa"
 ENDPOINTS = Path("bot/endpoints.scale.yml")
-REPLICAS = 2  # Rasa servers, action servers, backend API processes
 WORKERS = 2  # scheduler workers
 
 

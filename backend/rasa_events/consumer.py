@@ -40,7 +40,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aio_pika
-import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aiormq.abc import FieldTable
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed
@@ -48,6 +47,7 @@ from sqlalchemy import exc as sql_errors
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from yarl import URL
 
+from backend.core.database import database_unavailable
 from backend.core.logs import get_logger
 from backend.rasa_events.store import NotAnEvent, PublishedEvent, RasaEventStore, read_message
 
@@ -56,20 +56,6 @@ log = get_logger(__name__)
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 60.0
 CONNECT_TIMEOUT_SECONDS = 10.0
-# PostgreSQL error classes that say the database cannot be used now, not that a
-# message is wrong: connection (08), resources (53), shut down (57), system (58).
-UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58"})
-UNAVAILABLE_STATES = frozenset(
-    {
-        "55000",  # the database does not allow connections now
-        "55006",  # object in use
-        "3D000",  # no such database (yet)
-        "28000", "28P01",  # refused login
-        "42P01",  # no such table: the migrations are not applied yet
-        "25006",  # read-only (a standby)
-        "40001", "40P01",  # serialisation failure, deadlock: try again
-    }
-)  # fmt: skip
 # RabbitMQ connection trouble, as aio-pika and asyncio raise it.
 AMQP_TROUBLE = (OSError, TimeoutError, AMQPError, ChannelInvalidStateError)
 
@@ -316,35 +302,3 @@ async def _next_batch(inbox: asyncio.Queue[Delivery], size: int) -> tuple[list[A
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-
-
-def database_unavailable(error: BaseException) -> bool:
-    """Whether the error says the database cannot be used now (down, restarting,
-    unreachable, not migrated yet), rather than that what was written is wrong."""
-    todo: list[BaseException] = [error]
-    seen: set[int] = set()
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(
-            current,
-            (
-                OSError, TimeoutError, sql_errors.OperationalError, sql_errors.InterfaceError,
-                sql_errors.TimeoutError, sql_errors.DisconnectionError,
-                asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-            ),
-        ):  # fmt: skip
-            return True
-        if isinstance(current, sql_errors.DBAPIError) and current.connection_invalidated:
-            return True
-        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
-        if isinstance(state, str) and (
-            state[:2] in UNAVAILABLE_CLASSES or state in UNAVAILABLE_STATES
-        ):
-            return True
-        for cause in (getattr(current, "orig", None), current.__cause__):
-            if isinstance(cause, BaseException):
-                todo.append(cause)
-    return False

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,9 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from rasa.core.channels.channel import UserMessage, register
+from rasa.core.channels.channel import UserMessage
 from rasa.shared.core.events import BotUttered
-from sanic import Sanic
 
 from bot.identity import identity_of
 from bot.settings import PROJECT_ROOT, settings
@@ -50,6 +48,7 @@ from tests.bot.alexa_signing import (
     signed_headers,
 )
 from tests.bot.conftest import make_tracker
+from tests.bot.sanic_server import serving_channels
 
 DISCLOSURE = "I'm a bot: Brightdesk's virtual assistant."
 ASK_NAME = "Hi! What's your name?"
@@ -141,35 +140,13 @@ def alexa_settings(pki, tmp_path, monkeypatch) -> Iterator[None]:
 
 @asynccontextmanager
 async def running(pki: GeneratedPki, **options: Any) -> AsyncIterator[RunningChannel]:
-    """The channel registered by Rasa's `register()` on a real Sanic server on loopback."""
+    """The channel on a real Sanic server on loopback (tests/bot/sanic_server.py)."""
     now = [NOW]
     s3 = FakeS3({CERT_URL: pki.chain()})
     agent = ScriptedAgent()
-    # Sanic 21.12 rewrites its own methods when an app starts; in test mode it keeps the
-    # originals, so that more than one app can start in one process (as sanic-testing does).
-    test_mode, Sanic.test_mode = Sanic.test_mode, True
-    try:
-        app = Sanic(f"alexa-test-{uuid.uuid4().hex}")
-        app.ctx.agent = agent
-        channel = AlexaInput(fetch_chain=s3, clock=lambda: now[0], **options)
-        register([channel], app, route="/webhooks/")
-        # Any: Sanic's AsyncioServer is only partly typed (its `server` is typed as None).
-        server: Any = await app.create_server(
-            host="127.0.0.1", port=0, return_asyncio_server=True, access_log=False
-        )
-        await server.startup()
-        await server.before_start()
-        port = server.server.sockets[0].getsockname()[1]
-        try:
-            async with aiohttp.ClientSession() as session:
-                yield RunningChannel(f"http://127.0.0.1:{port}", agent, s3, pki, now, session)
-        finally:
-            await server.before_stop()
-            server.close()
-            await server.wait_closed()
-            await server.after_stop()
-    finally:
-        Sanic.test_mode = test_mode
+    channel = AlexaInput(fetch_chain=s3, clock=lambda: now[0], **options)
+    async with serving_channels([channel], agent) as url, aiohttp.ClientSession() as session:
+        yield RunningChannel(url, agent, s3, pki, now, session)
 
 
 @pytest.fixture

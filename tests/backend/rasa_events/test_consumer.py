@@ -329,7 +329,7 @@ async def test_with_the_database_down_nothing_is_acknowledged_and_all_arrive_aft
 def test_only_errors_of_a_database_that_cannot_be_used_are_waited_out() -> None:
     from sqlalchemy import exc
 
-    from backend.rasa_events.consumer import database_unavailable
+    from backend.core.database import database_unavailable
 
     class PostgresError(Exception):
         def __init__(self, sqlstate: str) -> None:
