@@ -9,7 +9,7 @@ server, one action server and one backend API process; the two scheduler workers
 events consumer and the entry point run either way.
 
 Around each measurement (a sequential and a concurrent load) the CPU time of every
-process is read (/proc), grouped by kind, PostgreSQL's processes included: divided by
+process is read (/proc), grouped by kind, PostgreSQL's, Redis's and RabbitMQ's included: divided by
 the messages answered, the CPU one message costs each kind of process, which is what
 docs/scaling.md sizes a deployment from.
 """
@@ -29,7 +29,7 @@ import asyncpg
 
 from backend.core.settings import PROJECT_ROOT
 from bench import turns
-from bench.sequences import cpu_seconds, postgres_cpu
+from bench.sequences import cpu_seconds, server_cpu
 from bench.sms import parley_environment
 from bench.turns import CONCURRENT, SEQUENTIAL, Server, Side, process_tree, serve, stop
 from tests.servers import POSTGRES_DSN, RABBITMQ_URL
@@ -45,7 +45,9 @@ KINDS = (
     ("Twilio emulator", b"twilio-emulator"),
     ("entry point (parley run)", b"backend run"),
 )
-POSTGRES = "PostgreSQL"
+# The servers the stack shares with whatever else runs here (nothing, while measuring),
+# by their process names.
+SERVERS = (("PostgreSQL", "postgres"), ("Redis", "redis-server"), ("RabbitMQ", "beam.smp"))
 
 
 @dataclass
@@ -69,7 +71,7 @@ def _kind(pid: int) -> str | None:
 
 
 def cpu_by_kind(root: int) -> dict[str, float]:
-    """CPU seconds so far of each kind of process under `root`, and PostgreSQL's."""
+    """CPU seconds so far of each kind of process under `root`, and the servers'."""
     tree, pending, found = process_tree(), [root], defaultdict[str, float](float)
     while pending:
         pid = pending.pop()
@@ -80,7 +82,8 @@ def cpu_by_kind(root: int) -> dict[str, float]:
                 found[kind] += cpu_seconds(pid)
             except (OSError, IndexError, ValueError):
                 continue  # it ended meanwhile
-    found[POSTGRES] = sum(postgres_cpu().values())
+    for kind, command in SERVERS:
+        found[kind] = sum(server_cpu(command).values())
     return found
 
 
@@ -102,10 +105,19 @@ async def _start(replicas: int, name: str) -> Server:
         "PARLEY_RASA_TRACKER_STORE_URL": f"{base}/{name}_rasa",
         "PARLEY_EVENTS_QUEUE": f"parley.bench.{name}",
     }
-    return await serve(
+    log = var / "parley-run.log"
+    server = await serve(
         [sys.executable, "-m", "backend", "run", "--profile", "scale"], env, PROJECT_ROOT,
-        f"http://127.0.0.1:{ports['RASA']}/webhooks/rest/webhook", var / "parley-run.log",
+        f"http://127.0.0.1:{ports['RASA']}/webhooks/rest/webhook", log,
     )  # fmt: skip
+    # The scheduler workers start once the Rasa replicas answer: their start-up is not
+    # the loads' work.
+    while "[parley] Parley is up." not in log.read_text(errors="replace"):
+        if server.process.returncode is not None:
+            raise RuntimeError(f"parley run --profile scale exited:\n{log.read_text()[-3000:]}")
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(5)
+    return server
 
 
 async def _clean_up(name: str) -> None:
@@ -197,7 +209,7 @@ def scale_table(result: ScaleMeasured, machine_line: str) -> str:
         "| Process | 1 replica | 2 replicas |",
         "|---|---|---|",
     ]
-    kinds = [kind for kind, _ in KINDS] + [POSTGRES]
+    kinds = [kind for kind, _ in KINDS + SERVERS]
     for kind in kinds:
         if one.cpu_ms.get(kind) or two.cpu_ms.get(kind):
             lines.append(

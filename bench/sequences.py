@@ -210,11 +210,16 @@ async def schedule(dsn: str, enrolments: list[uuid.UUID], start: datetime, rate:
 
 def postgres_cpu() -> dict[int, float]:
     """CPU seconds of every PostgreSQL process (the server's, and one per connection)."""
+    return server_cpu("postgres")
+
+
+def server_cpu(command: str) -> dict[int, float]:
+    """CPU seconds of every process of this command name (a server's, and its workers)."""
     found: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
+                if (entry / "comm").read_text().strip() == command:
                     found[int(entry.name)] = cpu_seconds(int(entry.name))
             except (OSError, IndexError, ValueError):
                 continue  # it ended meanwhile

@@ -304,6 +304,12 @@ async def may_send(
 Current = dict[tuple[Channel, Purpose], tuple[State, datetime]]
 
 
+def allows_now(current: Current, channel: Channel, purpose: Purpose) -> bool:
+    """`may_send`, for consent read beforehand (`current_of`)."""
+    found = current.get((channel, purpose))
+    return allows(found[0] if found else State.NONE, purpose)
+
+
 async def current_of(
     session: AsyncSession, profile_ids: Iterable[uuid.UUID]
 ) -> dict[uuid.UUID, Current]:

@@ -63,6 +63,16 @@ steps:
       purpose: transactional
       template: "See you at your demo! Bring your questions."
 """,
+    "offer-follow-up": """
+trigger: {event: offer_viewed}
+entry: {consent: web}
+steps:
+  - id: offer
+    send:
+      channel: sms
+      purpose: transactional
+      template: "Here is the offer you looked at: brightdesk.example/offer"
+""",
     "big-team-welcome": """
 trigger: {segment_entered: big-teams}
 reentry: always
@@ -78,6 +88,7 @@ PRICES = "Our plans start at $19 a seat: brightdesk.example/pricing"
 THANKS = "Thanks for telling us about your team!"
 WELCOME = "Big team? Ask for our big-teams plan."
 DEMO_PREP = "See you at your demo! Bring your questions."
+OFFER = "Here is the offer you looked at: brightdesk.example/offer"
 
 
 @pytest.fixture
@@ -166,6 +177,41 @@ async def test_a_person_who_asked_about_pricing_gets_the_pricing_follow_up_once(
     await service.bot_reports(ASKED, "intent_expressed", "rasa:intent:3", intent="ask_price")
     await service.run_due()
     assert service.texts_to(ASKED) == [PRICES]
+
+
+async def test_one_batch_enrols_each_person_once_and_only_whom_the_conditions_let_in(
+    service: Service,
+) -> None:
+    agreed = await service.person(OTHER)
+    await service.backend.api.post(
+        f"/api/v1/profiles/{agreed}/consent",
+        {"channel": "web", "purpose": "marketing", "action": "grant", "source": "api"},
+        expect=201,
+    )
+
+    def reported(number: str, type_: str, key: str, **properties: Any) -> dict[str, Any]:
+        return {"type": type_, "identity": {"kind": "sms", "address": number},
+                "properties": properties, "idempotency_key": key}  # fmt: skip
+
+    answer = await service.backend.api.post(
+        "/api/v1/events",
+        {"events": [
+            reported(OTHER, "offer_viewed", "batch:1"),
+            reported(OTHER, "offer_viewed", "batch:2"),  # twice in one batch: enrolled once
+            reported(ASKED, "offer_viewed", "batch:3"),  # no web consent: not enrolled
+            reported(ASKED, "intent_expressed", "batch:4", intent="ask_price"),
+            reported(THIRD, "intent_expressed", "batch:5", intent="ask_price"),
+            reported(THIRD, "intent_expressed", "batch:6", intent="greet"),
+        ]},
+    )  # fmt: skip
+    assert answer["stored"] == 6
+    await service.run_due()
+
+    assert service.texts_to(OTHER) == [OFFER]
+    assert service.texts_to(ASKED) == [PRICES]
+    assert service.texts_to(THIRD) == [PRICES]
+    assert await service.enrolments("offer-follow-up") == 1
+    assert await service.enrolments("pricing-follow-up") == 2
 
 
 async def test_a_trigger_on_faq_takes_any_faq_answer_and_names_it(service: Service) -> None:
