@@ -69,8 +69,11 @@ def test_db_upgrade_applies_migrations_once(tmp_path: Path) -> None:
     assert second.stdout.strip() == "the database is up to date"
 
 
-def test_the_backend_refuses_to_serve_an_unmigrated_database(tmp_path: Path) -> None:
-    result = parley("backend", var=tmp_path)
+@pytest.mark.parametrize("command", ["backend", "worker", "consume-events"])
+def test_every_process_refuses_a_database_that_lacks_migrations(
+    tmp_path: Path, command: str
+) -> None:
+    result = parley(command, var=tmp_path)
     assert result.returncode == 1
     assert "run 'parley db upgrade' first" in result.stderr
 

@@ -10,7 +10,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -226,16 +225,3 @@ async def test_parley_worker_sends_due_follow_ups_without_serving_http_and_stops
         await engine.dispose()
     assert (work.step, work.outcome, work.lease_owner) == ("hello", "sent", None)
     assert enrolment is not None and enrolment.status == "completed"
-
-
-def test_parley_worker_refuses_a_database_that_lacks_migrations(tmp_path: Path) -> None:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")},
-        "PARLEY_VAR_DIR": str(tmp_path),
-        "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}",
-    }
-    result = subprocess.run(
-        [*PARLEY, "worker"], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode != 0
-    assert "parley db upgrade" in result.stderr

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -183,16 +182,3 @@ async def test_the_password_never_reaches_the_log_and_sigterm_stops_it_while_it_
         assert code == 0, output
         assert secret not in output and secret not in seen, output
         assert "rasa_events.stopped" in output, output
-
-
-def test_parley_consume_events_refuses_a_database_that_lacks_migrations(tmp_path: Path) -> None:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")},
-        "PARLEY_VAR_DIR": str(tmp_path),
-        "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}",
-    }
-    result = subprocess.run(
-        [*PARLEY, "consume-events"], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode != 0
-    assert "parley db upgrade" in result.stderr

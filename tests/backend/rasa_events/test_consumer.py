@@ -347,3 +347,37 @@ def test_only_errors_of_a_database_that_cannot_be_used_are_waited_out() -> None:
                     wrapped(PostgresError("22P05")), wrapped(PostgresError("22001")),
                     UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogate"), TypeError()):  # fmt: skip
         assert not database_unavailable(refused), refused
+
+
+async def test_a_batch_waits_a_moment_for_the_rest_of_a_turns_events() -> None:
+    """A turn publishes its events one by one: those arriving within the linger go in one
+    transaction; a batch never waits longer, never grows past its size, and a stop ends
+    it at once."""
+    from backend.rasa_events.consumer import _next_batch
+
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def trickle(items: list[Any], gap: float) -> None:
+        for item in items:
+            await inbox.put(item)
+            await asyncio.sleep(gap)
+
+    started = asyncio.get_running_loop().time()
+    (batch, end), _ = await asyncio.gather(
+        _next_batch(inbox, 100, 0.2), trickle([object() for _ in range(5)], 0.005)
+    )
+    waited = asyncio.get_running_loop().time() - started
+    assert (len(batch), end) == (5, None)
+    assert 0.2 <= waited < 1.0  # the linger, and no more
+
+    for _ in range(7):
+        inbox.put_nowait(object())
+    batch, _ = await _next_batch(inbox, 3, 10.0)
+    assert len(batch) == 3 and inbox.qsize() == 4  # full: no waiting
+
+    while not inbox.empty():
+        inbox.get_nowait()
+    inbox.put_nowait(object())
+    inbox.put_nowait("stop")
+    batch, end = await _next_batch(inbox, 100, 10.0)
+    assert (len(batch), end) == (1, "stop")
