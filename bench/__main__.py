@@ -115,9 +115,10 @@ async def main() -> None:
     parser.add_argument(
         "--only",
         choices=[
-            "postgresql", "sqlite", "turns", "scale", "sms", "sequences", "rasa-recording",
-            "tracker-saves",
+            "backend", "postgresql", "sqlite", "turns", "scale", "sms", "sequences",
+            "rasa-recording", "tracker-saves",
         ],
+        help="one benchmark; `backend` is PostgreSQL and SQLite side by side",
     )  # fmt: skip
     parser.add_argument("--turns-rounds", type=int, default=3)
     parser.add_argument("--scale-rounds", type=int, default=2)
@@ -205,10 +206,10 @@ async def main() -> None:
         if args.only == "sequences":
             return
     results = []
-    if args.only in (None, "postgresql"):
+    if args.only in (None, "backend", "postgresql"):
         print(f"PostgreSQL: loading {args.profiles:,} profiles…", flush=True)
         results.append(await backend.bench_postgresql(args.profiles, args.batches))
-    if args.only in (None, "sqlite"):
+    if args.only in (None, "backend", "sqlite"):
         print(f"SQLite: loading {args.profiles:,} profiles…", flush=True)
         results.append(await backend.bench_sqlite(args.profiles, args.batches))
     table = backend_table(results, await postgres_version())

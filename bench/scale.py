@@ -9,9 +9,9 @@ server, one action server and one backend API process; the two scheduler workers
 events consumer and the entry point run either way.
 
 Around each measurement (a sequential and a concurrent load) the CPU time of every
-process is read (/proc), grouped by kind, PostgreSQL's, Redis's and RabbitMQ's included: divided by
-the messages answered, the CPU one message costs each kind of process, which is what
-docs/scaling.md sizes a deployment from.
+process is read (/proc), grouped by kind, PostgreSQL's, Redis's and RabbitMQ's
+included: divided by the messages answered, the CPU one message costs each kind of
+process, which is what docs/scaling.md sizes a deployment from.
 """
 
 from __future__ import annotations
