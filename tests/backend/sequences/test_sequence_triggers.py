@@ -214,6 +214,34 @@ async def test_one_batch_enrols_each_person_once_and_only_whom_the_conditions_le
     assert await service.enrolments("pricing-follow-up") == 2
 
 
+async def test_a_person_enrolled_by_another_request_meanwhile_does_not_cost_the_others(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another request enrols ASKED between the batch's reading and its writing (played
+    by hiding ASKED's enrolment from the batch's read): the batch's write meets the
+    database's one-active-enrolment rule, and the others of the batch are still in."""
+    await service.bot_reports(ASKED, "intent_expressed", "race:1", intent="ask_price")
+    assert await service.enrolments("pricing-follow-up") == 1
+    from backend.sequences import enrolment
+
+    async def nobody_enrolled_yet(*_: Any) -> dict[Any, Any]:
+        return {}
+
+    monkeypatch.setattr(enrolment, "_earlier", nobody_enrolled_yet)
+    answer = await service.backend.api.post(
+        "/api/v1/events",
+        {"events": [
+            {"type": "intent_expressed", "identity": {"kind": "sms", "address": number},
+             "properties": {"intent": "ask_price"}, "idempotency_key": f"race:{n}"}
+            for n, number in ((2, ASKED), (3, OTHER), (4, THIRD))
+        ]},
+    )  # fmt: skip
+    assert answer["stored"] == 3
+    await service.run_due()
+    assert await service.enrolments("pricing-follow-up") == 3
+    assert [service.texts_to(n) for n in (ASKED, OTHER, THIRD)] == [[PRICES]] * 3
+
+
 async def test_a_trigger_on_faq_takes_any_faq_answer_and_names_it(service: Service) -> None:
     await service.bot_reports(ASKED, "intent_expressed", "k1", intent="faq/free_trial")
     await service.run_due()
