@@ -31,7 +31,16 @@ from backend.core.settings import PROJECT_ROOT
 from bench import turns
 from bench.sequences import cpu_seconds, server_cpu
 from bench.sms import parley_environment
-from bench.turns import CONCURRENT, SEQUENTIAL, Server, Side, process_tree, serve, stop
+from bench.turns import (
+    CONCURRENT,
+    SEQUENTIAL,
+    Server,
+    Side,
+    cell,
+    process_tree,
+    serve,
+    stop,
+)
 from tests.servers import POSTGRES_DSN, RABBITMQ_URL
 
 REPLICAS = (1, 2)
@@ -164,13 +173,6 @@ async def bench_scale(rounds: int = 2, runs_per_round: int = 2) -> ScaleMeasured
     return result
 
 
-def _cell(values: list[float], unit: str, digits: int = 0) -> str:
-    if not values:
-        return "–"
-    median = statistics.median(values)
-    return f"{median:,.{digits}f} {unit} ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
-
-
 def scale_table(result: ScaleMeasured, machine_line: str) -> str:
     one, two = result.sides[1], result.sides[2]
     rows = [
@@ -198,7 +200,7 @@ def scale_table(result: ScaleMeasured, machine_line: str) -> str:
     for label, single, double, unit, digits in rows:
         ratio = statistics.median(double) / statistics.median(single) if single and double else 0
         lines.append(
-            f"| {label} | {_cell(single, unit, digits)} | {_cell(double, unit, digits)} | "
+            f"| {label} | {cell(single, unit, digits)} | {cell(double, unit, digits)} | "
             f"{ratio:.2f}× |"
         )
     lines += [
@@ -213,8 +215,8 @@ def scale_table(result: ScaleMeasured, machine_line: str) -> str:
     for kind in kinds:
         if one.cpu_ms.get(kind) or two.cpu_ms.get(kind):
             lines.append(
-                f"| {kind} | {_cell(one.cpu_ms.get(kind, []), 'ms', 1)} | "
-                f"{_cell(two.cpu_ms.get(kind, []), 'ms', 1)} |"
+                f"| {kind} | {cell(one.cpu_ms.get(kind, []), 'ms', 1)} | "
+                f"{cell(two.cpu_ms.get(kind, []), 'ms', 1)} |"
             )
     totals = [
         [
@@ -223,7 +225,7 @@ def scale_table(result: ScaleMeasured, machine_line: str) -> str:
         ]
         for side in (one, two)
     ]
-    lines.append(f"| all of them | {_cell(totals[0], 'ms', 1)} | {_cell(totals[1], 'ms', 1)} |")
+    lines.append(f"| all of them | {cell(totals[0], 'ms', 1)} | {cell(totals[1], 'ms', 1)} |")
     failed = one.failed + two.failed
     lines += [
         "",

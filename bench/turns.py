@@ -279,7 +279,8 @@ def _summary(side: Side) -> str:
 # ---------------------------------------------------------------- the table
 
 
-def _cell(values: list[float], unit: str, digits: int = 0) -> str:
+def cell(values: list[float], unit: str, digits: int = 0) -> str:
+    """The median, with the spread (lowest to highest)."""
     if not values:
         return "–"
     median = statistics.median(values)
@@ -330,8 +331,8 @@ def turns_table(result: TurnsMeasured, machine_line: str) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row.label} | {_cell(row.stock, row.unit, row.digits)} | "
-            f"{_cell(row.parley, row.unit, row.digits)} | {row.ratio:.2f}× | {row.target} | "
+            f"| {row.label} | {cell(row.stock, row.unit, row.digits)} | "
+            f"{cell(row.parley, row.unit, row.digits)} | {row.ratio:.2f}× | {row.target} | "
             f"{'yes' if row.met(row.ratio) else 'no'} |"
         )
     failed = stock.failed + parley.failed

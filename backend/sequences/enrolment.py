@@ -142,6 +142,26 @@ async def _check_segments(
             )
 
 
+async def _refusal(
+    session: AsyncSession,
+    sequence: SequenceDefinition,
+    profile_id: uuid.UUID,
+    known: tuple[Sequence[Enrolment], consent.Current],
+    rules: ScoringRules,
+    now: datetime,
+) -> EntryRefused | None:
+    """Why this person may not enter now, segments included; None if nothing stops them.
+    `known` is their earlier enrolments in the sequence (newest first) and consent."""
+    earlier, consent_now = known
+    refused = entry_refusal(sequence, earlier, consent_now, now)
+    if refused is None:
+        try:
+            await _check_segments(session, sequence, profile_id, rules, now)
+        except EntryRefused as not_in_segments:
+            refused = not_in_segments
+    return refused
+
+
 async def check_entry(
     session: AsyncSession,
     sequence: SequenceDefinition,
@@ -150,15 +170,12 @@ async def check_entry(
     clock: Clock,
 ) -> None:
     """Raises EntryRefused unless this person may enter the sequence now."""
-    now = clock.now()
     earlier = await _earlier(session, [sequence.name], [profile.id])
     consent_now = (await consent.current_of(session, [profile.id]))[profile.id]
-    refused = entry_refusal(
-        sequence, earlier.get((sequence.name, profile.id), []), consent_now, now
-    )
+    known = (earlier.get((sequence.name, profile.id), []), consent_now)
+    refused = await _refusal(session, sequence, profile.id, known, rules, clock.now())
     if refused is not None:
         raise refused
-    await _check_segments(session, sequence, profile.id, rules, now)
 
 
 async def _earlier(
@@ -315,15 +332,10 @@ async def enrol_on_events(
             continue
         trigger = TriggerEvent(event.type, event.properties)
         key = (sequence.name, event.profile_id)
-        try:
-            refused = entry_refusal(
-                sequence, earlier.get(key, []), consent_now[event.profile_id], now
-            )
-            if refused is not None:
-                raise refused
-            await _check_segments(session, sequence, event.profile_id, rules, now)
-        except EntryRefused as refusal:
-            _log_refusal(sequence, event.profile_id, refusal, trigger)
+        known = (earlier.get(key, []), consent_now[event.profile_id])
+        refused = await _refusal(session, sequence, event.profile_id, known, rules, now)
+        if refused is not None:
+            _log_refusal(sequence, event.profile_id, refused, trigger)
             continue
         enrolment = _new_enrolment(sequence, event.profile_id, trigger, now)
         earlier.setdefault(key, []).insert(0, enrolment)  # the next event finds them in
