@@ -11,7 +11,12 @@ holds the socket).
 A replica that refuses connections is skipped for a second and the request goes to the
 next one: it never reached the replica, so trying again elsewhere cannot run it twice.
 A replica that fails after taking the request (it died in the middle) is not tried
-again: the caller gets a 502 with a problem body and decides, as it would for a timeout.
+again for a request that changes something (POST, PUT, PATCH, DELETE): it may have done
+its work, so the caller gets a 502 with a problem body and decides, as it would for a
+timeout. A safe request (GET, HEAD, OPTIONS; RFC 9110 section 9.2.1) changes nothing,
+so it goes on to the next replica, as nginx's `proxy_next_upstream` does; PUT and
+DELETE are left out although RFC 9110 calls them idempotent, because a second erase
+answers differently from the first.
 No replica at all: 503. In production a load balancer does this job (docker-compose.yml
 says so); this one exists so that the topology runs and is tested on one machine.
 """
@@ -44,6 +49,7 @@ HOP_BY_HOP = frozenset(
 DOWN_SECONDS = 1.0
 MAX_BODY = 16 * 1024 * 1024
 CHUNK = 64 * 1024
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass
@@ -101,6 +107,7 @@ def create_proxy(name: str, spread: Spread) -> web.Application:
             return await _websocket(request, client, spread, name)
         body = await request.read()
         headers = {**_forwarded(request.headers), "X-Forwarded-For": request.remote or ""}
+        failed = False
         for replica in spread.order():
             try:
                 upstream = await client.request(
@@ -116,8 +123,13 @@ def create_proxy(name: str, spread: Spread) -> web.Application:
                     "entry_point.replica_failed service=%s replica=%s error=%s",
                     name, replica.url, type(error).__name__,
                 )  # fmt: skip
+                if request.method in SAFE_METHODS:
+                    failed = True
+                    continue
                 return _problem(502, f"a {name} replica failed while handling the request")
             return await _relay(request, upstream, name, replica)
+        if failed:
+            return _problem(502, f"every {name} replica failed while handling the request")
         return _problem(503, f"no {name} replica is answering", retry_after=1)
 
     app.on_startup.append(open_client)

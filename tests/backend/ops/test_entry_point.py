@@ -1,7 +1,8 @@
 """The scale profile's entry point (backend/ops/entry_point.py) in front of real aiohttp
 replicas on loopback: requests spread in turn, passed whole both ways, a replica that
 refuses connections skipped without losing the request, a replica that dies mid-request
-answered by a 502 problem, none left a 503, and WebSockets passed both ways."""
+answered by a 502 problem when the request may have changed something and passed to the
+next replica when it cannot, none left a 503, and WebSockets passed both ways."""
 
 from __future__ import annotations
 
@@ -50,6 +51,20 @@ def replica(name: str) -> web.Application:
     app.router.add_get("/socket.io/", socket)
     app.router.add_post("/die", die)
     app.router.add_route("*", "/{path:.*}", echo)
+    return app
+
+
+def dying() -> web.Application:
+    """A replica killed in the middle of every request it takes."""
+    app = web.Application()
+
+    async def die(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        request.transport.close()
+        await asyncio.sleep(1)
+        return web.Response()
+
+    app.router.add_route("*", "/{path:.*}", die)
     return app
 
 
@@ -120,6 +135,38 @@ async def test_no_replica_is_a_503_problem_and_one_dying_mid_request_a_502() -> 
     ):
         assert response.status == 502
         assert (await response.json(content_type=None))["status"] == 502
+
+
+async def test_a_read_is_passed_on_when_its_replica_dies_and_a_write_is_not() -> None:
+    async with (
+        serving(dying()) as gone,
+        serving(replica("a")) as a,
+        entry(gone, a) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        for method in ("GET", "HEAD", "OPTIONS") * 2:  # each method meets the dying one once
+            async with http.request(method, f"{url}/conversations/c1/tracker") as response:
+                assert response.status == 201, method
+                assert response.headers["X-Replica"] == "a"
+        statuses = []
+        for method in ("POST", "POST", "PUT", "PUT", "PATCH", "PATCH", "DELETE", "DELETE"):
+            async with http.request(method, f"{url}/api/v1/profiles/p1", data="x") as response:
+                statuses.append((method, response.status))
+        # Each pair met the dying replica once: that request is a 502, never run twice.
+        assert sorted(statuses) == sorted(
+            [(m, 502) for m in ("POST", "PUT", "PATCH", "DELETE")]
+            + [(m, 201) for m in ("POST", "PUT", "PATCH", "DELETE")]
+        )
+    async with (
+        serving(dying()) as gone,
+        entry(gone) as url,
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/conversations/c1/tracker") as response,
+    ):
+        assert response.status == 502
+        assert (await response.json(content_type=None))["detail"] == (
+            "every backend replica failed while handling the request"
+        )
 
 
 async def test_websockets_pass_both_ways() -> None:
