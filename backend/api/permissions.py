@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from backend.api.tokens import Role
 
-ADMIN, MARKETER, SERVICE, ANALYST = Role.ADMIN, Role.MARKETER, Role.SERVICE, Role.ANALYST
+ADMIN, MARKETER, SERVICE, ANALYST, AGENT = (
+    Role.ADMIN, Role.MARKETER, Role.SERVICE, Role.ANALYST, Role.AGENT
+)  # fmt: skip
 EVERYONE = frozenset(Role)
 WRITERS = frozenset({ADMIN, MARKETER, SERVICE})  # analysts only read
 MACHINES = frozenset({ADMIN, SERVICE})  # the bot, channels and integrations
 PEOPLE_WHO_EDIT = frozenset({ADMIN, MARKETER})
+# Who answers customers in hand-offs: agents, and the people who run the business.
+ANSWERERS = frozenset({ADMIN, MARKETER, AGENT})
 
 # Twilio's callbacks carry no token: they are checked against Twilio's signature instead.
 PUBLIC: frozenset[str] = frozenset(
@@ -55,8 +59,13 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "move_demo": MACHINES,
     "cancel_demo": MACHINES,
     "open_handoff": MACHINES,
-    "list_handoffs": WRITERS,
-    "close_handoff": WRITERS,  # the people who answered hand the conversation back
+    "list_handoffs": WRITERS | ANSWERERS,
+    "get_handoff": WRITERS | ANSWERERS,
+    "claim_handoff": ANSWERERS,
+    "release_handoff": ANSWERERS,
+    "reply_handoff": ANSWERERS,
+    "close_handoff": WRITERS | ANSWERERS,  # the people who answered hand it back
+    "conversation_transcript": ANSWERERS | {ANALYST},
     "list_audit": frozenset({ADMIN}),
     "get_retention": frozenset({ADMIN, ANALYST}),
     "run_retention": frozenset({ADMIN}),

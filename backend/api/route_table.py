@@ -17,12 +17,14 @@ from backend.api import audit_log, health, openapi
 from backend.api.schemas import AuditPage, Health
 from backend.consent import routes as consent
 from backend.consent.schemas import ConsentCheck, ConsentIn, ConsentOut, ConsentRecorded
+from backend.conversations import routes as conversations
+from backend.conversations.schemas import Transcript
 from backend.demos import routes as demos
 from backend.demos.schemas import DemoIn, DemoList, DemoMove, DemoOut
 from backend.events import routes as events
 from backend.events.schemas import EventPage, EventsAccepted
 from backend.handoffs import routes as handoffs
-from backend.handoffs.schemas import HandoffIn, HandoffList, HandoffOut
+from backend.handoffs.schemas import ClaimIn, HandoffIn, HandoffList, HandoffOut, ReplyIn, ReplySent
 from backend.messaging import routes as messages
 from backend.messaging.schemas import (
     HeldOut,
@@ -204,9 +206,28 @@ ROUTES: list[Route] = [
     Route("GET", "/api/v1/handoffs", "list_handoffs", handoffs.list_handoffs,
           "Hand-offs, oldest first.", "handoffs", responses={200: HandoffList},
           query=(("status", {"type": "string", "enum": ["open", "closed"]}, "only these"),)),
-    Route("POST", "/api/v1/handoffs/{id}/close", "close_handoff", handoffs.close_handoff,
-          "Hand the conversation back to the bot.", "handoffs",
+    Route("GET", "/api/v1/handoffs/{id}", "get_handoff", handoffs.get_handoff,
+          "One hand-off: who is answering it, and whether it is a call-back task.",
+          "handoffs", responses={200: HandoffOut}),
+    Route("POST", "/api/v1/handoffs/{id}/claim", "claim_handoff", handoffs.claim_handoff,
+          "Claim a hand-off, so no one else answers the customer (409 if another agent "
+          "holds it; an admin may take it over).", "handoffs", body=ClaimIn,
           responses={200: HandoffOut}),
+    Route("POST", "/api/v1/handoffs/{id}/release", "release_handoff", handoffs.release_handoff,
+          "Leave a claimed hand-off for another agent.", "handoffs",
+          responses={200: HandoffOut}),
+    Route("POST", "/api/v1/handoffs/{id}/messages", "reply_handoff", handoffs.reply_handoff,
+          "Answer the customer on their channel (web chat or text) through its one door, "
+          "and put the words in their conversation for the bot; claims the hand-off if no "
+          "one has. Calls and voice assistants are call-back tasks (409).", "handoffs",
+          body=ReplyIn, responses={201: ReplySent}),
+    Route("POST", "/api/v1/handoffs/{id}/close", "close_handoff", handoffs.close_handoff,
+          "Hand the conversation back to the bot (a call-back task: the call is done).",
+          "handoffs", responses={200: HandoffOut}),
+    Route("GET", "/api/v1/conversations/{conversation_id}/transcript",
+          "conversation_transcript", conversations.conversation_transcript,
+          "A conversation as Rasa holds it: who said what, with intents, entities and the "
+          "slots set.", "conversations", responses={200: Transcript}),
 
     Route("POST", "/api/v1/messages", "send_text", messages.send_text,
           "Send a text (or, with channel web, a web chat message) through the one door: "

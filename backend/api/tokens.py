@@ -24,6 +24,7 @@ class Role(StrEnum):
     MARKETER = "marketer"
     SERVICE = "service"  # the action server and the channels
     ANALYST = "analyst"  # read only
+    AGENT = "agent"  # answers customers in hand-offs
 
 
 @dataclass(frozen=True)

@@ -302,8 +302,32 @@ class Handoff(Base):
     note: Mapped[str | None] = mapped_column(Text)  # the hand-off step's words for the agent
     status: Mapped[str] = mapped_column(String(8))  # open or closed
     opened_at: Mapped[datetime]
+    # The agent answering it, so two people never answer one customer at once.
+    claimed_by: Mapped[str | None] = mapped_column(String(320))  # their name, to show
+    claimed_by_id: Mapped[uuid.UUID | None]  # their API token or console user: who it is
+    claimed_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     closed_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class ConsoleUser(Base):
+    """A person who signs in to the console. Only an argon2 hash of the password is kept."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # lower case
+    role: Mapped[str] = mapped_column(String(16))  # admin, marketer, agent or analyst
+    password_hash: Mapped[str] = mapped_column(String(200))
+    # Failed sign-ins in a row; at the limit the account is locked until `locked_until`.
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+
+    @property
+    def name(self) -> str:  # the audit log's actor
+        return self.email
 
 
 class ApiToken(Base):

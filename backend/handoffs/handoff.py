@@ -1,5 +1,11 @@
 """Hand-offs: a conversation marked for a person. While one is open the bot is paused
-in that conversation (Rasa's ConversationPaused); closing it resumes the bot."""
+in that conversation (Rasa's ConversationPaused); closing it resumes the bot.
+
+An agent claims a hand-off before answering, so two people never answer one customer at
+once; a claim is the agent's until they release it or close the hand-off (an admin may
+take it over). On a phone call or a voice assistant the customer cannot be written to
+later: those hand-offs are call-back tasks, closed when the agent has called back.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.core import audit
 from backend.core.clock import Clock
 from backend.core.models import Handoff
+
+# Channels whose conversations end with the call: a person calls the customer back.
+CALL_BACK_CHANNELS = frozenset({"voice", "alexa"})
+
+
+class HandoffConflict(Exception):
+    """The hand-off is closed, or claimed by someone else."""
+
+
+def is_call_back(handoff: Handoff) -> bool:
+    return handoff.channel in CALL_BACK_CHANNELS
 
 
 async def open_for(session: AsyncSession, conversation_id: str) -> Handoff | None:
@@ -57,3 +74,29 @@ def close(handoff: Handoff, clock: Clock, by: str) -> None:
     handoff.status = "closed"
     handoff.closed_at = clock.now()
     handoff.closed_by = by
+
+
+def held_by_other(handoff: Handoff, agent: audit.Actor) -> bool:
+    return handoff.claimed_by_id is not None and handoff.claimed_by_id != agent.id
+
+
+def claim(handoff: Handoff, clock: Clock, agent: audit.Actor, *, take_over: bool = False) -> bool:
+    """Make `agent` the one answering; whether the claim is new. Raises `HandoffConflict`
+    if it is closed or someone else holds it (unless `take_over`)."""
+    if handoff.status != "open":
+        raise HandoffConflict("The hand-off is closed.")
+    if handoff.claimed_by_id is not None and handoff.claimed_by_id == agent.id:
+        return False
+    if held_by_other(handoff, agent) and not take_over:
+        raise HandoffConflict(f"{handoff.claimed_by} is answering this conversation.")
+    handoff.claimed_by, handoff.claimed_by_id = agent.name, agent.id
+    handoff.claimed_at = clock.now()
+    return True
+
+
+def release(handoff: Handoff, agent: audit.Actor, *, take_over: bool = False) -> None:
+    """Leave the hand-off for someone else. Raises `HandoffConflict` if another agent
+    holds it (unless `take_over`)."""
+    if held_by_other(handoff, agent) and not take_over:
+        raise HandoffConflict(f"{handoff.claimed_by} is answering this conversation.")
+    handoff.claimed_by, handoff.claimed_by_id, handoff.claimed_at = None, None, None

@@ -36,6 +36,11 @@ class HandoffOut(BaseModel):
     note: str | None = Field(None, description="what a follow-up sequence's hand-off step says")
     status: Literal["open", "closed"]
     opened_at: datetime
+    claimed_by: str | None = Field(None, description="the agent answering it")
+    claimed_at: datetime | None = None
+    call_back: bool = Field(
+        False, description="a phone or voice-assistant conversation: a person calls back"
+    )
     closed_at: datetime | None
     closed_by: str | None
 
@@ -44,3 +49,31 @@ class HandoffList(BaseModel):
     """Hand-offs, oldest first."""
 
     items: list[HandoffOut]
+
+
+class ClaimIn(BaseModel):
+    """Claim a hand-off; `take_over` (admins only) takes it from the agent holding it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    take_over: bool = False
+
+
+class ReplyIn(BaseModel):
+    """An agent's words to the customer, sent on the conversation's own channel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1600)]
+    send_key: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = Field(
+        None, description="the same key sent again is the same reply, never sent twice"
+    )
+
+
+class ReplySent(BaseModel):
+    """The reply, as the channel's door recorded it."""
+
+    handoff: HandoffOut
+    message_id: int
+    channel: str
+    status: str = Field(description="the door's status: sent, queued, failed, ...")

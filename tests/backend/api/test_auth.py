@@ -58,6 +58,7 @@ async def test_every_role_on_every_route_gets_exactly_what_the_table_says(
             name="hot-leads",
             channel="sms",
             purpose="marketing",
+            conversation_id="auth-test",
         )
         for role, token in tokens.items():
             response = await client.request(

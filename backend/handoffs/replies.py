@@ -1,0 +1,146 @@
+"""An agent's reply in a handed-off conversation, on the customer's own channel.
+
+Every reply goes through the channel's one door, with its checks and its record: a web
+chat reply is pushed into the visitor's conversation (their open page shows it, and its
+history after a reload); a text goes through the SMS door as the answer to the
+customer's latest text. Both are also put in the person's Rasa conversation as words
+said by the agent (`metadata.agent`), so the bot knows what was said when it takes over
+again. Calls and voice assistants cannot be written to: their hand-offs are call-back
+tasks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.conversations.rasa_client import RasaClient
+from backend.conversations.transcripts import AGENT_KEY
+from backend.core import audit
+from backend.core.clock import Clock
+from backend.core.logs import get_logger
+from backend.core.models import Handoff, Message
+from backend.handoffs.handoff import HandoffConflict, claim, is_call_back
+from backend.messaging.door import MessagePurpose, NotNow
+from backend.messaging.held import Held
+from backend.messaging.sms_door import OutboundText, SmsDoor
+from backend.messaging.web_door import WebDoor, WebPush
+
+log = get_logger(__name__)
+
+
+class ReplyRefusal(StrEnum):
+    """Why a reply was not sent; the problem type the API answers with (409)."""
+
+    CLOSED = "handoff-closed"
+    CLAIMED = "handoff-claimed"
+    CALL_BACK = "call-back-task"
+    NO_PUSH = "channel-cannot-reply"
+    NOT_CONFIGURED = "channel-not-configured"  # 503: its door is not set up here
+
+
+class ReplyRefused(Exception):
+    def __init__(self, kind: ReplyRefusal, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class AgentReplies:
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    web: WebDoor | None  # absent without Rasa's token
+    sms: SmsDoor | None  # absent without a Twilio auth token
+    conversations: RasaClient
+
+    async def reply(
+        self, handoff_id: uuid.UUID, agent: audit.Actor, body: str, send_key: str | None = None
+    ) -> Message | None:
+        """Send `body` to the customer of an open hand-off, claiming it for `agent` if no
+        one has; the message's record (None if there is no such hand-off). Raises
+        `ReplyRefused`, the doors' `SendRefused`, or `RasaUnavailable`."""
+        async with self.sessions.begin() as session:
+            handoff = await session.get(Handoff, handoff_id)
+            if handoff is None:
+                return None
+            self._may_reply(handoff)
+            try:
+                claim(handoff, self.clock, agent)
+            except HandoffConflict as conflict:
+                raise ReplyRefused(ReplyRefusal.CLAIMED, str(conflict)) from conflict
+            conversation, channel, profile = (
+                handoff.conversation_id, handoff.channel, handoff.profile_id
+            )  # fmt: skip
+            answering = await self._latest_text_from(session, conversation)
+        metadata = {AGENT_KEY: agent.name}
+        door = self.web if channel == "webchat" else self.sms
+        if door is None:
+            raise ReplyRefused(
+                ReplyRefusal.NOT_CONFIGURED, f"Parley is not set up to send {channel} messages."
+            )
+        if isinstance(door, WebDoor):
+            pushed = await door.push(
+                WebPush(
+                    to=conversation, body=body, purpose=MessagePurpose.CONVERSATIONAL,
+                    send_key=send_key, metadata=metadata, if_not_now=NotNow.REFUSE,
+                    requested_by=agent.name,
+                )
+            )  # fmt: skip
+            assert not isinstance(pushed, Held)  # only marketing is ever held
+            message = pushed.message
+        else:
+            # The words go into the conversation first, as the scheduler's follow-ups do:
+            # if Rasa cannot take them, nothing has been sent.
+            await self.conversations.record_follow_up(conversation, body, None, metadata)
+            sent = await door.send(
+                OutboundText(
+                    to=conversation, body=body,
+                    purpose=(
+                        MessagePurpose.CONVERSATIONAL if answering else MessagePurpose.TRANSACTIONAL
+                    ),
+                    in_reply_to=answering, send_key=send_key, if_not_now=NotNow.REFUSE,
+                    requested_by=agent.name,
+                )
+            )  # fmt: skip
+            assert not isinstance(sent, Held)
+            message = sent.messages[0]
+        async with self.sessions.begin() as session:
+            await audit.record(
+                session, self.clock, agent, "reply_handoff", str(profile) if profile else None,
+                handoff_id=str(handoff_id), channel=channel, message_id=message.id,
+            )  # fmt: skip
+        log.info("handoff.replied", handoff_id=str(handoff_id), channel=channel)
+        return message
+
+    def _may_reply(self, handoff: Handoff) -> None:
+        if handoff.status != "open":
+            raise ReplyRefused(
+                ReplyRefusal.CLOSED, "The hand-off is closed: the bot answers this conversation."
+            )
+        if is_call_back(handoff):
+            raise ReplyRefused(
+                ReplyRefusal.CALL_BACK,
+                f"A {handoff.channel} conversation cannot be written to: call the customer "
+                "back, then close the hand-off.",
+            )
+        if handoff.channel not in ("webchat", "sms"):
+            raise ReplyRefused(
+                ReplyRefusal.NO_PUSH,
+                f"The {handoff.channel} channel only answers the customer's own requests.",
+            )
+
+    async def _latest_text_from(self, session: AsyncSession, number: str) -> int | None:
+        """The customer's latest text, which an agent's text answers (the SMS door's
+        conversational purpose); None on the web."""
+        found: int | None = await session.scalar(
+            select(Message.id)
+            .where(Message.direction == "inbound", Message.channel == "sms",
+                   Message.from_address == number)
+            .order_by(Message.id.desc())
+            .limit(1)
+        )  # fmt: skip
+        return found
