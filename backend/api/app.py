@@ -14,10 +14,10 @@ from backend.api import route_table as routes
 from backend.api.auth import auth_middleware
 from backend.api.bodies import MAX_BODY_BYTES
 from backend.api.keys import (
-    AGENT_REPLIES,
     BUSINESS_TEXTS,
     CALL_DOOR,
     CLOCK,
+    DESK,
     DIRECTORY,
     ENGINE,
     FILE_SEGMENTS,
@@ -43,7 +43,7 @@ from backend.core.database import create_engine, create_session_factory
 from backend.core.logs import get_logger
 from backend.core.settings import Settings
 from backend.events.recording import EventRecorder
-from backend.handoffs.replies import AgentReplies
+from backend.handoffs.desk import Desk
 from backend.messaging.call_door import CallDoor
 from backend.messaging.guards import ContactGuard
 from backend.messaging.held import Deliver, HeldMessages
@@ -172,9 +172,7 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
         if door is not None:
             deliver[channel] = door.deliver_held
     app[HELD] = HeldMessages(sessions, clock, deliver)
-    app[AGENT_REPLIES] = AgentReplies(
-        sessions, clock, app.get(WEB_DOOR), app.get(SMS_DOOR), app[RASA]
-    )
+    app[DESK] = Desk(sessions, clock, app.get(WEB_DOOR), app.get(SMS_DOOR), app[RASA])
     app[RETENTION] = Retention(
         sessions, clock, business.retention, app[RASA] if settings.rasa_token else None
     )

@@ -10,7 +10,7 @@ from backend.core.clock import Clock
 from backend.core.models import ApiToken
 from backend.core.settings import Settings
 from backend.data_files import BusinessTexts
-from backend.handoffs.replies import AgentReplies
+from backend.handoffs.desk import Desk
 from backend.messaging.call_door import CallDoor
 from backend.messaging.held import HeldMessages
 from backend.messaging.inbound import KeywordReplies, SmsInbox
@@ -49,8 +49,8 @@ CALL_DOOR = web.AppKey("call_door", CallDoor)
 # doors held until they may go.
 WEB_DOOR = web.AppKey("web_door", WebDoor)
 HELD = web.AppKey("held", HeldMessages)
-# Agents' replies in hand-offs, through the web and SMS doors.
-AGENT_REPLIES = web.AppKey("agent_replies", AgentReplies)
+# What agents do with hand-offs: claim, reply (through the web and SMS doors), close.
+DESK = web.AppKey("desk", Desk)
 # The retention job (data/business.yml `retention:`).
 RETENTION = web.AppKey("retention", Retention)
 # Runs due steps of follow-up sequences (started only when scheduler_enabled).

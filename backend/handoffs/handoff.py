@@ -23,7 +23,15 @@ CALL_BACK_CHANNELS = frozenset({"voice", "alexa"})
 
 
 class HandoffConflict(Exception):
-    """The hand-off is closed, or claimed by someone else."""
+    """The hand-off is closed, or claimed by someone else: `kind` says which
+    (`handoff-closed`, `handoff-claimed`, the API's problem types)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+CLOSED, CLAIMED = "handoff-closed", "handoff-claimed"
 
 
 def is_call_back(handoff: Handoff) -> bool:
@@ -84,11 +92,11 @@ def claim(handoff: Handoff, clock: Clock, agent: audit.Actor, *, take_over: bool
     """Make `agent` the one answering; whether the claim is new. Raises `HandoffConflict`
     if it is closed or someone else holds it (unless `take_over`)."""
     if handoff.status != "open":
-        raise HandoffConflict("The hand-off is closed.")
+        raise HandoffConflict(CLOSED, "The hand-off is closed: the bot answers this conversation.")
     if handoff.claimed_by_id is not None and handoff.claimed_by_id == agent.id:
         return False
     if held_by_other(handoff, agent) and not take_over:
-        raise HandoffConflict(f"{handoff.claimed_by} is answering this conversation.")
+        raise HandoffConflict(CLAIMED, f"{handoff.claimed_by} is answering this conversation.")
     handoff.claimed_by, handoff.claimed_by_id = agent.name, agent.id
     handoff.claimed_at = clock.now()
     return True
@@ -98,5 +106,5 @@ def release(handoff: Handoff, agent: audit.Actor, *, take_over: bool = False) ->
     """Leave the hand-off for someone else. Raises `HandoffConflict` if another agent
     holds it (unless `take_over`)."""
     if held_by_other(handoff, agent) and not take_over:
-        raise HandoffConflict(f"{handoff.claimed_by} is answering this conversation.")
+        raise HandoffConflict(CLAIMED, f"{handoff.claimed_by} is answering this conversation.")
     handoff.claimed_by, handoff.claimed_by_id, handoff.claimed_at = None, None, None

@@ -4,18 +4,20 @@ in Rasa)."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable
+
 from aiohttp import web
 
 from backend.api.bodies import path_uuid, query_choice, read_body, respond, row_by_id
-from backend.api.keys import AGENT_REPLIES, CALLER, CLOCK, DIRECTORY, RASA, SESSIONS
+from backend.api.keys import CALLER, CLOCK, DESK, DIRECTORY, SESSIONS
 from backend.api.problems import Problem
-from backend.api.tokens import Role
 from backend.conversations.rasa_client import RasaUnavailable
-from backend.core import audit
 from backend.core.logs import get_logger
-from backend.core.models import Handoff
+from backend.core.models import Handoff, Message
 from backend.handoffs import handoff as handoffs
-from backend.handoffs.replies import ReplyRefusal, ReplyRefused
+from backend.handoffs.desk import ReplyRefusal, ReplyRefused
+from backend.handoffs.handoff import HandoffConflict
 from backend.handoffs.schemas import ClaimIn, HandoffIn, HandoffList, HandoffOut, ReplyIn, ReplySent
 from backend.messaging.door import SendRefused
 from backend.messaging.routes import refusal_problem
@@ -31,13 +33,37 @@ def _out(handoff: Handoff) -> HandoffOut:
     return out
 
 
-def _conflict(error: handoffs.HandoffConflict | ReplyRefused) -> Problem:
-    if isinstance(error, ReplyRefused):
-        status = 503 if error.kind is ReplyRefusal.NOT_CONFIGURED else 409
-        return Problem(status, str(error), type_=error.kind)
-    closed = "closed" in str(error)
-    kind = ReplyRefusal.CLOSED if closed else ReplyRefusal.CLAIMED
-    return Problem(409, str(error), type_=kind)
+def _refused(error: HandoffConflict | ReplyRefused) -> Problem:
+    status = 503 if error.kind == ReplyRefusal.NOT_CONFIGURED else 409
+    return Problem(status, str(error), type_=error.kind)
+
+
+async def _on_desk(request: web.Request, step: Awaitable[Handoff | None]) -> HandoffOut:
+    """A desk step's hand-off, or the problem that says why it could not be taken."""
+    try:
+        handoff = await step
+    except (HandoffConflict, ReplyRefused) as refused:
+        raise _refused(refused) from refused
+    except PermissionError as error:
+        raise Problem(403, str(error), type_="forbidden") from error
+    except SendRefused as refused:
+        raise refusal_problem(refused) from refused
+    except RasaUnavailable as error:
+        raise Problem(
+            503, f"Rasa could not be reached ({error}); nothing changed.",
+            type_="rasa-unavailable", headers={"Retry-After": "5"},
+        ) from error  # fmt: skip
+    if handoff is None:
+        raise _missing(request)
+    return _out(handoff)
+
+
+def _missing(request: web.Request) -> Problem:
+    return Problem(404, f"There is no hand-off {request.match_info['id']!r}.", type_=NOT_FOUND)
+
+
+def _id(request: web.Request) -> uuid.UUID:
+    return path_uuid(request, "id", _missing(request))
 
 
 async def open_handoff(request: web.Request) -> web.Response:
@@ -76,98 +102,40 @@ async def get_handoff(request: web.Request) -> web.Response:
 
 async def claim_handoff(request: web.Request) -> web.Response:
     body = await read_body(request, ClaimIn)
-    caller = request[CALLER]
-    if body.take_over and caller.role != Role.ADMIN:
-        raise Problem(403, "Only an admin may take a hand-off over.", type_="forbidden")
-    async with request.app[SESSIONS].begin() as session:
-        handoff = await row_by_id(request, session, Handoff, "hand-off", NOT_FOUND)
-        before = handoff.claimed_by
-        try:
-            claimed = handoffs.claim(handoff, request.app[CLOCK], caller, take_over=body.take_over)
-        except handoffs.HandoffConflict as conflict:
-            raise _conflict(conflict) from conflict
-        if claimed:
-            await audit.record(
-                session, request.app[CLOCK], caller, "claim_handoff", _target(handoff),
-                handoff_id=str(handoff.id), taken_from=before,
-            )  # fmt: skip
-        return respond(_out(handoff))
+    desk = request.app[DESK]
+    return respond(
+        await _on_desk(request, desk.claim(_id(request), request[CALLER], body.take_over))
+    )
 
 
 async def release_handoff(request: web.Request) -> web.Response:
-    caller = request[CALLER]
-    async with request.app[SESSIONS].begin() as session:
-        handoff = await row_by_id(request, session, Handoff, "hand-off", NOT_FOUND)
-        if handoff.claimed_by is not None:
-            try:
-                handoffs.release(handoff, caller, take_over=caller.role == Role.ADMIN)
-            except handoffs.HandoffConflict as conflict:
-                raise _conflict(conflict) from conflict
-            await audit.record(
-                session, request.app[CLOCK], caller, "release_handoff", _target(handoff),
-                handoff_id=str(handoff.id),
-            )  # fmt: skip
-        return respond(_out(handoff))
+    desk = request.app[DESK]
+    return respond(await _on_desk(request, desk.release(_id(request), request[CALLER])))
 
 
 async def reply_handoff(request: web.Request) -> web.Response:
     body = await read_body(request, ReplyIn)
-    missing = Problem(404, f"There is no hand-off {request.match_info['id']!r}.", type_=NOT_FOUND)
-    handoff_id = path_uuid(request, "id", missing)
-    try:
-        message = await request.app[AGENT_REPLIES].reply(
+    handoff_id = _id(request)
+    sent: list[Message] = []
+
+    async def reply() -> Handoff | None:
+        message = await request.app[DESK].reply(
             handoff_id, request[CALLER], body.body, body.send_key
         )
-    except ReplyRefused as refused:
-        raise _conflict(refused) from refused
-    except SendRefused as refused:
-        raise refusal_problem(refused) from refused
-    except RasaUnavailable as error:
-        raise Problem(
-            503, f"The reply could not be put in the conversation: {error}. Nothing was sent.",
-            type_="rasa-unavailable", headers={"Retry-After": "5"},
-        ) from error  # fmt: skip
-    if message is None:
-        raise missing
-    async with request.app[SESSIONS]() as session:
-        handoff = await session.get(Handoff, handoff_id)
-        assert handoff is not None
-        out = ReplySent(
-            handoff=_out(handoff), message_id=message.id, channel=message.channel,
-            status=message.status,
-        )  # fmt: skip
+        if message is None:
+            return None
+        sent.append(message)
+        async with request.app[SESSIONS]() as session:
+            return await session.get(Handoff, handoff_id)
+
+    handoff = await _on_desk(request, reply())
+    [message] = sent
+    out = ReplySent(
+        handoff=handoff, message_id=message.id, channel=message.channel, status=message.status
+    )
     return respond(out, status=201)
 
 
 async def close_handoff(request: web.Request) -> web.Response:
-    caller = request[CALLER]
-    async with request.app[SESSIONS].begin() as session:
-        handoff = await row_by_id(request, session, Handoff, "hand-off", NOT_FOUND)
-        if handoff.status == "open":
-            if handoffs.held_by_other(handoff, caller) and caller.role != Role.ADMIN:
-                raise Problem(
-                    409, f"{handoff.claimed_by} is answering this conversation.",
-                    type_=ReplyRefusal.CLAIMED,
-                )  # fmt: skip
-            # Resume first: if Rasa cannot be reached, the hand-off stays open and says so.
-            # (A call-back task too: the customer's next call meets the bot again.)
-            try:
-                await request.app[RASA].resume(handoff.conversation_id)
-            except RasaUnavailable as error:
-                raise Problem(
-                    503,
-                    f"The bot could not be resumed: {error}. The hand-off is still open.",
-                    type_="rasa-unavailable",
-                ) from error
-            handoffs.close(handoff, request.app[CLOCK], caller.name)
-            await audit.record(
-                session, request.app[CLOCK], caller, "close_handoff", _target(handoff),
-                handoff_id=str(handoff.id),
-            )  # fmt: skip
-        out = _out(handoff)
-    log.info("handoff.closed", handoff_id=str(out.id))
-    return respond(out)
-
-
-def _target(handoff: Handoff) -> str | None:
-    return str(handoff.profile_id) if handoff.profile_id else None
+    desk = request.app[DESK]
+    return respond(await _on_desk(request, desk.close(_id(request), request[CALLER])))

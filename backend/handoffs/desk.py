@@ -1,4 +1,7 @@
-"""An agent's reply in a handed-off conversation, on the customer's own channel.
+"""The hand-off desk: what an agent does with a hand-off, for the API and the console
+alike. Claim it (so two people never answer one customer at once), answer the customer,
+release it for someone else, hand it back to the bot. Each step is audited under the
+agent's name; an admin may take over or release someone else's claim.
 
 Every reply goes through the channel's one door, with its checks and its record: a web
 chat reply is pushed into the visitor's conversation (their open page shows it, and its
@@ -24,7 +27,8 @@ from backend.core import audit
 from backend.core.clock import Clock
 from backend.core.logs import get_logger
 from backend.core.models import Handoff, Message
-from backend.handoffs.handoff import HandoffConflict, claim, is_call_back
+from backend.handoffs import handoff as handoffs
+from backend.handoffs.handoff import HandoffConflict, is_call_back
 from backend.messaging.door import MessagePurpose, NotNow
 from backend.messaging.held import Held
 from backend.messaging.sms_door import OutboundText, SmsDoor
@@ -34,10 +38,9 @@ log = get_logger(__name__)
 
 
 class ReplyRefusal(StrEnum):
-    """Why a reply was not sent; the problem type the API answers with (409)."""
+    """Why a reply was not sent; the problem type the API answers with (409, but 503
+    for a door not set up). A closed or claimed hand-off is a `HandoffConflict`."""
 
-    CLOSED = "handoff-closed"
-    CLAIMED = "handoff-claimed"
     CALL_BACK = "call-back-task"
     NO_PUSH = "channel-cannot-reply"
     NOT_CONFIGURED = "channel-not-configured"  # 503: its door is not set up here
@@ -49,29 +52,87 @@ class ReplyRefused(Exception):
         self.kind = kind
 
 
+def _is_admin(agent: audit.Actor) -> bool:
+    return agent.role == "admin"
+
+
+def _target(handoff: Handoff) -> str | None:
+    return str(handoff.profile_id) if handoff.profile_id else None
+
+
 @dataclass
-class AgentReplies:
+class Desk:
     sessions: async_sessionmaker[AsyncSession]
     clock: Clock
     web: WebDoor | None  # absent without Rasa's token
     sms: SmsDoor | None  # absent without a Twilio auth token
     conversations: RasaClient
 
+    async def claim(
+        self, handoff_id: uuid.UUID, agent: audit.Actor, take_over: bool = False
+    ) -> Handoff | None:
+        """Make `agent` the one answering (None: no such hand-off). Raises
+        `HandoffConflict`; `take_over` is for admins (`PermissionError` otherwise)."""
+        if take_over and not _is_admin(agent):
+            raise PermissionError("Only an admin may take a hand-off over.")
+        async with self.sessions.begin() as session:
+            handoff = await session.get(Handoff, handoff_id)
+            if handoff is None:
+                return None
+            before = handoff.claimed_by
+            if handoffs.claim(handoff, self.clock, agent, take_over=take_over):
+                await audit.record(
+                    session, self.clock, agent, "claim_handoff", _target(handoff),
+                    handoff_id=str(handoff.id), taken_from=before,
+                )  # fmt: skip
+            return handoff
+
+    async def release(self, handoff_id: uuid.UUID, agent: audit.Actor) -> Handoff | None:
+        """Leave the hand-off for someone else (an admin may release anyone's claim)."""
+        async with self.sessions.begin() as session:
+            handoff = await session.get(Handoff, handoff_id)
+            if handoff is None or handoff.claimed_by_id is None:
+                return handoff
+            handoffs.release(handoff, agent, take_over=_is_admin(agent))
+            await audit.record(
+                session, self.clock, agent, "release_handoff", _target(handoff),
+                handoff_id=str(handoff.id),
+            )  # fmt: skip
+            return handoff
+
+    async def close(self, handoff_id: uuid.UUID, agent: audit.Actor) -> Handoff | None:
+        """Hand the conversation back to the bot. Rasa is resumed first: if it cannot be
+        reached (`RasaUnavailable`), the hand-off stays open. A call-back task is resumed
+        too, so the customer's next call meets the bot again."""
+        async with self.sessions.begin() as session:
+            handoff = await session.get(Handoff, handoff_id)
+            if handoff is None or handoff.status != "open":
+                return handoff
+            if handoffs.held_by_other(handoff, agent) and not _is_admin(agent):
+                raise HandoffConflict(
+                    handoffs.CLAIMED, f"{handoff.claimed_by} is answering this conversation."
+                )
+            await self.conversations.resume(handoff.conversation_id)
+            handoffs.close(handoff, self.clock, agent.name)
+            await audit.record(
+                session, self.clock, agent, "close_handoff", _target(handoff),
+                handoff_id=str(handoff.id),
+            )  # fmt: skip
+        log.info("handoff.closed", handoff_id=str(handoff_id))
+        return handoff
+
     async def reply(
         self, handoff_id: uuid.UUID, agent: audit.Actor, body: str, send_key: str | None = None
     ) -> Message | None:
         """Send `body` to the customer of an open hand-off, claiming it for `agent` if no
         one has; the message's record (None if there is no such hand-off). Raises
-        `ReplyRefused`, the doors' `SendRefused`, or `RasaUnavailable`."""
+        `HandoffConflict`, `ReplyRefused`, the doors' `SendRefused`, or `RasaUnavailable`."""
         async with self.sessions.begin() as session:
             handoff = await session.get(Handoff, handoff_id)
             if handoff is None:
                 return None
             self._may_reply(handoff)
-            try:
-                claim(handoff, self.clock, agent)
-            except HandoffConflict as conflict:
-                raise ReplyRefused(ReplyRefusal.CLAIMED, str(conflict)) from conflict
+            handoffs.claim(handoff, self.clock, agent)
             conversation, channel, profile = (
                 handoff.conversation_id, handoff.channel, handoff.profile_id
             )  # fmt: skip
@@ -117,10 +178,6 @@ class AgentReplies:
         return message
 
     def _may_reply(self, handoff: Handoff) -> None:
-        if handoff.status != "open":
-            raise ReplyRefused(
-                ReplyRefusal.CLOSED, "The hand-off is closed: the bot answers this conversation."
-            )
         if is_call_back(handoff):
             raise ReplyRefused(
                 ReplyRefusal.CALL_BACK,
