@@ -20,7 +20,8 @@ help: ## List the targets.
 
 install: $(BACKEND_READY) $(BOT_READY) ## Create or update both virtual environments.
 
-$(BACKEND_READY): requirements/backend.txt pyproject.toml scripts/install scripts/find-python
+$(BACKEND_READY): requirements/backend.txt pyproject.toml scripts/install scripts/find-python \
+                  backend/console/package.json backend/console/package-lock.json
 	scripts/install backend
 	touch $@
 

@@ -36,6 +36,7 @@ from backend.api.keys import (
     WORKER,
 )
 from backend.api.problems import problem_middleware
+from backend.console import routes as console
 from backend.conversations.rasa_client import RasaClient
 from backend.core import secret_key
 from backend.core.clock import Clock, SystemClock
@@ -81,9 +82,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     app[SCORING] = rules
     app[FILE_SEGMENTS] = data_files.load_segments(settings.data_path)
     app[SEQUENCES] = data_files.load_sequences(settings.data_path)
-    app[DIRECTORY] = ProfileDirectory(
-        clock=clock, rules=rules, erasure_key=secret_key.load_or_create(settings)
-    )
+    key = secret_key.load_or_create(settings)
+    app[DIRECTORY] = ProfileDirectory(clock=clock, rules=rules, erasure_key=key)
     app[RASA] = RasaClient(
         settings.resolved_rasa_api_url,
         settings.rasa_token.get_secret_value() if settings.rasa_token else None,
@@ -96,6 +96,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> web.Applicatio
     webchat.install(app, settings, clock)
     routes.register(app)
     openapi.install(app, routes.ROUTES)
+    app.add_subapp(
+        "/console",
+        console.console_app(key, settings.console_secure_cookie),
+    )
     return app
 
 

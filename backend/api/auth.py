@@ -6,7 +6,7 @@ from aiohttp import web
 
 from backend.api import tokens as api_tokens
 from backend.api.keys import CALLER, SESSIONS
-from backend.api.permissions import PUBLIC, allowed
+from backend.api.permissions import CONSOLE_ROUTES, PUBLIC, allowed
 from backend.api.problems import Handler, Problem
 from backend.api.tokens import Role
 
@@ -16,8 +16,9 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="parley"'}
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     route_name = request.match_info.route.name
-    # Unmatched paths fall through to the router's 404/405 (they name no route).
-    if route_name is None or route_name in PUBLIC:
+    # Unmatched paths fall through to the router's 404/405 (they name no route). The
+    # console's pages check its own sign-in, against the same permission table.
+    if route_name is None or route_name in PUBLIC or route_name.startswith(CONSOLE_ROUTES):
         return await handler(request)
 
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")

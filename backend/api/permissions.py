@@ -26,6 +26,11 @@ PUBLIC: frozenset[str] = frozenset(
 # guards the history.
 PUBLIC |= {"webchat_widget", "webchat_demo", "start_chat_session", "chat_history"}
 
+# The console's pages and buttons (backend.console.routes) are named "console.…": they
+# check the console's sign-in, and each names the route of this table whose permission
+# it needs.
+CONSOLE_ROUTES = "console."
+
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "identify": MACHINES,
     "get_profile": EVERYONE,

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     webchat_socket_url: str | None = None
     webchat_allowed_origins: str = "*"
 
+    # The console (/console): its session cookie is Secure, so browsers send it only over
+    # HTTPS (and to http://127.0.0.1 and localhost, which they trust). Switch it off only
+    # for plain HTTP on a private network you trust.
+    console_secure_cookie: bool = True
+
     # Follow-up sequences: the scheduler inside the backend (backend.sequences.scheduler).
     # Paused: no step of any sequence runs until it is switched off again.
     scheduler_enabled: bool = True

@@ -11,17 +11,20 @@ from typing import Any, TypeVar
 
 import click
 from aiohttp import web
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import data_files
 from backend.api import tokens as api_tokens
 from backend.api.app import create_app
 from backend.api.tokens import Role
+from backend.console import users as console_users
 from backend.core import migrations_runner
 from backend.core.clock import SystemClock
 from backend.core.database import create_engine, create_session_factory
 from backend.core.identities import InvalidAddress, normalise_phone
 from backend.core.logs import configure as configure_logs
+from backend.core.models import ConsoleUser
 from backend.core.secret_key import SecretKeyMissing
 from backend.core.settings import Settings
 from backend.data_files import DataFileInvalid
@@ -337,6 +340,55 @@ def upgrade(settings: Settings) -> None:
 
     applied = asyncio.run(with_database(settings, go))
     click.echo(f"applied {', '.join(applied)}" if applied else "the database is up to date")
+
+
+@main.group()
+def user() -> None:
+    """People who sign in to the console (/console)."""
+
+
+@user.command("create")
+@click.option("--email", required=True, help="What they sign in with.")
+@click.option("--role", type=click.Choice(console_users.ROLES), required=True)
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from standard input (scripts)."
+)
+@click.pass_obj
+def user_create(settings: Settings, email: str, role: str, password_stdin: bool) -> None:
+    """Make a console account; the password is asked for (never an argument: it would
+    stay in the shell's history)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+    async def go(engine: AsyncEngine) -> str:
+        await migrations_runner.upgrade(engine)
+        async with create_session_factory(engine).begin() as session:
+            made = await console_users.create(session, SystemClock(), email, role, password)
+            return made.email
+
+    try:
+        made = asyncio.run(with_database(settings, go))
+    except console_users.UserRefused as refused:
+        raise click.ClickException(str(refused)) from refused
+    where = (settings.public_url or settings.backend_url).rstrip("/")
+    click.echo(f"{made} may sign in at {where}/console as {role}")
+
+
+@user.command("list")
+@click.pass_obj
+def user_list(settings: Settings) -> None:
+    """Console accounts: e-mail, role, and whether locked or disabled."""
+
+    async def go(engine: AsyncEngine) -> list[ConsoleUser]:
+        await migrations_runner.upgrade(engine)
+        async with create_session_factory(engine)() as session:
+            return list(await session.scalars(select(ConsoleUser).order_by(ConsoleUser.email)))
+
+    for account in asyncio.run(with_database(settings, go)):
+        state = "disabled" if account.disabled_at else ""
+        click.echo(f"{account.email:<40} {account.role:<9} {state}".rstrip())
 
 
 @main.group()

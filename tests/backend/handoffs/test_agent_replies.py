@@ -7,52 +7,19 @@ call-back tasks for calls, hand-back, the audit log, and the transcript staff re
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from backend.api.tokens import Role
 from tests.backend.conftest import Api, IssueToken, StartTexting, TextingBackend
+from tests.backend.rasa_trackers import RASA_TOKEN, RasaTrackers
 
-RASA_TOKEN = "handoff-test-rasa-token"
 WEBCHAT_SECRET = "handoff-tests-webchat-secret-" + "x" * 36
 NUMBER = "+12025550143"
-
-
-@dataclass
-class RasaTrackers:
-    """Rasa's HTTP API as the backend uses it: `POST /conversations/{id}/tracker/events`
-    (appends; `output_channel` pushes the bot's words) and the bot's own `GET
-    /webhooks/conversations/{id}/tracker` (channels.conversation_batch)."""
-
-    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    pushed_to: list[str | None] = field(default_factory=list)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/conversations/{id}/tracker/events", self.append)
-        app.router.add_get("/webhooks/conversations/{id}/tracker", self.tracker)
-        return app
-
-    async def append(self, request: web.Request) -> web.Response:
-        if request.query.get("token") != RASA_TOKEN:
-            return web.json_response({"message": "no token"}, status=401)
-        held = self.events.setdefault(request.match_info["id"], [])
-        held.extend(await request.json())
-        self.pushed_to.append(request.query.get("output_channel"))
-        return web.json_response({"events": held})
-
-    async def tracker(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != f"Bearer {RASA_TOKEN}":
-            return web.json_response({"message": "no token"}, status=401)
-        conversation = request.match_info["id"]
-        return web.json_response(
-            {"sender_id": conversation, "events": self.events.get(conversation, [])}
-        )
 
 
 @dataclass

@@ -14,6 +14,8 @@ import aiohttp
 import pytest
 
 from backend.api import tokens as api_tokens
+from backend.console import users as console_users
+from backend.core.clock import SystemClock
 from backend.core.database import create_engine, create_session_factory
 from backend.core.settings import PROJECT_ROOT
 from tests.servers import free_port
@@ -54,7 +56,45 @@ async def test_token_create_prints_a_token_once_that_then_authenticates(tmp_path
 def test_token_create_refuses_an_unknown_role(tmp_path: Path) -> None:
     result = parley("token", "create", "--role", "root", var=tmp_path)
     assert result.returncode == 2
-    assert "'root' is not one of 'admin', 'marketer', 'service', 'analyst'" in result.stderr
+    assert "'root' is not one of 'admin', 'marketer', 'service', 'analyst', 'agent'" in (
+        result.stderr
+    )
+
+
+async def test_user_create_makes_a_console_account_that_signs_in(tmp_path: Path) -> None:
+    def create(email: str, password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*PARLEY, "user", "create", "--email", email, "--role", "agent", "--password-stdin"],
+            env={**os.environ, "PARLEY_VAR_DIR": str(tmp_path),
+                 "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"},
+            input=password + "\n", capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    made = create("Sam@Example.com", "a long enough password")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == (
+        "sam@example.com may sign in at http://127.0.0.1:8000/console as agent"
+    )
+    assert "a long enough password" not in made.stdout + made.stderr
+    again = create("sam@example.com", "a long enough password")
+    assert again.returncode == 1 and "has an account already" in again.stderr
+    short = create("kim@example.com", "short")
+    assert short.returncode == 1 and "at least 12 characters" in short.stderr
+
+    listed = parley("user", "list", var=tmp_path)
+    assert listed.stdout.split() == ["sam@example.com", "agent"]
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}")
+    try:
+        async with create_session_factory(engine).begin() as session:
+            signed = await console_users.sign_in(
+                session, SystemClock(), "sam@example.com", "a long enough password"
+            )
+            wrong = await console_users.sign_in(session, SystemClock(), "sam@example.com", "no")
+    finally:
+        await engine.dispose()
+    assert signed.user is not None and signed.user.role == "agent"
+    assert signed.user.password_hash.startswith("$argon2id$")
+    assert wrong.user is None
 
 
 def test_db_upgrade_applies_migrations_once(tmp_path: Path) -> None:

@@ -1,0 +1,267 @@
+"""The console's sign-in and agent inbox over real HTTP: cookies as a browser keeps them
+(Secure, HttpOnly, SameSite=Lax, only for /console), CSRF tokens on every change, the
+lock-out, roles from the API's permission table, the live queue's server-sent events,
+and an agent claiming, answering a texter (at the Twilio emulator) and handing back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+
+from backend.api.keys import SESSIONS
+from backend.console import users
+from backend.core.clock import FixedClock
+from tests.backend.conftest import StartTexting, TextingBackend
+from tests.backend.rasa_trackers import RASA_TOKEN, RasaTrackers
+
+PASSWORD = "correct horse battery"
+NUMBER = "+12025550143"
+
+
+class Browser:
+    """One person's browser: its own cookies, the CSRF token of the last page it read."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[url])
+        )
+        self.csrf = ""
+
+    async def get(self, path: str, **headers: str) -> tuple[int, str, aiohttp.ClientResponse]:
+        async with self.http.get(self.url + path, headers=headers, allow_redirects=False) as r:
+            text = await r.text()
+        if found := re.search(r'name="csrf" value="([^"]+)"', text):
+            self.csrf = found.group(1)
+        return r.status, text, r
+
+    async def post(
+        self, path: str, form: dict[str, str] | None = None, csrf: bool = True, **headers: str
+    ) -> tuple[int, str, aiohttp.ClientResponse]:
+        data = {**(form or {}), **({"csrf": self.csrf} if csrf else {})}
+        sent = {name.replace("_", "-"): value for name, value in headers.items()}
+        async with self.http.post(
+            self.url + path, data=data, headers=sent, allow_redirects=False
+        ) as r:
+            return r.status, await r.text(), r
+
+    async def sign_in(self, email: str, password: str = PASSWORD, next_: str = "") -> int:
+        await self.get("/console/sign-in")
+        status, _, response = await self.post(
+            "/console/sign-in", {"email": email, "password": password, "next": next_}
+        )
+        self.location = response.headers.get("Location", "")
+        return status
+
+
+@dataclass
+class Console:
+    backend: TextingBackend
+    rasa: RasaTrackers
+    clock: FixedClock
+    open: Callable[[], Browser]
+
+    async def user(self, email: str, role: str) -> None:
+        async with self.backend.app[SESSIONS].begin() as session:
+            await users.create(session, self.clock, email, role, PASSWORD)
+
+    async def handed_off(self, conversation: str, channel: str = "sms") -> dict[str, Any]:
+        person = await self.backend.api.identify("sms", conversation, first_name="Dana")
+        return await self.backend.api.post(
+            "/api/v1/handoffs",
+            {"conversation_id": conversation, "channel": channel, "reason": "requested",
+             "profile_id": person["id"]},
+            expect=201,
+        )  # fmt: skip
+
+
+@pytest.fixture
+async def console(
+    start_texting: StartTexting,
+    clock: FixedClock,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> AsyncIterator[Console]:
+    rasa = RasaTrackers()
+    server = await aiohttp_server(rasa.app())
+    backend = await start_texting(
+        scheduler_enabled=False, rasa_api_url=str(server.make_url("")).rstrip("/"),
+        rasa_token=SecretStr(RASA_TOKEN),
+    )  # fmt: skip
+    browsers: list[Browser] = []
+
+    def open_browser() -> Browser:
+        browsers.append(Browser(backend.url))
+        return browsers[-1]
+
+    yield Console(backend, rasa, clock, open_browser)
+    for browser in browsers:
+        await browser.http.close()
+
+
+async def test_pages_ask_for_sign_in_and_the_cookie_is_kept_safe(console: Console) -> None:
+    await console.user("Agent@Example.com", "agent")
+    browser = console.open()
+    status, _, response = await browser.get("/console/inbox")
+    assert status == 303
+    assert response.headers["Location"] == "/console/sign-in?next=/console/inbox"
+
+    assert await browser.sign_in("agent@example.com", next_="/console/inbox") == 303
+    assert browser.location == "/console/inbox"
+    [cookie] = [c for c in browser.http.cookie_jar if c.key == "parley_console"]
+    assert cookie["httponly"] and cookie["secure"] and cookie["samesite"] == "Lax"
+    assert cookie["path"] == "/console"
+    status, page, response = await browser.get("/console/inbox")
+    assert status == 200 and "Nobody is waiting" in page and "agent@example.com" in page
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    # The API is not opened by a console cookie.
+    status, _, _ = await browser.get("/api/v1/handoffs")
+    assert status == 401
+
+    await browser.post("/console/sign-out")
+    status, _, _ = await browser.get("/console/inbox")
+    assert status == 303
+
+
+async def test_a_sign_in_never_redirects_off_the_console(console: Console) -> None:
+    await console.user("agent@example.com", "agent")
+    browser = console.open()
+    for target in ("https://evil.example/", "//evil.example/console/", "/api/v1/audit"):
+        assert await browser.sign_in("agent@example.com", next_=target) == 303
+        assert browser.location == "/console/inbox"
+
+
+async def test_five_wrong_passwords_lock_the_account_for_fifteen_minutes(
+    console: Console,
+) -> None:
+    await console.user("agent@example.com", "agent")
+    browser = console.open()
+    await browser.get("/console/sign-in")
+    for _ in range(4):
+        status, page, _ = await browser.post(
+            "/console/sign-in", {"email": "agent@example.com", "password": "guess guess guess"}
+        )
+        assert status == 401 and "do not match an account" in page
+    status, page, _ = await browser.post(
+        "/console/sign-in", {"email": "agent@example.com", "password": "guess guess guess"}
+    )
+    assert status == 401 and "locked until 09:45 UTC" in page
+    # Even the right password is refused while locked...
+    assert await browser.sign_in("agent@example.com") == 401
+    console.clock.advance(timedelta(minutes=15, seconds=1))
+    # ...and works once the lock has passed.
+    assert await browser.sign_in("agent@example.com") == 303
+    # An unknown address reads exactly like a wrong password.
+    await browser.get("/console/sign-in")
+    status, page, _ = await browser.post(
+        "/console/sign-in", {"email": "nobody@example.com", "password": PASSWORD}
+    )
+    assert status == 401 and "do not match an account" in page
+
+
+async def test_a_change_without_the_forms_csrf_token_is_refused(console: Console) -> None:
+    await console.user("agent@example.com", "agent")
+    handoff = await console.handed_off(NUMBER)
+    browser = console.open()
+    await browser.sign_in("agent@example.com")
+    claim = f"/console/handoffs/{handoff['id']}/claim"
+    status, page, _ = await browser.post(claim, csrf=False)
+    assert status == 403 and "CSRF" in page
+    status, _, _ = await browser.post(claim, {"csrf": "forged"}, csrf=False)
+    assert status == 403
+    # A sign-in form from another site is refused too (login CSRF).
+    other = console.open()
+    status, _, _ = await other.post(
+        "/console/sign-in", {"email": "agent@example.com", "password": PASSWORD}, csrf=False
+    )
+    assert status == 403
+    got = await console.backend.api.get(f"/api/v1/handoffs/{handoff['id']}")
+    assert got["claimed_by"] is None
+
+
+async def test_each_role_sees_what_the_api_table_allows(console: Console) -> None:
+    await console.user("analyst@example.com", "analyst")
+    await console.user("marketer@example.com", "marketer")
+    handoff = await console.handed_off(NUMBER)
+    analyst = console.open()
+    await analyst.sign_in("analyst@example.com")
+    status, page, _ = await analyst.get("/console/inbox")
+    assert status == 403 and "may not" in page
+    status, _, _ = await analyst.post(f"/console/handoffs/{handoff['id']}/claim")
+    assert status == 403
+    marketer = console.open()
+    await marketer.sign_in("marketer@example.com")
+    status, _, _ = await marketer.get("/console/inbox")
+    assert status == 200
+
+
+async def test_an_agent_claims_answers_by_text_and_hands_back(console: Console) -> None:
+    await console.user("sam@example.com", "agent")
+    await console.user("kim@example.com", "agent")
+    await console.backend.texted(NUMBER, "can I speak to someone")
+    handoff = await console.handed_off(NUMBER)
+    console.rasa.events[NUMBER] = [
+        {"event": "user", "text": "can I speak to someone", "timestamp": 1.0,
+         "input_channel": "sms", "parse_data": {"intent": {"name": "human_handoff",
+                                                           "confidence": 0.98}}},
+        {"event": "bot", "text": "A person will be with you shortly.", "timestamp": 1.1},
+    ]  # fmt: skip
+    sam, kim = console.open(), console.open()
+    await sam.sign_in("sam@example.com")
+    await kim.sign_in("kim@example.com")
+
+    status, page, _ = await sam.get("/console/inbox")
+    assert "Dana" in page and "+1 202-555-0143" in page
+    assert "A person will be with you shortly." in page and "nobody yet" in page
+    page_path = f"/console/handoffs/{handoff['id']}"
+    status, page, _ = await sam.get(page_path)
+    assert status == 200 and "can I speak to someone" in page and "human_handoff" in page
+
+    status, panel, _ = await sam.post(page_path + "/claim", HX_Request="true")
+    assert status == 200 and "sam@example.com" in panel
+    # Kim sees it is Sam's, and cannot answer.
+    await kim.get(page_path)
+    status, panel, _ = await kim.post(
+        page_path + "/messages", {"body": "Hi from Kim"}, HX_Request="true"
+    )
+    assert "sam@example.com is answering" in panel
+    status, panel, _ = await sam.post(
+        page_path + "/messages", {"body": "Hi Dana, Sam here."}, HX_Request="true"
+    )
+    assert status == 200 and "error" not in panel
+    await console.backend.settle()
+    assert console.backend.sent_to(NUMBER) == ["Hi Dana, Sam here."]
+    status, panel, _ = await sam.post(page_path + "/close", HX_Request="true")
+    assert "Handed back" in panel
+    assert console.rasa.events[NUMBER][-2]["event"] == "resume"
+
+
+async def test_the_inbox_hears_of_new_hand_offs_as_they_happen(console: Console) -> None:
+    await console.user("sam@example.com", "agent")
+    browser = console.open()
+    await browser.sign_in("sam@example.com")
+    async with browser.http.get(browser.url + "/console/inbox/events") as stream:
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+
+        async def next_event() -> dict[str, int]:
+            while True:
+                line = (await asyncio.wait_for(stream.content.readline(), 10)).decode()
+                if line.startswith("data: "):
+                    got: dict[str, int] = json.loads(line[6:])
+                    return got
+
+        assert await next_event() == {"open": 0, "waiting": 0}
+        handoff = await console.handed_off(NUMBER)
+        assert await next_event() == {"open": 1, "waiting": 1}
+        await browser.get("/console/inbox")
+        await browser.post(f"/console/handoffs/{handoff['id']}/claim")
+        assert await next_event() == {"open": 1, "waiting": 0}

@@ -1,0 +1,43 @@
+"""A stand-in for the parts of Rasa's HTTP API the backend calls for hand-offs and
+transcripts, holding each conversation's events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+RASA_TOKEN = "backend-tests-rasa-token"
+
+
+@dataclass
+class RasaTrackers:
+    """Rasa's HTTP API as the backend uses it: `POST /conversations/{id}/tracker/events`
+    (appends; `output_channel` pushes the bot's words) and the bot's own `GET
+    /webhooks/conversations/{id}/tracker` (channels.conversation_batch)."""
+
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    pushed_to: list[str | None] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/conversations/{id}/tracker/events", self.append)
+        app.router.add_get("/webhooks/conversations/{id}/tracker", self.tracker)
+        return app
+
+    async def append(self, request: web.Request) -> web.Response:
+        if request.query.get("token") != RASA_TOKEN:
+            return web.json_response({"message": "no token"}, status=401)
+        held = self.events.setdefault(request.match_info["id"], [])
+        held.extend(await request.json())
+        self.pushed_to.append(request.query.get("output_channel"))
+        return web.json_response({"events": held})
+
+    async def tracker(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {RASA_TOKEN}":
+            return web.json_response({"message": "no token"}, status=401)
+        conversation = request.match_info["id"]
+        return web.json_response(
+            {"sender_id": conversation, "events": self.events.get(conversation, [])}
+        )
