@@ -1,0 +1,111 @@
+"""End to end: the console's agent inbox in real Chromium, against the shared `parley
+run`. An agent made with `parley user create` signs in and sees a web chat visitor's
+hand-off appear live; reads the transcript, claims it and replies, and the reply reaches
+the visitor's open page (another browser context) and stays in its history; hands back,
+and the bot answers the visitor's next message. The same for a person texting through
+the local Twilio: the agent's reply reaches their phone."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.e2e.conftest import PARLEY, Parley
+from tests.e2e.test_webchat import REPLY_MS, Chat, browser, demo
+
+__all__ = ["browser"]  # the module's Chromium, shared with the web chat tests' fixture
+PASSWORD = "e2e console password"
+
+
+@pytest.fixture
+def agent(parley: Parley, browser: Browser) -> Iterator[Page]:
+    """An agent's browser, signed in to the console through its sign-in page."""
+    email = f"agent-{uuid.uuid4().hex[:8]}@example.com"
+    subprocess.run(
+        [str(PARLEY), "user", "create", "--email", email, "--role", "agent", "--password-stdin"],
+        env=parley.env, input=PASSWORD + "\n", capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(REPLY_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{parley.backend}/console/")
+    expect(page).to_have_url(re.compile(r"/console/sign-in"))
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/console/inbox$"))
+    expect(page.get_by_text(email)).to_be_visible()
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+@pytest.fixture
+def visitor(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(REPLY_MS)
+    yield page
+    context.close()
+
+
+def answer(agent: Page, row_text: str, reply: str) -> None:
+    """Open the waiting conversation whose row shows `row_text`, claim it, and reply."""
+    row = agent.locator("table.queue tr", has_text=row_text)
+    row.get_by_role("link", name="Open").click()
+    expect(agent.locator(".transcript")).to_contain_text("I want to talk to a person")
+    agent.get_by_role("button", name="Claim").click()
+    expect(agent.locator(".claimed-by")).to_contain_text("agent-")
+    agent.get_by_label(re.compile("^Reply on")).fill(reply)
+    agent.get_by_role("button", name="Send").click()
+    expect(agent.locator(".transcript .line.agent", has_text=reply)).to_be_visible()
+
+
+def test_an_agent_answers_a_web_chat_visitor_live_and_hands_back(
+    parley: Parley, agent: Page, visitor: Page
+) -> None:
+    visitor.goto(demo(parley))
+    chat = Chat(visitor)
+    chat.open()
+    chat.say("I want to talk to a person")
+    expect(chat.bot(re.compile("person"))).to_be_visible()
+    visitor_row = f"visitor {chat.session()['session_id'][:8]}"
+
+    # The agent's inbox, open all along, shows the visitor without a reload.
+    row = agent.locator("table.queue tr", has_text=visitor_row)
+    expect(row).to_be_visible()
+    expect(row).to_contain_text("webchat")
+    expect(agent).to_have_title(re.compile(r"^\(\d+\) Inbox"))
+
+    answer(agent, visitor_row, "Hi, I'm Sam from Brightdesk. How can I help?")
+    expect(chat.bot("Hi, I'm Sam from Brightdesk. How can I help?")).to_be_visible()
+    visitor.reload()
+    Chat(visitor).open()
+    expect(Chat(visitor).bot("Hi, I'm Sam from Brightdesk. How can I help?")).to_be_visible()
+
+    agent.get_by_role("button", name="Hand back to the bot").click()
+    expect(agent.get_by_text("Handed back")).to_be_visible()
+    chat = Chat(visitor)
+    chat.say("what can you do")
+    expect(chat.bot("I can tell you about Brightdesk's plans")).to_be_visible()
+
+
+def test_an_agent_answers_a_texter_on_their_phone(parley: Parley, agent: Page) -> None:
+    number = "+12025550177"
+    parley.text(number, "I want to talk to a person")
+    agent.goto(f"{parley.backend}/console/inbox")
+    answer(agent, "+1 202-555-0177", "Hi, Sam here by text.")
+    deadline = time.monotonic() + 30
+    while "Hi, Sam here by text." not in parley.texts_to(number):
+        assert time.monotonic() < deadline, parley.texts_to(number)
+        time.sleep(0.5)
+    agent.get_by_role("button", name="Hand back to the bot").click()
+    expect(agent.get_by_text("Handed back")).to_be_visible()
