@@ -62,7 +62,7 @@ VENDORED: Mapping[str, str] = {
     "swagger-ui.css": "swagger-ui-dist/swagger-ui.css",
     "swagger-ui.LICENSE.txt": "swagger-ui-dist/LICENSE",
 }
-OWN_STATIC = frozenset({"console.css", "console.js"})
+OWN_STATIC = frozenset({"console.css", "console.js", "api-reference.js"})
 PREFIX = CONSOLE_ROUTES  # route names; the API's bearer-token check leaves these to us
 SESSION_HOURS = 12
 POLL_SECONDS = 1.0  # how often the inbox's event stream looks for changes

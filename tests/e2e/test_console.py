@@ -3,7 +3,8 @@ run`. An agent made with `parley user create` signs in and sees a web chat visit
 hand-off appear live; reads the transcript, claims it and replies, and the reply reaches
 the visitor's open page (another browser context) and stays in its history; hands back,
 and the bot answers the visitor's next message. The same for a person texting through
-the local Twilio: the agent's reply reaches their phone."""
+the local Twilio: the agent's reply reaches their phone. And the API reference: Swagger
+UI on the backend's OpenAPI document calls a route with a token."""
 
 from __future__ import annotations
 
@@ -109,3 +110,28 @@ def test_an_agent_answers_a_texter_on_their_phone(parley: Parley, agent: Page) -
         time.sleep(0.5)
     agent.get_by_role("button", name="Hand back to the bot").click()
     expect(agent.get_by_text("Handed back")).to_be_visible()
+
+
+def test_the_api_reference_calls_a_route_with_a_token(parley: Parley, browser: Browser) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.goto(f"{parley.backend}/api/v1/docs")
+    expect(page.get_by_role("heading", name=re.compile("Parley backend API"))).to_be_visible()
+
+    page.get_by_role("button", name="Authorize").first.click()
+    page.get_by_label("auth-bearer-value").fill(parley.admin_token)
+    page.get_by_role("button", name="Apply credentials").click()
+    page.locator(".auth-btn-wrapper").get_by_role("button", name="Close").click()
+
+    operation = page.locator("#operations-handoffs-list_handoffs")
+    operation.locator(".opblock-summary").first.click()
+    operation.get_by_role("button", name="Try it out").click()
+    operation.get_by_role("button", name="Execute").click()
+    answer = operation.locator(".live-responses-table")
+    expect(answer).to_contain_text('"items"')
+    expect(answer.locator("tbody .response-col_status").first).to_have_text("200")
+    # Everything the page loaded came from the backend itself (no CDN, no validator).
+    assert asked and all(url.startswith(parley.backend) for url in asked), asked
+    context.close()
