@@ -84,6 +84,17 @@ async def row_by_id(
     return row
 
 
+def query_uuid(request: web.Request, name: str) -> uuid.UUID | None:
+    """An id in the query (e.g. `after`, a page's last profile), else 400 invalid-query."""
+    raw = request.query.get(name)
+    try:
+        return uuid.UUID(raw) if raw else None
+    except ValueError:
+        raise Problem(
+            400, f"query parameter '{name}' must be a profile id", type_="invalid-query"
+        ) from None
+
+
 def query_int(
     request: web.Request, name: str, default: int | None, low: int, high: int
 ) -> int | None:

@@ -34,6 +34,7 @@ CONSOLE_ROUTES = "console."
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "identify": MACHINES,
     "get_profile": EVERYONE,
+    "search_profiles": EVERYONE,
     "update_profile": WRITERS,
     "add_identity": MACHINES,
     "merge_profiles": MACHINES,

@@ -45,6 +45,7 @@ from backend.people.schemas import (
     MergedPointer,
     MergeRequest,
     ProfileOut,
+    ProfilePage,
     ProfileUpdate,
     RetentionOut,
     RetentionRunOut,
@@ -103,6 +104,14 @@ ROUTES: list[Route] = [
     Route("POST", "/api/v1/identify", "identify", profiles.identify,
           "Find or create the profile behind a channel identity, and update it.", "profiles",
           body=IdentifyRequest, responses={200: IdentifyResult, 201: IdentifyResult}),
+    Route("GET", "/api/v1/profiles", "search_profiles", profiles.search_profiles,
+          "Find people by name, e-mail address or phone number (matched by prefix, any "
+          "case; a number written any way).", "profiles", responses={200: ProfilePage},
+          query=(("query", {"type": "string", "minLength": 1, "maxLength": 200},
+                  "a name (each word starts a name, the company or the e-mail), an e-mail "
+                  "address, or a phone number"),
+                 page(100), ("after", {"type": "string", "format": "uuid"},
+                             "the last id of the page before"))),
     Route("GET", PROFILE, "get_profile", profiles.get_profile,
           "Read one profile with its identities and score (a merged profile answers 308).",
           "profiles", responses={200: ProfileOut, 308: MergedPointer}),

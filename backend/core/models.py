@@ -72,10 +72,25 @@ class Base(DeclarativeBase):
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def _prefix_index(name: str, expression: str, where: str | None = None) -> Index:
+    """A PostgreSQL index for case-insensitive prefix search (migration 0014;
+    backend/people/search.py). SQLite has none: it scans."""
+    return Index(name, text(expression), postgresql_where=text(where) if where else None).ddl_if(
+        dialect="postgresql"
+    )
+
+
 class Profile(Base):
     """One person Parley knows, however many channels they use."""
 
     __tablename__ = "profiles"
+    __table_args__ = (
+        _prefix_index("ix_profiles_first_name_prefix", "lower(first_name) text_pattern_ops"),
+        _prefix_index("ix_profiles_last_name_prefix", "lower(last_name) text_pattern_ops"),
+        _prefix_index("ix_profiles_company_prefix", "lower(company) text_pattern_ops"),
+        _prefix_index("ix_profiles_email_prefix", "lower(email) text_pattern_ops"),
+        Index("ix_profiles_phone", "phone"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     first_name: Mapped[str | None] = mapped_column(String(100))
@@ -109,7 +124,12 @@ class Identity(Base):
     """An address by which a profile reaches us: a phone number, a chat session, ..."""
 
     __tablename__ = "identities"
-    __table_args__ = (Index("uq_identities_kind_address", "kind", "address", unique=True),)
+    __table_args__ = (
+        Index("uq_identities_kind_address", "kind", "address", unique=True),
+        _prefix_index(
+            "ix_identities_email_prefix", "lower(address) text_pattern_ops", "kind = 'email'"
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     profile_id: Mapped[uuid.UUID] = mapped_column(

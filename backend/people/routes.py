@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.api.bodies import path_uuid, read_body, respond
+from backend.api.bodies import path_uuid, query_int, query_uuid, read_body, respond
 from backend.api.keys import (
     BUSINESS_TEXTS,
     CALLER,
@@ -28,6 +28,7 @@ from backend.core.identities import IdentityKind, InvalidAddress, normalise_addr
 from backend.core.logs import get_logger
 from backend.core.models import Profile, RetentionRun
 from backend.people import erasure, retention
+from backend.people import search as people_search
 from backend.people.schemas import (
     CORE_FIELDS,
     IdentifyRequest,
@@ -38,6 +39,7 @@ from backend.people.schemas import (
     MergeRequest,
     ProfileFields,
     ProfileOut,
+    ProfilePage,
     ProfileUpdate,
     RetentionOut,
     RetentionRunOut,
@@ -116,6 +118,24 @@ async def identify(request: web.Request) -> web.Response:
         created=result.created,
     )
     return respond(out, status=201 if result.created else 200)
+
+
+async def search_profiles(request: web.Request) -> web.Response:
+    query = request.query.get("query", "").strip()
+    if not query or len(query) > 200:
+        raise Problem(
+            400, "query parameter 'query' must be 1 to 200 characters: a name, an e-mail "
+            "address or a phone number", type_="invalid-query",
+        )  # fmt: skip
+    limit = query_int(request, "limit", 25, 1, 100)
+    assert limit is not None
+    after = query_uuid(request, "after")
+    async with request.app[SESSIONS]() as session:
+        rows = await people_search.search(
+            session, query, request.app[SETTINGS].default_phone_region, limit, after
+        )
+        items = [profile_out(request, p) for p in rows]
+    return respond(ProfilePage(items=items, next=items[-1].id if len(items) == limit else None))
 
 
 async def get_profile(request: web.Request) -> web.Response:

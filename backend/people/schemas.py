@@ -138,6 +138,14 @@ class ProfileOut(BaseModel):
     updated_at: datetime
 
 
+class ProfilePage(BaseModel):
+    """Profiles that match a search, ordered by id; pass `next` as `after` for the page
+    after."""
+
+    items: list[ProfileOut]
+    next: uuid.UUID | None
+
+
 class IdentifyResult(BaseModel):
     """The profile found (200) or created (201) for an identity."""
 

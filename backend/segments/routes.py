@@ -3,12 +3,10 @@ and preview a rule before saving it."""
 
 from __future__ import annotations
 
-import uuid
-
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.api.bodies import query_int, read_body, respond
+from backend.api.bodies import query_int, query_uuid, read_body, respond
 from backend.api.keys import CALLER, CLOCK, SCORING, SESSIONS
 from backend.api.problems import Problem
 from backend.core import audit
@@ -114,13 +112,7 @@ async def count_segment(request: web.Request) -> web.Response:
 async def segment_members(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, 1000)
     assert limit is not None
-    raw_after = request.query.get("after")
-    try:
-        after = uuid.UUID(raw_after) if raw_after else None
-    except ValueError:
-        raise Problem(
-            400, "query parameter 'after' must be a profile id", type_="invalid-query"
-        ) from None
+    after = query_uuid(request, "after")
     async with request.app[SESSIONS]() as session:
         segment = await _segment(request, session)
         rows = await segment_store.members(
