@@ -24,6 +24,7 @@ from backend.api.keys import (
     HELD,
     INBOX,
     KEYWORD_REPLIES,
+    PRIVACY,
     RASA,
     RETENTION,
     SCORING,
@@ -54,6 +55,7 @@ from backend.messaging.sms_door import SmsDoor
 from backend.messaging.text_turns import BotTurns, TextTurns
 from backend.messaging.twilio_api import TwilioCalls, TwilioTexts, twilio_client
 from backend.messaging.web_door import WebDoor
+from backend.people.privacy import Privacy
 from backend.people.profiles import ProfileDirectory
 from backend.people.retention import Retention
 from backend.scoring import rules as scoring
@@ -176,6 +178,7 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
         if door is not None:
             deliver[channel] = door.deliver_held
     app[HELD] = HeldMessages(sessions, clock, deliver)
+    app[PRIVACY] = Privacy(sessions, clock, app[DIRECTORY], app[RASA], app[SCORING])
     app[DESK] = Desk(sessions, clock, app.get(WEB_DOOR), app.get(SMS_DOOR), app[RASA])
     app[RETENTION] = Retention(
         sessions, clock, business.retention, app[RASA] if settings.rasa_token else None

@@ -91,7 +91,7 @@ def query_uuid(request: web.Request, name: str) -> uuid.UUID | None:
         return uuid.UUID(raw) if raw else None
     except ValueError:
         raise Problem(
-            400, f"query parameter '{name}' must be a profile id", type_="invalid-query"
+            400, f"query parameter '{name}' must be an id (a UUID)", type_="invalid-query"
         ) from None
 
 

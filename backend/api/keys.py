@@ -17,6 +17,7 @@ from backend.messaging.inbound import KeywordReplies, SmsInbox
 from backend.messaging.sms_door import SmsDoor
 from backend.messaging.text_turns import TextTurns
 from backend.messaging.web_door import WebDoor
+from backend.people.privacy import Privacy
 from backend.people.profiles import ProfileDirectory
 from backend.people.retention import Retention
 from backend.scoring.rules import ScoringRules
@@ -51,6 +52,8 @@ WEB_DOOR = web.AppKey("web_door", WebDoor)
 HELD = web.AppKey("held", HeldMessages)
 # What agents do with hand-offs: claim, reply (through the web and SMS doors), close.
 DESK = web.AppKey("desk", Desk)
+# GDPR export and erasure (for the API and the console).
+PRIVACY = web.AppKey("privacy", Privacy)
 # The retention job (data/business.yml `retention:`).
 RETENTION = web.AppKey("retention", Retention)
 # Runs due steps of follow-up sequences (started only when scheduler_enabled).

@@ -4,20 +4,18 @@ text's delivery, and the progress of a call Parley placed)."""
 
 from __future__ import annotations
 
-import uuid
-
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.api.bodies import query_choice, query_int, read_body, respond
+from backend.api.bodies import query_choice, query_int, query_uuid, read_body, respond
 from backend.api.keys import CALLER, CLOCK, INBOX, SESSIONS, SETTINGS, SMS_DOOR, WEB_DOOR
 from backend.api.problems import Problem
 from backend.core import audit
 from backend.core.identities import InvalidAddress, normalise_phone
 from backend.core.logs import get_logger
 from backend.core.models import HeldMessage, Message
-from backend.messaging import held
+from backend.messaging import held, history
 from backend.messaging.call_door import advance_call_status
 from backend.messaging.door import MessagePurpose, NotNow, Refusal, SendRefused
 from backend.messaging.held import Held
@@ -183,7 +181,7 @@ async def list_held(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 50, 1, 500) or 50
     after = query_int(request, "after", None, 1, 2**62)
     status = query_choice(request, "status", ("", "held", "sent", "refused", "cancelled"))
-    profile_id = _query_uuid(request, "profile_id")
+    profile_id = query_uuid(request, "profile_id")
     query = select(HeldMessage)
     if status:
         query = query.where(HeldMessage.status == status)
@@ -197,18 +195,6 @@ async def list_held(request: web.Request) -> web.Response:
     return respond(
         HeldPage(items=[held_out(r) for r in page], next=page[-1].id if more and page else None)
     )
-
-
-def _query_uuid(request: web.Request, name: str) -> uuid.UUID | None:
-    value = request.query.get(name)
-    if not value:
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise Problem(
-            400, f"query parameter {name!r} must be a UUID", type_="invalid-query"
-        ) from None
 
 
 async def _held_row(request: web.Request, session: AsyncSession) -> HeldMessage:
@@ -261,11 +247,7 @@ async def profile_messages(request: web.Request) -> web.Response:
     before = query_int(request, "before", None, 1, 2**62)
     async with request.app[SESSIONS]() as session:
         profile = await live_profile(request, session)
-        query = select(Message).where(Message.profile_id == profile.id)
-        if before is not None:
-            query = query.where(Message.id < before)
-        rows = list(await session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
-    page, more = rows[:limit], len(rows) > limit
+        page, more = await history.of_person(session, profile.id, limit, before)
     return respond(
         MessagePage(
             items=[message_out(r) for r in page], next=page[-1].id if more and page else None

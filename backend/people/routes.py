@@ -15,20 +15,20 @@ from backend.api.keys import (
     CALLER,
     CLOCK,
     DIRECTORY,
-    RASA,
+    PRIVACY,
     RETENTION,
     SCORING,
     SESSIONS,
     SETTINGS,
 )
 from backend.api.problems import Problem, invalid_body, invalid_fields
-from backend.conversations.rasa_client import RasaUnavailable
 from backend.core import audit
 from backend.core.identities import IdentityKind, InvalidAddress, normalise_address, redact
 from backend.core.logs import get_logger
 from backend.core.models import Profile, RetentionRun
-from backend.people import erasure, retention
+from backend.people import retention
 from backend.people import search as people_search
+from backend.people.privacy import RasaAway
 from backend.people.schemas import (
     CORE_FIELDS,
     IdentifyRequest,
@@ -209,74 +209,30 @@ async def merge_profiles(request: web.Request) -> web.Response:
 
 
 async def export_profile(request: web.Request) -> web.Response:
-    """Everything held about the person, their conversations' transcripts from Rasa's
-    tracker store included (503 if Rasa cannot be reached: an export is whole or not
-    given)."""
-    async with request.app[SESSIONS]() as session:
-        profile = await live_profile(request, session)
-        conversations = await erasure.conversations_of(session, profile)
-    rasa = request.app[RASA]
+    """Everything held about the person (503 if Rasa cannot be reached)."""
+    profile_id = path_uuid(request, "id", _not_found(request))
     try:
-        transcripts = (
-            await erasure.transcripts(rasa, conversations)
-            if rasa.configured
-            else {"unavailable": "PARLEY_RASA_TOKEN is not set, so Rasa cannot be read"}
-        )
-    except RasaUnavailable as error:
-        raise _rasa_away("The transcripts", error) from error
-    async with request.app[SESSIONS].begin() as session:
-        profile = await live_profile(request, session)
-        document = await erasure.export(session, profile)
-        document["profile"]["score"] = scoring.current_score(
-            profile, request.app[SCORING], request.app[CLOCK].now()
-        )
-        document["conversations"] = transcripts
-        await audit.record(
-            session, request.app[CLOCK], request[CALLER], "export_profile", str(profile.id)
-        )
+        document = await request.app[PRIVACY].export(profile_id, request[CALLER])
+    except RasaAway as away:
+        raise _rasa_away(away) from away
+    if document is None:
+        raise _not_found(request)
     return web.json_response(document)
 
 
-def _rasa_away(what: str, error: RasaUnavailable) -> Problem:
-    return Problem(
-        503,
-        f"{what} could not be reached in Rasa's tracker store: {error}. Nothing was "
-        "changed; try again.",
-        type_="rasa-unavailable",
-        headers={"Retry-After": "5"},
-    )
+def _rasa_away(away: RasaAway) -> Problem:
+    return Problem(503, str(away), type_="rasa-unavailable", headers={"Retry-After": "5"})
 
 
 async def erase_profile(request: web.Request) -> web.Response:
-    """Erase the person everywhere: their conversations in Rasa's tracker store first
-    (503 and nothing erased if Rasa cannot be reached), then everything the backend
-    holds, leaving the tombstone."""
-    caller = request[CALLER]
-    async with request.app[SESSIONS]() as session:
-        profile = await live_profile(request, session)
-        conversations = await erasure.conversations_of(session, profile)
-    rasa = request.app[RASA]
-    reached: int | str
-    if rasa.configured:
-        try:
-            reached = await erasure.erase_conversations(rasa, conversations)
-        except RasaUnavailable as error:
-            raise _rasa_away("The person's conversations", error) from error
-    else:
-        reached = "not reached: PARLEY_RASA_TOKEN is not set"
-        log.warning("profile.conversations_not_erased", reason=reached)
-    async with request.app[SESSIONS].begin() as session:
-        profile = await live_profile(request, session)
-        profile_id = str(profile.id)
-        remembered = await erasure.erase(
-            session, profile, request.app[DIRECTORY].erasure_key, request.app[CLOCK]
-        )
-        await audit.record(
-            session, request.app[CLOCK], caller, "erase_profile", profile_id,
-            identities_remembered_as_hashes=remembered, conversations=len(conversations),
-            conversation_events_erased=reached,
-        )  # fmt: skip
-    log.info("profile.erased", profile_id=profile_id)
+    """Erase the person everywhere (503 and nothing erased if Rasa cannot be reached)."""
+    profile_id = path_uuid(request, "id", _not_found(request))
+    try:
+        erased = await request.app[PRIVACY].erase(profile_id, request[CALLER])
+    except RasaAway as away:
+        raise _rasa_away(away) from away
+    if not erased:
+        raise _not_found(request)
     return web.Response(status=204)
 
 

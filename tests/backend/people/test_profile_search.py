@@ -73,4 +73,4 @@ async def test_a_search_without_words_is_a_clear_400(service: Api) -> None:
         problem = await service.get(f"/api/v1/profiles?query={query}", expect=400)
         assert problem["type"] == "urn:parley:problem:invalid-query"
     problem = await service.get("/api/v1/profiles?query=ada&after=nope", expect=400)
-    assert "'after' must be a profile id" in problem["detail"]
+    assert "'after' must be an id (a UUID)" in problem["detail"]
