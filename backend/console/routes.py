@@ -31,7 +31,7 @@ from backend.api.keys import CLOCK, SESSIONS
 from backend.api.permissions import CONSOLE_ROUTES, allowed
 from backend.api.problems import Problem
 from backend.api.tokens import Role
-from backend.console import inbox, users
+from backend.console import inbox, people, users
 from backend.console.inbox import STOPPING
 from backend.console.pages import CSRF, HERE, TEMPLATES, USER, render, templates
 from backend.core.logs import get_logger
@@ -246,4 +246,9 @@ PAGES: list[tuple[str, str, Handler, str | None]] = [
     ("POST", "/handoffs/{id}/release", inbox.release, "release_handoff"),
     ("POST", "/handoffs/{id}/messages", inbox.reply, "reply_handoff"),
     ("POST", "/handoffs/{id}/close", inbox.close, "close_handoff"),
+    ("GET", "/people", people.people, "search_profiles"),
+    ("GET", "/people/{id}", people.person, "get_profile"),
+    ("GET", "/people/{id}/export", people.export, "export_profile"),
+    ("POST", "/people/{id}/erase", people.erase, "erase_profile"),
+    ("GET", "/conversations/{conversation_id}", people.conversation, "conversation_transcript"),
 ]

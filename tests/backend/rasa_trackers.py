@@ -1,5 +1,5 @@
-"""A stand-in for the parts of Rasa's HTTP API the backend calls for hand-offs and
-transcripts, holding each conversation's events."""
+"""A stand-in for the parts of Rasa's HTTP API the backend calls for hand-offs,
+transcripts and erasure, holding each conversation's events."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ RASA_TOKEN = "backend-tests-rasa-token"
 class RasaTrackers:
     """Rasa's HTTP API as the backend uses it: `POST /conversations/{id}/tracker/events`
     (appends; `output_channel` pushes the bot's words) and the bot's own `GET
-    /webhooks/conversations/{id}/tracker` (channels.conversation_batch)."""
+    /webhooks/conversations/{id}/tracker` and `DELETE /webhooks/conversations/{id}`
+    (channels.conversation_batch)."""
 
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     pushed_to: list[str | None] = field(default_factory=list)
@@ -24,6 +25,7 @@ class RasaTrackers:
         app = web.Application()
         app.router.add_post("/conversations/{id}/tracker/events", self.append)
         app.router.add_get("/webhooks/conversations/{id}/tracker", self.tracker)
+        app.router.add_delete("/webhooks/conversations/{id}", self.erase)
         return app
 
     async def append(self, request: web.Request) -> web.Response:
@@ -41,3 +43,8 @@ class RasaTrackers:
         return web.json_response(
             {"sender_id": conversation, "events": self.events.get(conversation, [])}
         )
+
+    async def erase(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {RASA_TOKEN}":
+            return web.json_response({"message": "no token"}, status=401)
+        return web.json_response({"erased": len(self.events.pop(request.match_info["id"], []))})

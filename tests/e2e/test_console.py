@@ -135,3 +135,58 @@ def test_the_api_reference_calls_a_route_with_a_token(parley: Parley, browser: B
     # Everything the page loaded came from the backend itself (no CDN, no validator).
     assert asked and all(url.startswith(parley.backend) for url in asked), asked
     context.close()
+
+
+def console_user(parley: Parley, browser: Browser, role: str) -> Page:
+    email = f"{role}-{uuid.uuid4().hex[:8]}@example.com"
+    subprocess.run(
+        [str(PARLEY), "user", "create", "--email", email, "--role", role, "--password-stdin"],
+        env=parley.env, input=PASSWORD + "\n", capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    page = browser.new_context().new_page()
+    page.set_default_timeout(REPLY_MS)
+    page.goto(f"{parley.backend}/console/sign-in")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text(email)).to_be_visible()
+    return page
+
+
+def test_a_marketer_finds_a_person_and_an_admin_erases_them(
+    parley: Parley, browser: Browser
+) -> None:
+    last_name = f"Quill{uuid.uuid4().hex[:6]}"
+    person = parley.api(
+        "POST", "/api/v1/identify",
+        json={"channel": "sms", "address": "(415) 555-2698",
+              "attributes": {"first_name": "Wren", "last_name": last_name}},
+    ).json()["profile"]  # fmt: skip
+    for action, reply in (("grant", "yes please"), ("confirm", "YES")):
+        parley.api(
+            "POST", f"/api/v1/profiles/{person['id']}/consent",
+            json={"channel": "sms", "purpose": "marketing", "action": action,
+                  "source": "sms_keyword", "wording": "Texts about offers? Reply YES.",
+                  "reply": reply},
+        ).raise_for_status()  # fmt: skip
+
+    marketer = console_user(parley, browser, "marketer")
+    marketer.get_by_role("link", name="People").click()
+    marketer.get_by_label("Find a person by name, e-mail or phone").fill(f"wren {last_name}")
+    marketer.get_by_role("link", name=f"Wren {last_name}").click()  # results came as typed
+    expect(marketer.locator(".timeline")).to_contain_text("Texts about offers? Reply YES.")
+    expect(marketer.locator(".states")).to_contain_text("sms marketing: granted")
+    expect(marketer.get_by_text("Privacy requests")).to_have_count(0)
+    marketer.context.close()
+
+    admin = console_user(parley, browser, "admin")
+    admin.goto(f"{parley.backend}/console/people?query={last_name}")
+    admin.get_by_role("link", name=f"Wren {last_name}").click()
+    with admin.expect_download() as download:
+        admin.get_by_role("link", name="Export everything (JSON)").click()
+    assert f"person-{person['id']}.json" == download.value.suggested_filename
+    admin.get_by_label(re.compile("Type ERASE to confirm")).fill("ERASE")
+    admin.get_by_role("button", name="Erase").click()
+    expect(admin.get_by_text("The person was erased everywhere.")).to_be_visible()
+    assert parley.api("GET", f"/api/v1/profiles/{person['id']}").status_code == 404
+    admin.context.close()

@@ -15,12 +15,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from backend.api.keys import SESSIONS
 from backend.console import users
 from backend.core.clock import FixedClock
+from backend.core.models import AuditEntry
 from tests.backend.conftest import StartTexting, TextingBackend
 from tests.backend.rasa_trackers import RASA_TOKEN, RasaTrackers
 
@@ -39,7 +41,8 @@ class Browser:
         self.csrf = ""
 
     async def get(self, path: str, **headers: str) -> tuple[int, str, aiohttp.ClientResponse]:
-        async with self.http.get(self.url + path, headers=headers, allow_redirects=False) as r:
+        sent = {name.replace("_", "-"): value for name, value in headers.items()}
+        async with self.http.get(self.url + path, headers=sent, allow_redirects=False) as r:
             text = await r.text()
         if found := re.search(r'name="csrf" value="([^"]+)"', text):
             self.csrf = found.group(1)
@@ -265,3 +268,67 @@ async def test_the_inbox_hears_of_new_hand_offs_as_they_happen(console: Console)
         await browser.get("/console/inbox")
         await browser.post(f"/console/handoffs/{handoff['id']}/claim")
         assert await next_event() == {"open": 1, "waiting": 0}
+
+
+async def test_a_marketer_finds_a_person_and_reads_their_consent_timeline(
+    console: Console,
+) -> None:
+    await console.user("mia@example.com", "marketer")
+    person = await console.backend.api.identify(
+        "sms", NUMBER, first_name="Dana", last_name="Reyes", company="Acme"
+    )
+    for action, reply in (("grant", "sure, text me"), ("confirm", "YES")):
+        await console.backend.api.post(
+            f"/api/v1/profiles/{person['id']}/consent",
+            {"channel": "sms", "purpose": "marketing", "action": action, "source": "dialogue",
+             "wording": "Can we text you offers? Reply YES.", "reply": reply},
+            expect=201,
+        )  # fmt: skip
+    mia = console.open()
+    await mia.sign_in("mia@example.com")
+    for query in ("dana", "REYES d", "(202) 555-0143", "acme"):
+        status, page, _ = await mia.get(f"/console/people?query={query}")
+        assert status == 200 and f"/console/people/{person['id']}" in page, query
+    status, results, _ = await mia.get("/console/people?query=dan", HX_Request="true")
+    assert "Dana" in results and "<html" not in results  # htmx gets the results only
+
+    status, page, _ = await mia.get(f"/console/people/{person['id']}")
+    assert status == 200 and "Dana Reyes" in page and "Acme" in page
+    assert "sms marketing: <b>granted</b>" in page
+    assert "Can we text you offers? Reply YES." in page and "They said: “YES”" in page
+    assert "asked (waiting for a YES)" in page and "confirmed" in page
+    assert "Privacy requests" not in page  # GDPR requests are an admin's
+    status, _, _ = await mia.get(f"/console/people/{person['id']}/export")
+    assert status == 403
+
+
+async def test_an_admin_exports_and_erases_a_person(console: Console) -> None:
+    await console.user("root@example.com", "admin")
+    person = await console.backend.api.identify("sms", NUMBER, first_name="Dana")
+    admin = console.open()
+    await admin.sign_in("root@example.com")
+    status, page, _ = await admin.get(f"/console/people/{person['id']}")
+    assert "Export everything" in page and "Type ERASE to confirm" in page
+    async with admin.http.get(f"{admin.url}/console/people/{person['id']}/export") as response:
+        assert response.status == 200
+        assert response.headers["Content-Disposition"].startswith("attachment;")
+        exported = await response.json()
+    assert exported["profile"]["first_name"] == "Dana"
+
+    status, _, response = await admin.post(f"/console/people/{person['id']}/erase", {})
+    assert status == 303 and "Type+ERASE" in response.headers["Location"]
+    assert (await console.backend.api.get(f"/api/v1/profiles/{person['id']}"))["_status"] == 200
+    status, _, response = await admin.post(
+        f"/console/people/{person['id']}/erase", {"confirm": "ERASE"}
+    )
+    assert status == 303 and "erased" in response.headers["Location"]
+    await console.backend.api.get(f"/api/v1/profiles/{person['id']}", expect=404)
+    status, _, _ = await admin.get(f"/console/people/{person['id']}")
+    assert status == 404
+    async with console.backend.app[SESSIONS]() as session:
+        actors = {
+            (entry.action, entry.actor, entry.role)
+            for entry in await session.scalars(select(AuditEntry))
+        }
+    assert {("export_profile", "root@example.com", "admin"),
+            ("erase_profile", "root@example.com", "admin")} <= actors  # fmt: skip
