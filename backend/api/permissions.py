@@ -57,6 +57,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "replace_segment": PEOPLE_WHO_EDIT,
     "delete_segment": PEOPLE_WHO_EDIT,
     "list_sequences": EVERYONE,
+    "hold_sequence": PEOPLE_WHO_EDIT,
+    "resume_sequence": PEOPLE_WHO_EDIT,
     "enrol_profile": WRITERS,
     "sequence_stats": EVERYONE,
     "list_demos": EVERYONE,

@@ -64,7 +64,13 @@ from backend.segments.schemas import (
     SegmentUpdate,
 )
 from backend.sequences import routes as sequences
-from backend.sequences.schemas import EnrolmentIn, EnrolmentOut, SequenceList, SequenceStats
+from backend.sequences.schemas import (
+    EnrolmentIn,
+    EnrolmentOut,
+    SequenceList,
+    SequenceOut,
+    SequenceStats,
+)
 from backend.webchat import routes as webchat
 
 
@@ -181,6 +187,12 @@ ROUTES: list[Route] = [
     Route("GET", "/api/v1/sequences", "list_sequences", sequences.list_sequences,
           "The follow-up sequences loaded from data/sequences/.", "sequences",
           responses={200: SequenceList}),
+    Route("POST", "/api/v1/sequences/{id}/hold", "hold_sequence", sequences.hold_sequence,
+          "Put a sequence on hold: its due steps wait and nothing is sent until it is "
+          "resumed (people still enter it).", "sequences", responses={200: SequenceOut}),
+    Route("POST", "/api/v1/sequences/{id}/resume", "resume_sequence",
+          sequences.resume_sequence, "Let a sequence on hold send again.", "sequences",
+          responses={200: SequenceOut}),
     Route("POST", "/api/v1/sequences/{id}/enrolments", "enrol_profile",
           sequences.enrol_profile,
           "Enrol a person into a sequence (entry conditions apply; 409 says why not).",

@@ -559,6 +559,17 @@ class Enrolment(Base):
     updated_at: Mapped[datetime]
 
 
+class SequenceHold(Base):
+    """A sequence put on hold from the console or the API: its steps wait (nothing is
+    sent) until it is resumed; people still enter it."""
+
+    __tablename__ = "sequence_holds"
+
+    sequence: Mapped[str] = mapped_column(String(64), primary_key=True)
+    held_at: Mapped[datetime]
+    held_by: Mapped[str] = mapped_column(String(320))
+
+
 class SequenceWork(Base):
     """A step of an enrolment due at a time; workers claim it with a lease."""
 

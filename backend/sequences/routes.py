@@ -4,6 +4,7 @@ person into one through the API, and a sequence's results."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -11,6 +12,7 @@ from backend.api.bodies import read_body, respond
 from backend.api.keys import CALLER, CLOCK, DIRECTORY, SEQUENCES, SESSIONS
 from backend.api.problems import Problem
 from backend.core import audit
+from backend.sequences import holds
 from backend.sequences import results as sequence_results
 from backend.sequences.definition import EventTrigger, SequenceDefinition
 from backend.sequences.enrolment import EntryRefused, TriggerEvent, enrol
@@ -32,18 +34,37 @@ def _trigger(sequence: SequenceDefinition) -> str:
             "segment_entered": "segment_entered"}.get(kind, "api")  # fmt: skip
 
 
-def _out(sequence: SequenceDefinition) -> SequenceOut:
+def _out(sequence: SequenceDefinition, on_hold: frozenset[str]) -> SequenceOut:
     return SequenceOut(
         id=sequence.name,
         description=sequence.description,
         paused=sequence.paused,
+        on_hold=sequence.name in on_hold,
         trigger=_trigger(sequence),
         steps=[step.id for step in sequence.steps],
     )
 
 
 async def list_sequences(request: web.Request) -> web.Response:
-    return respond(SequenceList(items=[_out(s) for s in request.app[SEQUENCES]]))
+    async with request.app[SESSIONS]() as session:
+        on_hold = await holds.held(session)
+    return respond(SequenceList(items=[_out(s, on_hold) for s in request.app[SEQUENCES]]))
+
+
+async def hold_sequence(request: web.Request) -> web.Response:
+    return await _hold_or_resume(request, holds.hold)
+
+
+async def resume_sequence(request: web.Request) -> web.Response:
+    return await _hold_or_resume(request, holds.resume)
+
+
+async def _hold_or_resume(request: web.Request, change: Any) -> web.Response:
+    sequence = _sequence(request)
+    async with request.app[SESSIONS].begin() as session:
+        await change(session, request.app[CLOCK], sequence.name, request[CALLER])
+        on_hold = await holds.held(session)
+    return respond(_out(sequence, on_hold))
 
 
 def _sequence(request: web.Request) -> SequenceDefinition:

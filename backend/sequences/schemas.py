@@ -19,7 +19,10 @@ class SequenceOut(BaseModel):
 
     id: str
     description: str | None
-    paused: bool
+    paused: bool = Field(description="paused in its file: nobody enters, people leave")
+    on_hold: bool = Field(
+        description="put on hold at run time: its steps wait, nothing is sent until resumed"
+    )
     trigger: str = Field(description="event:<type>, intent, form_completed, segment_entered or api")
     steps: list[str] = Field(description="the step ids, in file order")
 

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.models import Enrolment, SequenceWork
@@ -28,10 +28,16 @@ def sqlite_lock() -> asyncio.Lock:
 
 
 async def claim(
-    session: AsyncSession, now: datetime, owner: str, limit: int, lease: timedelta
+    session: AsyncSession,
+    now: datetime,
+    owner: str,
+    limit: int,
+    lease: timedelta,
+    held: frozenset[str] = frozenset(),
 ) -> list[int]:
-    """Lease up to `limit` due rows (not done, not leased or lease expired) to `owner`;
-    the earliest due first; their ids. Call inside a transaction."""
+    """Lease up to `limit` due rows (not done, not leased or lease expired, not of a
+    sequence on hold) to `owner`; the earliest due first; their ids. Call inside a
+    transaction."""
     free = or_(SequenceWork.lease_until.is_(None), SequenceWork.lease_until <= now)
     query = (
         select(SequenceWork.id)
@@ -39,6 +45,11 @@ async def claim(
         .order_by(SequenceWork.due_at, SequenceWork.id)
         .limit(limit)
     )
+    if held:
+        # Only while something is on hold: the usual claim stays one table's index.
+        query = query.where(
+            ~exists().where(Enrolment.id == SequenceWork.enrolment_id, Enrolment.sequence.in_(held))
+        )
     if session.get_bind().dialect.name == "postgresql":
         # One statement: rows another worker is claiming right now are skipped.
         leased = await session.scalars(

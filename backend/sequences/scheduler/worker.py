@@ -42,6 +42,7 @@ from backend.messaging.sms_door import SmsDoor
 from backend.messaging.web_door import WebDoor
 from backend.people.profiles import ProfileDirectory
 from backend.people.retention import Retention
+from backend.sequences import holds
 from backend.sequences.definition import SequenceDefinition
 from backend.sequences.scheduler import claiming
 from backend.sequences.scheduler.deciding import Decider, RecordsPoints
@@ -241,9 +242,13 @@ class Worker:
         if self._on_sqlite():
             # SQLite has one writer: one claimer at a time in this process.
             async with claiming.sqlite_lock(), self.sessions.begin() as session:
-                return await claiming.claim(session, now, self.owner, self.batch, self.lease)
+                on_hold = await holds.held(session)
+                return await claiming.claim(
+                    session, now, self.owner, self.batch, self.lease, on_hold
+                )
         async with self.sessions.begin() as session:
-            return await claiming.claim(session, now, self.owner, self.batch, self.lease)
+            on_hold = await holds.held(session)
+            return await claiming.claim(session, now, self.owner, self.batch, self.lease, on_hold)
 
     async def run_step(self, work_id: int) -> None:
         """Run one claimed row (nothing if it is done or leased to someone else)."""

@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import select
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from backend.api.keys import SESSIONS
 from backend.console import users

@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from backend.api.app import scheduler_worker
 from backend.api.keys import DIRECTORY, SEQUENCES, SESSIONS, WEB_DOOR, WORKER
+from backend.api.tokens import Role
 from backend.core.clock import FixedClock
 from backend.core.models import Enrolment, Message, Profile, SenderPace, SequenceWork
 from backend.core.settings import PROJECT_ROOT
@@ -39,7 +40,7 @@ from backend.sequences.scheduler.timing import roll_for, wait_until
 from backend.sequences.scheduler.worker import Worker
 from backend.webchat.sessions import signing_secret
 from message_rules import door_signature
-from tests.backend.conftest import Api, StartTexting, TextingBackend
+from tests.backend.conftest import Api, IssueToken, StartTexting, TextingBackend
 
 LA_PERSON = "+14155552671"  # a San Francisco number: America/Los_Angeles
 BERLIN_PERSON = "+4915112345678"
@@ -516,7 +517,7 @@ async def test_the_api_lists_the_loaded_sequences(drip: Drip) -> None:
     listed = await drip.api.get("/api/v1/sequences")
     nurture = next(s for s in listed["items"] if s["id"] == "nurture")
     assert nurture == {
-        "id": "nurture", "description": None, "paused": False,
+        "id": "nurture", "description": None, "paused": False, "on_hold": False,
         "trigger": "event:trial_started", "steps": ["day-two", "tip", "mark"],
     }  # fmt: skip
 
@@ -1106,3 +1107,32 @@ async def test_a_voice_follow_up_is_a_call_that_speaks_it_in_the_same_conversati
     assert [(m["channel"], m["body"]) for m in listed] == [("voice", spoken)]
     [step] = await drip.work(person)
     assert step.outcome == "sent"
+
+
+async def test_a_sequence_on_hold_sends_nothing_until_resumed(
+    drip: Drip, issue_token: IssueToken
+) -> None:
+    marketer = Api(drip.backend.client, await issue_token(Role.MARKETER))
+    person = await drip.person(LA_PERSON, first_name="Ada")
+    await drip.event(person, "trial_started")
+    await drip.run_due()
+    held = await marketer.post("/api/v1/sequences/nurture/hold", {})
+    assert (held["on_hold"], held["paused"]) == (True, False)
+    listed = await marketer.get("/api/v1/sequences")
+    assert {s["id"]: s["on_hold"] for s in listed["items"]}["nurture"] is True
+    await drip.api.post("/api/v1/sequences/nurture/resume", {}, expect=403)  # service
+
+    await drip.at(utc(2026, 3, 3, 18, 0))  # the tip's time: it waits
+    assert drip.sent_to(LA_PERSON)[1:] == []
+    # Someone new still enters while it is on hold.
+    other = await drip.person("+14155550199", first_name="Bo")
+    await drip.event(other, "trial_started")
+    assert [e.status for e in await drip.enrolments(other)] == ["active"]
+
+    resumed = await marketer.post("/api/v1/sequences/nurture/resume", {})
+    assert resumed["on_hold"] is False
+    await drip.run_due()
+    assert drip.sent_to(LA_PERSON)[1:] == [f"Hi Ada, day two of your trial. {STOP}"]
+    audit = await Api(drip.backend.client, await issue_token(Role.ADMIN)).get("/api/v1/audit")
+    actions = [e["action"] for e in audit["items"] if e["action"].endswith("_sequence")]
+    assert actions == ["resume_sequence", "hold_sequence"]
