@@ -153,7 +153,7 @@ def console_user(parley: Parley, browser: Browser, role: str) -> Page:
     return page
 
 
-def test_a_marketer_finds_a_person_and_an_admin_erases_them(
+def test_a_marketer_finds_a_person_pauses_a_sequence_and_an_admin_erases_the_person(
     parley: Parley, browser: Browser
 ) -> None:
     last_name = f"Quill{uuid.uuid4().hex[:6]}"
@@ -177,6 +177,21 @@ def test_a_marketer_finds_a_person_and_an_admin_erases_them(
     expect(marketer.locator(".timeline")).to_contain_text("Texts about offers? Reply YES.")
     expect(marketer.locator(".states")).to_contain_text("sms marketing: granted")
     expect(marketer.get_by_text("Privacy requests")).to_have_count(0)
+
+    # Sequences: pause one, read its funnel chart, resume it.
+    errors: list[str] = []
+    marketer.on("pageerror", lambda error: errors.append(str(error)))
+    marketer.get_by_role("link", name="Sequences").click()
+    row = marketer.locator("table.queue tr", has_text="trial-nurture")
+    row.get_by_role("button", name="Pause").click()
+    expect(row.locator(".sequence-status")).to_contain_text("paused by marketer-")
+    row.get_by_role("link", name="trial-nurture").click()
+    funnel = marketer.get_by_role("img", name=re.compile("How many people reached each"))
+    expect(funnel).to_be_visible()
+    assert marketer.evaluate("() => Chart.getChart('funnel') !== undefined")
+    marketer.get_by_role("button", name="Resume").click()
+    expect(marketer.locator("h1 .sequence-status")).to_have_text("running")
+    assert errors == [], errors
     marketer.context.close()
 
     admin = console_user(parley, browser, "admin")

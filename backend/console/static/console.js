@@ -35,6 +35,48 @@
     });
   }
 
+  // A sequence's charts, from the JSON the page carries (no inline script: the CSP).
+  function drawCharts() {
+    const source = document.getElementById("chart-data");
+    if (!source || typeof Chart === "undefined") return;
+    const data = JSON.parse(source.textContent);
+    const colours = ["#2457d6", "#5b8def", "#1e7d32", "#e0a100", "#b3261e"];
+    const funnel = document.getElementById("funnel");
+    if (funnel) {
+      new Chart(funnel, {
+        type: "bar",
+        data: {
+          labels: data.funnel.steps,
+          datasets: Object.entries(data.funnel.series).map(([label, values], i) =>
+            ({ label: label, data: values, backgroundColor: colours[i % colours.length] })),
+        },
+        options: { animation: false, responsive: true },
+      });
+    }
+    const lift = document.getElementById("lift");
+    if (lift && data.lift.length) {
+      const points = (value) => Math.round(value * 1000) / 10;
+      new Chart(lift, {
+        type: "bar",
+        data: {
+          labels: data.lift.map((row) => row.label),
+          datasets: [
+            { type: "bar", label: "interval (percentage points)",
+              data: data.lift.map((row) => [points(row.low), points(row.high)]),
+              backgroundColor: "rgba(36, 87, 214, 0.25)" },
+            { type: "scatter", label: "lift (percentage points)",
+              data: data.lift.map((row, i) => ({ x: row.label, y: points(row.difference) })),
+              backgroundColor: "#2457d6" },
+          ],
+        },
+        options: { animation: false, indexAxis: "x",
+                   scales: { y: { title: { display: true, text: "goal rate minus the holdout's" } } } },
+      });
+    }
+  }
+
+  window.addEventListener("load", drawCharts);
+
   document.addEventListener("DOMContentLoaded", () => {
     const queue = document.getElementById("queue");
     if (queue && queue.dataset.events) watchQueue(queue);

@@ -332,3 +332,31 @@ async def test_an_admin_exports_and_erases_a_person(console: Console) -> None:
         }
     assert {("export_profile", "root@example.com", "admin"),
             ("erase_profile", "root@example.com", "admin")} <= actors  # fmt: skip
+
+
+async def test_a_marketer_pauses_and_resumes_a_sequence(console: Console) -> None:
+    await console.user("mia@example.com", "marketer")
+    await console.user("ann@example.com", "analyst")
+    mia = console.open()
+    await mia.sign_in("mia@example.com")
+    status, page, _ = await mia.get("/console/sequences")
+    assert status == 200 and "trial-nurture" in page and "running" in page
+    status, _, response = await mia.post(
+        "/console/sequences/trial-nurture/hold", {"back": "/console/sequences/trial-nurture"}
+    )
+    assert status == 303 and response.headers["Location"] == "/console/sequences/trial-nurture"
+    listed = await console.backend.api.get("/api/v1/sequences")
+    assert {s["id"]: s["on_hold"] for s in listed["items"]}["trial-nurture"] is True
+    status, page, _ = await mia.get("/console/sequences/trial-nurture")
+    assert "paused by mia@example.com" in page and ">Resume<" in page
+    assert "Funnel per step" in page and '"funnel"' in page  # the charts' data
+    await mia.post("/console/sequences/trial-nurture/resume", {"back": "https://evil.example"})
+    listed = await console.backend.api.get("/api/v1/sequences")
+    assert {s["id"]: s["on_hold"] for s in listed["items"]}["trial-nurture"] is False
+
+    ann = console.open()
+    await ann.sign_in("ann@example.com")
+    status, page, _ = await ann.get("/console/sequences")
+    assert status == 200 and ">Pause<" not in page  # analysts read, they do not pause
+    status, _, _ = await ann.post("/console/sequences/trial-nurture/hold")
+    assert status == 403
