@@ -61,16 +61,37 @@ def read(
     return _parse(path, model, defaults)[0]
 
 
+def read_text(
+    text: str,
+    path: Path,
+    model: type[Model],
+    defaults: Callable[[Path], dict[str, Any]] | None = None,
+) -> Model:
+    """`read` for a file's text not yet on disk (the console's editors): the same checks,
+    its mistakes named at `path` and their lines."""
+    return _parse_text(text, path, model, defaults)[0]
+
+
 def _parse(
     path: Path, model: type[Model], defaults: Callable[[Path], dict[str, Any]] | None = None
 ) -> tuple[Model, yaml.Node | None, dict[Path_, int]]:
     """`read`, also giving the file's YAML nodes and the line of every value."""
     try:
         text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
     except (OSError, UnicodeDecodeError) as error:
         raise DataFileInvalid([Mistake(path, 1, f"cannot read: {error}")]) from error
+    return _parse_text(text, path, model, defaults)
+
+
+def _parse_text(
+    text: str,
+    path: Path,
+    model: type[Model],
+    defaults: Callable[[Path], dict[str, Any]] | None = None,
+) -> tuple[Model, yaml.Node | None, dict[Path_, int]]:
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as error:
         line = error.problem_mark.line + 1 if error.problem_mark else 1
         raise DataFileInvalid([Mistake(path, line, f"not valid YAML: {error.problem}")]) from error

@@ -31,7 +31,7 @@ from backend.api.keys import CLOCK, SESSIONS
 from backend.api.permissions import CONSOLE_ROUTES, allowed
 from backend.api.problems import Problem
 from backend.api.tokens import Role
-from backend.console import inbox, people, sequences, users
+from backend.console import inbox, people, segments, sequences, users
 from backend.console.inbox import STOPPING
 from backend.console.pages import CSRF, HERE, TEMPLATES, USER, render, templates
 from backend.core.logs import get_logger
@@ -251,6 +251,13 @@ PAGES: list[tuple[str, str, Handler, str | None]] = [
     ("GET", "/people/{id}/export", people.export, "export_profile"),
     ("POST", "/people/{id}/erase", people.erase, "erase_profile"),
     ("GET", "/conversations/{conversation_id}", people.conversation, "conversation_transcript"),
+    ("GET", "/segments", segments.segments, "list_segments"),
+    ("GET", "/segments/new", segments.new_segment, "list_segments"),
+    ("POST", "/segments/preview", segments.preview, "preview_rule"),
+    ("POST", "/segments/save", segments.save, "create_segment"),
+    ("GET", "/segments/{name}", segments.editor, "get_segment"),
+    ("GET", "/segments/{name}/count", segments.segment_count, "count_segment"),
+    ("GET", "/segments/{name}/yaml", segments.download, "get_segment"),
     ("GET", "/sequences", sequences.sequences, "list_sequences"),
     ("GET", "/sequences/{name}", sequences.sequence, "sequence_stats"),
     ("POST", "/sequences/{name}/hold", sequences.hold, "hold_sequence"),

@@ -102,6 +102,19 @@ async def create(
     return segment
 
 
+async def save(
+    session: AsyncSession, name: str, description: str | None, rule: Rule, now: datetime
+) -> tuple[Segment, bool]:
+    """Create the API segment `name`, or replace its description and rule; whether it is
+    new. Raises `SegmentConflict` for a segment from a file (edit the file)."""
+    existing = await get(session, name)
+    if existing is None:
+        return await create(session, name, description, rule, now), True
+    ensure_editable(existing)
+    existing.description, existing.rule, existing.updated_at = description, rule_json(rule), now
+    return existing, False
+
+
 def ensure_editable(segment: Segment) -> None:
     if segment.source == "file":
         raise SegmentConflict(

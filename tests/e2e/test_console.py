@@ -153,7 +153,7 @@ def console_user(parley: Parley, browser: Browser, role: str) -> Page:
     return page
 
 
-def test_a_marketer_finds_a_person_pauses_a_sequence_and_an_admin_erases_the_person(
+def test_a_marketer_finds_a_person_builds_a_segment_pauses_a_sequence_and_an_admin_erases(
     parley: Parley, browser: Browser
 ) -> None:
     last_name = f"Quill{uuid.uuid4().hex[:6]}"
@@ -177,6 +177,29 @@ def test_a_marketer_finds_a_person_pauses_a_sequence_and_an_admin_erases_the_per
     expect(marketer.locator(".timeline")).to_contain_text("Texts about offers? Reply YES.")
     expect(marketer.locator(".states")).to_contain_text("sms marketing: granted")
     expect(marketer.get_by_text("Privacy requests")).to_have_count(0)
+
+    # Segments: write a rule and watch its count change as it is typed.
+    for n, seats in enumerate((5, 80)):
+        parley.api(
+            "POST", "/api/v1/identify",
+            json={"channel": "web", "address": f"{last_name}-{n}",
+                  "attributes": {"first_name": "Seg", "e2e_tag": last_name, "seats": seats}},
+        ).raise_for_status()  # fmt: skip
+    marketer.get_by_role("link", name="Segments").click()
+    marketer.get_by_role("link", name="New segment").click()
+    marketer.get_by_label("Name").fill(last_name.lower())
+    rule = (
+        "rule:\n  all:\n    - {field: attributes.e2e_tag, op: eq, value: %s}\n"
+        "    - {field: attributes.seats, op: gte, value: %d}\n"
+    )
+    editor = marketer.get_by_label(re.compile("^Rule, as in"))
+    editor.fill(rule % (last_name, 1))
+    expect(marketer.locator(".segment-count")).to_have_text("2")
+    editor.fill(rule % (last_name, 50))
+    expect(marketer.locator(".segment-count")).to_have_text("1")
+    marketer.get_by_role("button", name="Save").click()
+    expect(marketer.get_by_text(f"Saved segment {last_name.lower()}.")).to_be_visible()
+    expect(marketer.locator("tr", has_text=last_name.lower()).locator(".count")).to_have_text("1")
 
     # Sequences: pause one, read its funnel chart, resume it.
     errors: list[str] = []

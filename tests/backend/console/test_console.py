@@ -360,3 +360,53 @@ async def test_a_marketer_pauses_and_resumes_a_sequence(console: Console) -> Non
     assert status == 200 and ">Pause<" not in page  # analysts read, they do not pause
     status, _, _ = await ann.post("/console/sequences/trial-nurture/hold")
     assert status == 403
+
+
+async def test_a_marketer_writes_a_segment_watching_its_count_and_saves_it(
+    console: Console,
+) -> None:
+    await console.user("mia@example.com", "marketer")
+    for n, size in enumerate((10, 60, 200)):
+        await console.backend.api.identify(
+            "web", f"s-{n}", first_name=f"Lee{n}", team_size=size
+        )
+    mia = console.open()
+    await mia.sign_in("mia@example.com")
+    status, page, _ = await mia.get("/console/segments")
+    assert status == 200 and "big-teams" in page and "data/segments/big-teams.yml" in page
+    status, count, _ = await mia.get("/console/segments/big-teams/count")
+    assert count == "2"
+
+    await mia.get("/console/segments/new")
+    rule = "rule:\n  field: attributes.team_size\n  op: gte\n  value: {}\n"
+    _, preview, _ = await mia.post(
+        "/console/segments/preview", {"name": "mid", "text": rule.format(50)}, HX_Request="true"
+    )
+    assert '<span class="segment-count">2</span> people' in preview and "Lee1" in preview
+    _, preview, _ = await mia.post(
+        "/console/segments/preview", {"name": "mid", "text": rule.format(100)}, HX_Request="true"
+    )
+    assert '<span class="segment-count">1</span> person' in preview and "Lee2" in preview
+    # A mistake is named at its line, as `parley validate` names it in a file.
+    _, preview, _ = await mia.post(
+        "/console/segments/preview",
+        {"name": "mid", "text": "rule:\n  field: attributes.team_size\n  op: bigger\n  value: 1\n"},
+        HX_Request="true",
+    )
+    assert "line 3: rule.op: Input should be" in preview
+
+    status, _, response = await mia.post(
+        "/console/segments/save", {"name": "mid-teams", "text": rule.format(100)}
+    )
+    assert status == 303 and "Saved+segment+mid-teams" in response.headers["Location"]
+    members = await console.backend.api.get("/api/v1/segments/mid-teams/count")
+    assert members["count"] == 1
+    async with mia.http.get(f"{mia.url}/console/segments/mid-teams/yaml") as download:
+        assert "op: gte" in await download.text()
+    # A file's segment is the file's to change.
+    status, page, _ = await mia.post(
+        "/console/segments/save", {"name": "big-teams", "text": rule.format(1)}
+    )
+    assert status == 409 and "edit the file" in page
+    status, page, _ = await mia.post("/console/segments/save", {"name": "Bad Name", "text": rule})
+    assert status == 422 and "line 1" in page
