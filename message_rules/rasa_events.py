@@ -8,8 +8,10 @@ A Rasa event, as Rasa publishes it, is a dict with the conversation's `sender_id
 event's kind (`event`: user, action, active_loop, slot, bot, ...) and Rasa's
 `timestamp`. Two behaviour events come out of a conversation:
 
-- `intent_expressed` {intent}: every message from the person, with the intent NLU found
-  (a FAQ by its full name, `faq/<id>`); not intents triggered from outside;
+- `intent_expressed` {intent, channel, conversation}: every message from the person,
+  with the intent NLU found (a FAQ by its full name, `faq/<id>`), the Rasa input
+  channel it came on and the conversation's id (so the backend can tell conversations
+  apart and count them per channel); not intents triggered from outside;
 - `form_completed` {form}: a form that ended itself, its own action having set the
   active loop to null (every question answered); not a form stopped by
   `action_deactivate_loop` (the person said stop, opted out) or by another action.
@@ -120,7 +122,7 @@ def meaning(
         return None
     kind = event.get("event")
     if kind == "user":
-        return _intent(sender, kind_of_channel(_text(event.get("input_channel"))), event)
+        return _intent(sender, _text(event.get("input_channel")) or "rest", event)
     if depends_on_history(event):
         form = state.last_action
         if form is None or form not in forms:  # action_deactivate_loop, another action
@@ -138,7 +140,7 @@ def meaning(
     return None
 
 
-def _intent(sender: str, kind: str, event: Mapping[str, Any]) -> BehaviourEvent | None:
+def _intent(sender: str, channel: str, event: Mapping[str, Any]) -> BehaviourEvent | None:
     if (_mapping(event.get("metadata"))).get("is_external"):
         return None  # an intent triggered through Rasa's API, not said by the person
     intent = _mapping(_mapping(event.get("parse_data")).get("intent"))
@@ -147,9 +149,9 @@ def _intent(sender: str, kind: str, event: Mapping[str, Any]) -> BehaviourEvent 
         return None
     return BehaviourEvent(
         type=INTENT_EXPRESSED,
-        kind=kind,
+        kind=kind_of_channel(channel),
         address=sender,
-        properties={"intent": name},
+        properties={"intent": name, "channel": channel, "conversation": sender},
         occurred_at=_when(event.get("timestamp")),
         idempotency_key=behaviour_key(
             sender, INTENT_EXPRESSED, event.get("message_id") or event.get("timestamp")

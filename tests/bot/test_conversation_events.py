@@ -210,8 +210,8 @@ async def test_someone_who_asks_about_prices_is_enrolled_in_the_pricing_sequence
 
     person = profile_of(backend_with_pricing, "sms", asker)
     assert events_of(backend_with_pricing, person) == [
-        ("intent_expressed", {"intent": "greet"}),
-        ("intent_expressed", {"intent": "ask_price"}),
+        ("intent_expressed", {"intent": "greet", "channel": "sms", "conversation": asker}),
+        ("intent_expressed", {"intent": "ask_price", "channel": "sms", "conversation": asker}),
     ]
     assert is_enrolled(backend_with_pricing, "pricing-follow-up", person)
     assert not is_enrolled(
@@ -248,7 +248,7 @@ async def test_the_web_chat_person_is_their_chat_session_as_for_the_actions(
     await broker.drained()
     person = profile_of(backend_with_pricing, "web", session)
     assert events_of(backend_with_pricing, person) == [
-        ("intent_expressed", {"intent": "ask_price"})
+        ("intent_expressed", {"intent": "ask_price", "channel": "webchat", "conversation": session})
     ]
 
 
@@ -261,7 +261,7 @@ async def test_a_faq_is_reported_by_its_full_name(
     await broker.drained()
     person = profile_of(backend_with_pricing, "sms", number)
     assert events_of(backend_with_pricing, person) == [
-        ("intent_expressed", {"intent": "faq/free_trial"})
+        ("intent_expressed", {"intent": "faq/free_trial", "channel": "sms", "conversation": number})
     ]
 
 
@@ -315,7 +315,7 @@ async def test_an_event_the_backend_refuses_does_not_hold_up_the_others(
     await broker.drained()
     assert (broker.delivered, broker.dropped) == (1, 1)
     assert events_of(backend_with_pricing, profile_of(backend_with_pricing, "sms", number)) == [
-        ("intent_expressed", {"intent": "ask_price"})
+        ("intent_expressed", {"intent": "ask_price", "channel": "sms", "conversation": number})
     ]
 
 
@@ -380,7 +380,9 @@ async def test_saving_a_conversation_does_not_wait_for_the_backend(serve: Any) -
     assert fake.received == []
     fake.release.set()
     await broker.drained()
-    assert [e["properties"] for e in fake.received] == [{"intent": "ask_price"}]
+    assert [e["properties"] for e in fake.received] == [
+        {"intent": "ask_price", "channel": "sms", "conversation": "+14155550100"}
+    ]
     await broker.close()
 
 
@@ -489,7 +491,7 @@ async def test_every_event_is_forwarded_to_a_bounded_rabbitmq_queue_as_well(
         assert seen == ["user"]  # the turn published two; the older was dropped
         person = profile_of(backend_with_pricing, "sms", number)
         assert events_of(backend_with_pricing, person) == [
-            ("intent_expressed", {"intent": "ask_price"})
+            ("intent_expressed", {"intent": "ask_price", "channel": "sms", "conversation": number})
         ]
         await queue.delete(if_unused=False, if_empty=False)
     finally:

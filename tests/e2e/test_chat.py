@@ -117,7 +117,9 @@ def test_a_person_qualifies_books_a_demo_subscribes_by_sms_and_opts_out(parley: 
     assert found == wanted
     forms = [p["form"] for t, p in reported if t == "form_completed"]
     assert forms == ["lead_form", "subscribe_form"]
-    assert ("intent_expressed", {"intent": "interested"}) in reported
+    # Each message is reported with its channel and conversation (Rasa's REST channel).
+    interested = {"intent": "interested", "channel": "rest", "conversation": me}
+    assert ("intent_expressed", interested) in reported
     [demo] = parley.api("GET", f"/api/v1/profiles/{profile_id}/demos").json()["items"]
     assert demo["minutes"] == 30
     score = parley.api("GET", f"/api/v1/profiles/{profile_id}/score").json()

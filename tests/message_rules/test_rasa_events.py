@@ -60,7 +60,7 @@ def test_every_message_is_an_intent_expressed_keyed_by_its_message_id() -> None:
     said = user("how much?", "ask_price", 1700000000.25)
     [expressed] = read_all([said])
     assert expressed == BehaviourEvent(
-        type="intent_expressed", kind="sms", address=NUMBER, properties={"intent": "ask_price"},
+        type="intent_expressed", kind="sms", address=NUMBER, properties={"intent": "ask_price", "channel": "sms", "conversation": NUMBER},
         occurred_at=datetime(2023, 11, 14, 22, 13, 20, 250000, tzinfo=timezone.utc),
         idempotency_key=behaviour_key(NUMBER, "intent_expressed", "m-1700000000.25"),
     )  # fmt: skip
@@ -69,14 +69,20 @@ def test_every_message_is_an_intent_expressed_keyed_by_its_message_id() -> None:
 def test_a_faq_is_its_full_name_and_an_intent_triggered_from_outside_is_nothing() -> None:
     faq = user("free trial?", "faq", 1.0, full_retrieval_intent_name="faq/free_trial")
     external = {**user("", "ask_price", 2.0), "metadata": {"is_external": True}}
-    assert [m.properties for m in read_all([faq, external])] == [{"intent": "faq/free_trial"}]  # type: ignore[union-attr]
+    assert [m.properties for m in read_all([faq, external])] == [  # type: ignore[union-attr]
+        {"intent": "faq/free_trial", "channel": "sms", "conversation": NUMBER}
+    ]
 
 
 def test_a_form_that_ends_itself_is_completed_and_one_stopped_from_outside_is_not() -> None:
     completed = read_all(lead_form("lead_form"))
     assert [(m.type, m.kind, m.properties) for m in completed] == [  # type: ignore[union-attr]
-        ("intent_expressed", "sms", {"intent": "interested"}),
-        ("intent_expressed", "sms", {"intent": "inform"}),
+        (
+            "intent_expressed",
+            "sms",
+            {"intent": "interested", "channel": "sms", "conversation": NUMBER},
+        ),
+        ("intent_expressed", "sms", {"intent": "inform", "channel": "sms", "conversation": NUMBER}),
         ("form_completed", "sms", {"form": "lead_form"}),
     ]
     assert completed[-1] == BehaviourEvent(

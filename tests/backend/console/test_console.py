@@ -367,9 +367,7 @@ async def test_a_marketer_writes_a_segment_watching_its_count_and_saves_it(
 ) -> None:
     await console.user("mia@example.com", "marketer")
     for n, size in enumerate((10, 60, 200)):
-        await console.backend.api.identify(
-            "web", f"s-{n}", first_name=f"Lee{n}", team_size=size
-        )
+        await console.backend.api.identify("web", f"s-{n}", first_name=f"Lee{n}", team_size=size)
     mia = console.open()
     await mia.sign_in("mia@example.com")
     status, page, _ = await mia.get("/console/segments")

@@ -215,7 +215,9 @@ async def test_an_address_the_events_api_would_refuse_is_held_but_not_reported(
     await consumers.start()
     await event_queue.publish(events)
     await consumers.until_stored(4, events=1)
-    assert [p for _, p, _, _ in await recorded(consumers)] == [{"intent": "ask_price"}]
+    assert [p for _, p, _, _ in await recorded(consumers)] == [
+        {"intent": "ask_price", "channel": "sms", "conversation": number.sender}
+    ]
 
 
 # ---------------------------------------------------------------- what is not an event
