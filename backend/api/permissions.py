@@ -74,6 +74,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "reply_handoff": ANSWERERS,
     "close_handoff": WRITERS | ANSWERERS,  # the people who answered hand it back
     "conversation_transcript": ANSWERERS | {ANALYST},
+    "list_conversations": ANSWERERS | {ANALYST},
+    "get_overview": frozenset({ADMIN, MARKETER, ANALYST}),
     "list_audit": frozenset({ADMIN}),
     "get_retention": frozenset({ADMIN, ANALYST}),
     "run_retention": frozenset({ADMIN}),

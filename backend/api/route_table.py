@@ -18,7 +18,7 @@ from backend.api.schemas import AuditPage, Health
 from backend.consent import routes as consent
 from backend.consent.schemas import ConsentCheck, ConsentIn, ConsentOut, ConsentRecorded
 from backend.conversations import routes as conversations
-from backend.conversations.schemas import Transcript
+from backend.conversations.schemas import ConversationList, OverviewOut, Transcript
 from backend.demos import routes as demos
 from backend.demos.schemas import DemoIn, DemoList, DemoMove, DemoOut
 from backend.events import routes as events
@@ -245,6 +245,24 @@ ROUTES: list[Route] = [
     Route("POST", "/api/v1/handoffs/{id}/close", "close_handoff", handoffs.close_handoff,
           "Hand the conversation back to the bot (a call-back task: the call is done).",
           "handoffs", responses={200: HandoffOut}),
+    Route("GET", "/api/v1/conversations", "list_conversations",
+          conversations.list_conversations,
+          "Conversations with a message in the period, latest first, from the backend's "
+          "record of them: channel, intents, whether the bot fell back or handed off.",
+          "conversations", responses={200: ConversationList},
+          query=(("since", {"type": "string"}, "a date, or a date and time with a zone"),
+                 ("until", {"type": "string"}, "exclusive; default now"),
+                 ("channel", {"type": "string"}, "sms, webchat, voice, alexa or rest"),
+                 ("intent", {"type": "string"}, "only conversations where it was understood"),
+                 ("handed_off", {"type": "boolean"}, "only those handed to a person"),
+                 ("fell_back", {"type": "boolean"}, "only those where the bot fell back"),
+                 page(500))),
+    Route("GET", "/api/v1/overview", "get_overview", conversations.get_overview,
+          "The period's figures: conversations per day by channel, top intents, fallback "
+          "and hand-off rates, opt-ins and opt-outs, qualified leads and demos booked.",
+          "conversations", responses={200: OverviewOut},
+          query=(("since", {"type": "string"}, "a date, or a date and time with a zone"),
+                 ("until", {"type": "string"}, "exclusive; default now"))),
     Route("GET", "/api/v1/conversations/{conversation_id}/transcript",
           "conversation_transcript", conversations.conversation_transcript,
           "A conversation as Rasa holds it: who said what, with intents, entities and the "

@@ -32,7 +32,11 @@ STOPPING = web.AppKey("console_stopping", asyncio.Event)
 
 
 async def home(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPSeeOther("/console/inbox")
+    """Agents start at the inbox; whoever cannot answer hand-offs, at the overview."""
+    role = Role(request[USER].role)
+    raise web.HTTPSeeOther(
+        "/console/inbox" if allowed("list_handoffs", role) else "/console/overview"
+    )
 
 
 async def inbox(request: web.Request) -> web.Response:

@@ -31,7 +31,7 @@ from backend.api.keys import CLOCK, SESSIONS
 from backend.api.permissions import CONSOLE_ROUTES, allowed
 from backend.api.problems import Problem
 from backend.api.tokens import Role
-from backend.console import inbox, people, segments, sequences, users
+from backend.console import activity, inbox, people, segments, sequences, users
 from backend.console.inbox import STOPPING
 from backend.console.pages import CSRF, HERE, TEMPLATES, USER, render, templates
 from backend.core.logs import get_logger
@@ -207,7 +207,7 @@ def _safe_next(target: str | None) -> str:
     """Only a console path: never another site (an open redirect)."""
     if target and target.startswith("/console/") and not target.startswith("//"):
         return target
-    return "/console/inbox"
+    return "/console/"
 
 
 # ------------------------------------------------------------------------------- inbox
@@ -251,6 +251,8 @@ PAGES: list[tuple[str, str, Handler, str | None]] = [
     ("GET", "/people/{id}/export", people.export, "export_profile"),
     ("POST", "/people/{id}/erase", people.erase, "erase_profile"),
     ("GET", "/conversations/{conversation_id}", people.conversation, "conversation_transcript"),
+    ("GET", "/overview", activity.overview, "get_overview"),
+    ("GET", "/conversations", activity.conversations, "list_conversations"),
     ("GET", "/segments", segments.segments, "list_segments"),
     ("GET", "/segments/new", segments.new_segment, "list_segments"),
     ("POST", "/segments/preview", segments.preview, "preview_rule"),

@@ -170,6 +170,7 @@ def test_a_marketer_finds_a_person_builds_a_segment_pauses_a_sequence_and_an_adm
                   "reply": reply},
         ).raise_for_status()  # fmt: skip
 
+    parley.say(f"e2e-overview-{last_name}", "hi")  # a conversation on Rasa's REST channel
     marketer = console_user(parley, browser, "marketer")
     marketer.get_by_role("link", name="People").click()
     marketer.get_by_label("Find a person by name, e-mail or phone").fill(f"wren {last_name}")
@@ -201,9 +202,18 @@ def test_a_marketer_finds_a_person_builds_a_segment_pauses_a_sequence_and_an_adm
     expect(marketer.get_by_text(f"Saved segment {last_name.lower()}.")).to_be_visible()
     expect(marketer.locator("tr", has_text=last_name.lower()).locator(".count")).to_have_text("1")
 
-    # Sequences: pause one, read its funnel chart, resume it.
     errors: list[str] = []
     marketer.on("pageerror", lambda error: errors.append(str(error)))
+    # The overview's charts draw from the record of this run's conversations.
+    marketer.get_by_role("link", name="Overview").click()
+    expect(marketer.get_by_role("img", name="Conversations per day by channel")).to_be_visible()
+    assert marketer.evaluate("() => Chart.getChart('by-channel').data.datasets.length") >= 1
+    marketer.get_by_role("link", name="Conversations").click()
+    marketer.get_by_label("Channel").select_option("rest")
+    marketer.get_by_role("button", name="Show").click()
+    expect(marketer.locator("table.queue tbody tr").first).to_contain_text("rest")
+
+    # Sequences: pause one, read its funnel chart, resume it.
     marketer.get_by_role("link", name="Sequences").click()
     row = marketer.locator("table.queue tr", has_text="trial-nurture")
     row.get_by_role("button", name="Pause").click()

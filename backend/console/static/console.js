@@ -75,7 +75,32 @@
     }
   }
 
+  function drawOverview() {
+    const source = document.getElementById("overview-data");
+    if (!source || typeof Chart === "undefined") return;
+    const data = JSON.parse(source.textContent);
+    const colours = ["#2457d6", "#1e7d32", "#e0a100", "#b3261e", "#7b4bd6", "#5f6b7a"];
+    const line = (id, series) => new Chart(document.getElementById(id), {
+      type: "line",
+      data: { labels: data.days, datasets: series.map(([label, values], i) =>
+        ({ label: label, data: values, borderColor: colours[i % colours.length],
+           backgroundColor: colours[i % colours.length], tension: 0.2 })) },
+      options: { animation: false, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
+    });
+    line("by-channel", Object.entries(data.channels));
+    line("consent", [["opt-ins", data.opt_ins], ["opt-outs", data.opt_outs]]);
+    line("leads", [["qualified leads", data.qualified], ["demos booked", data.demos]]);
+    new Chart(document.getElementById("intents"), {
+      type: "bar",
+      data: { labels: data.intents.map((row) => row[0]),
+              datasets: [{ label: "messages", data: data.intents.map((row) => row[1]),
+                           backgroundColor: colours[0] }] },
+      options: { animation: false, indexAxis: "y" },
+    });
+  }
+
   window.addEventListener("load", drawCharts);
+  window.addEventListener("load", drawOverview);
 
   document.addEventListener("DOMContentLoaded", () => {
     const queue = document.getElementById("queue");

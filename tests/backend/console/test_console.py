@@ -140,7 +140,7 @@ async def test_a_sign_in_never_redirects_off_the_console(console: Console) -> No
     browser = console.open()
     for target in ("https://evil.example/", "//evil.example/console/", "/api/v1/audit"):
         assert await browser.sign_in("agent@example.com", next_=target) == 303
-        assert browser.location == "/console/inbox"
+        assert browser.location == "/console/"  # which leads on to the role's first page
 
 
 async def test_five_wrong_passwords_lock_the_account_for_fifteen_minutes(
@@ -408,3 +408,29 @@ async def test_a_marketer_writes_a_segment_watching_its_count_and_saves_it(
     assert status == 409 and "edit the file" in page
     status, page, _ = await mia.post("/console/segments/save", {"name": "Bad Name", "text": rule})
     assert status == 422 and "line 1" in page
+
+
+async def test_the_overview_and_conversations_pages_read_the_record(console: Console) -> None:
+    await console.user("ann@example.com", "analyst")
+    api = console.backend.api
+    for conversation, channel, intent in (
+        (NUMBER, "sms", "ask_price"), ("chat-1", "webchat", "nlu_fallback"),
+    ):
+        await api.post(
+            "/api/v1/events",
+            {"type": "intent_expressed", "occurred_at": "2026-03-01T10:00:00Z",
+             "identity": {"kind": "sms" if channel == "sms" else "web", "address": conversation},
+             "properties": {"intent": intent, "channel": channel, "conversation": conversation}},
+        )  # fmt: skip
+    ann = console.open()
+    assert await ann.sign_in("ann@example.com") == 303
+    assert ann.location == "/console/"
+    status, _, response = await ann.get("/console/")
+    assert response.headers["Location"] == "/console/overview"  # analysts answer no one
+    status, page, _ = await ann.get("/console/overview?days=7")
+    assert status == 200 and "<b>2</b> conversations" in page and "<b>50.0%</b> not understood" in page
+    assert '"channels": {"sms": [' in page
+    status, page, _ = await ann.get("/console/conversations?since=2026-03-01&fell_back=on")
+    assert status == 200 and "/console/conversations/chat-1" in page and NUMBER not in page
+    status, page, _ = await ann.get("/console/conversations?since=not-a-date")
+    assert status == 400 and "must be a date" in page
