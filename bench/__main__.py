@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from backend.core.settings import PROJECT_ROOT
-from bench import backend, rasa_recording, scale, sequences, sms, turns
+from bench import backend, console, rasa_recording, scale, sequences, sms, turns
 from bench.report import machine, write_section
 
 
@@ -116,7 +116,7 @@ async def main() -> None:
         "--only",
         choices=[
             "backend", "postgresql", "sqlite", "turns", "scale", "sms", "sequences",
-            "rasa-recording", "tracker-saves",
+            "rasa-recording", "tracker-saves", "console",
         ],
         help="one benchmark; `backend` is PostgreSQL and SQLite side by side",
     )  # fmt: skip
@@ -204,6 +204,16 @@ async def main() -> None:
         print(table)
         write_section("sequences", table)
         if args.only == "sequences":
+            return
+    if args.only in (None, "console"):
+        print(f"Console: loading {args.profiles:,} profiles on PostgreSQL…", flush=True)
+        measured_console = await console.bench_console(args.profiles)
+        table = console.console_table(
+            measured_console, machine({"PostgreSQL": await postgres_version()})
+        )
+        print(table)
+        write_section("console", table)
+        if args.only == "console":
             return
     results = []
     if args.only in (None, "backend", "postgresql"):

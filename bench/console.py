@@ -1,0 +1,200 @@
+"""The console's pages on the 1,000,000-profile database (PostgreSQL), as a signed-in
+person's browser asks for them, from a separate `parley backend` process: the people
+search (a first name many share, an e-mail address, a phone number), a profile page,
+the conversations list and the overview of a month. Target: each under 300 ms.
+
+The population is bench.synthetic's, with conversations added: a fifth of the people
+wrote 1 to 6 messages in the month before the synthetic "now", each an intent_expressed
+event with its channel and conversation (as Rasa's events are recorded)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from backend import data_files
+from backend.core.settings import PROJECT_ROOT
+from bench import loading
+from bench.backend import POSTGRES
+from bench.synthetic import EPOCH_NOW, as_json, people
+from tests.servers import free_port
+
+INTENTS = ["greet", "ask_price", "faq/free_trial", "request_demo", "nlu_fallback", "goodbye"]
+PASSWORD = secrets.token_urlsafe(16)  # a throw-away account on a throw-away database
+WARM_UP, TIMED = 3, 25
+TARGET_MS = 300.0
+
+
+@dataclass
+class Timed:
+    page: str
+    path: str
+    samples_ms: list[float] = field(default_factory=list)
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    @property
+    def p95(self) -> float:
+        ordered = sorted(self.samples_ms)
+        return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+@dataclass
+class ConsoleMeasured:
+    profiles: int = 0
+    conversations: int = 0
+    messages: int = 0
+    load_seconds: float = 0.0
+    pages: list[Timed] = field(default_factory=list)
+
+
+async def add_conversations(dsn: str, ids: Sequence[tuple[object, str, str]]) -> tuple[int, int]:
+    """Messages for a fifth of the people: (profile id, identity kind, address)."""
+    rng = random.Random(5)
+    records = []
+    conversations = 0
+    for profile_id, kind, address in ids:
+        if rng.random() >= 0.2:
+            continue
+        conversations += 1
+        channel = "sms" if kind == "sms" else rng.choice(["webchat", "webchat", "rest"])
+        start = EPOCH_NOW - timedelta(days=rng.uniform(0, 30))
+        for n in range(rng.randint(1, 6)):
+            at = start + timedelta(seconds=20 * n)
+            properties = {"intent": rng.choice(INTENTS), "channel": channel,
+                          "conversation": address}  # fmt: skip
+            records.append((profile_id, "intent_expressed", as_json(properties), at, at))
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.copy_records_to_table(
+            "events", columns=["profile_id", "type", "properties", "occurred_at", "received_at"],
+            records=records,
+        )  # fmt: skip
+        await connection.execute("VACUUM ANALYZE events")
+    finally:
+        await connection.close()
+    return conversations, len(records)
+
+
+async def bench_console(count: int) -> ConsoleMeasured:
+    result = ConsoleMeasured()
+    name = f"parley_bench_console_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(POSTGRES)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+    url = dsn.replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        await loading.migrate(url)
+        rules = data_files.load_scoring(PROJECT_ROOT / "data")
+        population = list(people(count, EPOCH_NOW))
+        started = time.perf_counter()
+        result.profiles = await loading.load_postgresql(dsn, population, rules, EPOCH_NOW)
+        await loading.finish_scores(url, rules, EPOCH_NOW)
+        identities = [(p.id, *p.identity) for p in population]
+        sample = random.Random(9).sample(population, 20)
+        del population
+        result.conversations, result.messages = await add_conversations(dsn, identities)
+        result.load_seconds = time.perf_counter() - started
+        print(f"  loaded in {result.load_seconds:.0f} s; timing pages…", flush=True)
+        phone = next(p.identity[1] for p in sample if p.identity[0] == "sms")
+        email = next(p.email for p in sample if p.email)
+        since, until = (EPOCH_NOW - timedelta(days=30)).date(), EPOCH_NOW.date()
+        period = f"since={since.isoformat()}&until={until.isoformat()}"
+        result.pages = [
+            Timed("people search: a first name (10 % of everyone)", "/console/people?query=ada"),
+            Timed("people search: an e-mail address", f"/console/people?query={email}"),
+            Timed("people search: a phone number", f"/console/people?query={phone}"),
+            Timed("a profile page", f"/console/people/{sample[0].id}"),
+            Timed("conversations, a month", f"/console/conversations?{period}"),
+            Timed("overview, a month", f"/console/overview?{period}"),
+        ]
+        await _time_pages(url, result.pages)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    return result
+
+
+async def _time_pages(url: str, pages: list[Timed]) -> None:
+    var = Path(tempfile.mkdtemp(prefix="parley-bench-console-"))
+    port = free_port()
+    env = {
+        **os.environ, "PARLEY_DATABASE_URL": url, "PARLEY_VAR_DIR": str(var),
+        "PARLEY_BACKEND_PORT": str(port), "PARLEY_SECRET_KEY": secrets.token_hex(16),
+        "PARLEY_LOG_LEVEL": "warning",
+    }  # fmt: skip
+    parley = [sys.executable, "-m", "backend"]
+    maker = await asyncio.create_subprocess_exec(
+        *parley, "user", "create", "--email", "bench@example.com", "--role", "admin",
+        "--password-stdin", env=env, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await maker.communicate((PASSWORD + "\n").encode())
+    server = await asyncio.create_subprocess_exec(*parley, "backend", env=env)
+    base = f"http://127.0.0.1:{port}"
+    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[base])
+    try:
+        async with aiohttp.ClientSession(cookie_jar=jar) as client:
+            for _ in range(300):
+                try:
+                    async with client.get(f"{base}/health") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.2)
+            async with client.get(f"{base}/console/sign-in") as response:
+                found = re.search(r'name="csrf" value="([^"]+)"', await response.text())
+                assert found, "no CSRF token on the sign-in page"
+            form = {"csrf": found.group(1), "email": "bench@example.com", "password": PASSWORD}
+            async with client.post(f"{base}/console/sign-in", data=form) as response:
+                assert response.status == 200, response.status  # followed to the overview
+            for page in pages:
+                for n in range(WARM_UP + TIMED):
+                    started = time.perf_counter()
+                    async with client.get(base + page.path) as response:
+                        await response.read()
+                        assert response.status == 200, (page.path, response.status)
+                    if n >= WARM_UP:
+                        page.samples_ms.append((time.perf_counter() - started) * 1000)
+                print(f"  {page.page}: p50 {page.p50:.0f} ms, p95 {page.p95:.0f} ms", flush=True)
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+def console_table(result: ConsoleMeasured, machine_line: str) -> str:
+    rows = "\n".join(
+        f"| {p.page} | {p.p50:.0f} ms | {p.p95:.0f} ms | {'yes' if p.p95 < TARGET_MS else 'no'} |"
+        for p in result.pages
+    )
+    return f"""## The console's pages over 1,000,000 profiles (PostgreSQL)
+
+{machine_line}
+
+{result.profiles:,} profiles (bench.synthetic's population: names, e-mail addresses,
+phone numbers, events, consent) and {result.conversations:,} conversations of
+{result.messages:,} messages in the month before the synthetic "now". A signed-in
+admin's requests, one at a time, to a separate `parley backend` process; {TIMED} timed
+requests per page after {WARM_UP} unmeasured ones. Loading took
+{result.load_seconds:.0f} s. Target: each page under {TARGET_MS:.0f} ms (the p95 here).
+
+| page | p50 | p95 | under {TARGET_MS:.0f} ms |
+|---|---|---|---|
+{rows}
+"""
