@@ -414,7 +414,8 @@ async def test_the_overview_and_conversations_pages_read_the_record(console: Con
     await console.user("ann@example.com", "analyst")
     api = console.backend.api
     for conversation, channel, intent in (
-        (NUMBER, "sms", "ask_price"), ("chat-1", "webchat", "nlu_fallback"),
+        (NUMBER, "sms", "ask_price"),
+        ("chat-1", "webchat", "nlu_fallback"),
     ):
         await api.post(
             "/api/v1/events",
@@ -428,7 +429,9 @@ async def test_the_overview_and_conversations_pages_read_the_record(console: Con
     status, _, response = await ann.get("/console/")
     assert response.headers["Location"] == "/console/overview"  # analysts answer no one
     status, page, _ = await ann.get("/console/overview?days=7")
-    assert status == 200 and "<b>2</b> conversations" in page and "<b>50.0%</b> not understood" in page
+    assert (
+        status == 200 and "<b>2</b> conversations" in page and "<b>50.0%</b> not understood" in page
+    )
     assert '"channels": {"sms": [' in page
     status, page, _ = await ann.get("/console/conversations?since=2026-03-01&fell_back=on")
     assert status == 200 and "/console/conversations/chat-1" in page and NUMBER not in page

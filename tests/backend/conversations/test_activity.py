@@ -52,8 +52,11 @@ async def test_conversations_are_listed_and_filtered(service: Api, marketer: Api
     assert (web["fell_back"], web["handed_off"]) == (True, True)
     assert sms["intents"] == ["greet", "ask_price"] and not sms["handed_off"]
     only = {
-        "channel=sms": [SMS], "intent=ask_price": [SMS], "handed_off=true": [WEB],
-        "fell_back=true": [WEB], "channel=voice": [],
+        "channel=sms": [SMS],
+        "intent=ask_price": [SMS],
+        "handed_off=true": [WEB],
+        "fell_back=true": [WEB],
+        "channel=voice": [],
     }
     for query, wanted in only.items():
         got = await marketer.get(f"/api/v1/conversations?{period}&{query}")
@@ -83,7 +86,10 @@ async def test_the_overview_counts_the_period(service: Api, marketer: Api) -> No
     }
     assert got["fallback_rate"] == 0.25 and got["handoff_rate"] == 0.5
     assert dict(got["top_intents"]) == {
-        "greet": 1, "ask_price": 1, "nlu_fallback": 1, "human_handoff": 1
+        "greet": 1,
+        "ask_price": 1,
+        "nlu_fallback": 1,
+        "human_handoff": 1,
     }
     assert [d["count"] for d in got["demos_booked"]] == [0, 1]
     assert [d["count"] for d in got["qualified_leads"]] == [1, 0]
