@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import secrets
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -353,11 +354,18 @@ def user() -> None:
 @click.option(
     "--password-stdin", is_flag=True, help="Read the password from standard input (scripts)."
 )
+@click.option("--generate-password", is_flag=True, help="Make a strong password and print it once.")
 @click.pass_obj
-def user_create(settings: Settings, email: str, role: str, password_stdin: bool) -> None:
-    """Make a console account; the password is asked for (never an argument: it would
-    stay in the shell's history)."""
-    if password_stdin:
+def user_create(
+    settings: Settings, email: str, role: str, password_stdin: bool, generate_password: bool
+) -> None:
+    """Make a console account. The password is asked for, read from standard input, or
+    made and printed once; never an argument (it would stay in the shell's history)."""
+    if password_stdin and generate_password:
+        raise click.UsageError("give --password-stdin or --generate-password, not both")
+    if generate_password:
+        password = secrets.token_urlsafe(15)
+    elif password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
@@ -374,6 +382,9 @@ def user_create(settings: Settings, email: str, role: str, password_stdin: bool)
         raise click.ClickException(str(refused)) from refused
     where = (settings.public_url or settings.backend_url).rstrip("/")
     click.echo(f"{made} may sign in at {where}/console as {role}")
+    if generate_password:
+        click.echo(f"password: {password}")
+        click.echo("(shown once: store it now)", err=True)
 
 
 @user.command("list")

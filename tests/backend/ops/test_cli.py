@@ -81,8 +81,15 @@ async def test_user_create_makes_a_console_account_that_signs_in(tmp_path: Path)
     short = create("kim@example.com", "short")
     assert short.returncode == 1 and "at least 12 characters" in short.stderr
 
+    generated = parley(
+        "user", "create", "--email", "kim@example.com", "--role", "analyst",
+        "--generate-password", var=tmp_path,
+    )  # fmt: skip
+    assert generated.returncode == 0, generated.stderr
+    password = generated.stdout.splitlines()[1].removeprefix("password: ")
+    assert len(password) >= 20 and "shown once" in generated.stderr
     listed = parley("user", "list", var=tmp_path)
-    assert listed.stdout.split() == ["sam@example.com", "agent"]
+    assert listed.stdout.split() == ["kim@example.com", "analyst", "sam@example.com", "agent"]
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}")
     try:
         async with create_session_factory(engine).begin() as session:
@@ -90,11 +97,13 @@ async def test_user_create_makes_a_console_account_that_signs_in(tmp_path: Path)
                 session, SystemClock(), "sam@example.com", "a long enough password"
             )
             wrong = await console_users.sign_in(session, SystemClock(), "sam@example.com", "no")
+            kim = await console_users.sign_in(session, SystemClock(), "kim@example.com", password)
     finally:
         await engine.dispose()
     assert signed.user is not None and signed.user.role == "agent"
     assert signed.user.password_hash.startswith("$argon2id$")
     assert wrong.user is None
+    assert kim.user is not None and kim.user.role == "analyst"
 
 
 def test_db_upgrade_applies_migrations_once(tmp_path: Path) -> None:
