@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import String, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.core.json_sql import json_text
@@ -54,46 +54,59 @@ def _conversation() -> json_text:
 
 
 async def listed(session: AsyncSession, filters: Filters, limit: int) -> list[ConversationSummary]:
-    """Conversations with a message in the period, latest first, that pass the filters."""
-    conversation, channel = _conversation(), json_text(Event.properties, "channel")
+    """Conversations with a message in the period, latest first, that pass the filters:
+    grouped in the database, at most `limit` of them, then their intents and hand-offs
+    read for those alone (never a list of every conversation in a query)."""
+    conversation = _conversation().label("conversation")
+    channel = json_text(Event.properties, "channel")
     intent = json_text(Event.properties, "intent")
-    query = (
-        select(conversation, channel, Event.profile_id, Event.occurred_at, intent)
-        .where(
-            Event.type == INTENT_EXPRESSED,
-            Event.occurred_at >= filters.since,
-            Event.occurred_at < filters.until,
-            conversation.is_not(None),
-        )
-        .order_by(Event.occurred_at)
+    in_period = (
+        Event.type == INTENT_EXPRESSED,
+        Event.occurred_at >= filters.since,
+        Event.occurred_at < filters.until,
     )
+    fallbacks = func.sum(case((intent == FALLBACK, 1), else_=0))
+    query = (
+        select(
+            conversation, func.max(channel), func.min(cast(Event.profile_id, String)),
+            func.min(Event.occurred_at), func.max(Event.occurred_at), func.count(), fallbacks,
+        )
+        .where(*in_period, _conversation().is_not(None))
+        .group_by(conversation)
+        .order_by(func.max(Event.occurred_at).desc())
+        .limit(limit)
+    )  # fmt: skip
     if filters.channel:
         query = query.where(channel == filters.channel)
-    found: dict[str, ConversationSummary] = {}
-    for conv, chan, profile_id, at, said in await session.execute(query):
-        summary = found.get(conv)
-        if summary is None:
-            summary = found[conv] = ConversationSummary(conv, chan or "rest", profile_id, at, at, 0)
-        summary.last, summary.messages = at, summary.messages + 1
-        if said and said not in summary.intents:
-            summary.intents.append(said)
-        summary.fell_back |= said == FALLBACK
-    if found:
-        handed = set(
-            await session.scalars(
-                select(Handoff.conversation_id).where(Handoff.conversation_id.in_(list(found)))
-            )
+    if filters.intent:
+        query = query.where(
+            _conversation().in_(select(_conversation()).where(*in_period, intent == filters.intent))
         )
-        for conv in handed:
+    if filters.handed_off:
+        query = query.where(_conversation().in_(select(Handoff.conversation_id)))
+    if filters.fell_back:
+        query = query.having(fallbacks > 0)
+    found = {
+        conv: ConversationSummary(
+            conv, chan or "rest", uuid.UUID(str(profile)), first, last, n, [], bool(fell)
+        )
+        for conv, chan, profile, first, last, n, fell in await session.execute(query)
+    }
+    if found:
+        said, which = intent.label("said"), _conversation().label("which")
+        for conv, name in await session.execute(
+            select(which, said)
+            .where(*in_period, _conversation().in_(list(found)))
+            .group_by(which, said)
+            .order_by(func.min(Event.occurred_at))
+        ):
+            if conv in found and name:
+                found[conv].intents.append(name)
+        for conv in await session.scalars(
+            select(Handoff.conversation_id).where(Handoff.conversation_id.in_(list(found)))
+        ):
             found[conv].handed_off = True
-    rows = [
-        s
-        for s in found.values()
-        if (not filters.intent or filters.intent in s.intents)
-        and (not filters.handed_off or s.handed_off)
-        and (not filters.fell_back or s.fell_back)
-    ]
-    return sorted(rows, key=lambda s: s.last, reverse=True)[:limit]
+    return list(found.values())
 
 
 @dataclass
