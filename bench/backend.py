@@ -139,6 +139,18 @@ def event(
     }
 
 
+async def wait_healthy(client: aiohttp.ClientSession, base: str, tries: int = 300) -> None:
+    """Until the backend at `base` answers /health (it is migrating or starting)."""
+    for _ in range(tries):
+        try:
+            async with client.get(f"{base}/health") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+
+
 async def measure_ingestion(
     url: str,
     result: Measured,
@@ -176,13 +188,7 @@ async def measure_ingestion(
     latencies: list[float] = []
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as client:
-            for _ in range(200):
-                try:
-                    async with client.get(f"{base}/health") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.2)
+            await wait_healthy(client, base)
             queue = list(bodies)
 
             async def worker() -> None:

@@ -29,7 +29,7 @@ import asyncpg
 from backend import data_files
 from backend.core.settings import PROJECT_ROOT
 from bench import loading
-from bench.backend import POSTGRES
+from bench.backend import POSTGRES, wait_healthy
 from bench.synthetic import EPOCH_NOW, as_json, people
 from tests.servers import free_port
 
@@ -151,13 +151,7 @@ async def _time_pages(url: str, pages: list[Timed]) -> None:
     jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[base])
     try:
         async with aiohttp.ClientSession(cookie_jar=jar) as client:
-            for _ in range(300):
-                try:
-                    async with client.get(f"{base}/health") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.2)
+            await wait_healthy(client, base)
             async with client.get(f"{base}/console/sign-in") as response:
                 found = re.search(r'name="csrf" value="([^"]+)"', await response.text())
                 assert found, "no CSRF token on the sign-in page"

@@ -19,7 +19,7 @@ from backend.console.pages import USER, render
 from backend.core.models import SequenceHold
 from backend.sequences import holds
 from backend.sequences import results as sequence_results
-from backend.sequences.definition import SequenceDefinition
+from backend.sequences.definition import SequenceDefinition, named
 
 # The funnel chart's series: label, and the step's figure.
 FUNNEL = (
@@ -94,7 +94,7 @@ async def _change(request: web.Request, change: Any) -> web.StreamResponse:
 
 def _sequence(request: web.Request) -> SequenceDefinition:
     name = request.match_info["name"]
-    found = next((s for s in request.config_dict[SEQUENCES] if s.name == name), None)
+    found = named(request.config_dict[SEQUENCES], name)
     if found is None:
         raise Problem(404, f"There is no sequence {name!r}.", type_="sequence-not-found")
     return found

@@ -685,3 +685,8 @@ class SequenceDefinition(_Strict):
                 return [*(c.goto for c in cases), otherwise or following]
             case _:
                 return [step.then or following]
+
+
+def named(sequences: list[SequenceDefinition], name: str) -> SequenceDefinition | None:
+    """The sequence loaded under `name`, if any."""
+    return next((s for s in sequences if s.name == name), None)

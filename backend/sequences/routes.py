@@ -14,7 +14,7 @@ from backend.api.problems import Problem
 from backend.core import audit
 from backend.sequences import holds
 from backend.sequences import results as sequence_results
-from backend.sequences.definition import EventTrigger, SequenceDefinition
+from backend.sequences.definition import EventTrigger, SequenceDefinition, named
 from backend.sequences.enrolment import EntryRefused, TriggerEvent, enrol
 from backend.sequences.schemas import (
     EnrolmentIn,
@@ -70,7 +70,7 @@ async def _hold_or_resume(request: web.Request, change: Any) -> web.Response:
 def _sequence(request: web.Request) -> SequenceDefinition:
     """The sequence the path's `{id}` names, else 404 sequence-not-found."""
     name = request.match_info["id"]
-    sequence = next((s for s in request.app[SEQUENCES] if s.name == name), None)
+    sequence = named(request.app[SEQUENCES], name)
     if sequence is None:
         raise Problem(404, f"There is no sequence {name!r}.", type_="sequence-not-found")
     return sequence

@@ -201,6 +201,17 @@ class Api:
     async def delete(self, path: str, expect: int | None = 200) -> dict[str, Any]:
         return await self.call("DELETE", path, expect=expect)
 
+    async def hand_off(self, conversation: str, channel: str, **attributes: Any) -> dict[str, Any]:
+        """A person, known by the conversation's identity, asks for someone (201)."""
+        kind = "web" if channel == "webchat" else "sms"
+        person = await self.identify(kind, conversation, **attributes)
+        return await self.post(
+            "/api/v1/handoffs",
+            {"conversation_id": conversation, "channel": channel, "reason": "requested",
+             "profile_id": person["id"]},
+            expect=201,
+        )  # fmt: skip
+
     async def identify(self, channel: str, address: str, **attributes: Any) -> dict[str, Any]:
         data = await self.call(
             "POST",

@@ -79,13 +79,7 @@ class Console:
             await users.create(session, self.clock, email, role, PASSWORD)
 
     async def handed_off(self, conversation: str, channel: str = "sms") -> dict[str, Any]:
-        person = await self.backend.api.identify("sms", conversation, first_name="Dana")
-        return await self.backend.api.post(
-            "/api/v1/handoffs",
-            {"conversation_id": conversation, "channel": channel, "reason": "requested",
-             "profile_id": person["id"]},
-            expect=201,
-        )  # fmt: skip
+        return await self.backend.api.hand_off(conversation, channel, first_name="Dana")
 
 
 @pytest.fixture

@@ -32,15 +32,7 @@ class Desk:
     analyst: Api
 
     async def handed_off(self, conversation: str, channel: str) -> dict[str, Any]:
-        person = await self.backend.api.identify(
-            "web" if channel == "webchat" else "sms", conversation
-        )
-        return await self.backend.api.post(
-            "/api/v1/handoffs",
-            {"conversation_id": conversation, "channel": channel, "reason": "requested",
-             "profile_id": person["id"]},
-            expect=201,
-        )  # fmt: skip
+        return await self.backend.api.hand_off(conversation, channel)
 
 
 @pytest.fixture

@@ -62,10 +62,12 @@ def test_token_create_refuses_an_unknown_role(tmp_path: Path) -> None:
 
 
 async def test_user_create_makes_a_console_account_that_signs_in(tmp_path: Path) -> None:
+    port = free_port()  # printed in the sign-in address, never the 8000 `make run` may hold
+
     def create(email: str, password: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*PARLEY, "user", "create", "--email", email, "--role", "agent", "--password-stdin"],
-            env={**os.environ, "PARLEY_VAR_DIR": str(tmp_path),
+            env={**os.environ, "PARLEY_VAR_DIR": str(tmp_path), "PARLEY_BACKEND_PORT": str(port),
                  "PARLEY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"},
             input=password + "\n", capture_output=True, text=True, timeout=120,
         )  # fmt: skip
@@ -73,7 +75,7 @@ async def test_user_create_makes_a_console_account_that_signs_in(tmp_path: Path)
     made = create("Sam@Example.com", "a long enough password")
     assert made.returncode == 0, made.stderr
     assert made.stdout.strip() == (
-        "sam@example.com may sign in at http://127.0.0.1:8000/console as agent"
+        f"sam@example.com may sign in at http://127.0.0.1:{port}/console as agent"
     )
     assert "a long enough password" not in made.stdout + made.stderr
     again = create("sam@example.com", "a long enough password")
