@@ -1,27 +1,36 @@
 """What happened in conversations, as the backend's record of them says: every message a
 person sent is an `intent_expressed` event carrying its channel and conversation
-(message_rules.rasa_events). From those, the list of conversations with their channel,
-intents, fallbacks and hand-offs, and the overview's figures per day.
+(message_rules.rasa_events), added up as it is recorded (backend.conversations.rollups).
+From those roll-ups, the list of conversations with their channel, intents, fallbacks
+and hand-offs, and the overview's figures per day (UTC); from hand-offs, the consent
+ledger and the events, the rest of the overview.
 
-These read the backend's tables only (events, hand-offs, the consent ledger), never
-Rasa's tracker store: a conversation's words are read from Rasa one at a time, when
-someone opens it."""
+These read the backend's tables only, never Rasa's tracker store: a conversation's
+words are read from Rasa one at a time, when someone opens it."""
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
-from sqlalchemy import String, case, cast, func, select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.core.json_sql import json_text
-from backend.core.models import ConsentEvent, Event, Handoff
+from backend.conversations.rollups import FALLBACK
+from backend.core.models import (
+    ConsentEvent,
+    ConversationDayRollup,
+    ConversationIntentRollup,
+    ConversationRollup,
+    DailyChannelRollup,
+    DailyIntentRollup,
+    Event,
+    Handoff,
+)
+from backend.core.sql_dates import utc_day
 
-INTENT_EXPRESSED = "intent_expressed"
-FALLBACK = "nlu_fallback"
 QUALIFIED = "lead_qualified"
 DEMO_BOOKED = "demo_booked"
 
@@ -49,63 +58,68 @@ class ConversationSummary:
     handed_off: bool = False
 
 
-def _conversation() -> json_text:
-    return json_text(Event.properties, "conversation")
+def _days(since: datetime, until: datetime) -> tuple[date, date]:
+    """The first and last UTC day of a period (`until` exclusive)."""
+    return since.date(), (until - timedelta(microseconds=1)).date()
 
 
 async def listed(session: AsyncSession, filters: Filters, limit: int) -> list[ConversationSummary]:
-    """Conversations with a message in the period, latest first, that pass the filters:
-    grouped in the database, at most `limit` of them, then their intents and hand-offs
-    read for those alone (never a list of every conversation in a query)."""
-    conversation = _conversation().label("conversation")
-    channel = json_text(Event.properties, "channel")
-    intent = json_text(Event.properties, "intent")
-    in_period = (
-        Event.type == INTENT_EXPRESSED,
-        Event.occurred_at >= filters.since,
-        Event.occurred_at < filters.until,
-    )
-    fallbacks = func.sum(case((intent == FALLBACK, 1), else_=0))
-    query = (
-        select(
-            conversation, func.max(channel), func.min(cast(Event.profile_id, String)),
-            func.min(Event.occurred_at), func.max(Event.occurred_at), func.count(), fallbacks,
+    """Conversations with a message in the period (to the day), latest first, that pass
+    the filters, at most `limit` of them, each with its whole figures: one roll-up row
+    per conversation, then the intents and hand-offs of those alone."""
+    c = ConversationRollup
+    first_day, last_day = _days(filters.since, filters.until)
+    active_then = (
+        select(ConversationDayRollup.conversation_id)
+        .where(
+            ConversationDayRollup.conversation_id == c.id,
+            ConversationDayRollup.day >= first_day,
+            ConversationDayRollup.day <= last_day,
         )
-        .where(*in_period, _conversation().is_not(None))
-        .group_by(conversation)
-        .order_by(func.max(Event.occurred_at).desc())
+        .exists()
+    )
+    query = (
+        select(c)
+        .where(c.last_at >= filters.since, c.started_at < filters.until, active_then)
+        .order_by(c.last_at.desc(), c.id.desc())
         .limit(limit)
-    )  # fmt: skip
+    )
     if filters.channel:
-        query = query.where(channel == filters.channel)
+        query = query.where(c.channel == filters.channel)
     if filters.intent:
         query = query.where(
-            _conversation().in_(select(_conversation()).where(*in_period, intent == filters.intent))
+            select(ConversationIntentRollup.conversation_id)
+            .where(
+                ConversationIntentRollup.conversation_id == c.id,
+                ConversationIntentRollup.intent == filters.intent,
+            )
+            .exists()
         )
     if filters.handed_off:
-        query = query.where(_conversation().in_(select(Handoff.conversation_id)))
+        query = query.where(c.conversation.in_(select(Handoff.conversation_id)))
     if filters.fell_back:
-        query = query.having(fallbacks > 0)
+        query = query.where(c.fallbacks > 0)
+    rows = list(await session.scalars(query))
     found = {
-        conv: ConversationSummary(
-            conv, chan or "rest", uuid.UUID(str(profile)), first, last, n, [], bool(fell)
+        r.id: ConversationSummary(
+            r.conversation, r.channel, r.profile_id, r.started_at, r.last_at, r.messages,
+            [], r.fallbacks > 0,
         )
-        for conv, chan, profile, first, last, n, fell in await session.execute(query)
-    }
+        for r in rows
+    }  # fmt: skip
     if found:
-        said, which = intent.label("said"), _conversation().label("which")
-        for conv, name in await session.execute(
-            select(which, said)
-            .where(*in_period, _conversation().in_(list(found)))
-            .group_by(which, said)
-            .order_by(func.min(Event.occurred_at))
+        i = ConversationIntentRollup
+        for row_id, name in await session.execute(
+            select(i.conversation_id, i.intent)
+            .where(i.conversation_id.in_(list(found)))
+            .order_by(i.first_at, i.intent)
         ):
-            if conv in found and name:
-                found[conv].intents.append(name)
-        for conv in await session.scalars(
-            select(Handoff.conversation_id).where(Handoff.conversation_id.in_(list(found)))
+            found[row_id].intents.append(name)
+        by_name = {summary.conversation: summary for summary in found.values()}
+        for conversation in await session.scalars(
+            select(Handoff.conversation_id).where(Handoff.conversation_id.in_(list(by_name)))
         ):
-            found[conv].handed_off = True
+            by_name[conversation].handed_off = True
     return list(found.values())
 
 
@@ -126,42 +140,37 @@ class Overview:
 
 
 async def overview(session: AsyncSession, since: datetime, until: datetime) -> Overview:
-    """The period's figures, per day (UTC) where a chart wants them."""
-    days = [since.date()]
-    while (following := date.fromordinal(days[-1].toordinal() + 1)) < until.date():
-        days.append(following)
-    if until.time() != datetime.min.time() and until.date() not in days:
-        days.append(until.date())
+    """The period's figures, per day (UTC) where a chart wants them. Messages and
+    conversations are counted by whole days (the roll-ups' grain); hand-offs, opt-ins,
+    opt-outs, qualified leads and demos by the period's exact bounds."""
+    first_day, last_day = _days(since, until)
+    days = [date.fromordinal(n) for n in range(first_day.toordinal(), last_day.toordinal() + 1)]
     index: dict[date | None, int] = {d: i for i, d in enumerate(days)}
-    per_day = func.date(Event.occurred_at)
-    in_period = (Event.occurred_at >= since, Event.occurred_at < until)
 
     by_channel: dict[str, list[int]] = defaultdict(lambda: [0] * len(days))
-    conversations: set[str] = set()
-    for day, chan, conv in await session.execute(
-        select(per_day, json_text(Event.properties, "channel"), _conversation())
-        .where(Event.type == INTENT_EXPRESSED, *in_period)
-        .distinct()
-    ):
-        slot = index.get(_as_date(day))
-        if slot is not None and conv is not None:
-            by_channel[chan or "rest"][slot] += 1
-            conversations.add(conv)
-    # Grouped by the label: PostgreSQL does not see two renderings of the same JSON
-    # read (each with its own parameters) as one expression.
-    said = json_text(Event.properties, "intent").label("said")
-    intents = Counter(
-        {
-            name: n
-            for name, n in await session.execute(
-                select(said, func.count())
-                .where(Event.type == INTENT_EXPRESSED, *in_period)
-                .group_by(said)
+    for day, channel, n in await session.execute(
+        select(DailyChannelRollup.day, DailyChannelRollup.channel, DailyChannelRollup.conversations)
+        .where(DailyChannelRollup.day >= first_day, DailyChannelRollup.day <= last_day)
+    ):  # fmt: skip
+        if (slot := index.get(_as_date(day))) is not None:
+            by_channel[channel][slot] += n
+    conversations = (
+        await session.scalar(
+            select(func.count(distinct(ConversationDayRollup.conversation_id))).where(
+                ConversationDayRollup.day >= first_day, ConversationDayRollup.day <= last_day
             )
-            if name
-        }
+        )
+        or 0
     )
-    messages = sum(intents.values())
+    said: Counter[str] = Counter()
+    for name, n in await session.execute(
+        select(DailyIntentRollup.intent, func.sum(DailyIntentRollup.messages))
+        .where(DailyIntentRollup.day >= first_day, DailyIntentRollup.day <= last_day)
+        .group_by(DailyIntentRollup.intent)
+    ):
+        said[name] += int(n)
+    messages = sum(said.values())
+    intents = Counter({name: n for name, n in said.items() if name})
     handoffs = (
         await session.scalar(
             select(func.count()).where(Handoff.opened_at >= since, Handoff.opened_at < until)
@@ -171,15 +180,18 @@ async def overview(session: AsyncSession, since: datetime, until: datetime) -> O
 
     async def daily(kind: str) -> list[int]:
         counts = [0] * len(days)
+        per_day = utc_day(Event.occurred_at).label("day")
         for day, n in await session.execute(
-            select(per_day, func.count()).where(Event.type == kind, *in_period).group_by(per_day)
+            select(per_day, func.count())
+            .where(Event.type == kind, Event.occurred_at >= since, Event.occurred_at < until)
+            .group_by(per_day)
         ):
             if (slot := index.get(_as_date(day))) is not None:
                 counts[slot] = n
         return counts
 
     opt_ins, opt_outs = [0] * len(days), [0] * len(days)
-    consent_day = func.date(ConsentEvent.occurred_at)
+    consent_day = utc_day(ConsentEvent.occurred_at).label("day")
     for day, action, n in await session.execute(
         select(consent_day, ConsentEvent.action, func.count())
         .where(
@@ -194,10 +206,10 @@ async def overview(session: AsyncSession, since: datetime, until: datetime) -> O
             (opt_ins if action == "grant" else opt_outs)[slot] += n
     return Overview(
         days=days, conversations_by_channel=dict(by_channel), messages=messages,
-        conversations=len(conversations), top_intents=intents.most_common(10),
-        fallback_rate=intents[FALLBACK] / messages if messages else None,
+        conversations=conversations, top_intents=intents.most_common(10),
+        fallback_rate=said[FALLBACK] / messages if messages else None,
         handoffs=handoffs,
-        handoff_rate=handoffs / len(conversations) if conversations else None,
+        handoff_rate=handoffs / conversations if conversations else None,
         opt_ins=opt_ins, opt_outs=opt_outs,
         qualified=await daily(QUALIFIED), demos=await daily(DEMO_BOOKED),
     )  # fmt: skip

@@ -6,12 +6,13 @@ Schema changes go through Alembic (`backend/migrations`); `parley db upgrade` ap
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -165,7 +166,10 @@ class ConsentEvent(Base):
     """One line of the consent ledger. Appended, never changed; removed only by erasure."""
 
     __tablename__ = "consent_events"
-    __table_args__ = (Index("ix_consent_events_profile_time", "profile_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_consent_events_profile_time", "profile_id", "occurred_at"),
+        Index("ix_consent_events_time", "occurred_at"),  # the overview's opt-ins per day
+    )
 
     seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     profile_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
@@ -486,7 +490,7 @@ class RetentionRun(Base):
     finished_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(10))  # running, done or failed
     # Rows deleted, by what: conversation_events (Rasa's tracker store), rasa_events,
-    # messages, held_messages, events.
+    # conversation_rollups, messages, held_messages, events.
     deleted: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     started_by: Mapped[str] = mapped_column(String(100))
@@ -513,6 +517,75 @@ class RasaEvent(Base):
     received_at: Mapped[datetime]
     data: Mapped[dict[str, Any]]  # the event as published
     idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
+
+
+class ConversationRollup(Base):
+    """A conversation as the messages people sent in it add up (kept by
+    backend.conversations.rollups as each `intent_expressed` event is recorded), so the
+    conversations list reads one row per conversation instead of grouping every
+    message. Erased with its person, deleted by retention with the conversations."""
+
+    __tablename__ = "conversation_rollups"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    conversation: Mapped[str] = mapped_column(String(320), unique=True)  # Rasa's sender id
+    profile_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(32))  # of its first recorded message
+    started_at: Mapped[datetime]
+    last_at: Mapped[datetime] = mapped_column(index=True)
+    messages: Mapped[int]
+    fallbacks: Mapped[int]  # messages the NLU did not understand (nlu_fallback)
+
+
+class ConversationIntentRollup(Base):
+    """How often each intent was expressed in a conversation, and when first."""
+
+    __tablename__ = "conversation_intent_rollups"
+    __table_args__ = (Index("ix_conversation_intent_rollups_intent", "intent", "conversation_id"),)
+
+    conversation_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("conversation_rollups.id", ondelete="CASCADE"), primary_key=True
+    )
+    intent: Mapped[str] = mapped_column(String(200), primary_key=True)
+    first_at: Mapped[datetime]
+    messages: Mapped[int]
+
+
+class ConversationDayRollup(Base):
+    """A day (UTC) on which a conversation had a message: a conversation is counted once
+    a day however many messages it has."""
+
+    __tablename__ = "conversation_day_rollups"
+    __table_args__ = (Index("ix_conversation_day_rollups_day", "day", "conversation_id"),)
+
+    conversation_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("conversation_rollups.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
+class DailyChannelRollup(Base):
+    """Conversations with a message on a day (UTC), per channel. Counts only: nothing
+    here names a person, so retention and erasure leave it."""
+
+    __tablename__ = "daily_channel_rollups"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    conversations: Mapped[int]
+
+
+class DailyIntentRollup(Base):
+    """Messages on a day (UTC) per channel and intent ('' when a message had none)."""
+
+    __tablename__ = "daily_intent_rollups"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    intent: Mapped[str] = mapped_column(String(200), primary_key=True)
+    messages: Mapped[int]
 
 
 class SenderPace(Base):

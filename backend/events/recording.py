@@ -1,10 +1,11 @@
 """Behaviour events: what websites, shops and the bot report that a person did.
 
 Events are stored once per idempotency key, attached to a profile (found by id, or by
-identity, created if new), and scored as they arrive. `EventRecorder.record` is the one
-way an event is recorded, whoever reports it (the API, the bot, a demo booking, a
-sequence's points): it stores, scores, enrols into the sequences the event triggers and
-writes the audit log, all in the caller's transaction.
+identity, created if new), and scored as they arrive; the messages people sent are
+added to the conversations' roll-ups (backend.conversations.rollups).
+`EventRecorder.record` is the one way an event is recorded, whoever reports it (the
+API, the bot, a demo booking, a sequence's points): it stores, scores, enrols into the
+sequences the event triggers and writes the audit log, all in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.conversations import rollups
 from backend.core import audit
 from backend.core.identities import IdentityKind
 from backend.core.models import Event, Identity, Profile
@@ -152,6 +154,18 @@ async def ingest(
         )
         for (index, row), event_id in zip(fresh, ids, strict=True):
             outcomes[index] = Outcome("stored", event_id, row["profile_id"])
+        await rollups.add(
+            session,
+            (
+                found
+                for _, row in fresh
+                if (
+                    found := rollups.said(
+                        row["profile_id"], row["type"], row["properties"], row["occurred_at"]
+                    )
+                )
+            ),
+        )
         await scoring.apply_events(
             session,
             directory.rules,

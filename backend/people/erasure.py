@@ -35,6 +35,7 @@ from backend.core.models import (
     AuditEntry,
     ConsentEvent,
     ConsentState,
+    ConversationRollup,
     Demo,
     Enrolment,
     Event,
@@ -165,7 +166,8 @@ async def export(session: AsyncSession, profile: Profile) -> dict[str, Any]:
 
 async def conversations_of(session: AsyncSession, profile: Profile) -> list[str]:
     """The ids of every Rasa conversation of the person (and of those merged into
-    them): their identities' that name one, their hand-offs' and their demos'."""
+    them): their identities' that name one, those their messages were recorded in, their
+    hand-offs' and their demos'."""
     ids = await _ids(session, profile)
     found = {
         address
@@ -174,6 +176,11 @@ async def conversations_of(session: AsyncSession, profile: Profile) -> list[str]
         )
         if kind in CONVERSATION_KINDS
     }
+    found |= set(
+        await session.scalars(
+            select(ConversationRollup.conversation).where(ConversationRollup.profile_id.in_(ids))
+        )
+    )
     for table in (Handoff, Demo):
         found |= {
             c
@@ -242,9 +249,10 @@ def _row(obj: Any, exclude: set[str]) -> dict[str, Any]:
 
 async def erase(session: AsyncSession, profile: Profile, key: bytes, clock: Clock) -> int:
     """Erase a person from the backend: their profile (and those merged into it),
-    identities, events, consent ledger, scores, messages (texts and addresses), held
-    messages, enrolments with their queued steps, segment memberships, demos and
-    hand-offs, and the backend's copy of their conversations' events (`rasa_events`).
+    identities, events (and their conversations' roll-ups), consent ledger, scores,
+    messages (texts and addresses), held messages, enrolments with their queued steps,
+    segment memberships, demos and hand-offs, and the backend's copy of their
+    conversations' events (`rasa_events`).
     (Their conversations in Rasa are erased first: `erase_conversations`.) Returns how
     many identities the tombstone remembers."""
     now = clock.now()
@@ -268,8 +276,8 @@ async def erase(session: AsyncSession, profile: Profile, key: bytes, clock: Cloc
         )
     )
     for table in (
-        ScoreContribution, ConsentState, ConsentEvent, Event, Demo, Handoff, HeldMessage,
-        Enrolment, SegmentMember, Identity,
+        ScoreContribution, ConsentState, ConsentEvent, Event, ConversationRollup, Demo,
+        Handoff, HeldMessage, Enrolment, SegmentMember, Identity,
     ):  # fmt: skip
         await session.execute(delete(table).where(table.profile_id.in_(ids)))
     await session.execute(delete(Merge).where(Merge.survivor_id.in_(ids)))

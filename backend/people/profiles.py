@@ -20,6 +20,7 @@ from backend.core.identities import PHONE_KINDS, IdentityKind
 from backend.core.models import (
     ConsentEvent,
     ConsentState,
+    ConversationRollup,
     Demo,
     Enrolment,
     Event,
@@ -245,6 +246,7 @@ class ProfileDirectory:
         for table in (
             Identity,
             Event,
+            ConversationRollup,
             ConsentEvent,
             Demo,
             Handoff,

@@ -2,8 +2,9 @@
 `retention:` in data/business.yml says, in the backend and in Rasa's tracker store.
 
 - **conversations** (`conversations_days`): the events of Rasa's conversations, deleted
-  through the bot's retention endpoint (channels/conversation_batch.py), and the
-  backend's copy of them consumed from RabbitMQ (`rasa_events`, by Rasa's timestamp);
+  through the bot's retention endpoint (channels/conversation_batch.py), the backend's
+  copy of them consumed from RabbitMQ (`rasa_events`, by Rasa's timestamp), and the
+  roll-ups of conversations whose last message is older (the daily counts stay);
 - **messages** (`messages_days`): texts, calls and web pushes with their text and
   addresses, and held messages that have gone (sent, refused, cancelled);
 - **events** (`events_days`): behaviour events (a score keeps what they added until the
@@ -34,7 +35,14 @@ from backend.core import audit
 from backend.core.audit import Actor
 from backend.core.clock import Clock
 from backend.core.logs import get_logger
-from backend.core.models import Event, HeldMessage, Message, RasaEvent, RetentionRun
+from backend.core.models import (
+    ConversationRollup,
+    Event,
+    HeldMessage,
+    Message,
+    RasaEvent,
+    RetentionRun,
+)
 
 log = get_logger(__name__)
 
@@ -91,6 +99,12 @@ class Retention:
             deleted["rasa_events"] = await self._in_batches(
                 RasaEvent.__table__,
                 select(RasaEvent.id).where(RasaEvent.timestamp < cutoff.timestamp()),
+            )
+            # The conversations' roll-ups name them (a phone number, a web session):
+            # they go with the conversations. The daily counts name no one and stay.
+            deleted["conversation_rollups"] = await self._in_batches(
+                ConversationRollup.__table__,
+                select(ConversationRollup.id).where(ConversationRollup.last_at < cutoff),
             )
             deleted["conversation_events"] = await self._conversations(started)
             cutoff = started - timedelta(days=self.policy.messages_days)

@@ -198,7 +198,8 @@ class RetentionRunOut(BaseModel):
     status: Literal["running", "done", "failed"]
     deleted: dict[str, int | str] = Field(
         description="rows deleted: conversation_events (in Rasa's tracker store), "
-        "rasa_events (the backend's copy of them), messages, held_messages, events"
+        "rasa_events (the backend's copy of them), conversation_rollups (what their messages "
+        "add up to), messages, held_messages, events"
     )
     error: str | None
     started_by: str

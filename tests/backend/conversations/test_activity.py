@@ -5,8 +5,10 @@ ledger, qualified leads and demos."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from backend.core.clock import FixedClock
 from tests.backend.conftest import Api
 
 SMS, WEB = "+14155550101", "chat-9a7f"
@@ -41,7 +43,9 @@ async def story(service: Api) -> None:
     )  # fmt: skip
 
 
-async def test_conversations_are_listed_and_filtered(service: Api, marketer: Api) -> None:
+async def test_conversations_are_listed_and_filtered(
+    service: Api, marketer: Api, clock: FixedClock
+) -> None:
     await story(service)
     period = "since=2026-03-01&until=2026-03-03"
     listed = await marketer.get(f"/api/v1/conversations?{period}")
@@ -61,9 +65,19 @@ async def test_conversations_are_listed_and_filtered(service: Api, marketer: Api
     for query, wanted in only.items():
         got = await marketer.get(f"/api/v1/conversations?{period}&{query}")
         assert [c["conversation_id"] for c in got["items"]] == wanted, query
-    # Messages outside the period are not counted.
+    # Listed when it has a message in the period, with the whole conversation's figures.
     late = await marketer.get("/api/v1/conversations?since=2026-03-02&until=2026-03-03")
-    assert [(c["conversation_id"], c["messages"]) for c in late["items"]] == [(WEB, 1)]
+    assert [(c["conversation_id"], c["messages"]) for c in late["items"]] == [(WEB, 2)]
+    # A conversation that was quiet all through the period is not listed, though it
+    # began before it and went on after it.
+    clock.advance(timedelta(days=4))
+    await service.post(
+        "/api/v1/events", {"events": [said(SMS, "sms", "goodbye", "2026-03-05T09:00:00Z")]}
+    )
+    quiet = await marketer.get("/api/v1/conversations?since=2026-03-02&until=2026-03-04")
+    assert [c["conversation_id"] for c in quiet["items"]] == [WEB]
+    both = await marketer.get("/api/v1/conversations?since=2026-03-01&until=2026-03-06&limit=1")
+    assert [(c["conversation_id"], c["messages"]) for c in both["items"]] == [(SMS, 3)]
     bad = await marketer.get("/api/v1/conversations?since=yesterday", expect=400)
     assert bad["type"] == "urn:parley:problem:invalid-query"
 

@@ -22,7 +22,15 @@ from backend import data_files
 from backend.api.keys import DIRECTORY, RETENTION, SEQUENCES, SESSIONS
 from backend.api.tokens import Role
 from backend.core.clock import FixedClock
-from backend.core.models import Enrolment, Event, HeldMessage, Message, RasaEvent, SequenceWork
+from backend.core.models import (
+    ConversationRollup,
+    Enrolment,
+    Event,
+    HeldMessage,
+    Message,
+    RasaEvent,
+    SequenceWork,
+)
 from backend.events.recording import EventRecorder
 from backend.rasa_events.store import RasaEventStore, Recorded, read_message
 from tests.backend.conftest import Api, IssueToken, StartTexting, TextingBackend
@@ -127,6 +135,15 @@ async def privacy(
     return Privacy(backend, Api(backend.client, await issue_token(Role.ADMIN)), rasa, clock)
 
 
+def said(profile: str, conversation: str, intent: str) -> dict[str, Any]:
+    """A message the person sent, as the bot reports it."""
+    return {
+        "type": "intent_expressed", "profile_id": profile,
+        "properties": {"intent": intent, "conversation": conversation,
+                       "channel": "webchat" if conversation == VISITOR else "sms"},
+    }  # fmt: skip
+
+
 async def a_person_with_history(privacy: Privacy) -> str:
     """Someone who texted and chatted on the web, agreed to texts, started a trial (so
     is in the trial nurture), has a marketing text held and a hand-off open."""
@@ -151,6 +168,11 @@ async def a_person_with_history(privacy: Privacy) -> str:
     privacy.rasa.said(PERSON, "What does Brightdesk cost?", now)
     privacy.rasa.said(VISITOR, "My name is Ada Lovelace", now)
     privacy.rasa.said(SOMEONE_ELSE, "hello", now)
+    someone = str((await api.identify("sms", SOMEONE_ELSE))["id"])
+    for owner, conversation, intent in (
+        (person, PERSON, "ask_price"), (person, VISITOR, "introduce"), (someone, SOMEONE_ELSE, "greet"),
+    ):  # fmt: skip
+        await api.post("/api/v1/events", said(owner, conversation, intent), expect=None)
     for conversation, text in (
         (PERSON, "Our plans start at $19."),
         (VISITOR, "Nice to meet you, Ada."),
@@ -197,9 +219,12 @@ async def test_erasure_reaches_rasas_tracker_store_and_every_backend_table(
     assert await privacy.count(HeldMessage) == 0
     assert await privacy.count(Enrolment) == 0
     assert await privacy.count(SequenceWork) == 0
-    assert await privacy.count(Event) == 0
+    assert await privacy.count(Event) == 1  # someone else's message
     assert await privacy.count(RasaEvent, RasaEvent.sender_id.in_([PERSON, VISITOR])) == 0
     assert await privacy.count(RasaEvent, RasaEvent.sender_id == SOMEONE_ELSE) == 1
+    privacy.clock.advance(timedelta(minutes=1))
+    rolled = await privacy.admin.get("/api/v1/conversations")
+    assert [c["conversation_id"] for c in rolled["items"]] == [SOMEONE_ELSE]
     await privacy.admin.get(f"/api/v1/profiles/{person}", expect=404)
     [entry] = (await privacy.admin.get(f"/api/v1/audit?target={person}"))["items"][:1]
     assert entry["action"] == "erase_profile"
@@ -256,6 +281,8 @@ async def test_retention_deletes_what_is_older_in_both_stores_in_small_batches(
             expect=201,
         )
         await api.post("/api/v1/events", {"type": "page_viewed", "profile_id": old}, expect=None)
+        if n == 0:  # a message of theirs, which the conversations' roll-ups count
+            await api.post("/api/v1/events", said(old, PERSON, "greet"), expect=None)
         privacy.rasa.said(PERSON, f"old {n}", start)
         await privacy.copied(PERSON, f"old {n}", start + timedelta(seconds=n))
     clock.advance(timedelta(days=400))
@@ -272,9 +299,10 @@ async def test_retention_deletes_what_is_older_in_both_stores_in_small_batches(
     run = await privacy.admin.post("/api/v1/retention/runs", None, expect=201)
     assert run["status"] == "done"
     assert run["deleted"] == {
-        "conversation_events": 3, "rasa_events": 3, "held_messages": 0, "messages": 3,
-        "events": 0,
+        "conversation_events": 3, "rasa_events": 3, "conversation_rollups": 1,
+        "held_messages": 0, "messages": 3, "events": 0,
     }  # fmt: skip
+    assert await privacy.count(ConversationRollup) == 0
     assert [t["text"] for t in privacy.rasa.conversations[PERSON]] == ["recent"]
     async with privacy.backend.app[SESSIONS]() as session:
         kept = await session.scalars(select(RasaEvent.data))
@@ -285,11 +313,15 @@ async def test_retention_deletes_what_is_older_in_both_stores_in_small_batches(
     assert cutoff == clock.now() - timedelta(days=365)
     assert await privacy.count(Message, Message.created_at < clock.now() - timedelta(days=365)) == 0
     assert await privacy.count(Message) == 1
-    assert await privacy.count(Event) == 4  # events are kept 730 days
+    assert await privacy.count(Event) == 5  # events are kept 730 days
+    # The daily counts name no one: the overview still counts that day's message.
+    day = start.date().isoformat()
+    overview = await privacy.admin.get(f"/api/v1/overview?since={day}&until={day}T23:59:59Z")
+    assert (overview["messages"], overview["top_intents"]) == (1, [["greet", 1]])
 
     clock.advance(timedelta(days=400))
     run = await privacy.admin.post("/api/v1/retention/runs", None, expect=201)
-    assert run["deleted"]["events"] == 3
+    assert run["deleted"]["events"] == 4
 
     shown = await privacy.admin.get("/api/v1/retention")
     assert (shown["conversations_days"], shown["messages_days"], shown["events_days"]) == (
@@ -297,7 +329,7 @@ async def test_retention_deletes_what_is_older_in_both_stores_in_small_batches(
     )  # fmt: skip
     assert [r["id"] for r in shown["runs"]] == [run["id"], run["id"] - 1]
     audit = (await privacy.admin.get("/api/v1/audit"))["items"]
-    assert [e["detail"]["events"] for e in audit if e["action"] == "retention_run"] == [3, 0]
+    assert [e["detail"]["events"] for e in audit if e["action"] == "retention_run"] == [4, 0]
 
 
 async def test_the_daily_run_happens_once_a_day_whichever_worker_gets_there(
