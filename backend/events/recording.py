@@ -154,6 +154,17 @@ async def ingest(
         )
         for (index, row), event_id in zip(fresh, ids, strict=True):
             outcomes[index] = Outcome("stored", event_id, row["profile_id"])
+        await scoring.apply_events(
+            session,
+            directory.rules,
+            (
+                scoring.Scored(
+                    row["profile_id"], row["type"], row["properties"], row["occurred_at"]
+                )
+                for _, row in fresh
+            ),
+        )
+        # Last: the daily counts are rows every transaction adds to, held until commit.
         await rollups.add(
             session,
             (
@@ -164,16 +175,6 @@ async def ingest(
                         row["profile_id"], row["type"], row["properties"], row["occurred_at"]
                     )
                 )
-            ),
-        )
-        await scoring.apply_events(
-            session,
-            directory.rules,
-            (
-                scoring.Scored(
-                    row["profile_id"], row["type"], row["properties"], row["occurred_at"]
-                )
-                for _, row in fresh
             ),
         )
     await session.flush()

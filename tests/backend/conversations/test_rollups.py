@@ -4,6 +4,7 @@ and batches the messages came in; a merge carries them to the survivor."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -144,3 +145,28 @@ async def test_a_merge_gives_the_conversations_to_the_survivor(
     assert [(c["conversation_id"], c["profile_id"]) for c in listed["items"]] == [
         (WEB, texter["id"])
     ]
+
+
+async def test_concurrent_recordings_add_up_without_deadlock(
+    service: Api, marketer: Api, clock: FixedClock
+) -> None:
+    """Batches recorded at once, each adding to the same daily counts and to two
+    conversations in opposite orders: every one is stored and every message counted."""
+    pairs = [(f"chat-{n}", f"chat-{(n + 1) % 12}") for n in range(12)]
+
+    async def record(n: int, first: str, second: str) -> None:
+        at = "2026-03-02T09:00:00Z"
+        batch = [said(first, at, "greet", idempotency_key=f"a{n}"),
+                 said(second, at, "ask_price", idempotency_key=f"b{n}")]  # fmt: skip
+        await service.post("/api/v1/events", {"events": batch[:: 1 if n % 2 else -1]})
+
+    await asyncio.gather(*(record(n, *pair) for n, pair in enumerate(pairs)))
+    clock.advance(timedelta(minutes=1))
+    figures = await marketer.get("/api/v1/overview?since=2026-03-02&until=2026-03-03")
+    assert (figures["conversations"], figures["messages"]) == (12, 24)
+    assert dict(figures["top_intents"]) == {"greet": 12, "ask_price": 12}
+    assert figures["conversations_by_channel"] == {"rest": [{"day": "2026-03-02", "count": 12}]}
+    listed = await marketer.get("/api/v1/conversations?since=2026-03-02&until=2026-03-03")
+    assert {c["conversation_id"]: c["messages"] for c in listed["items"]} == {
+        f"chat-{n}": 2 for n in range(12)
+    }
