@@ -66,6 +66,22 @@ async def create(
     return user
 
 
+async def set_disabled(
+    session: AsyncSession, clock: Clock, email: str, disabled: bool
+) -> ConsoleUser:
+    """Disable an account (it cannot sign in, and a session it holds ends at its next
+    request) or enable it again. Raises UserRefused for an unknown address."""
+    user = await by_email(session, email)
+    if user is None:
+        raise UserRefused(f"{normal_email(email)} has no account")
+    if disabled and user.disabled_at is None:
+        user.disabled_at = clock.now()
+    elif not disabled:
+        user.disabled_at, user.failed_sign_ins, user.locked_until = None, 0, None
+    await session.flush()
+    return user
+
+
 async def by_email(session: AsyncSession, email: str) -> ConsoleUser | None:
     return await session.scalar(select(ConsoleUser).where(ConsoleUser.email == normal_email(email)))
 

@@ -387,6 +387,36 @@ def user_create(
         click.echo("(shown once: store it now)", err=True)
 
 
+def _set_disabled(settings: Settings, email: str, disabled: bool) -> str:
+    async def go(engine: AsyncEngine) -> str:
+        await migrations_runner.upgrade(engine)
+        async with create_session_factory(engine).begin() as session:
+            account = await console_users.set_disabled(session, SystemClock(), email, disabled)
+            return account.email
+
+    try:
+        return asyncio.run(with_database(settings, go))
+    except console_users.UserRefused as refused:
+        raise click.ClickException(str(refused)) from refused
+
+
+@user.command("disable")
+@click.option("--email", required=True)
+@click.pass_obj
+def user_disable(settings: Settings, email: str) -> None:
+    """Stop an account signing in; a session it holds ends at its next request. Its
+    name stays on what it did (audit log, hand-offs)."""
+    click.echo(f"{_set_disabled(settings, email, True)} is disabled")
+
+
+@user.command("enable")
+@click.option("--email", required=True)
+@click.pass_obj
+def user_enable(settings: Settings, email: str) -> None:
+    """Let a disabled (or locked) account sign in again."""
+    click.echo(f"{_set_disabled(settings, email, False)} may sign in again")
+
+
 @user.command("list")
 @click.pass_obj
 def user_list(settings: Settings) -> None:

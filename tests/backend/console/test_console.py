@@ -129,6 +129,19 @@ async def test_pages_ask_for_sign_in_and_the_cookie_is_kept_safe(console: Consol
     assert status == 303
 
 
+async def test_a_disabled_account_is_signed_out_at_its_next_request(console: Console) -> None:
+    await console.user("leaver@example.com", "agent")
+    browser = console.open()
+    assert await browser.sign_in("leaver@example.com") == 303
+    status, _, _ = await browser.get("/console/inbox")
+    assert status == 200
+    async with console.backend.app[SESSIONS].begin() as session:
+        await users.set_disabled(session, console.clock, "leaver@example.com", True)
+    status, _, response = await browser.get("/console/inbox")
+    assert status == 303 and response.headers["Location"].startswith("/console/sign-in")
+    assert await browser.sign_in("leaver@example.com") == 401  # the form again, refused
+
+
 async def test_a_sign_in_never_redirects_off_the_console(console: Console) -> None:
     await console.user("agent@example.com", "agent")
     browser = console.open()

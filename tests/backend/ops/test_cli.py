@@ -107,6 +107,29 @@ async def test_user_create_makes_a_console_account_that_signs_in(tmp_path: Path)
     assert wrong.user is None
     assert kim.user is not None and kim.user.role == "analyst"
 
+    # Sam leaves the team: the account no longer signs in, until enabled again.
+    disabled = parley("user", "disable", "--email", "SAM@example.com", var=tmp_path)
+    assert disabled.stdout.strip() == "sam@example.com is disabled", disabled.stderr
+    listed = parley("user", "list", var=tmp_path)
+    assert listed.stdout.splitlines()[1].split() == ["sam@example.com", "agent", "disabled"]
+    unknown = parley("user", "disable", "--email", "nobody@example.com", var=tmp_path)
+    assert unknown.returncode == 1 and "nobody@example.com has no account" in unknown.stderr
+
+    async def sam_signs_in() -> bool:
+        engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}")
+        try:
+            async with create_session_factory(engine).begin() as session:
+                attempt = await console_users.sign_in(
+                    session, SystemClock(), "sam@example.com", "a long enough password"
+                )
+        finally:
+            await engine.dispose()
+        return attempt.user is not None
+
+    assert not await sam_signs_in()
+    assert parley("user", "enable", "--email", "sam@example.com", var=tmp_path).returncode == 0
+    assert await sam_signs_in()
+
 
 def test_db_upgrade_applies_migrations_once(tmp_path: Path) -> None:
     first = parley("db", "upgrade", var=tmp_path)
