@@ -285,11 +285,20 @@ class BusinessTexts(BaseModel):
 
     name: str = Field(min_length=1, max_length=60)
     sms_help: str = Field(min_length=1, max_length=320)
+    # The postal address every marketing e-mail shows (CAN-SPAM).
+    address: str | None = Field(None, min_length=1, max_length=300)
     # The business's own time zone: a person's, when neither their profile nor their
     # number says.
     timezone: str = "UTC"
     follow_ups: ContactRules = Field(default_factory=ContactRules)
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
+
+    @property
+    def contact_email(self) -> str | None:
+        """`contact: email:`, where e-mails come from unless PARLEY_EMAIL_FROM says."""
+        contact = (self.model_extra or {}).get("contact")
+        found = contact.get("email") if isinstance(contact, dict) else None
+        return found if isinstance(found, str) and "@" in found else None
 
     @field_validator("timezone")
     @classmethod

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend import data_files
 from backend.conversations import rollups
@@ -111,7 +112,14 @@ async def roll_up(url: str, records: Sequence[tuple[Any, ...]]) -> float:
     started = time.perf_counter()
     try:
         sessions = create_session_factory(engine)
-        for chunk in loading.chunks(records, 500):
+        for n, chunk in enumerate(loading.chunks(records, 500)):
+            if n in (20, 200) or n % 400 == 0:
+                # What autovacuum does after a load, here while it is busy with the load's
+                # big tables: without statistics the foreign keys' checks, planned when
+                # the roll-ups were empty, scan them whole.
+                await analyze(engine)
+                print(f"  rolled up {n * 500:,} messages in {time.perf_counter() - started:.0f} s",
+                      flush=True)  # fmt: skip
             async with sessions.begin() as session:
                 await rollups.add(
                     session,
@@ -121,12 +129,16 @@ async def roll_up(url: str, records: Sequence[tuple[Any, ...]]) -> float:
                         if (found := rollups.said(profile_id, type_, json.loads(properties), at))
                     ),
                 )
-        async with engine.connect() as connection:
-            for table in ROLLUP_TABLES:
-                await connection.execute(text(f"ANALYZE {table}"))
+        await analyze(engine)
     finally:
         await engine.dispose()
     return time.perf_counter() - started
+
+
+async def analyze(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        for table in ROLLUP_TABLES:
+            await connection.execute(text(f"ANALYZE {table}"))
 
 
 async def bench_console(count: int) -> ConsoleMeasured:

@@ -19,6 +19,7 @@ from backend.api.keys import (
     CLOCK,
     DESK,
     DIRECTORY,
+    EMAIL_DOOR,
     ENGINE,
     FILE_SEGMENTS,
     HELD,
@@ -37,6 +38,7 @@ from backend.api.keys import (
     WORKER,
 )
 from backend.api.problems import problem_middleware
+from backend.consent import unsubscribe
 from backend.console import routes as console
 from backend.conversations.rasa_client import RasaClient
 from backend.core import secret_key
@@ -47,11 +49,14 @@ from backend.core.settings import Settings
 from backend.events.recording import EventRecorder
 from backend.handoffs.desk import Desk
 from backend.messaging.call_door import CallDoor
+from backend.messaging.email_door import EmailDoor
+from backend.messaging.email_message import Dkim, Sender
 from backend.messaging.guards import ContactGuard
 from backend.messaging.held import Deliver, HeldMessages
 from backend.messaging.inbound import KeywordConfirmations, KeywordReplies, SmsInbox
 from backend.messaging.pacing import SendingPace
 from backend.messaging.sms_door import SmsDoor
+from backend.messaging.smtp import Mailer
 from backend.messaging.text_turns import BotTurns, TextTurns
 from backend.messaging.twilio_api import TwilioCalls, TwilioTexts, twilio_client
 from backend.messaging.web_door import WebDoor
@@ -172,9 +177,10 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
             sessions=sessions, clock=clock, directory=app[DIRECTORY], guard=guard,
             conversations=app[RASA], secret=signing_secret(settings),
         )  # fmt: skip
+    app[EMAIL_DOOR] = email_door(settings, app, guard)
     deliver: dict[str, Deliver] = {}
     for channel, door in (("sms", app.get(SMS_DOOR)), ("voice", app.get(CALL_DOOR)),
-                          ("web", app.get(WEB_DOOR))):  # fmt: skip
+                          ("web", app.get(WEB_DOOR)), ("email", app[EMAIL_DOOR])):  # fmt: skip
         if door is not None:
             deliver[channel] = door.deliver_held
     app[HELD] = HeldMessages(sessions, clock, deliver)
@@ -213,6 +219,30 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
     if texts is not None:
         await texts.close()
+
+
+def email_door(settings: Settings, app: web.Application, guard: ContactGuard) -> EmailDoor:
+    """The e-mail door: to the SMTP server settings name (the local sink by default),
+    from the business as data/business.yml names it, DKIM-signed when configured."""
+    business, sessions, clock = app[BUSINESS_TEXTS], app[SESSIONS], app[CLOCK]
+    dkim = None
+    if settings.dkim_domain and settings.dkim_selector and settings.dkim_private_key_file:
+        dkim = Dkim.from_file(
+            settings.dkim_domain, settings.dkim_selector,
+            settings.path(settings.dkim_private_key_file),
+        )  # fmt: skip
+    return EmailDoor(
+        sessions=sessions, clock=clock, directory=app[DIRECTORY], guard=guard,
+        mailer=Mailer.from_settings(settings),
+        pace=SendingPace(sessions, clock, settings.email_domain_per_second, max_wait=30.0),
+        sender=Sender(
+            business.name, settings.email_from or business.contact_email or "",
+            business.address or "",
+        ),
+        public_url=settings.public_url or settings.backend_url,
+        unsubscribe_key=unsubscribe.signing_key(secret_key.load_or_create(settings)),
+        dkim=dkim,
+    )  # fmt: skip
 
 
 def scheduler_worker(app: web.Application) -> Worker:

@@ -12,6 +12,7 @@ from backend.core.settings import Settings
 from backend.data_files import BusinessTexts
 from backend.handoffs.desk import Desk
 from backend.messaging.call_door import CallDoor
+from backend.messaging.email_door import EmailDoor
 from backend.messaging.held import HeldMessages
 from backend.messaging.inbound import KeywordReplies, SmsInbox
 from backend.messaging.sms_door import SmsDoor
@@ -50,6 +51,8 @@ CALL_DOOR = web.AppKey("call_door", CallDoor)
 # doors held until they may go.
 WEB_DOOR = web.AppKey("web_door", WebDoor)
 HELD = web.AppKey("held", HeldMessages)
+# The one door for outbound e-mail (to the configured SMTP server, or the local sink).
+EMAIL_DOOR = web.AppKey("email_door", EmailDoor)
 # What agents do with hand-offs: claim, reply (through the web and SMS doors), close.
 DESK = web.AppKey("desk", Desk)
 # GDPR export and erasure (for the API and the console).

@@ -308,6 +308,16 @@ ROUTES: list[Route] = [
           "Twilio's progress callback for a call Parley placed (checked against "
           "X-Twilio-Signature).", "messages", responses={204: None}),
 
+    Route("GET", "/email/unsubscribe/{token}", "email_unsubscribe_page",
+          consent.unsubscribe_page,
+          "The page a marketing e-mail's unsubscribe link opens (the token is the only "
+          "credential): one button.", "consent", responses={200: None, 404: None},
+          media_type="text/html"),
+    Route("POST", "/email/unsubscribe/{token}", "email_unsubscribe", consent.unsubscribe_now,
+          "Unsubscribe from marketing e-mail at once: the page's button, or a mail app's "
+          "one-click POST (RFC 8058, body List-Unsubscribe=One-Click).", "consent",
+          responses={200: None, 404: None}, media_type="text/html"),
+
     Route("GET", "/api/v1/retention", "get_retention", profiles.get_retention,
           "How long each kind of data is kept, and the latest runs of the job that "
           "deletes what is older (in the backend and Rasa's tracker store).", "privacy",

@@ -58,6 +58,8 @@ class Source(StrEnum):
     API = "api"
     IMPORT = "import"
     CONSOLE = "console"
+    # The person's unsubscribe from a marketing e-mail (backend.consent.unsubscribe).
+    UNSUBSCRIBE = "unsubscribe"
     # Written by Parley itself when an erased person turns up again (see backend.people.erasure).
     ERASURE = "erasure"
 

@@ -1,14 +1,17 @@
-"""Consent routes: a profile's ledger and current state, appending to the ledger, and
-the check every sender makes before sending."""
+"""Consent routes: a profile's ledger and current state, appending to the ledger, the
+check every sender makes before sending, and unsubscribing from marketing e-mail."""
 
 from __future__ import annotations
+
+import html
 
 from aiohttp import web
 
 from backend.api.bodies import read_body, respond
-from backend.api.keys import CALLER, CLOCK, KEYWORD_REPLIES, SESSIONS, SMS_DOOR
+from backend.api.keys import CALLER, CLOCK, EMAIL_DOOR, KEYWORD_REPLIES, SESSIONS, SMS_DOOR
 from backend.api.problems import Problem
 from backend.consent import ledger as consent
+from backend.consent import unsubscribe
 from backend.consent.ledger import Action, Channel, ConsentRefused, Purpose, Source
 from backend.consent.schemas import (
     ConsentCheck,
@@ -104,4 +107,78 @@ async def check_consent(request: web.Request) -> web.Response:
             state=state,
             allowed=consent.allows(state, purpose),
         )
+    )
+
+
+# Unsubscribing from marketing e-mail (backend.consent.unsubscribe): pages for a
+# person's browser, and RFC 8058's one-click POST from their mail app. The token in the
+# path is the only credential.
+def _page(title: str, body: str, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, content_type="text/html", charset="utf-8",
+        text=(
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title></head>"
+            '<body style="font-family:sans-serif;max-width:36em;margin:3em auto;padding:0 1em">'
+            f"<h1>{html.escape(title)}</h1>{body}</body></html>"
+        ),
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                 "form-action 'self'; frame-ancestors 'none'"},
+    )  # fmt: skip
+
+
+def _ticket(request: web.Request) -> unsubscribe.Ticket | None:
+    door = request.app[EMAIL_DOOR]
+    return unsubscribe.read(door.unsubscribe_key, request.match_info["token"])
+
+
+NOT_VALID = (
+    "This unsubscribe link is not one of ours, or it was cut short. Open it again from "
+    "the e-mail, or reply to the e-mail asking to unsubscribe."
+)
+
+
+async def unsubscribe_page(request: web.Request) -> web.Response:
+    """The page an e-mail's unsubscribe link opens: one button, nothing to sign in to.
+    (Opening it changes nothing: mail scanners open links too.)"""
+    ticket = _ticket(request)
+    if ticket is None:
+        return _page("Link not valid", f"<p>{NOT_VALID}</p>", status=404)
+    name = html.escape(request.app[EMAIL_DOOR].sender.name)
+    return _page(
+        "Unsubscribe",
+        f"<p>Stop marketing e-mails from {name} to "
+        f"<b>{html.escape(ticket.address)}</b>?</p>"
+        '<form method="post"><button type="submit" name="confirm" value="1" '
+        'style="font-size:1.1em;padding:.5em 1.2em">Unsubscribe</button></form>'
+        "<p>E-mails you asked for, such as receipts and booking confirmations, still come.</p>",
+    )
+
+
+async def unsubscribe_now(request: web.Request) -> web.Response:
+    """The page's button, or a mail app's one-click POST (RFC 8058): unsubscribed at
+    once, recorded with how."""
+    ticket = _ticket(request)
+    if ticket is None:
+        return _page("Link not valid", f"<p>{NOT_VALID}</p>", status=404)
+    try:
+        form = await request.post() if request.can_read_body else {}
+    except ValueError:  # a body that is not the form it says: the button was pressed
+        form = {}
+    method = (
+        unsubscribe.Method.ONE_CLICK
+        if form.get("List-Unsubscribe") == "One-Click"
+        else unsubscribe.Method.LINK
+    )
+    async with request.app[SESSIONS].begin() as session:
+        done = await unsubscribe.unsubscribe(session, ticket, method, request.app[CLOCK])
+    name = html.escape(request.app[EMAIL_DOOR].sender.name)
+    if done is not None:
+        log.info("email.unsubscribed", method=method.value, already=done.already)
+    return _page(
+        "You are unsubscribed",
+        f"<p>{name} will send no more marketing e-mails to "
+        f"<b>{html.escape(ticket.address)}</b>.</p>",
     )

@@ -371,10 +371,11 @@ class ApiToken(Base):
 
 
 class Message(Base):
-    """One SMS in or out, or one call Parley placed, as Twilio knows it. Every outbound
-    text leaves through the backend's one door (backend.messaging.sms_door), every outbound call
-    through the call door (backend.messaging.call_door), and each is recorded here with its status;
-    inbound texts are recorded once per Twilio MessageSid."""
+    """One SMS in or out, one call Parley placed, one web push or one e-mail. Every
+    outbound text leaves through the backend's one door (backend.messaging.sms_door),
+    every call through the call door (call_door), every web push through the web door
+    (web_door), every e-mail through the e-mail door (email_door), and each is recorded
+    here with its status; inbound texts are recorded once per Twilio MessageSid."""
 
     __tablename__ = "messages"
     __table_args__ = (
@@ -394,13 +395,16 @@ class Message(Base):
         ForeignKey("profiles.id", ondelete="CASCADE")
     )
     direction: Mapped[str] = mapped_column(String(8))  # inbound or outbound
-    channel: Mapped[str] = mapped_column(String(8))  # sms, or voice (body: what was said)
+    # sms, voice (body: what was said), web or email
+    channel: Mapped[str] = mapped_column(String(8))
     # Outbound: marketing, transactional, conversational or compliance.
     purpose: Mapped[str | None] = mapped_column(String(16))
-    # A phone number, or for a web message the web chat conversation (a session id).
+    # A phone number, an e-mail address, or for a web message the web chat
+    # conversation (a session id).
     to_address: Mapped[str] = mapped_column(String(320))
-    from_address: Mapped[str] = mapped_column(String(32))
-    body: Mapped[str] = mapped_column(Text)
+    from_address: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(String(998))  # an e-mail's
+    body: Mapped[str] = mapped_column(Text)  # an e-mail's text part
     media: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"urls": [...]}
     # queued, sent, delivered, undelivered, failed (outbound) or received (inbound); a
     # call's statuses are mapped to these words (backend.messaging.call_door.CALL_STATUS).
@@ -454,11 +458,12 @@ class HeldMessage(Base):
     profile_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("profiles.id", ondelete="CASCADE"), index=True
     )
-    channel: Mapped[str] = mapped_column(String(8))  # sms, voice or web
+    channel: Mapped[str] = mapped_column(String(8))  # sms, voice, web or email
     to_address: Mapped[str] = mapped_column(String(320))
     purpose: Mapped[str] = mapped_column(String(16))
     body: Mapped[str] = mapped_column(Text)
-    media: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"urls": [...]}
+    # {"urls": [...]}; an e-mail's {"email": {"subject": ..., "html": ...}}
+    media: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # The caller's send key: the same key sent again is this held message.
     send_key: Mapped[str | None] = mapped_column(String(220), unique=True)
     reason: Mapped[str] = mapped_column(String(16))  # quiet-hours or frequency-cap
@@ -526,6 +531,8 @@ class ConversationRollup(Base):
     message. Erased with its person, deleted by retention with the conversations."""
 
     __tablename__ = "conversation_rollups"
+    # Latest first, as the list reads them: an index scan that stops at a page.
+    __table_args__ = (Index("ix_conversation_rollups_last", "last_at", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     conversation: Mapped[str] = mapped_column(String(320), unique=True)  # Rasa's sender id
@@ -534,7 +541,7 @@ class ConversationRollup(Base):
     )
     channel: Mapped[str] = mapped_column(String(32))  # of its first recorded message
     started_at: Mapped[datetime]
-    last_at: Mapped[datetime] = mapped_column(index=True)
+    last_at: Mapped[datetime]
     messages: Mapped[int]
     fallbacks: Mapped[int]  # messages the NLU did not understand (nlu_fallback)
 
@@ -594,7 +601,8 @@ class SenderPace(Base):
 
     __tablename__ = "sender_pace"
 
-    sender: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # A number, or `email:<domain>` for the e-mails to one receiving domain.
+    sender: Mapped[str] = mapped_column(String(260), primary_key=True)
     next_free_at: Mapped[datetime]
 
 

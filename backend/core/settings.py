@@ -107,6 +107,30 @@ class Settings(BaseSettings):
     # it differs from what the backend sees (behind a proxy); signatures cover it.
     public_url: str | None = None
 
+    # E-mail (docs/email.md). Unset, smtp_host means the local mail sink, which `parley
+    # run` starts: SMTP on mail_sink_smtp_port, its page and API on mail_sink_port. Set
+    # it (with smtp_user and smtp_password) to send through a provider's SMTP endpoint:
+    # smtp_security starttls (port 587 by default) or tls (465); none only on loopback.
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(None, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(30.0, gt=0, le=300)
+    mail_sink_smtp_port: int = Field(8025, ge=1, le=65535)
+    mail_sink_port: int = Field(8026, ge=1, le=65535)
+    # Who e-mails are from; unset: the business's contact address (data/business.yml).
+    email_from: str | None = None
+    # At most this many e-mails a second to one receiving domain (gmail.com, …), shared
+    # by every backend replica: providers slow down or refuse a sender that floods them.
+    email_domain_per_second: float = Field(10.0, gt=0, le=1000)
+    # DKIM signing (dkimpy), when all three are set: the signing domain, the selector
+    # whose public key is published at <selector>._domainkey.<domain>, and the PEM file
+    # of the private key.
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key_file: Path | None = None
+
     # Web chat (docs/channels.md#web-chat). Session tokens are signed with
     # webchat_secret; unset, it is derived from secret_key, so a visitor's conversation
     # survives a restart. A token lives webchat_session_days; the widget renews it on
@@ -193,6 +217,18 @@ class Settings(BaseSettings):
 
     def url(self, port: int) -> str:
         return f"http://{self.host}:{port}"
+
+    @property
+    def uses_mail_sink(self) -> bool:
+        return self.smtp_host is None
+
+    @property
+    def resolved_smtp(self) -> tuple[str, int, str]:
+        """Where e-mail goes: host, port and security (the local sink when unset)."""
+        if self.smtp_host is None:
+            return self.host, self.mail_sink_smtp_port, "none"
+        default = {"starttls": 587, "tls": 465, "none": 25}[self.smtp_security]
+        return self.smtp_host, self.smtp_port or default, self.smtp_security
 
     @property
     def uses_twilio_emulator(self) -> bool:

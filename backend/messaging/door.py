@@ -20,8 +20,8 @@ from backend.messaging.guards import Hold, HoldReason
 
 
 class MessagePurpose(StrEnum):
-    MARKETING = "marketing"  # needs SMS marketing consent granted
-    TRANSACTIONAL = "transactional"  # anything but a withdrawn SMS consent
+    MARKETING = "marketing"  # needs marketing consent granted on the channel
+    TRANSACTIONAL = "transactional"  # anything but a withdrawn consent on the channel
     CONVERSATIONAL = "conversational"  # the bot answering a person who wrote to it
     COMPLIANCE = "compliance"  # the one answer to a STOP, START or HELP text
 
@@ -66,6 +66,10 @@ class Refusal(StrEnum):
     TWILIO_UNAVAILABLE = "twilio-unavailable"  # the outcome is unknown: retry, same key
     TWILIO_REFUSED = "twilio-refused"
     CHANNEL_UNAVAILABLE = "channel-unavailable"  # Rasa did not take a web push
+    NOT_AN_EMAIL_PURPOSE = "not-an-email-purpose"
+    UNDELIVERABLE_ADDRESS = "undeliverable-address"  # the mail server refused it for good
+    MAIL_UNAVAILABLE = "mail-unavailable"  # the mail server not reached: retry, same key
+    EMAIL_NOT_CONFIGURED = "email-not-configured"  # no From address or postal address
 
 
 class SendRefused(Exception):

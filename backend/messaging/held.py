@@ -13,10 +13,10 @@ holds it again, until the new time.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,7 +31,10 @@ log = get_logger(__name__)
 
 HELD, SENT, REFUSED, CANCELLED = "held", "sent", "refused", "cancelled"
 # Refusals after which the held message is tried again later rather than given up.
-TRY_AGAIN = frozenset({Refusal.TWILIO_UNAVAILABLE, Refusal.SEND_IN_PROGRESS, Refusal.SENDER_BUSY})
+TRY_AGAIN = frozenset(
+    {Refusal.TWILIO_UNAVAILABLE, Refusal.SEND_IN_PROGRESS, Refusal.SENDER_BUSY,
+     Refusal.MAIL_UNAVAILABLE}
+)  # fmt: skip
 # Refusals that say "not yet": the message waits again, until `not_before`.
 NOT_YET = frozenset({Refusal.QUIET_HOURS, Refusal.FREQUENCY_CAP})
 
@@ -58,6 +61,8 @@ class Outbound:
     if_not_now: NotNow
     requested_by: str | None
     media_urls: Sequence[str] = ()
+    # An e-mail's subject and HTML body, kept with it (`media["email"]`).
+    details: Mapping[str, Any] | None = None
 
 
 def hold_or_refuse(
@@ -74,7 +79,9 @@ def hold_or_refuse(
         return not_now(hold, now, noun)
     row = HeldMessage(
         profile_id=profile_id, channel=wanted.channel, to_address=wanted.to,
-        purpose=wanted.purpose, body=wanted.body, media={"urls": list(wanted.media_urls)},
+        purpose=wanted.purpose, body=wanted.body,
+        media={"urls": list(wanted.media_urls), **({"email": dict(wanted.details)}
+                                                   if wanted.details else {})},
         send_key=wanted.send_key, reason=hold.reason.value, not_before=hold.until,
         status=HELD, attempts=0, created_by=wanted.requested_by, created_at=now,
         updated_at=now,

@@ -1,6 +1,7 @@
-"""Text message routes: the one door for outbound texts, texts people send (handed over
-by the SMS channel), a profile's texts and calls, and Twilio's status callbacks (a
-text's delivery, and the progress of a call Parley placed)."""
+"""Message routes: the one door for outbound texts, web messages and e-mails, texts
+people send (handed over by the SMS channel), a profile's messages and calls, and
+Twilio's status callbacks (a text's delivery, and the progress of a call Parley
+placed)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.api.bodies import query_choice, query_int, query_uuid, read_body, respond
-from backend.api.keys import CALLER, CLOCK, INBOX, SESSIONS, SETTINGS, SMS_DOOR, WEB_DOOR
+from backend.api.keys import (
+    CALLER,
+    CLOCK,
+    EMAIL_DOOR,
+    INBOX,
+    SESSIONS,
+    SETTINGS,
+    SMS_DOOR,
+    WEB_DOOR,
+)
 from backend.api.problems import Problem
 from backend.core import audit
 from backend.core.identities import InvalidAddress, normalise_phone
@@ -18,6 +28,7 @@ from backend.core.models import HeldMessage, Message
 from backend.messaging import held, history
 from backend.messaging.call_door import advance_call_status
 from backend.messaging.door import MessagePurpose, NotNow, Refusal, SendRefused
+from backend.messaging.email_door import Mailed, OutboundEmail
 from backend.messaging.held import Held
 from backend.messaging.inbound import InboundText
 from backend.messaging.schemas import (
@@ -49,6 +60,7 @@ def message_out(row: Message) -> MessageOut:
         purpose=row.purpose,
         to_address=row.to_address,
         from_address=row.from_address,
+        subject=row.subject,
         body=row.body,
         media_urls=list(row.media.get("urls", [])),
         status=row.status,
@@ -98,13 +110,21 @@ REFUSAL_STATUS: dict[Refusal, int] = {
     Refusal.TWILIO_UNAVAILABLE: 502,
     Refusal.TWILIO_REFUSED: 502,
     Refusal.CHANNEL_UNAVAILABLE: 502,
+    Refusal.NOT_AN_EMAIL_PURPOSE: 422,
+    Refusal.UNDELIVERABLE_ADDRESS: 422,
+    Refusal.MAIL_UNAVAILABLE: 502,
+    Refusal.EMAIL_NOT_CONFIGURED: 503,
 }
 
 
 async def send_text(request: web.Request) -> web.Response:
     body = await read_body(request, TextIn)
     try:
-        sent = await (_push(request, body) if body.channel == "web" else _text(request, body))
+        sent: Sent | Pushed | Mailed | Held
+        if body.channel == "email":
+            sent = await _email(request, body)
+        else:
+            sent = await (_push(request, body) if body.channel == "web" else _text(request, body))
     except SendRefused as refused:
         raise refusal_problem(refused) from refused
     if isinstance(sent, Held):
@@ -131,6 +151,17 @@ async def _text(request: web.Request, body: TextIn) -> Sent | Held:
             requested_by=request[CALLER].name,
         )
     )
+
+
+async def _email(request: web.Request, body: TextIn) -> Mailed | Held:
+    assert body.subject is not None  # TextIn checks an e-mail has one
+    return await request.app[EMAIL_DOOR].send(
+        OutboundEmail(
+            to=body.to, subject=body.subject, text=body.body, html=body.html,
+            purpose=MessagePurpose(body.purpose), send_key=body.send_key,
+            if_not_now=NotNow(body.if_not_now), requested_by=request[CALLER].name,
+        )
+    )  # fmt: skip
 
 
 async def _push(request: web.Request, body: TextIn) -> Pushed | Held:

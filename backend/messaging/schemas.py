@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from backend.core.identities import InvalidAddress, normalise_email
+from backend.messaging.email_door import MAX_SUBJECT
 from backend.people.schemas import Phone, phone_for_context
 
 Sid = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}[0-9a-fA-F]{32}$")]
@@ -23,19 +25,23 @@ MediaUrl = Annotated[str, StringConstraints(pattern=r"^https?://\S{1,2000}$")]
 
 
 class TextIn(BaseModel):
-    """A message to send: a text (`channel: sms`, the default), or a message into a
-    person's web chat conversation (`channel: web`, `to` its session id). It goes only
-    if consent allows its purpose on that channel at this moment: marketing needs
-    marketing consent granted; transactional messages go unless the person withdrew
-    consent; a conversational text answers a text the person sent (`in_reply_to`); a
-    compliance text is the one answer to a STOP, START or HELP text. Marketing also
-    waits for quiet hours and the frequency cap (`if_not_now`)."""
+    """A message to send: a text (`channel: sms`, the default), a message into a
+    person's web chat conversation (`channel: web`, `to` its session id), or an e-mail
+    (`channel: email`, `to` an address, with a `subject`; `body` is its text, `html` its
+    HTML part, made from the text when left out). It goes only if consent allows its
+    purpose on that channel at this moment: marketing needs marketing consent granted;
+    transactional messages go unless the person withdrew consent; a conversational text
+    answers a text the person sent (`in_reply_to`); a compliance text is the one answer
+    to a STOP, START or HELP text. Marketing also waits for quiet hours and the
+    frequency cap (`if_not_now`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    channel: Literal["sms", "web"] = "sms"
+    channel: Literal["sms", "web", "email"] = "sms"
     to: Annotated[str, StringConstraints(min_length=1, max_length=320)]
-    body: Annotated[str, StringConstraints(max_length=1600)] = ""
+    body: Annotated[str, StringConstraints(max_length=100_000)] = ""
+    subject: Annotated[str, StringConstraints(max_length=MAX_SUBJECT)] | None = None
+    html: Annotated[str, StringConstraints(max_length=500_000)] | None = None
     media_urls: Annotated[list[MediaUrl], Field(max_length=10)] = []
     purpose: Literal["marketing", "transactional", "conversational", "compliance"]
     in_reply_to: Annotated[int, Field(ge=1, le=2**62)] | None = None
@@ -50,8 +56,14 @@ class TextIn(BaseModel):
     @field_validator("to")
     @classmethod
     def _address(cls, value: str, info: ValidationInfo) -> str:
-        if info.data.get("channel", "sms") == "sms":
+        channel = info.data.get("channel", "sms")
+        if channel == "sms":
             return phone_for_context(value, info)
+        if channel == "email":
+            try:
+                return normalise_email(value)
+            except InvalidAddress as error:
+                raise ValueError(f"not an e-mail address: {error}") from None
         if any(c.isspace() for c in value) or not value.isprintable():
             raise ValueError("a web chat session id has no spaces or control characters")
         return value
@@ -60,11 +72,24 @@ class TextIn(BaseModel):
     def _something_to_send(self) -> TextIn:
         if not self.body.strip() and not self.media_urls:
             raise ValueError("a message needs a body or media_urls")
+        if self.channel != "email" and (self.subject is not None or self.html is not None):
+            raise ValueError("only an e-mail has a subject and html")
+        if self.channel != "email" and len(self.body) > 1600:
+            raise ValueError("a text or web message has at most 1600 characters")
         if self.channel == "web":
             if self.media_urls or self.in_reply_to is not None:
                 raise ValueError("a web message has a body only (no media_urls, in_reply_to)")
             if self.purpose not in ("marketing", "transactional"):
                 raise ValueError("a web message Parley starts is marketing or transactional")
+        if self.channel == "email":
+            if self.media_urls or self.in_reply_to is not None:
+                raise ValueError(
+                    "an e-mail has a subject, body and html (no media_urls, in_reply_to)"
+                )
+            if not self.subject or not self.subject.strip() or not self.subject.isprintable():
+                raise ValueError("an e-mail needs a subject: one line of printable text")
+            if self.purpose == "compliance":
+                raise ValueError("an e-mail is marketing, transactional or conversational")
         return self
 
 
@@ -78,6 +103,7 @@ class MessageOut(BaseModel):
     purpose: str | None
     to_address: str
     from_address: str
+    subject: str | None = None  # an e-mail's
     body: str
     media_urls: list[str]
     status: str

@@ -29,6 +29,7 @@ from backend.core.models import ConsoleUser
 from backend.core.secret_key import SecretKeyMissing
 from backend.core.settings import Settings
 from backend.data_files import DataFileInvalid
+from backend.devtools.mail_sink import MailSink
 from backend.devtools.sms_client import EmulatorUnavailable, text_the_bot
 from backend.devtools.twilio_emulator import TwilioEmulator
 from backend.ops import launcher
@@ -235,6 +236,31 @@ def twilio_emulator(settings: Settings, no_status_callbacks: bool) -> None:
         f"(account {settings.twilio_account_sid})"
     )
     web.run_app(emulator.app(), host=settings.host, port=settings.twilio_emulator_port, print=None)
+
+
+@main.command(name="mail-sink")
+@click.pass_obj
+def mail_sink(settings: Settings) -> None:
+    """A local mail server that keeps every e-mail Parley sends, with a page to read them."""
+    asyncio.run(_run_mail_sink(settings))
+
+
+async def _run_mail_sink(settings: Settings) -> None:
+    sink = MailSink()
+    loop = asyncio.get_running_loop()
+    smtp = await loop.create_server(sink.smtp, settings.host, settings.mail_sink_smtp_port)
+    runner = web.AppRunner(sink.app())
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.mail_sink_port).start()
+    click.echo(
+        f"mail sink: SMTP on {settings.host}:{settings.mail_sink_smtp_port}, e-mails at "
+        f"http://{settings.host}:{settings.mail_sink_port}/sink"
+    )
+    try:
+        await asyncio.Event().wait()  # until the process is stopped
+    finally:
+        smtp.close()
+        await runner.cleanup()
 
 
 @main.command()

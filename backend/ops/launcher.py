@@ -157,7 +157,8 @@ def services(
     settings: Settings, project: RasaProject, model: Path, run: RunSecrets
 ) -> list[Service]:
     """The processes of one run: the local Twilio emulator (unless a real Twilio API URL
-    is set), then backend, action server and Rasa."""
+    is set) and the local mail sink (unless an SMTP server is set), then backend,
+    action server and Rasa."""
     rasa_status = f"{settings.rasa_url}/status?token={run.rasa_token}"
     twilio = {"PARLEY_TWILIO_AUTH_TOKEN": run.twilio_auth_token}
     emulator = [
@@ -177,8 +178,15 @@ def services(
             cwd=project.root,
         )
     ]
+    sink = Service(
+        "mail",
+        [sys.executable, "-m", "backend", "mail-sink"],
+        http_ok(f"{settings.url(settings.mail_sink_port)}/sink/emails"),
+        cwd=project.root,
+    )
     return [
         *(emulator if settings.uses_twilio_emulator else []),
+        *([sink] if settings.uses_mail_sink else []),
         Service(
             "backend",
             [sys.executable, "-m", "backend", "backend"],
@@ -272,11 +280,11 @@ async def run(
         model = await ensure_model(project, out)
         if profile is Profile.SCALE:
             return await _run_scale(settings, project, model, run_secrets, supervisor, entry, out)
-        *twilio, backend, actions, rasa = services(settings, project, model, run_secrets)
+        *local, backend, actions, rasa = services(settings, project, model, run_secrets)
 
-        for emulator in twilio:
-            await supervisor.start(emulator)
-            await supervisor.wait_healthy(emulator.name, settings.startup_timeout)
+        for stand_in in local:  # the local Twilio and mail sink
+            await supervisor.start(stand_in)
+            await supervisor.wait_healthy(stand_in.name, settings.startup_timeout)
         await supervisor.start(backend)
         await supervisor.wait_healthy("backend", settings.startup_timeout)
         await supervisor.start(actions)
@@ -330,7 +338,7 @@ def scale_services(
 ) -> tuple[list[Service], dict[str, tuple[str, int, list[str]]]]:
     """The scale profile's processes, in start order, and the entry point's services:
     each replica a copy of the embedded default's process on a port of its own."""
-    *twilio, backend, actions, rasa = services(settings, project, model, run)
+    *local, backend, actions, rasa = services(settings, project, model, run)
     assert settings.secret_key is not None  # scale_profile.settings_for sets it
     # RabbitMQ as both sides read it: Rasa publishes, the consumer reads.
     rabbitmq = {
@@ -351,7 +359,7 @@ def scale_services(
         **rabbitmq,
     }
     ports = iter(_free_ports(3 * settings.scale_replicas))
-    started: list[Service] = list(twilio)
+    started: list[Service] = list(local)
     upstreams: dict[str, list[str]] = {"backend": [], "rasa": []}
     for n in range(1, settings.scale_replicas + 1):
         port = next(ports)
@@ -489,6 +497,11 @@ def _announce(settings: Settings, out: TextIO) -> None:
                 "    text the bot: .venv/bin/parley sms +15551234567 'hi'",
             ]
             if settings.uses_twilio_emulator
+            else []
+        ),
+        *(
+            [f"  local mail (sink)         {settings.url(settings.mail_sink_port)}/sink"]
+            if settings.uses_mail_sink
             else []
         ),
         f"  backend health            {settings.backend_url}/health",

@@ -126,9 +126,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id', name=op.f('pk_conversation_rollups')),
         sa.UniqueConstraint('conversation', name=op.f('uq_conversation_rollups_conversation')),
     )  # fmt: skip
-    op.create_index(
-        op.f('ix_conversation_rollups_last_at'), 'conversation_rollups', ['last_at']
-    )
+    op.create_index('ix_conversation_rollups_last', 'conversation_rollups', ['last_at', 'id'])
     op.create_index(
         op.f('ix_conversation_rollups_profile_id'), 'conversation_rollups', ['profile_id']
     )

@@ -1,0 +1,161 @@
+"""A local mail sink: an SMTP server (aiosmtpd) that keeps every e-mail it is given, and
+a small HTTP API and page to read them, for tests and for trying Parley without a mail
+provider. `parley run` starts it when no SMTP server is configured, as it starts the
+local Twilio.
+
+- SMTP on `mail_sink_smtp_port`: accepts any sender and recipient, as a provider's
+  submission endpoint does, except the magic recipients below. With `auth` set it
+  requires that user name and password (AUTH PLAIN or LOGIN), as providers do.
+- `GET /sink/emails` lists what was received, oldest first (each with its envelope,
+  headers, text and HTML parts); `GET /sink/emails/{id}` one with its raw source;
+  `DELETE /sink/emails` forgets them all; `GET /sink` is a page listing them.
+
+Magic recipients, as Twilio's magic numbers: a local part starting `bounce` is refused
+at RCPT with 550 5.1.1 (a hard bounce: no such mailbox), one starting `busy` with 451
+4.3.0 (try again later)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import html
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+from aiohttp import web
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+@dataclass
+class Received:
+    id: int
+    received_at: datetime
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+    raw: bytes
+
+    def part(self, subtype: str) -> str | None:
+        body = self.message.get_body(preferencelist=(subtype,))
+        return body.get_content() if body is not None else None
+
+    def summary(self, raw: bool = False) -> dict[str, Any]:
+        shown: dict[str, Any] = {
+            "id": self.id,
+            "received_at": self.received_at.isoformat(),
+            "mail_from": self.mail_from,
+            "rcpt_tos": self.rcpt_tos,
+            "subject": self.message["Subject"],
+            "from": self.message["From"],
+            "to": self.message["To"],
+            "message_id": self.message["Message-ID"],
+            "headers": [[name, str(value)] for name, value in self.message.items()],
+            "text": self.part("plain"),
+            "html": self.part("html"),
+        }
+        if raw:
+            shown["raw"] = self.raw.decode("utf-8", "replace")
+        return shown
+
+
+@dataclass
+class MailSink:
+    # (user, password) the SMTP server requires; None: no authentication.
+    auth: tuple[str, str] | None = None
+    received: list[Received] = field(default_factory=list)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    # aiosmtpd's handler hooks
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        local = address.rsplit("@", 1)[0].lower()
+        if local.startswith("bounce"):
+            return "550 5.1.1 The email account that you tried to reach does not exist"
+        if local.startswith("busy"):
+            return "451 4.3.0 Mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        if isinstance(envelope.content, bytes):
+            raw = envelope.content
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self.received.append(
+            Received(
+                id=next(self._ids), received_at=datetime.now(UTC),
+                mail_from=envelope.mail_from or "", rcpt_tos=list(envelope.rcpt_tos),
+                message=message, raw=raw,
+            )
+        )  # fmt: skip
+        return "250 Message accepted for delivery"
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if self.auth is None or not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        given = (data.login.decode(), data.password.decode())
+        return AuthResult(success=given == self.auth)
+
+    def smtp(self) -> SMTP:
+        """One SMTP session's protocol (asyncio.Server makes one per connection)."""
+        return SMTP(
+            self, data_size_limit=MAX_MESSAGE_BYTES, enable_SMTPUTF8=True,
+            hostname="mail-sink.local", ident="Parley mail sink",
+            authenticator=self._authenticate if self.auth else None,
+            auth_required=self.auth is not None,
+            # Loopback only, and no TLS here: real providers get TLS (docs/email.md).
+            auth_require_tls=False,
+        )  # fmt: skip
+
+    # the HTTP side
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/sink", self.page)
+        app.router.add_get("/sink/emails", self.list_emails)
+        app.router.add_delete("/sink/emails", self.forget)
+        app.router.add_get("/sink/emails/{id}", self.one)
+        return app
+
+    async def list_emails(self, request: web.Request) -> web.Response:
+        return web.json_response({"emails": [r.summary() for r in self.received]})
+
+    async def one(self, request: web.Request) -> web.Response:
+        wanted = request.match_info["id"]
+        for found in self.received:
+            if str(found.id) == wanted:
+                return web.json_response(found.summary(raw=True))
+        raise web.HTTPNotFound(text=f"no e-mail {wanted}")
+
+    async def forget(self, request: web.Request) -> web.Response:
+        self.received.clear()
+        return web.Response(status=204)
+
+    async def page(self, request: web.Request) -> web.Response:
+        rows = "".join(
+            f"<details><summary>#{r.id} {html.escape(r.received_at.strftime('%H:%M:%S'))} "
+            f"to {html.escape(', '.join(r.rcpt_tos))}: <b>{html.escape(r.message['Subject'] or '')}"
+            f"</b></summary><pre>{html.escape(r.part('plain') or '')}</pre>"
+            + (
+                f'<iframe sandbox srcdoc="{html.escape(r.part("html") or "")}" '
+                'style="width:100%;height:24em;border:1px solid #ccc"></iframe>'
+                if r.part("html")
+                else ""
+            )
+            + f'<p><a href="/sink/emails/{r.id}">source and headers</a></p></details>'
+            for r in reversed(self.received)
+        )
+        body = (
+            "<!doctype html><meta charset=utf-8><title>Parley mail sink</title>"
+            "<h1>E-mails received</h1>"
+            + (rows or "<p>None yet. Everything Parley sends by e-mail lands here.</p>")
+        )
+        return web.Response(text=body, content_type="text/html")

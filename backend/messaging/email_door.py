@@ -1,0 +1,232 @@
+"""The one door for outbound e-mail.
+
+Every e-mail Parley sends leaves through `EmailDoor.send`: it checks the person's
+e-mail consent at the moment of sending (marketing needs a confirmed grant;
+transactional and conversational go unless they withdrew), and for marketing the same
+quiet hours and frequency cap as every proactive message (held, or refused with when it
+may go); records the message (channel `email`) before it goes; waits for the receiving
+domain's turn (`email_domain_per_second`, shared by every replica); builds it
+(backend.messaging.email_message: footer, List-Unsubscribe, DKIM) and hands it to the
+SMTP server. The same send key again is the same send, answered from the record.
+
+Outcomes: accepted by the server (`sent`); refused for good, a 5xx such as "no such
+mailbox" (`failed`, 422 undeliverable-address); or the server not reached or asking to
+try later (`failed`, 502 mail-unavailable), in which case the send key is freed so that
+a retry with the same key sends it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from backend.consent import unsubscribe
+from backend.consent.ledger import Channel
+from backend.core.clock import Clock
+from backend.core.identities import IdentityKind
+from backend.core.logs import get_logger
+from backend.core.models import HeldMessage, Message, Profile
+from backend.messaging import email_message
+from backend.messaging.door import (
+    FollowUp,
+    MessagePurpose,
+    NotNow,
+    Refusal,
+    SendRefused,
+    require_consent,
+)
+from backend.messaging.email_message import Dkim, Sender, Unsubscribe
+from backend.messaging.guards import ContactGuard, Limits
+from backend.messaging.held import Held, Outbound, earlier_held, guard_one
+from backend.messaging.pacing import SendingPace
+from backend.messaging.smtp import Mailer, MailRefused, MailUnavailable
+from backend.people.profiles import ProfileDirectory
+
+log = get_logger(__name__)
+
+MAX_SUBJECT = 200
+
+
+@dataclass(frozen=True)
+class OutboundEmail:
+    to: str  # an e-mail address, normalised (backend.core.identities)
+    subject: str
+    text: str
+    purpose: MessagePurpose
+    html: str | None = None  # the HTML body; None: made from the text
+    send_key: str | None = None
+    follow_up: FollowUp | None = None
+    if_not_now: NotNow = NotNow.HOLD
+    limits: Limits | None = None
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Mailed:
+    message: Message
+    repeated: bool  # the send key was used before: this is the earlier send's record
+
+    @property
+    def messages(self) -> list[Message]:
+        return [self.message]
+
+
+@dataclass
+class EmailDoor:
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    directory: ProfileDirectory
+    guard: ContactGuard
+    mailer: Mailer
+    pace: SendingPace  # per receiving domain
+    sender: Sender
+    public_url: str  # where unsubscribe links point (the backend as people reach it)
+    unsubscribe_key: bytes
+    dkim: Dkim | None = None
+
+    async def send(self, mail: OutboundEmail) -> Mailed | Held:
+        """Check, record and send; the message's record, or the held message when the
+        guards hold a marketing e-mail. Raises `SendRefused`."""
+        if mail.purpose is MessagePurpose.COMPLIANCE:
+            raise SendRefused(
+                Refusal.NOT_AN_EMAIL_PURPOSE,
+                "Compliance messages answer a keyword text; e-mail is marketing, "
+                "transactional or conversational.",
+            )
+        marketing = mail.purpose is MessagePurpose.MARKETING
+        if not self.sender.address or (marketing and not self.sender.postal_address):
+            raise SendRefused(
+                Refusal.EMAIL_NOT_CONFIGURED,
+                "E-mail needs a From address (contact: email: in data/business.yml, or "
+                "PARLEY_EMAIL_FROM) and, for marketing, the business's postal address "
+                "(address: in data/business.yml), which every marketing e-mail shows.",
+            )
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
+            earlier = await self._earlier(session, mail.send_key)
+            if earlier is not None:
+                return earlier
+            profile = await self.directory.find_by_identity(session, IdentityKind.EMAIL, mail.to)
+            await require_consent(session, profile, Channel.EMAIL, mail.purpose, "e-mails")
+            held = await self._guard(session, mail, profile)
+            if isinstance(held, SendRefused):
+                raise held
+            if held is not None:
+                return held
+            row = Message(
+                profile_id=profile.id if profile else None,
+                direction="outbound", channel="email", purpose=mail.purpose.value,
+                to_address=mail.to, from_address=self.sender.address, subject=mail.subject,
+                body=mail.text, media={}, status="queued", batch_id=uuid.uuid4(), part=1,
+                parts=1, send_key=mail.send_key, created_at=now, updated_at=now,
+                enrolment_id=mail.follow_up.enrolment_id if mail.follow_up else None,
+                sequence_step=mail.follow_up.step if mail.follow_up else None,
+                variant=mail.follow_up.variant if mail.follow_up else None,
+            )  # fmt: skip
+            session.add(row)
+            await session.flush()
+            row.provider_sid = email_message.message_id(row.id, self.sender_domain)
+        links = self._unsubscribe(profile, mail.to, row.id) if marketing and profile else None
+        built = email_message.compose(
+            self.sender, mail.to, mail.subject, mail.text, mail.html, marketing, links,
+            row.id, now,
+        )  # fmt: skip
+        status, detail, refusal = "sent", None, None
+        try:
+            await self.pace.wait_turn("email:" + email_message.domain_of(mail.to).lower())
+            detail = await self.mailer.send(
+                email_message.as_bytes(built, self.dkim), self.sender.address, mail.to
+            )
+        except MailRefused as refused:
+            status, detail, refusal = "failed", str(refused), Refusal.UNDELIVERABLE_ADDRESS
+        except MailUnavailable as error:
+            status, detail, refusal = "failed", str(error), Refusal.MAIL_UNAVAILABLE
+        except SendRefused as busy:  # the domain's pace is full
+            status, detail, refusal = "failed", str(busy), busy.kind
+        async with self.sessions.begin() as session:
+            stored = await session.get(Message, row.id)
+            assert stored is not None
+            stored.status, stored.updated_at = status, self.clock.now()
+            if status == "failed":
+                stored.error_message = detail
+                if refusal is not Refusal.UNDELIVERABLE_ADDRESS:
+                    stored.send_key = None  # nothing was taken: the same key may try again
+        if refusal is not None:
+            log.warning("email.not_sent", message_id=row.id, reason=refusal.value)
+            raise SendRefused(refusal, _refusal_text(refusal, detail or ""), [stored])
+        log.info("email.sent", message_id=row.id, purpose=mail.purpose.value)
+        return Mailed(stored, repeated=False)
+
+    async def deliver_held(self, held: HeldMessage, send_key: str) -> int:
+        """Send a held e-mail now, if it may go (held.HeldMessages)."""
+        details = held.media.get("email", {})
+        sent = await self.send(
+            OutboundEmail(
+                to=held.to_address, subject=str(details.get("subject", "")), text=held.body,
+                html=details.get("html"), purpose=MessagePurpose(held.purpose),
+                send_key=send_key, if_not_now=NotNow.REFUSE, requested_by=held.created_by,
+            )
+        )  # fmt: skip
+        if isinstance(sent, Held):
+            raise AssertionError("a release is never held again")  # pragma: no cover
+        return sent.message.id
+
+    @property
+    def sender_domain(self) -> str:
+        return email_message.domain_of(self.sender.address)
+
+    def _unsubscribe(self, profile: Profile, address: str, message: int) -> Unsubscribe:
+        ticket = unsubscribe.Ticket(profile.id, address, message)
+        value = unsubscribe.token(self.unsubscribe_key, ticket)
+        return Unsubscribe(
+            url=f"{self.public_url.rstrip('/')}/email/unsubscribe/{value}",
+            mailto=f"mailto:{self.sender.address}?subject=unsubscribe",
+        )
+
+    async def _earlier(self, session: AsyncSession, key: str | None) -> Mailed | Held | None:
+        if key is None:
+            return None
+        if held := (await earlier_held(session, [key])).get(key):
+            return held
+        row = await session.scalar(select(Message).where(Message.send_key == key))
+        if row is None:
+            return None
+        if row.channel != "email":
+            raise SendRefused(
+                Refusal.SEND_KEY_REUSED, f"This send key was used for a {row.channel} message.",
+                [row],
+            )  # fmt: skip
+        if row.status == "queued" and self.clock.now() - row.created_at < IN_FLIGHT:
+            raise SendRefused(
+                Refusal.SEND_IN_PROGRESS, "An e-mail with this send key is on its way.", [row]
+            )
+        return Mailed(row, repeated=True)
+
+    async def _guard(
+        self, session: AsyncSession, mail: OutboundEmail, profile: Profile | None
+    ) -> Held | SendRefused | None:
+        if mail.purpose is not MessagePurpose.MARKETING or profile is None:
+            return None
+        wanted = Outbound(
+            "email", mail.to, mail.text, mail.purpose.value, mail.send_key, mail.if_not_now,
+            mail.requested_by, details={"subject": mail.subject, "html": mail.html},
+        )  # fmt: skip
+        return await guard_one(
+            session, self.guard, wanted, profile.id, mail.limits, self.clock.now(), "e-mails"
+        )
+
+
+# A queued e-mail younger than this may still be on its way (the pace's wait and the
+# SMTP timeout); an older one never got an answer (the process stopped mid-send).
+IN_FLIGHT = timedelta(seconds=90)
+
+
+def _refusal_text(refusal: Refusal, detail: str) -> str:
+    if refusal is Refusal.UNDELIVERABLE_ADDRESS:
+        return f"The mail server refused this address for good: {detail}."
+    if refusal is Refusal.MAIL_UNAVAILABLE:
+        return f"The mail server could not take the e-mail now ({detail}); try again later."
+    return detail

@@ -1,0 +1,137 @@
+"""What an e-mail Parley sends is made of (Python's `email` package builds it):
+
+- multipart/alternative, a text part and an HTML part (made from the text when only
+  text is given), UTF-8;
+- `From` with the business's name, `To`, `Subject`, `Date`, and a `Message-ID` of our
+  own, which the person's reply quotes (`In-Reply-To`) and bounces name;
+- on every marketing e-mail, what CAN-SPAM and the mailbox providers ask: the
+  business's postal address (data/business.yml `address`), who it is from and why the
+  person gets it, a visible unsubscribe link, and `List-Unsubscribe` with an HTTPS URL
+  and a mailto, with `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058);
+- optionally a DKIM signature (dkimpy) over the headers that matter.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from pathlib import Path
+
+import dkim
+
+SIGNED_HEADERS = [
+    b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
+    b"list-unsubscribe", b"list-unsubscribe-post",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who e-mails are from: the business, as data/business.yml names it."""
+
+    name: str
+    address: str  # the From address
+    postal_address: str  # where the business is: shown in every marketing e-mail
+
+
+@dataclass(frozen=True)
+class Dkim:
+    domain: str
+    selector: str
+    private_key: bytes  # PEM
+
+    @classmethod
+    def from_file(cls, domain: str, selector: str, path: Path) -> Dkim:
+        return cls(domain, selector, path.read_bytes())
+
+    def sign(self, raw: bytes) -> bytes:
+        signature = dkim.sign(
+            raw, self.selector.encode(), self.domain.encode(), self.private_key,
+            include_headers=SIGNED_HEADERS,
+        )  # fmt: skip
+        return bytes(signature) + raw
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    """Where the person unsubscribes: the page (and one-click POST) and a mailbox."""
+
+    url: str
+    mailto: str
+
+
+def message_id(message: int, domain: str) -> str:
+    return f"<parley.{message}@{domain}>"
+
+
+def domain_of(address: str) -> str:
+    return address.rsplit("@", 1)[-1]
+
+
+def compose(
+    sender: Sender,
+    to: str,
+    subject: str,
+    text: str,
+    body_html: str | None,
+    marketing: bool,
+    unsubscribe: Unsubscribe | None,
+    message: int,
+    at: datetime,
+) -> EmailMessage:
+    """The e-mail, with its footer, before signing."""
+    mail = EmailMessage(policy=SMTP)
+    mail["From"] = Address(display_name=sender.name, addr_spec=sender.address)
+    mail["To"] = to
+    mail["Subject"] = subject
+    mail["Date"] = format_datetime(at)
+    mail["Message-ID"] = message_id(message, domain_of(sender.address))
+    text_footer, html_footer = _footer(sender, marketing, unsubscribe)
+    mail.set_content(text.rstrip() + "\n\n-- \n" + text_footer + "\n")
+    shown = body_html if body_html is not None else _paragraphs(text)
+    mail.add_alternative(_html_document(subject, shown + html_footer), subtype="html")
+    if marketing and unsubscribe is not None:
+        mail["List-Unsubscribe"] = f"<{unsubscribe.url}>, <{unsubscribe.mailto}>"
+        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return mail
+
+
+def _footer(sender: Sender, marketing: bool, unsubscribe: Unsubscribe | None) -> tuple[str, str]:
+    who = f"{sender.name}, {sender.postal_address}"
+    if not marketing or unsubscribe is None:
+        return who, f'<p style="color:#666;font-size:12px">{html.escape(who)}</p>'
+    why = f"You get this e-mail because you agreed to hear from {sender.name} by e-mail."
+    text = f"{who}\n{why}\nUnsubscribe: {unsubscribe.url}"
+    shown = (
+        f'<hr style="border:none;border-top:1px solid #ddd">'
+        f'<p style="color:#666;font-size:12px">{html.escape(who)}<br>{html.escape(why)}<br>'
+        f'<a href="{html.escape(unsubscribe.url)}">Unsubscribe</a></p>'
+    )
+    return text, shown
+
+
+def _paragraphs(text: str) -> str:
+    return "".join(
+        "<p>" + html.escape(block).replace("\n", "<br>") + "</p>"
+        for block in text.strip().split("\n\n")
+        if block.strip()
+    )
+
+
+def _html_document(title: str, body: str) -> str:
+    return (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head>"
+        f'<body style="font-family:sans-serif;line-height:1.5">{body}</body></html>'
+    )
+
+
+def as_bytes(mail: EmailMessage, dkim_key: Dkim | None) -> bytes:
+    """The e-mail as it goes over SMTP (CRLF line ends), signed when DKIM is set."""
+    raw = mail.as_bytes(policy=SMTP)
+    return dkim_key.sign(raw) if dkim_key else raw
