@@ -78,7 +78,17 @@ def parley_environment(
     """The environment of a `parley run` of its own (SQLite, its own var dir and free
     ports) with these extra settings: the environment, the ports by name, the var dir."""
     var = Path(tempfile.mkdtemp(prefix=prefix))
-    ports = {name: free_port() for name in ("BACKEND", "RASA", "ACTION_SERVER", "TWILIO_EMULATOR")}
+    ports = {
+        name: free_port()
+        for name in (
+            "BACKEND",
+            "RASA",
+            "ACTION_SERVER",
+            "TWILIO_EMULATOR",
+            "MAIL_SINK_SMTP",
+            "MAIL_SINK",
+        )
+    }
     env = {
         **os.environ,
         "PARLEY_VAR_DIR": str(var),
@@ -86,7 +96,12 @@ def parley_environment(
         "PARLEY_LOG_LEVEL": "warning",
         **settings,
     }
-    for leaked in ("PARLEY_DATABASE_URL", "PARLEY_TWILIO_API_URL", "PARLEY_PUBLIC_URL"):
+    for leaked in (
+        "PARLEY_DATABASE_URL",
+        "PARLEY_TWILIO_API_URL",
+        "PARLEY_PUBLIC_URL",
+        "PARLEY_SMTP_HOST",
+    ):
         env.pop(leaked, None)
     return env, ports, var
 

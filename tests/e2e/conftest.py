@@ -51,6 +51,7 @@ class Parley:
     rasa_token: str
     admin_token: str
     twilio: str  # the local Twilio emulator `parley run` started
+    mail: str  # the local mail sink's page and API
 
     def say(self, sender: str, message: str) -> list[str]:
         response = requests.post(
@@ -116,7 +117,17 @@ def wait_until_up(process: subprocess.Popen[bytes], output: Callable[[], str], w
 @pytest.fixture(scope="session")
 def parley(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parley]:
     var = tmp_path_factory.mktemp("var")
-    ports = {name: free_port() for name in ("BACKEND", "RASA", "ACTION_SERVER", "TWILIO_EMULATOR")}
+    ports = {
+        name: free_port()
+        for name in (
+            "BACKEND",
+            "RASA",
+            "ACTION_SERVER",
+            "TWILIO_EMULATOR",
+            "MAIL_SINK_SMTP",
+            "MAIL_SINK",
+        )
+    }
     env = {
         **os.environ,
         "PARLEY_VAR_DIR": str(var),
@@ -128,6 +139,7 @@ def parley(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parley]:
         "PARLEY_BACKEND_TOKEN",
         "PARLEY_RASA_TRACKER_STORE_URL",
         "PARLEY_TWILIO_API_URL",
+        "PARLEY_SMTP_HOST",
         "PARLEY_TWILIO_AUTH_TOKEN",
         "PARLEY_PUBLIC_URL",
     ):
@@ -154,6 +166,7 @@ def parley(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parley]:
         rasa_token="e2e-rasa-token",
         admin_token=admin,
         twilio=f"http://127.0.0.1:{ports['TWILIO_EMULATOR']}",
+        mail=f"http://127.0.0.1:{ports['MAIL_SINK']}",
     )
     wait_until_up(process, running.output, "make run")
     try:

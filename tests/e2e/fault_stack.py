@@ -201,6 +201,8 @@ async def running_stack(var: Path, out: TextIO, **extra: str) -> AsyncIterator[S
             "rasa_port": str(ports["rasa"]),
             "action_server_port": str(ports["action_server"]),
             "twilio_emulator_port": str(free_port()),
+            "mail_sink_smtp_port": str(free_port()),
+            "mail_sink_port": str(free_port()),
             "database_url": postgres.url("parley", "asyncpg"),
             "rasa_tracker_store_url": postgres.url("rasa"),
             "secret_key": "fault-tests-secret-key",

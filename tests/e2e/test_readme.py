@@ -2,7 +2,7 @@
 the shared `make run` (tests/e2e/conftest.py), with what the README shows it printing
 checked against what it prints.
 
-- The README's addresses (127.0.0.1:8000, :5005, :8010) are this run's ports, the
+- The README's addresses (127.0.0.1:8000, :5005, :8010, :8026) are this run's ports, the
   README's `sender` a name of this test's own; nothing else is changed: the README's
   phone numbers are used as written.
 - A comment line after a command is what it prints. `…` or `...` ends a text that goes
@@ -131,6 +131,7 @@ def _local(text: str, parley: Parley) -> str:
         text.replace("http://127.0.0.1:5005", parley.rasa)
         .replace("http://127.0.0.1:8000", parley.backend)
         .replace("http://127.0.0.1:8010", parley.twilio)
+        .replace("http://127.0.0.1:8026", parley.mail)
     )
 
 

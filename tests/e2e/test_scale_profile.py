@@ -152,7 +152,17 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scale]:
     postgres = PrivatePostgres(Path(tempfile.mkdtemp(prefix="parley-scale-pg-")))
     postgres.create()
     base = postgres.url("").rstrip("/")
-    ports = {n: free_port() for n in ("BACKEND", "RASA", "ACTION_SERVER", "TWILIO_EMULATOR")}
+    ports = {
+        n: free_port()
+        for n in (
+            "BACKEND",
+            "RASA",
+            "ACTION_SERVER",
+            "TWILIO_EMULATOR",
+            "MAIL_SINK_SMTP",
+            "MAIL_SINK",
+        )
+    }
     token = "scale-rasa-token"
     env = {
         **os.environ,

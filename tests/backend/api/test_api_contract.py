@@ -39,9 +39,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         # Texts go to the local Twilio emulator, started beside the backend.
         "PARLEY_TWILIO_AUTH_TOKEN": "contract-test-token",
         "PARLEY_TWILIO_EMULATOR_PORT": str(free_port()),
+        # E-mails to the local mail sink, started beside the backend too.
+        "PARLEY_MAIL_SINK_SMTP_PORT": str(free_port()),
+        "PARLEY_MAIL_SINK_PORT": str(free_port()),
         "PARLEY_SMS_SENDS_PER_SECOND": "1000",
     }
     env.pop("PARLEY_TWILIO_API_URL", None)
+    env.pop("PARLEY_SMTP_HOST", None)
     parley = [sys.executable, "-m", "backend"]
     subprocess.run([*parley, "db", "upgrade"], env=env, check=True, capture_output=True)
     token = subprocess.run(
@@ -49,6 +53,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         env=env, check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
     twilio = subprocess.Popen([*parley, "twilio-emulator"], env=env, cwd=PROJECT_ROOT)
+    mail = subprocess.Popen([*parley, "mail-sink"], env=env, cwd=PROJECT_ROOT)
     process = subprocess.Popen([*parley, "backend"], env=env, cwd=PROJECT_ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -60,7 +65,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
                 time.sleep(0.2)
         yield url, token
     finally:
-        for running in (process, twilio):
+        for running in (process, twilio, mail):
             running.terminate()
             running.wait(timeout=15)
 
