@@ -35,11 +35,11 @@ PURPOSES = ("marketing", "transactional")
 CHANNEL_WORDS = {"sms": "texts", "email": "e-mails", "voice": "calls", "web": "chat messages"}
 FREQUENCIES = {"weekly": "weekly", "twice_monthly": "twice a month", "monthly": "monthly"}
 TOPICS = {"offers": "offers", "product_news": "product news", "tips": "tips"}
-STATE_WORDS = {
-    "granted": "on",
-    "pending": "waiting for your YES by text",
-    "withdrawn": "off",
-    "none": "off",
+STATE_WORDS = {"granted": "on", "withdrawn": "off", "none": "off"}
+# A grant waiting for its double opt-in, by channel: what the person still has to do.
+PENDING_WORDS = {
+    "sms": "waiting for your YES by text",
+    "email": "waiting for you to follow the link we e-mailed you",
 }
 
 
@@ -190,9 +190,10 @@ class ValidateSubscribeForm(FormValidationAction):
 class ActionRecordConsent(ConsentAction):
     """The person said yes to the consent question: the number or address becomes one of
     their identities and the grant goes into the ledger with the question and the answer.
-    SMS marketing stays pending until they confirm by text (double opt-in). A yes that is
-    not clear ("yes but not at that number") records nothing (`consent_result:
-    unclear`): the question is asked again."""
+    SMS and e-mail marketing stay pending until the person confirms (double opt-in): a
+    YES to the text, the link in the e-mail the backend sends. A yes that is not clear
+    ("yes but not at that number") records nothing (`consent_result: unclear`): the
+    question is asked again."""
 
     def name(self) -> str:
         return "action_record_consent"
@@ -302,12 +303,18 @@ class ActionOptOut(ConsentAction):
 def preferences_summary(profile: Profile, states: list[ChannelConsent]) -> str:
     marketing = {s.channel: s.state for s in states if s.purpose == "marketing"}
     channels = "; ".join(
-        f"{CHANNEL_WORDS[c]}: {STATE_WORDS[marketing.get(c, 'none')]}" for c in SUBSCRIBABLE
+        f"{CHANNEL_WORDS[c]}: {_state_words(c, marketing.get(c, 'none'))}" for c in SUBSCRIBABLE
     )
     frequency = FREQUENCIES.get(str(profile.attributes.get("marketing_frequency")), "as they come")
     topics = [TOPICS[t] for t in profile.attributes.get("marketing_topics") or [] if t in TOPICS]
     topic_text = ", ".join(topics) if topics else "everything"
     return f"Your messages from us: {channels}. How often: {frequency}. Topics: {topic_text}."
+
+
+def _state_words(channel: str, state: str) -> str:
+    if state == "pending":
+        return PENDING_WORDS.get(channel, "waiting for your confirmation")
+    return STATE_WORDS.get(state, "off")
 
 
 class ActionShowPreferences(ConsentAction):

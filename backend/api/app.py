@@ -38,7 +38,7 @@ from backend.api.keys import (
     WORKER,
 )
 from backend.api.problems import problem_middleware
-from backend.consent import unsubscribe
+from backend.consent import email_confirmation, unsubscribe
 from backend.console import routes as console
 from backend.conversations.rasa_client import RasaClient
 from backend.core import secret_key
@@ -225,6 +225,7 @@ def email_door(settings: Settings, app: web.Application, guard: ContactGuard) ->
     """The e-mail door: to the SMTP server settings name (the local sink by default),
     from the business as data/business.yml names it, DKIM-signed when configured."""
     business, sessions, clock = app[BUSINESS_TEXTS], app[SESSIONS], app[CLOCK]
+    key = secret_key.load_or_create(settings)
     dkim = None
     if settings.dkim_domain and settings.dkim_selector and settings.dkim_private_key_file:
         dkim = Dkim.from_file(
@@ -240,7 +241,8 @@ def email_door(settings: Settings, app: web.Application, guard: ContactGuard) ->
             business.address or "",
         ),
         public_url=settings.public_url or settings.backend_url,
-        unsubscribe_key=unsubscribe.signing_key(secret_key.load_or_create(settings)),
+        unsubscribe_key=unsubscribe.signing_key(key),
+        confirmation_key=email_confirmation.signing_key(key),
         dkim=dkim,
     )  # fmt: skip
 

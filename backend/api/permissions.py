@@ -26,7 +26,12 @@ PUBLIC: frozenset[str] = frozenset(
 # guards the history.
 PUBLIC |= {"webchat_widget", "webchat_demo", "start_chat_session", "chat_history"}
 # Unsubscribing from e-mail needs no sign-in: the signed token in the link is the proof.
-PUBLIC |= {"email_unsubscribe_page", "email_unsubscribe"}
+PUBLIC |= {
+    "email_unsubscribe_page",
+    "email_unsubscribe",
+    "email_confirmation_page",
+    "email_confirm",
+}
 
 # The console's pages and buttons (backend.console.routes) are named "console.…": they
 # check the console's sign-in, and each names the route of this table whose permission

@@ -318,6 +318,15 @@ ROUTES: list[Route] = [
           "one-click POST (RFC 8058, body List-Unsubscribe=One-Click).", "consent",
           responses={200: None, 404: None}, media_type="text/html"),
 
+    Route("GET", "/email/confirm/{token}", "email_confirmation_page",
+          consent.confirmation_page,
+          "The page the double opt-in e-mail's link opens (the token is the only "
+          "credential): one button.", "consent", responses={200: None, 404: None},
+          media_type="text/html"),
+    Route("POST", "/email/confirm/{token}", "email_confirm", consent.confirm_now,
+          "Confirm a pending e-mail marketing grant (the page's button).", "consent",
+          responses={200: None, 404: None, 409: None}, media_type="text/html"),
+
     Route("GET", "/api/v1/retention", "get_retention", profiles.get_retention,
           "How long each kind of data is kept, and the latest runs of the job that "
           "deletes what is older (in the backend and Rasa's tracker store).", "privacy",

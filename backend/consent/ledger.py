@@ -60,6 +60,8 @@ class Source(StrEnum):
     CONSOLE = "console"
     # The person's unsubscribe from a marketing e-mail (backend.consent.unsubscribe).
     UNSUBSCRIBE = "unsubscribe"
+    # The person followed the confirmation e-mail's link (backend.consent.email_confirmation).
+    EMAIL_LINK = "email_link"
     # Written by Parley itself when an erased person turns up again (see backend.people.erasure).
     ERASURE = "erasure"
 
@@ -77,8 +79,9 @@ OWN_WORDS = frozenset({Source.SMS_KEYWORD, Source.DIALOGUE})
 
 
 def needs_double_opt_in(channel: Channel, purpose: Purpose) -> bool:
-    """SMS marketing needs the person to confirm (reply YES) before it is effective."""
-    return channel is Channel.SMS and purpose is Purpose.MARKETING
+    """SMS and e-mail marketing need the person to confirm before they are effective: a
+    YES to the confirmation text, a click in the confirmation e-mail."""
+    return channel in (Channel.SMS, Channel.EMAIL) and purpose is Purpose.MARKETING
 
 
 class ConsentRefused(ValueError):
@@ -205,6 +208,13 @@ async def _append(
 
 def _erased_before(lines: Iterable[ConsentEvent]) -> bool:
     return any(line.source == Source.ERASURE for line in lines)
+
+
+async def open_request(
+    session: AsyncSession, profile_id: uuid.UUID, channel: Channel, purpose: Purpose
+) -> int | None:
+    """The ledger line of the person's grant still waiting for confirmation, if any."""
+    return _open_request(await ledger(session, profile_id), channel, purpose)
 
 
 def _open_request(lines: list[ConsentEvent], channel: Channel, purpose: Purpose) -> int | None:

@@ -10,8 +10,8 @@ from aiohttp import web
 from backend.api.bodies import read_body, respond
 from backend.api.keys import CALLER, CLOCK, EMAIL_DOOR, KEYWORD_REPLIES, SESSIONS, SMS_DOOR
 from backend.api.problems import Problem
+from backend.consent import email_confirmation, unsubscribe
 from backend.consent import ledger as consent
-from backend.consent import unsubscribe
 from backend.consent.ledger import Action, Channel, ConsentRefused, Purpose, Source
 from backend.consent.schemas import (
     ConsentCheck,
@@ -76,7 +76,9 @@ async def record_consent(request: web.Request) -> web.Response:
         purpose=line.purpose, action=body.action, source=line.source,
         state=recorded.state.value,
     )  # fmt: skip
-    if recorded.awaits_confirmation:
+    if recorded.awaits_confirmation and line.channel == Channel.EMAIL:
+        await request.app[EMAIL_DOOR].ask_to_confirm(profile.id, line.seq)
+    elif recorded.awaits_confirmation:
         await ask_to_confirm(
             request.app[SESSIONS], request.app.get(SMS_DOOR), request.app[KEYWORD_REPLIES],
             profile.id, line.seq,
@@ -181,4 +183,67 @@ async def unsubscribe_now(request: web.Request) -> web.Response:
         "You are unsubscribed",
         f"<p>{name} will send no more marketing e-mails to "
         f"<b>{html.escape(ticket.address)}</b>.</p>",
+    )
+
+
+# Double opt-in by e-mail (backend.consent.email_confirmation): the confirmation
+# e-mail's link opens a page; its button confirms.
+
+
+def _request(request: web.Request) -> email_confirmation.Request | str:
+    """The grant the link confirms, or why the page cannot confirm it."""
+    door = request.app[EMAIL_DOOR]
+    try:
+        found = email_confirmation.read(
+            door.confirmation_key, request.match_info["token"], request.app[CLOCK].now()
+        )
+    except email_confirmation.Expired:
+        return (
+            "This confirmation link has expired. Ask us again (in the chat, or wherever "
+            "you signed up) and we will send a new one."
+        )
+    return found if found is not None else NOT_VALID_CONFIRMATION
+
+
+NOT_VALID_CONFIRMATION = (
+    "This confirmation link is not one of ours, or it was cut short. Open it again from the e-mail."
+)
+
+
+async def confirmation_page(request: web.Request) -> web.Response:
+    """The page the confirmation e-mail's link opens: one button. (Opening it confirms
+    nothing: mail scanners open links too.)"""
+    found = _request(request)
+    if isinstance(found, str):
+        return _page("Link not valid", f"<p>{found}</p>", status=404)
+    name = html.escape(request.app[EMAIL_DOOR].sender.name)
+    return _page(
+        "Confirm your e-mail address",
+        f"<p>Get product news and offers from {name} at "
+        f"<b>{html.escape(found.address)}</b>?</p>"
+        '<form method="post"><button type="submit" name="confirm" value="1" '
+        'style="font-size:1.1em;padding:.5em 1.2em">Yes, send me e-mails</button></form>'
+        "<p>Every e-mail has a link to unsubscribe.</p>",
+    )
+
+
+async def confirm_now(request: web.Request) -> web.Response:
+    found = _request(request)
+    if isinstance(found, str):
+        return _page("Link not valid", f"<p>{found}</p>", status=404)
+    async with request.app[SESSIONS].begin() as session:
+        outcome = await email_confirmation.confirm(session, found, request.app[CLOCK])
+    log.info("email.confirmation", outcome=outcome.value)
+    name = html.escape(request.app[EMAIL_DOOR].sender.name)
+    if outcome is email_confirmation.Outcome.GONE:
+        return _page(
+            "Nothing to confirm",
+            "<p>This request was withdrawn or replaced by a newer one, so nothing has "
+            "changed. If you want our e-mails, ask us again and follow the newest link.</p>",
+            status=409,
+        )
+    return _page(
+        "You are subscribed",
+        f"<p>Thank you: {name} will send product news and offers to "
+        f"<b>{html.escape(found.address)}</b>. Every e-mail has a link to unsubscribe.</p>",
     )

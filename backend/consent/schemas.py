@@ -23,8 +23,9 @@ from backend.people.schemas import AttributeKey
 class ConsentIn(BaseModel):
     """One line for the consent ledger.
 
-    `confirm` confirms a pending double opt-in grant (SMS marketing). Evidence is required
-    where the person spoke: `reply` for `sms_keyword`, `wording` and `reply` for `dialogue`.
+    `confirm` confirms a pending double opt-in grant (SMS and e-mail marketing). Evidence
+    is required where the person spoke: `reply` for `sms_keyword`, `wording` and `reply`
+    for `dialogue`.
     """
 
     model_config = ConfigDict(extra="forbid")

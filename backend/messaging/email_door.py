@@ -16,6 +16,7 @@ a retry with the same key sends it."""
 
 from __future__ import annotations
 
+import html
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,12 +24,12 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from backend.consent import unsubscribe
+from backend.consent import email_confirmation, unsubscribe
 from backend.consent.ledger import Channel
 from backend.core.clock import Clock
 from backend.core.identities import IdentityKind
 from backend.core.logs import get_logger
-from backend.core.models import HeldMessage, Message, Profile
+from backend.core.models import HeldMessage, Identity, Message, Profile
 from backend.messaging import email_message
 from backend.messaging.door import (
     FollowUp,
@@ -85,6 +86,7 @@ class EmailDoor:
     sender: Sender
     public_url: str  # where unsubscribe links point (the backend as people reach it)
     unsubscribe_key: bytes
+    confirmation_key: bytes
     dkim: Dkim | None = None
 
     async def send(self, mail: OutboundEmail) -> Mailed | Held:
@@ -173,6 +175,52 @@ class EmailDoor:
         if isinstance(sent, Held):
             raise AssertionError("a release is never held again")  # pragma: no cover
         return sent.message.id
+
+    async def ask_to_confirm(self, profile_id: uuid.UUID, seq: int) -> None:
+        """E-mail the person the link that confirms their e-mail marketing grant
+        (ledger line `seq`): the double opt-in. Not sent (and logged) without an
+        address; sent once per grant (its send key)."""
+        async with self.sessions() as session:
+            address = await session.scalar(
+                select(Identity.address)
+                .where(Identity.profile_id == profile_id, Identity.kind == IdentityKind.EMAIL)
+                .order_by(Identity.created_at.desc())
+                .limit(1)
+            )
+        if address is None:
+            log.warning("consent.confirmation_not_asked", profile_id=str(profile_id),
+                        reason="no e-mail address")  # fmt: skip
+            return
+        request = email_confirmation.Request(profile_id, address, seq)
+        value = email_confirmation.token(self.confirmation_key, request, self.clock.now())
+        link = f"{self.public_url.rstrip('/')}/email/confirm/{value}"
+        name = self.sender.name
+        text = (
+            f"Hello,\n\nPlease confirm that you want product news and offers from {name} "
+            f"by e-mail at {address}:\n\n{link}\n\nThe link works for "
+            f"{email_confirmation.VALID_FOR.days} days. If you did not ask for this, ignore "
+            "this e-mail: you will get nothing more from us."
+        )
+        body = (
+            f"<p>Hello,</p><p>Please confirm that you want product news and offers from "
+            f"{html.escape(name)} by e-mail at <b>{html.escape(address)}</b>.</p>"
+            f'<p><a href="{html.escape(link)}" style="display:inline-block;padding:.6em 1.2em;'
+            'background:#2554c7;color:#fff;text-decoration:none;border-radius:4px">'
+            "Yes, send me e-mails</a></p>"
+            f"<p>The link works for {email_confirmation.VALID_FOR.days} days. If you did not "
+            "ask for this, ignore this e-mail: you will get nothing more from us.</p>"
+        )
+        try:
+            await self.send(
+                OutboundEmail(
+                    to=address, subject=f"Please confirm: e-mails from {name}", text=text,
+                    html=body, purpose=MessagePurpose.TRANSACTIONAL,
+                    send_key=f"double-opt-in:{seq}",
+                )
+            )  # fmt: skip
+        except SendRefused as refused:
+            log.warning("consent.confirmation_not_sent", profile_id=str(profile_id),
+                        reason=refused.kind.value)  # fmt: skip
 
     @property
     def sender_domain(self) -> str:

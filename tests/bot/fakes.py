@@ -3,8 +3,8 @@
 `FakeBackend` is a `BackendClient` that keeps profiles, identities, the consent ledger,
 events, demos and hand-offs in memory, following the real backend's rules where the
 actions depend on them (addresses and core fields checked and normalised, texts and
-calls from one number are one person, SMS marketing needs double opt-in, one live demo
-per start time, adding someone else's identity merges the two profiles into the older
+calls from one number are one person, SMS and e-mail marketing need double opt-in, one
+live demo per start time, adding someone else's identity merges the two profiles into the older
 one, one open hand-off per conversation), refusing what it refuses with the same status
 and problem type. tests/bot/test_backend_contract.py runs the same scenarios against
 both, so the two cannot drift apart.
@@ -264,7 +264,8 @@ class FakeBackend(BackendClient):
         return self._live(owner) if owner else None
 
     def grant(self, profile_id: str, channel: str, purpose: str = "marketing") -> None:
-        """A consent the person gave earlier (SMS marketing stays pending until confirmed)."""
+        """A consent the person gave earlier (SMS and e-mail marketing stay pending until
+        confirmed)."""
         self._append_consent(profile_id, channel, purpose, "grant", "(earlier)", "yes", {})
 
     def confirm(self, profile_id: str, channel: str, purpose: str = "marketing") -> None:
@@ -579,7 +580,7 @@ class FakeBackend(BackendClient):
     ) -> None:
         """A ledger line; `confirm` is a grant confirming the pending double opt-in."""
         confirms = action == "confirm"
-        pending = action == "grant" and channel == "sms" and purpose == "marketing"
+        pending = action == "grant" and channel in ("sms", "email") and purpose == "marketing"
         stored = "grant" if confirms else action
         evidence = (wording, reply, dict(metadata or {}))
         self.consent_lines.append(

@@ -236,6 +236,7 @@ async def test_consent_and_demos_follow_the_person_into_the_merge(client: Backen
     address = email()
     earlier = (await client.identify("email", address)).profile.id
     await record(client, earlier, "email", "grant")
+    await record(client, earlier, "email", "confirm")
     visitor = await person(client)
     demo = await client.book_demo(visitor, start_time(), 30, web_id())
     await client.add_identity(visitor, "email", address)
@@ -298,14 +299,15 @@ async def test_a_withdrawal_closes_a_pending_opt_in(client: BackendClient) -> No
     )
 
 
-async def test_email_marketing_is_granted_at_once(client: BackendClient) -> None:
+async def test_email_marketing_waits_for_its_confirmation(client: BackendClient) -> None:
     profile_id = await person(client)
-    assert await record(client, profile_id, "email", "grant") == ("granted", True)
+    assert await record(client, profile_id, "email", "grant") == ("pending", False)
+    assert (await client.consent(profile_id, "email", "transactional")).allowed is True
+    assert await record(client, profile_id, "email", "confirm") == ("granted", True)
     assert await refusal(record(client, profile_id, "email", "confirm")) == (
         409,
         URN + "nothing-to-confirm",
     )
-    assert (await client.consent(profile_id, "email", "transactional")).allowed is True
 
 
 async def test_an_opt_out_from_everything_withdraws_every_channel(client: BackendClient) -> None:

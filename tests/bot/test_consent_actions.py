@@ -216,11 +216,11 @@ async def test_a_yes_button_is_recorded_as_the_choice_it_made(fake: FakeBackend)
     assert call["wording"] == QUESTION_EMAIL
 
 
-async def test_an_email_yes_is_granted_at_once(fake: FakeBackend) -> None:
+async def test_an_email_yes_waits_for_the_confirmation_link(fake: FakeBackend) -> None:
     profile_id = person(fake)
     slots = await say_yes(fake, "email", "ada@acme.io", question=QUESTION_EMAIL)
-    assert slots["consent_result"] == "granted"
-    assert fake.state(profile_id, "email", "marketing") == "granted"
+    assert slots["consent_result"] == "pending"  # the bot says: follow the link we e-mailed
+    assert fake.state(profile_id, "email", "marketing") == "pending"
 
 
 async def test_the_number_becomes_one_of_the_persons_identities(fake: FakeBackend) -> None:
@@ -337,9 +337,13 @@ async def opt_out(
 
 
 def subscribed(fake: FakeBackend, *channels: str) -> str:
+    """Someone who agreed on these channels: by e-mail confirmed (they followed the
+    link), by SMS still waiting for their YES."""
     profile_id = person(fake, sms=PHONE, email="ada@acme.io")
     for channel in channels:
         fake.grant(profile_id, channel)
+        if channel == "email":
+            fake.confirm(profile_id, channel)
     return profile_id
 
 
@@ -617,6 +621,7 @@ async def test_a_stop_by_text_withdraws_sms_consent_only(fake: FakeBackend) -> N
     profile_id = fake.add_person("sms", PHONE, identities={"email": "ada@acme.io"})
     fake.grant(profile_id, "sms")
     fake.grant(profile_id, "email")
+    fake.confirm(profile_id, "email")
     events = await stop(fake, "stop it now", channel="sms", sender=PHONE)
     assert slots_of(events) == {
         "optout": "done",
@@ -636,6 +641,7 @@ async def test_an_opt_out_by_text_naming_no_channel_stops_texts(fake: FakeBacken
     profile_id = fake.add_person("sms", PHONE, identities={"email": "ada@acme.io"})
     fake.grant(profile_id, "sms")
     fake.grant(profile_id, "email")
+    fake.confirm(profile_id, "email")
     tracker = conversation(PHONE, "take me off your list", "opt_out", channel="sms")
     events = await ActionOptOut(fake).run(CollectingDispatcher(), tracker, {})
     assert slots_of(events)["consent_channel"] == "sms"

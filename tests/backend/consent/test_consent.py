@@ -55,7 +55,12 @@ async def test_confirming_with_nothing_pending_is_a_409(service: Api) -> None:
     assert problem["type"] == "urn:parley:problem:nothing-to-confirm"
 
 
-async def test_email_marketing_granted_in_dialogue_is_allowed_at_once(service: Api) -> None:
+async def test_email_marketing_granted_in_dialogue_waits_for_the_confirmation(
+    service: Api,
+) -> None:
+    """Double opt-in: the address's owner confirms by the link Parley e-mails them
+    (tests/backend/messaging/test_email_door.py follows it); an import that confirmed
+    elsewhere says so with `confirm`."""
     person = await service.identify("web", "consent-email")
     granted = await service.post(
         consent_path(person),
@@ -63,7 +68,14 @@ async def test_email_marketing_granted_in_dialogue_is_allowed_at_once(service: A
          "wording": "May we email you our monthly tips?", "reply": "yes please"},
         expect=201,
     )  # fmt: skip
-    assert (granted["state"], granted["allowed"]) == ("granted", True)
+    assert (granted["state"], granted["allowed"]) == ("pending", False)
+    confirmed = await service.post(
+        consent_path(person),
+        {"channel": "email", "purpose": "marketing", "action": "confirm", "source": "import",
+         "wording": "confirmed by e-mail in the old system"},
+        expect=201,
+    )  # fmt: skip
+    assert (confirmed["state"], confirmed["allowed"]) == ("granted", True)
 
 
 async def test_withdrawing_on_all_channels_stops_every_channel(service: Api) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -45,17 +46,25 @@ class Mail:
     app: Any
 
     async def person(self, address: str = ADA, consent: bool = True) -> str:
-        """Someone in London (09:30 there: no quiet hours), with e-mail marketing
-        consent granted or not."""
+        """Someone in London (no quiet hours at the test's time), with e-mail marketing
+        consent granted and confirmed (the confirmation e-mail's link followed), or
+        not; the sink is emptied after."""
         person = await self.api.identify("email", address, timezone="Europe/London")
         if consent:
-            await self.api.post(
-                f"/api/v1/profiles/{person['id']}/consent",
-                {"channel": "email", "purpose": "marketing", "action": "grant",
-                 "source": "api", "wording": "Send me news by e-mail"},
-                expect=201,
-            )  # fmt: skip
+            await self.grant(str(person["id"]))
+            done = await self.client.post(confirmation_url(self.sink.received[-1]),
+                                          data={"confirm": "1"})  # fmt: skip
+            assert done.status == 200, await done.text()
+            self.sink.received.clear()
         return str(person["id"])
+
+    async def grant(self, person: str) -> dict[str, Any]:
+        return await self.api.post(
+            f"/api/v1/profiles/{person}/consent",
+            {"channel": "email", "purpose": "marketing", "action": "grant",
+             "source": "api", "wording": "Send me news by e-mail"},
+            expect=201,
+        )  # fmt: skip
 
     async def send(self, expect: int = 201, **fields: Any) -> dict[str, Any]:
         body = {"channel": "email", "to": ADA, "subject": "Spring news",
@@ -92,6 +101,12 @@ async def mail(
 def only(sink: MailSink) -> Received:
     [received] = sink.received
     return received
+
+
+def confirmation_url(received: Received) -> str:
+    found = re.search(re.escape(PUBLIC) + r"(/email/confirm/\S+)", received.part("plain") or "")
+    assert found, received.part("plain")
+    return found.group(1)
 
 
 def unsubscribe_url(received: Received) -> str:
@@ -131,6 +146,61 @@ async def test_a_marketing_email_carries_what_the_law_and_mailboxes_ask(mail: Ma
     assert f'<a href="{PUBLIC}/email/unsubscribe/' in page and "<p>Hello Ada,</p>" in page
 
 
+async def test_marketing_waits_until_the_address_owner_confirms(mail: Mail) -> None:
+    """Double opt-in: a grant is pending until the link in the confirmation e-mail is
+    followed; opening the page confirms nothing, its button does, once."""
+    person = (await mail.api.identify("email", ADA, timezone="Europe/London"))["id"]
+    granted = await mail.grant(person)
+    assert granted["state"] == "pending"
+    asked = only(mail.sink)
+    assert str(asked.message["Subject"]) == "Please confirm: e-mails from Brightdesk"
+    assert asked.message["List-Unsubscribe"] is None  # transactional: it asks, it sells nothing
+    link = confirmation_url(asked)
+    assert "Yes, send me e-mails" in (asked.part("html") or "")
+    refused = await mail.send(expect=409)
+    assert refused["type"] == "urn:parley:problem:consent-refused"
+
+    page = await mail.client.get(link)
+    assert page.status == 200 and "Yes, send me e-mails</button>" in await page.text()
+    assert await mail.consent(person) == "pending"
+    done = await mail.client.post(link, data={"confirm": "1"})
+    assert done.status == 200 and "You are subscribed" in await done.text()
+    assert await mail.consent(person) == "granted"
+    ledger = (await mail.api.get(f"/api/v1/profiles/{person}/consent"))["ledger"]
+    assert (ledger[-1]["source"], ledger[-1]["channel_metadata"]["address"]) == (
+        "email_link", ADA,
+    )  # fmt: skip
+    again = await mail.client.post(link, data={"confirm": "1"})
+    assert again.status == 200
+    assert len((await mail.api.get(f"/api/v1/profiles/{person}/consent"))["ledger"]) == len(ledger)
+    await mail.send()
+    assert len(mail.sink.received) == 2
+
+
+async def test_a_confirmation_link_expires_and_one_for_a_withdrawn_grant_confirms_nothing(
+    mail: Mail,
+) -> None:
+    person = (await mail.api.identify("email", ADA))["id"]
+    await mail.grant(person)
+    link = confirmation_url(only(mail.sink))
+    mail.clock.advance(timedelta(days=8))
+    expired = await mail.client.post(link, data={"confirm": "1"})
+    assert expired.status == 404 and "expired" in await expired.text()
+    assert (await mail.client.get(link[:-4])).status == 404
+
+    mail.sink.received.clear()
+    await mail.grant(person)
+    link = confirmation_url(only(mail.sink))
+    await mail.api.post(
+        f"/api/v1/profiles/{person}/consent",
+        {"channel": "email", "purpose": "marketing", "action": "withdraw", "source": "api"},
+        expect=201,
+    )
+    gone = await mail.client.post(link, data={"confirm": "1"})
+    assert gone.status == 409 and "Nothing to confirm" in await gone.text()
+    assert await mail.consent(person) == "withdrawn"
+
+
 async def test_consent_is_checked_at_the_moment_of_sending(mail: Mail) -> None:
     await mail.person(consent=False)
     refused = await mail.send(expect=409)
@@ -146,7 +216,7 @@ async def test_the_unsubscribe_link_and_the_one_click_post_each_withdraw_consent
     mail: Mail,
 ) -> None:
     person = await mail.person()
-    await mail.send()
+    [sent] = (await mail.send())["messages"]
     link = unsubscribe_url(only(mail.sink))
 
     # Opening the link (as a mail scanner would) changes nothing; the button does.
@@ -159,7 +229,7 @@ async def test_the_unsubscribe_link_and_the_one_click_post_each_withdraw_consent
     ledger = (await mail.api.get(f"/api/v1/profiles/{person}/consent"))["ledger"]
     assert ledger[-1]["source"] == "unsubscribe"
     assert ledger[-1]["channel_metadata"]["method"] == "link"
-    assert ledger[-1]["channel_metadata"]["message_id"] == 1
+    assert ledger[-1]["channel_metadata"]["message_id"] == sent["id"]
     refused = await mail.send(expect=409)
     assert refused["type"] == "urn:parley:problem:consent-refused"
     assert len(mail.sink.received) == 1
@@ -228,18 +298,22 @@ async def test_when_the_mail_server_is_down_nothing_is_lost_and_the_same_key_ret
     await mail.send(send_key="k", expect=201)
     assert len(mail.sink.received) == 1
     async with mail.app[SESSIONS]() as session:
-        attempts = (await session.execute(select(Message.status, Message.error_message))).all()
+        attempts = (
+            await session.execute(
+                select(Message.status, Message.error_message).where(
+                    Message.subject == "Spring news"
+                )
+            )
+        ).all()
     assert sorted(status for status, _ in attempts) == ["failed", "sent"]
     assert any("Connect" in (error or "") for _, error in attempts)  # why the first failed
 
 
 async def test_marketing_waits_for_the_persons_morning(mail: Mail) -> None:
     person = await mail.api.identify("email", ADA, timezone="Asia/Tokyo")  # 03:30 there
-    await mail.api.post(
-        f"/api/v1/profiles/{person['id']}/consent",
-        {"channel": "email", "purpose": "marketing", "action": "grant", "source": "api"},
-        expect=201,
-    )
+    await mail.grant(person["id"])  # the confirmation is transactional: it goes at night
+    assert (await mail.client.post(confirmation_url(only(mail.sink)), data={"confirm": "1"})).ok
+    mail.sink.received.clear()
     held = await mail.send(expect=202)
     assert held["held"]["reason"] == "quiet-hours" and mail.sink.received == []
     mail.clock.advance(timedelta(hours=5))

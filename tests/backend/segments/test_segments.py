@@ -23,11 +23,12 @@ async def people(admin: Api, clock: FixedClock) -> dict[str, str]:
     clock.advance(timedelta(days=40))
     dee = await admin.identify("sms", "+14155550202", first_name="Dee", plan="team")
     eve = await admin.identify("web", "eve-session")
-    await admin.post(
-        f"/api/v1/profiles/{cy['id']}/consent",
-        {"channel": "email", "purpose": "marketing", "action": "grant", "source": "api"},
-        expect=201,
-    )
+    for action in ("grant", "confirm"):  # e-mail marketing is double opt-in
+        await admin.post(
+            f"/api/v1/profiles/{cy['id']}/consent",
+            {"channel": "email", "purpose": "marketing", "action": action, "source": "api"},
+            expect=201,
+        )
     await admin.post(
         "/api/v1/events",
         {"events": [
