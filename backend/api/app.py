@@ -25,6 +25,7 @@ from backend.api.keys import (
     HELD,
     INBOX,
     KEYWORD_REPLIES,
+    MAILGUN,
     PRIVACY,
     RASA,
     RETENTION,
@@ -54,6 +55,7 @@ from backend.messaging.email_message import Dkim, Sender
 from backend.messaging.guards import ContactGuard
 from backend.messaging.held import Deliver, HeldMessages
 from backend.messaging.inbound import KeywordConfirmations, KeywordReplies, SmsInbox
+from backend.messaging.mailgun import MailgunWebhook
 from backend.messaging.pacing import SendingPace
 from backend.messaging.sms_door import SmsDoor
 from backend.messaging.smtp import Mailer
@@ -178,6 +180,8 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
             conversations=app[RASA], secret=signing_secret(settings),
         )  # fmt: skip
     app[EMAIL_DOOR] = email_door(settings, app, guard)
+    if settings.mailgun_webhook_signing_key is not None:
+        app[MAILGUN] = MailgunWebhook(settings.mailgun_webhook_signing_key.get_secret_value())
     deliver: dict[str, Deliver] = {}
     for channel, door in (("sms", app.get(SMS_DOOR)), ("voice", app.get(CALL_DOOR)),
                           ("web", app.get(WEB_DOOR)), ("email", app[EMAIL_DOOR])):  # fmt: skip

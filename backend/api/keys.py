@@ -15,6 +15,7 @@ from backend.messaging.call_door import CallDoor
 from backend.messaging.email_door import EmailDoor
 from backend.messaging.held import HeldMessages
 from backend.messaging.inbound import KeywordReplies, SmsInbox
+from backend.messaging.mailgun import MailgunWebhook
 from backend.messaging.sms_door import SmsDoor
 from backend.messaging.text_turns import TextTurns
 from backend.messaging.web_door import WebDoor
@@ -53,6 +54,8 @@ WEB_DOOR = web.AppKey("web_door", WebDoor)
 HELD = web.AppKey("held", HeldMessages)
 # The one door for outbound e-mail (to the configured SMTP server, or the local sink).
 EMAIL_DOOR = web.AppKey("email_door", EmailDoor)
+# Mailgun's webhook, when its signing key is set.
+MAILGUN = web.AppKey("mailgun", MailgunWebhook)
 # What agents do with hand-offs: claim, reply (through the web and SMS doors), close.
 DESK = web.AppKey("desk", Desk)
 # GDPR export and erasure (for the API and the console).

@@ -26,6 +26,8 @@ PUBLIC: frozenset[str] = frozenset(
 # guards the history.
 PUBLIC |= {"webchat_widget", "webchat_demo", "start_chat_session", "chat_history"}
 # Unsubscribing from e-mail needs no sign-in: the signed token in the link is the proof.
+# Mailgun's webhook carries no token: it is checked against Mailgun's signature.
+PUBLIC |= {"mailgun_events"}
 PUBLIC |= {
     "email_unsubscribe_page",
     "email_unsubscribe",
@@ -87,6 +89,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "get_retention": frozenset({ADMIN, ANALYST}),
     "run_retention": frozenset({ADMIN}),
     "send_text": WRITERS,
+    "record_email_events": MACHINES,
     "get_message": EVERYONE,
     "list_held": EVERYONE,
     "get_held": EVERYONE,

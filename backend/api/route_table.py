@@ -27,6 +27,8 @@ from backend.handoffs import routes as handoffs
 from backend.handoffs.schemas import ClaimIn, HandoffIn, HandoffList, HandoffOut, ReplyIn, ReplySent
 from backend.messaging import routes as messages
 from backend.messaging.schemas import (
+    EmailEventsIn,
+    EmailEventsRecorded,
     HeldOut,
     HeldPage,
     MessageOut,
@@ -308,6 +310,13 @@ ROUTES: list[Route] = [
           "Twilio's progress callback for a call Parley placed (checked against "
           "X-Twilio-Signature).", "messages", responses={204: None}),
 
+    Route("POST", "/api/v1/email/events", "record_email_events", messages.record_email_events,
+          "A mail provider's bounces and complaints (generic form): a hard bounce "
+          "suppresses the address, a complaint withdraws e-mail marketing consent.",
+          "messages", body=EmailEventsIn, responses={200: EmailEventsRecorded}),
+    Route("POST", "/webhooks/mailgun", "mailgun_events", messages.mailgun_events,
+          "Mailgun's event webhook (checked against Mailgun's signature): bounces and "
+          "complaints.", "messages", responses={200: EmailEventsRecorded}),
     Route("GET", "/email/unsubscribe/{token}", "email_unsubscribe_page",
           consent.unsubscribe_page,
           "The page a marketing e-mail's unsubscribe link opens (the token is the only "

@@ -62,6 +62,8 @@ class Source(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     # The person followed the confirmation e-mail's link (backend.consent.email_confirmation).
     EMAIL_LINK = "email_link"
+    # The person marked an e-mail as spam (backend.messaging.email_feedback).
+    EMAIL_COMPLAINT = "email_complaint"
     # Written by Parley itself when an erased person turns up again (see backend.people.erasure).
     ERASURE = "erasure"
 

@@ -482,6 +482,20 @@ class HeldMessage(Base):
     updated_at: Mapped[datetime]
 
 
+class EmailSuppression(Base):
+    """An address no e-mail goes to any more: it bounced for good (no such mailbox), so
+    sending again would only hurt the sender's reputation. Kept with its evidence
+    (backend.messaging.email_feedback); erased with the person's identities."""
+
+    __tablename__ = "email_suppressions"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16))  # hard-bounce
+    source: Mapped[str] = mapped_column(String(32))  # smtp, mailgun, api
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)  # what the provider said
+    suppressed_at: Mapped[datetime]
+
+
 class RetentionRun(Base):
     """One run of the retention job (backend.people.retention): what it deleted, in the
     backend and in Rasa's tracker store. `slot` makes a day's scheduled run happen

@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     # At most this many e-mails a second to one receiving domain (gmail.com, …), shared
     # by every backend replica: providers slow down or refuse a sender that floods them.
     email_domain_per_second: float = Field(10.0, gt=0, le=1000)
+    # Mailgun's HTTP webhook signing key: with it, POST /webhooks/mailgun takes Mailgun's
+    # bounce and complaint events (checked against their signature). `parley run` makes
+    # one for the local mail sink, which signs its simulated events with it.
+    mailgun_webhook_signing_key: SecretStr | None = None
+    # Where the local mail sink posts its simulated events (`parley run` sets it).
+    mailgun_webhook_url: str | None = None
     # DKIM signing (dkimpy), when all three are set: the signing domain, the selector
     # whose public key is published at <selector>._domainkey.<domain>, and the PEM file
     # of the private key.

@@ -9,6 +9,11 @@ local Twilio.
 - `GET /sink/emails` lists what was received, oldest first (each with its envelope,
   headers, text and HTML parts); `GET /sink/emails/{id}` one with its raw source;
   `DELETE /sink/emails` forgets them all; `GET /sink` is a page listing them.
+- `POST /sink/emails/{id}/bounce` (`{"permanent": false}` for a soft bounce) and
+  `POST /sink/emails/{id}/complaint` play the provider reporting what became of an
+  e-mail: a signed Mailgun webhook to `mailgun`'s URL (`parley run` points it at the
+  backend's /webhooks/mailgun with a signing key of its own), answered with the
+  backend's answer.
 
 Magic recipients, as Twilio's magic numbers: a local part starting `bounce` is refused
 at RCPT with 550 5.1.1 (a hard bounce: no such mailbox), one starting `busy` with 451
@@ -18,13 +23,19 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
+import hmac
 import html
 import itertools
+import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -67,6 +78,11 @@ class Received:
 class MailSink:
     # (user, password) the SMTP server requires; None: no authentication.
     auth: tuple[str, str] | None = None
+    # Where simulated bounces and complaints go, as Mailgun sends them: (webhook URL,
+    # signing key). None: not simulated.
+    mailgun: tuple[str, str] | None = None
+    # Seconds since the epoch, for the events' timestamps (tests set the backend's).
+    clock: Callable[[], float] = time.time
     received: list[Received] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -123,17 +139,63 @@ class MailSink:
         app.router.add_get("/sink/emails", self.list_emails)
         app.router.add_delete("/sink/emails", self.forget)
         app.router.add_get("/sink/emails/{id}", self.one)
+        app.router.add_post("/sink/emails/{id}/bounce", self.bounce)
+        app.router.add_post("/sink/emails/{id}/complaint", self.complaint)
         return app
 
     async def list_emails(self, request: web.Request) -> web.Response:
         return web.json_response({"emails": [r.summary() for r in self.received]})
 
     async def one(self, request: web.Request) -> web.Response:
+        return web.json_response(self._found(request).summary(raw=True))
+
+    def _found(self, request: web.Request) -> Received:
         wanted = request.match_info["id"]
         for found in self.received:
             if str(found.id) == wanted:
-                return web.json_response(found.summary(raw=True))
+                return found
         raise web.HTTPNotFound(text=f"no e-mail {wanted}")
+
+    async def bounce(self, request: web.Request) -> web.Response:
+        """The e-mail bounced: `{"permanent": false}` for a soft bounce (a full mailbox),
+        else a hard one (no such mailbox), reported to Parley as Mailgun reports it."""
+        body = await request.json() if request.can_read_body else {}
+        permanent = not (isinstance(body, dict) and body.get("permanent") is False)
+        status = (
+            {"code": 550, "description": "5.1.1 No such mailbox (simulated)"}
+            if permanent
+            else {"code": 452, "description": "4.2.2 Mailbox full (simulated)"}
+        )
+        return await self._report(
+            self._found(request), "failed",
+            {"severity": "permanent" if permanent else "temporary", "delivery-status": status,
+             "reason": "bounce" if permanent else "generic"},
+        )  # fmt: skip
+
+    async def complaint(self, request: web.Request) -> web.Response:
+        """The person marked the e-mail as spam, reported as Mailgun reports it."""
+        return await self._report(self._found(request), "complained", {})
+
+    async def _report(self, received: Received, kind: str, more: dict[str, Any]) -> web.Response:
+        if self.mailgun is None:
+            raise web.HTTPConflict(text="no webhook to report to (PARLEY_MAILGUN_WEBHOOK_URL)")
+        url, key = self.mailgun
+        now = self.clock()
+        timestamp, token = str(int(now)), secrets.token_hex(25)
+        event = {
+            "event": kind, "id": secrets.token_urlsafe(16), "timestamp": now,
+            "recipient": received.rcpt_tos[0],
+            "message": {"headers": {"message-id": str(received.message["Message-ID"] or "")
+                                    .strip("<>")}},
+            **more,
+        }  # fmt: skip
+        signed = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
+        body = {"signature": {"timestamp": timestamp, "token": token, "signature": signed},
+                "event-data": event}  # fmt: skip
+        async with aiohttp.ClientSession() as client, client.post(url, json=body) as answer:
+            return web.Response(
+                status=answer.status, text=await answer.text(), content_type="application/json"
+            )
 
     async def forget(self, request: web.Request) -> web.Response:
         self.received.clear()

@@ -30,7 +30,7 @@ from backend.core.clock import Clock
 from backend.core.identities import IdentityKind
 from backend.core.logs import get_logger
 from backend.core.models import HeldMessage, Identity, Message, Profile
-from backend.messaging import email_message
+from backend.messaging import email_feedback, email_message
 from backend.messaging.door import (
     FollowUp,
     MessagePurpose,
@@ -111,6 +111,12 @@ class EmailDoor:
             earlier = await self._earlier(session, mail.send_key)
             if earlier is not None:
                 return earlier
+            if found := await email_feedback.suppressed(session, mail.to):
+                raise SendRefused(
+                    Refusal.UNDELIVERABLE_ADDRESS,
+                    f"This address bounced for good on {found.suppressed_at.date().isoformat()} "
+                    "and is suppressed: nothing more is sent to it.",
+                )
             profile = await self.directory.find_by_identity(session, IdentityKind.EMAIL, mail.to)
             await require_consent(session, profile, Channel.EMAIL, mail.purpose, "e-mails")
             held = await self._guard(session, mail, profile)
@@ -136,7 +142,7 @@ class EmailDoor:
             self.sender, mail.to, mail.subject, mail.text, mail.html, marketing, links,
             row.id, now,
         )  # fmt: skip
-        status, detail, refusal = "sent", None, None
+        status, detail, refusal, bounced = "sent", None, None, False
         try:
             await self.pace.wait_turn("email:" + email_message.domain_of(mail.to).lower())
             detail = await self.mailer.send(
@@ -144,6 +150,7 @@ class EmailDoor:
             )
         except MailRefused as refused:
             status, detail, refusal = "failed", str(refused), Refusal.UNDELIVERABLE_ADDRESS
+            bounced = email_feedback.hard_bounce(refused.code, refused.text)
         except MailUnavailable as error:
             status, detail, refusal = "failed", str(error), Refusal.MAIL_UNAVAILABLE
         except SendRefused as busy:  # the domain's pace is full
@@ -156,6 +163,15 @@ class EmailDoor:
                 stored.error_message = detail
                 if refusal is not Refusal.UNDELIVERABLE_ADDRESS:
                     stored.send_key = None  # nothing was taken: the same key may try again
+            if bounced:  # "no such mailbox", at once: as a provider's hard bounce
+                await email_feedback.record(
+                    session,
+                    email_feedback.Feedback(
+                        email_feedback.Kind.BOUNCE, mail.to, "smtp",
+                        message_id=stored.provider_sid, detail={"reason": detail},
+                    ),
+                    self.clock,
+                )  # fmt: skip
         if refusal is not None:
             log.warning("email.not_sent", message_id=row.id, reason=refusal.value)
             raise SendRefused(refusal, _refusal_text(refusal, detail or ""), [stored])

@@ -15,6 +15,7 @@ from backend.api.keys import (
     CLOCK,
     EMAIL_DOOR,
     INBOX,
+    MAILGUN,
     SESSIONS,
     SETTINGS,
     SMS_DOOR,
@@ -25,13 +26,16 @@ from backend.core import audit
 from backend.core.identities import InvalidAddress, normalise_phone
 from backend.core.logs import get_logger
 from backend.core.models import HeldMessage, Message
-from backend.messaging import held, history
+from backend.messaging import email_feedback, held, history, mailgun
 from backend.messaging.call_door import advance_call_status
 from backend.messaging.door import MessagePurpose, NotNow, Refusal, SendRefused
 from backend.messaging.email_door import Mailed, OutboundEmail
 from backend.messaging.held import Held
 from backend.messaging.inbound import InboundText
+from backend.messaging.mailgun import NotFromMailgun
 from backend.messaging.schemas import (
+    EmailEventsIn,
+    EmailEventsRecorded,
     HeldOut,
     HeldPage,
     MessageOut,
@@ -410,3 +414,44 @@ def _int(value: object) -> int | None:
         return int(str(value)) if value not in (None, "") else None
     except ValueError:
         return None
+
+
+async def record_email_events(request: web.Request) -> web.Response:
+    """A mail provider's bounces and complaints, in the generic form."""
+    body = await read_body(request, EmailEventsIn)
+    outcomes = []
+    async with request.app[SESSIONS].begin() as session:
+        for event in body.events:
+            found = email_feedback.Feedback(
+                email_feedback.Kind(event.type), event.address, "api",
+                permanent=event.permanent, message_id=event.message_id,
+                detail={"reason": event.reason} if event.reason else {},
+            )  # fmt: skip
+            outcomes.append((await email_feedback.record(session, found, request.app[CLOCK])).value)
+    return respond(EmailEventsRecorded(outcomes=outcomes))
+
+
+async def mailgun_events(request: web.Request) -> web.Response:
+    """Mailgun's webhook: a bounce or a complaint, checked against Mailgun's signature."""
+    webhook = request.app.get(MAILGUN)
+    if webhook is None:
+        raise Problem(
+            404, "Mailgun's webhook is not configured here: set "
+            "PARLEY_MAILGUN_WEBHOOK_SIGNING_KEY.", type_="mailgun-not-configured",
+        )  # fmt: skip
+    try:
+        body = await request.json()
+    except ValueError:
+        raise Problem(400, "The body is not JSON.", type_="invalid-body") from None
+    try:
+        event = webhook.verify(body, request.app[CLOCK].now())
+    except NotFromMailgun as refused:
+        log.warning("mailgun.refused", reason=str(refused))
+        raise Problem(401, f"Not from Mailgun: {refused}.", type_="invalid-signature") from None
+    found = mailgun.feedback(event)
+    if found is None:
+        return respond(EmailEventsRecorded(outcomes=["ignored"]))
+    async with request.app[SESSIONS].begin() as session:
+        outcome = await email_feedback.record(session, found, request.app[CLOCK])
+    log.info("mailgun.event", kind=found.kind.value, outcome=outcome.value)
+    return respond(EmailEventsRecorded(outcomes=[outcome.value]))

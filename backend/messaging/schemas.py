@@ -197,3 +197,36 @@ class TextReceipt(BaseModel):
     duplicate: bool
     keyword: Literal["stop", "start", "help"] | None
     handled: bool
+
+
+class EmailEventIn(BaseModel):
+    """What a mail provider reported about an e-mail or an address: `bounce` (with
+    `permanent` false for a soft bounce) or `complaint` (marked as spam)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["bounce", "complaint"]
+    address: Annotated[str, StringConstraints(min_length=3, max_length=320)]
+    permanent: bool = True
+    message_id: Annotated[str, StringConstraints(min_length=1, max_length=998)] | None = None
+    reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        try:
+            return normalise_email(value)
+        except InvalidAddress as error:
+            raise ValueError(f"not an e-mail address: {error}") from None
+
+
+class EmailEventsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: Annotated[list[EmailEventIn], Field(min_length=1, max_length=500)]
+
+
+class EmailEventsRecorded(BaseModel):
+    """Each event's outcome, in order: suppressed, noted, withdrawn or already."""
+
+    outcomes: list[Literal["suppressed", "noted", "withdrawn", "already", "ignored"]]

@@ -20,7 +20,7 @@ class MailRefused(Exception):
 
     def __init__(self, code: int, text: str) -> None:
         super().__init__(f"{code} {text}")
-        self.code = code
+        self.code, self.text = code, text
 
 
 class MailUnavailable(Exception):

@@ -246,7 +246,12 @@ def mail_sink(settings: Settings) -> None:
 
 
 async def _run_mail_sink(settings: Settings) -> None:
-    sink = MailSink()
+    key = settings.mailgun_webhook_signing_key
+    sink = MailSink(
+        mailgun=(settings.mailgun_webhook_url, key.get_secret_value())
+        if key is not None and settings.mailgun_webhook_url
+        else None
+    )
     loop = asyncio.get_running_loop()
     smtp = await loop.create_server(sink.smtp, settings.host, settings.mail_sink_smtp_port)
     runner = web.AppRunner(sink.app())

@@ -76,6 +76,8 @@ class RunSecrets:
     twilio_auth_token: str
     # Signs web chat session tokens (backend) and checks them (Rasa's web chat channel).
     webchat_secret: str
+    # Signs the local mail sink's simulated Mailgun events (unless one is set).
+    mailgun_signing_key: str
 
 
 async def prepare_database(settings: Settings, clock: Clock) -> RunSecrets:
@@ -111,6 +113,7 @@ async def prepare_database(settings: Settings, clock: Clock) -> RunSecrets:
         # The local Twilio emulator's token is this run's own, like the others.
         twilio_auth_token=_secret_or_new(settings.twilio_auth_token),
         webchat_secret=_webchat_secret(settings),
+        mailgun_signing_key=_secret_or_new(settings.mailgun_webhook_signing_key),
     )
 
 
@@ -178,10 +181,13 @@ def services(
             cwd=project.root,
         )
     ]
+    mailgun = {"PARLEY_MAILGUN_WEBHOOK_SIGNING_KEY": run.mailgun_signing_key}
     sink = Service(
         "mail",
         [sys.executable, "-m", "backend", "mail-sink"],
         http_ok(f"{settings.url(settings.mail_sink_port)}/sink/emails"),
+        # The sink plays the provider's bounces and complaints, signed as Mailgun signs.
+        env={**mailgun, "PARLEY_MAILGUN_WEBHOOK_URL": f"{settings.backend_url}/webhooks/mailgun"},
         cwd=project.root,
     )
     return [
@@ -196,6 +202,7 @@ def services(
                 "PARLEY_RASA_TOKEN": run.rasa_token,
                 "PARLEY_WEBCHAT_SECRET": run.webchat_secret,
                 **twilio,
+                **(mailgun if settings.uses_mail_sink else {}),
             },
             cwd=project.root,
         ),

@@ -37,6 +37,7 @@ from backend.core.models import (
     ConsentState,
     ConversationRollup,
     Demo,
+    EmailSuppression,
     Enrolment,
     Event,
     Handoff,
@@ -251,8 +252,8 @@ async def erase(session: AsyncSession, profile: Profile, key: bytes, clock: Cloc
     """Erase a person from the backend: their profile (and those merged into it),
     identities, events (and their conversations' roll-ups), consent ledger, scores,
     messages (texts and addresses), held messages, enrolments with their queued steps,
-    segment memberships, demos and hand-offs, and the backend's copy of their
-    conversations' events (`rasa_events`).
+    segment memberships, demos and hand-offs, the suppression of their e-mail addresses,
+    and the backend's copy of their conversations' events (`rasa_events`).
     (Their conversations in Rasa are erased first: `erase_conversations`.) Returns how
     many identities the tombstone remembers."""
     now = clock.now()
@@ -269,6 +270,8 @@ async def erase(session: AsyncSession, profile: Profile, key: bytes, clock: Cloc
     # Foreign keys cascade on PostgreSQL and (with foreign_keys=ON) on SQLite; deleting
     # explicitly keeps the order obvious and does not depend on either.
     await session.execute(delete(Message).where(_messages_of(ids, addresses)))
+    emails = [a for kind, a in identities if kind == IdentityKind.EMAIL.value]
+    await session.execute(delete(EmailSuppression).where(EmailSuppression.address.in_(emails)))
     await session.execute(delete(RasaEvent).where(RasaEvent.sender_id.in_(conversations)))
     await session.execute(
         delete(SequenceWork).where(
