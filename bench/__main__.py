@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from backend.core.settings import PROJECT_ROOT
-from bench import backend, console, rasa_recording, scale, sequences, sms, turns
+from bench import backend, console, email, rasa_recording, scale, sequences, sms, turns
 from bench.report import machine, write_section
 
 
@@ -116,7 +116,7 @@ async def main() -> None:
         "--only",
         choices=[
             "backend", "postgresql", "sqlite", "turns", "scale", "sms", "sequences",
-            "rasa-recording", "tracker-saves", "console",
+            "rasa-recording", "tracker-saves", "console", "email",
         ],
         help="one benchmark; `backend` is PostgreSQL and SQLite side by side",
     )  # fmt: skip
@@ -134,6 +134,7 @@ async def main() -> None:
         "--sequences-rates", default="200,1000", help="steps falling due per second, side by side"
     )
     parser.add_argument("--sequences-seconds", type=float, default=15.0)
+    parser.add_argument("--emails", type=int, default=2000, help="e-mails per round")
     args = parser.parse_args()
     if args.only in (None, "turns"):
         print("Turns: Parley beside stock Rasa…", flush=True)
@@ -204,6 +205,14 @@ async def main() -> None:
         print(table)
         write_section("sequences", table)
         if args.only == "sequences":
+            return
+    if args.only in (None, "email"):
+        print(f"E-mail: {args.emails:,} e-mails through the door and a bare loop…", flush=True)
+        measured_email = await email.bench_email(args.emails)
+        table = email.email_table(measured_email, machine({"PostgreSQL": await postgres_version()}))
+        print(table)
+        write_section("email", table)
+        if args.only == "email":
             return
     if args.only in (None, "console"):
         print(f"Console: loading {args.profiles:,} profiles on PostgreSQL…", flush=True)
