@@ -7,8 +7,9 @@ local Twilio.
   submission endpoint does, except the magic recipients below. With `auth` set it
   requires that user name and password (AUTH PLAIN or LOGIN), as providers do.
 - `GET /sink/emails` lists what was received, oldest first (each with its envelope,
-  headers, text and HTML parts); `GET /sink/emails/{id}` one with its raw source;
-  `DELETE /sink/emails` forgets them all; `GET /sink` is a page listing them.
+  headers, text and HTML parts; `?to=` those to one address); `GET /sink/emails/{id}`
+  one with its raw source; `DELETE /sink/emails` forgets them all; `GET /sink` is a page
+  listing them.
 - `POST /sink/emails/{id}/bounce` (`{"permanent": false}` for a soft bounce) and
   `POST /sink/emails/{id}/complaint` play the provider reporting what became of an
   e-mail: a signed Mailgun webhook to `mailgun`'s URL (`parley run` points it at the
@@ -144,7 +145,10 @@ class MailSink:
         return app
 
     async def list_emails(self, request: web.Request) -> web.Response:
-        return web.json_response({"emails": [r.summary() for r in self.received]})
+        """Every e-mail received, oldest first; `?to=` only those to one address."""
+        to = request.query.get("to", "").strip().lower()
+        shown = [r for r in self.received if not to or to in (a.lower() for a in r.rcpt_tos)]
+        return web.json_response({"emails": [r.summary() for r in shown]})
 
     async def one(self, request: web.Request) -> web.Response:
         return web.json_response(self._found(request).summary(raw=True))
