@@ -178,13 +178,20 @@ class ValidateSubscribeForm(FormValidationAction):
         self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
     ) -> dict[str, Any]:
         text = str(value or "")
-        if tracker.get_slot("consent_channel") == "sms":
+        channel = tracker.get_slot("consent_channel")
+        fixed: dict[str, Any] = {}
+        if channel not in SUBSCRIBABLE:
+            # An address can hold a channel's word ("email.ada@…"), which the NLU then
+            # tags as the channel: the address itself says which channel it is for.
+            channel = "email" if email_in(text) else "sms"
+            fixed["consent_channel"] = channel
+        if channel == "sms":
             address = mobile_number(text, self._business or load_business())
         else:
             address = email_in(text)
         if address is None:
-            return {"consent_address": None, "consent_problem": "bad_address"}
-        return {"consent_address": address, "consent_problem": None}
+            return {"consent_address": None, "consent_problem": "bad_address", **fixed}
+        return {"consent_address": address, "consent_problem": None, **fixed}
 
 
 class ActionRecordConsent(ConsentAction):

@@ -146,6 +146,17 @@ async def test_an_address_that_does_not_fit_the_channel_is_asked_again(
     }
 
 
+async def test_an_address_holding_a_channels_word_is_taken_for_its_own_channel() -> None:
+    """The NLU may tag "email" inside an address as the channel, leaving the address
+    itself in the channel slot: the address says which channel it is for."""
+    address = "e2e-email-7f3a@example.com"
+    assert await check_address(address, address) == {
+        "consent_address": address,
+        "consent_problem": None,
+        "consent_channel": "email",
+    }
+
+
 async def test_an_email_address_is_normalised() -> None:
     assert await check_address("email", "Ada@ACME.io please") == {
         "consent_address": "Ada@acme.io",

@@ -53,7 +53,9 @@ def test_a_person_subscribes_by_email_confirms_in_a_browser_and_unsubscribes(
     [question] = parley.say(me, address)
     assert question.startswith("Can Brightdesk e-mail you")
     [pending] = parley.say(me, "yes")
-    assert pending.startswith("Almost done: we've e-mailed") and address in pending
+    assert pending.startswith("Almost done: we've e-mailed") and address in pending, {
+        k: v for k, v in parley.slots(me).items() if "consent" in k or "profile" in k
+    }
 
     profile_id = parley.slots(me)["profile_id"]
     check = f"/api/v1/profiles/{profile_id}/consent/email/marketing"
