@@ -131,6 +131,9 @@ async def test_mailgun_reports_a_bounce_and_a_complaint_as_the_sink_plays_them(
     person = await feedback.subscriber()
     await feedback.send()
     [received] = feedback.sink.received
+    for to, found in ((ADA.upper(), 1), ("someone@example.com", 0)):  # the sink's ?to=
+        listed = await (await feedback.sink_http.get("/sink/emails", params={"to": to})).json()
+        assert len(listed["emails"]) == found, to
     complained = await feedback.sink_http.post(f"/sink/emails/{received.id}/complaint")
     assert complained.status == 200, await complained.text()
     assert (await complained.json())["outcomes"] == ["withdrawn"]
