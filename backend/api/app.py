@@ -229,7 +229,7 @@ def email_door(settings: Settings, app: web.Application, guard: ContactGuard) ->
     """The e-mail door: to the SMTP server settings name (the local sink by default),
     from the business as data/business.yml names it, DKIM-signed when configured."""
     business, sessions, clock = app[BUSINESS_TEXTS], app[SESSIONS], app[CLOCK]
-    key = secret_key.load_or_create(settings)
+    key = app[DIRECTORY].erasure_key  # the installation's secret key, read once at start
     dkim = None
     if settings.dkim_domain and settings.dkim_selector and settings.dkim_private_key_file:
         dkim = Dkim.from_file(

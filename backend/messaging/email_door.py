@@ -41,7 +41,7 @@ from backend.messaging.door import (
 )
 from backend.messaging.email_message import Dkim, Sender, Unsubscribe
 from backend.messaging.guards import ContactGuard, Limits
-from backend.messaging.held import Held, Outbound, earlier_held, guard_one
+from backend.messaging.held import Held, Outbound, earlier_send, guard_one
 from backend.messaging.pacing import SendingPace
 from backend.messaging.smtp import Mailer, MailRefused, MailUnavailable
 from backend.people.profiles import ProfileDirectory
@@ -251,23 +251,14 @@ class EmailDoor:
         )
 
     async def _earlier(self, session: AsyncSession, key: str | None) -> Mailed | Held | None:
-        if key is None:
-            return None
-        if held := (await earlier_held(session, [key])).get(key):
-            return held
-        row = await session.scalar(select(Message).where(Message.send_key == key))
-        if row is None:
-            return None
-        if row.channel != "email":
+        found = await earlier_send(session, key, "email")
+        if not isinstance(found, Message):
+            return found
+        if found.status == "queued" and self.clock.now() - found.created_at < IN_FLIGHT:
             raise SendRefused(
-                Refusal.SEND_KEY_REUSED, f"This send key was used for a {row.channel} message.",
-                [row],
-            )  # fmt: skip
-        if row.status == "queued" and self.clock.now() - row.created_at < IN_FLIGHT:
-            raise SendRefused(
-                Refusal.SEND_IN_PROGRESS, "An e-mail with this send key is on its way.", [row]
+                Refusal.SEND_IN_PROGRESS, "An e-mail with this send key is on its way.", [found]
             )
-        return Mailed(row, repeated=True)
+        return Mailed(found, repeated=True)
 
     async def _guard(
         self, session: AsyncSession, mail: OutboundEmail, profile: Profile | None

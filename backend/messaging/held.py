@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.core.clock import Clock
 from backend.core.logs import get_logger
-from backend.core.models import HeldMessage
+from backend.core.models import HeldMessage, Message
 from backend.messaging.door import NotNow, Refusal, SendRefused, not_now
 from backend.messaging.guards import ContactGuard, Hold, Limits, Wanted
 
@@ -115,6 +115,25 @@ async def earlier_held(session: AsyncSession, keys: Iterable[str | None]) -> dic
         return {}
     rows = await session.scalars(select(HeldMessage).where(HeldMessage.send_key.in_(wanted)))
     return {row.send_key: Held(row, repeated=True) for row in rows if row.send_key}
+
+
+async def earlier_send(
+    session: AsyncSession, key: str | None, channel: str
+) -> Held | Message | None:
+    """What a door sent or held before under this send key, if anything: the same key
+    again is the same send. Raises SEND_KEY_REUSED when the key was used on another
+    channel."""
+    if key is None:
+        return None
+    if held := (await earlier_held(session, [key])).get(key):
+        return held
+    row = await session.scalar(select(Message).where(Message.send_key == key))
+    if row is not None and row.channel != channel:
+        raise SendRefused(
+            Refusal.SEND_KEY_REUSED, f"This send key was used for a {row.channel} message.",
+            [row],
+        )  # fmt: skip
+    return row
 
 
 class Deliver(Protocol):

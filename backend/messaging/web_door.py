@@ -16,7 +16,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.consent.ledger import Channel
@@ -34,7 +33,7 @@ from backend.messaging.door import (
     require_consent,
 )
 from backend.messaging.guards import ContactGuard, Limits
-from backend.messaging.held import Held, Outbound, earlier_held, guard_one
+from backend.messaging.held import Held, Outbound, earlier_send, guard_one
 from backend.people.profiles import ProfileDirectory
 from message_rules import door_signature
 
@@ -138,19 +137,8 @@ class WebDoor:
         return pushed.message.id
 
     async def _earlier(self, session: AsyncSession, key: str | None) -> Pushed | Held | None:
-        if key is None:
-            return None
-        if held := (await earlier_held(session, [key])).get(key):
-            return held
-        row = await session.scalar(select(Message).where(Message.send_key == key))
-        if row is None:
-            return None
-        if row.channel != "web":
-            raise SendRefused(
-                Refusal.SEND_KEY_REUSED, f"This send key was used for a {row.channel} message.",
-                [row],
-            )  # fmt: skip
-        return Pushed(row, repeated=True)
+        found = await earlier_send(session, key, "web")
+        return Pushed(found, repeated=True) if isinstance(found, Message) else found
 
     async def _guard(
         self, session: AsyncSession, push: WebPush, profile: Profile | None
