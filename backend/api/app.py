@@ -266,6 +266,7 @@ def scheduler_worker(app: web.Application) -> Worker:
         record_points=EventRecorder(app[DIRECTORY], sequences).record_points,
         conversations=app[RASA] if settings.rasa_token else None,
         web=app.get(WEB_DOOR),
+        emails=app.get(EMAIL_DOOR),
         held=app[HELD],
         retention=app[RETENTION],
         rules=app[BUSINESS_TEXTS].follow_ups,

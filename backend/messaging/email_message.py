@@ -1,7 +1,7 @@
 """What an e-mail Parley sends is made of (Python's `email` package builds it):
 
 - multipart/alternative, a text part and an HTML part (made from the text when only
-  text is given), UTF-8;
+  text is given; a follow-up's text part is read out of its HTML, `text_of_html`), UTF-8;
 - `From` with the business's name, `To`, `Subject`, `Date`, and a `Message-ID` of our
   own, which the person's reply quotes (`In-Reply-To`) and bounces name;
 - on every marketing e-mail, what CAN-SPAM and the mailbox providers ask: the
@@ -23,11 +23,28 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import dkim
+from inscriptis import get_text
+from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.model.config import ParserConfig
 
 SIGNED_HEADERS = [
     b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type",
     b"list-unsubscribe", b"list-unsubscribe-post",
 ]  # fmt: skip
+
+
+# Where a marketing e-mail's own unsubscribe link goes before the door knows the message
+# (follow-up templates write `{{ unsubscribe_url }}`): replaced by the message's link.
+# A URL, so that escaping and CSS inlining leave it as it is.
+UNSUBSCRIBE_URL = "https://unsubscribe.parley.invalid/"
+
+_TEXT_OF_HTML = ParserConfig(css=CSS_PROFILES["relaxed"], display_links=True)
+
+
+def text_of_html(body: str) -> str:
+    """The text part of an HTML e-mail: its words as a reader sees them, lists and
+    tables laid out, each link's address after its words."""
+    return str(get_text(body, _TEXT_OF_HTML)).strip()
 
 
 @dataclass(frozen=True)
@@ -92,9 +109,13 @@ def compose(
     mail["Date"] = format_datetime(at)
     mail["Message-ID"] = message_id(message, domain_of(sender.address))
     text_footer, html_footer = _footer(sender, marketing, unsubscribe)
+    link = unsubscribe.url if marketing and unsubscribe is not None else ""
+    text = text.replace(UNSUBSCRIBE_URL, link)
     mail.set_content(text.rstrip() + "\n\n-- \n" + text_footer + "\n")
-    shown = body_html if body_html is not None else _paragraphs(text)
-    mail.add_alternative(_html_document(subject, shown + html_footer), subtype="html")
+    shown = body_html.replace(UNSUBSCRIBE_URL, html.escape(link)) if body_html else None
+    mail.add_alternative(
+        _html_document(subject, shown or _paragraphs(text), html_footer), subtype="html"
+    )
     if marketing and unsubscribe is not None:
         mail["List-Unsubscribe"] = f"<{unsubscribe.url}>, <{unsubscribe.mailto}>"
         mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
@@ -123,11 +144,16 @@ def _paragraphs(text: str) -> str:
     )
 
 
-def _html_document(title: str, body: str) -> str:
+def _html_document(title: str, body: str, footer: str) -> str:
+    """The HTML part: a whole document given (a follow-up's, CSS inlined) keeps its own
+    head and body, the footer put at its end; else the body in a plain document."""
+    end = body.lower().rfind("</body>")
+    if end >= 0:
+        return body[:end] + footer + body[end:]
     return (
         '<!doctype html><html><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title></head>"
-        f'<body style="font-family:sans-serif;line-height:1.5">{body}</body></html>'
+        f'<body style="font-family:sans-serif;line-height:1.5">{body}{footer}</body></html>'
     )
 
 

@@ -14,6 +14,8 @@ from jinja2 import TemplateSyntaxError, meta
 from jinja2.exceptions import SecurityError, UndefinedError
 
 from backend.consent.ledger import Purpose
+from backend.messaging.email_door import MAX_SUBJECT
+from backend.messaging.email_message import UNSUBSCRIBE_URL
 from backend.sequences.definition import (
     EXIT,
     MAX_SMS_SEGMENTS,
@@ -30,7 +32,15 @@ from backend.sequences.definition import (
     StepMessage,
     WaitStep,
 )
-from backend.sequences.templates import ENVIRONMENT, TEMPLATE_NAMES, render, sample_context
+from backend.sequences.templates import (
+    EMAIL_NAMES,
+    ENVIRONMENT,
+    TEMPLATE_NAMES,
+    RenderedEmail,
+    render,
+    render_email,
+    sample_context,
+)
 from message_rules.sms import is_gsm7
 from message_rules.sms import segments as sms_segments
 
@@ -245,20 +255,20 @@ def _check_templates(sequence: SequenceDefinition, vocabulary: Vocabulary) -> li
         if not isinstance(step, SendStep):
             continue
         message = step.send
-        texts: list[tuple[tuple[int | str, ...], str]]
-        if message.variants:
-            texts = [
-                (("steps", index, "send", "variants", number, "template"), variant.template)
-                for number, variant in enumerate(message.variants)
-            ]
-        else:
-            assert message.template is not None
-            texts = [(("steps", index, "send", "template"), message.template)]
-        for where, source in texts:
+        base: tuple[int | str, ...] = ("steps", index, "send")
+        for number, variant in enumerate(message.choices):
+            where = (*base, "variants", number) if message.variants else base
             problems += [
-                SequenceProblem(where, text, line)
-                for line, text in template_problems(source, message, context)
+                SequenceProblem((*where, "template"), text, line)
+                for line, text in template_problems(variant.template, message, context)
             ]
+            subject = message.subject_of(variant)
+            if subject is not None:
+                written = (*where, "subject") if variant.subject else (*base, "subject")
+                problems += [
+                    SequenceProblem(written if key == "subject" else (*where, "template"), t, n)
+                    for key, n, t in email_problems(subject, variant.template, message, context)
+                ]
     return problems
 
 
@@ -270,41 +280,129 @@ def _line_of(source: str, name: str) -> int | None:
     return next((n for n, line in enumerate(source.splitlines(), 1) if word.search(line)), None)
 
 
-def template_problems(
-    source: str, message: StepMessage, context: Mapping[str, Any]
-) -> list[tuple[int | None, str]]:
-    """What is wrong with one template: (line in the template or None, message)."""
+def _names_problems(
+    source: str, names: Iterable[str], what: str
+) -> list[tuple[int | None, str]] | None:
+    """Syntax and unknown names of one template; None when it can be tried."""
     try:
         parsed = ENVIRONMENT.parse(source)
     except TemplateSyntaxError as error:
-        return [(error.lineno, f"template syntax: {error.message}")]
-    unknown = sorted(meta.find_undeclared_variables(parsed) - set(TEMPLATE_NAMES))
+        return [(error.lineno, f"{what} syntax: {error.message}")]
+    known = list(names)
+    unknown = sorted(meta.find_undeclared_variables(parsed) - set(known))
+    listed = ", ".join(known[:-1]) + " and " + known[-1]
     if unknown:
         return [
             (
                 _line_of(source, name),
-                f"the template uses {name!r}, which does not exist: templates can use "
-                "profile, event and business",
+                f"the {what} uses {name!r}, which does not exist: {what}s can use {listed}",
             )
             for name in unknown
         ]
+    return None
+
+
+def template_problems(
+    source: str, message: StepMessage, context: Mapping[str, Any]
+) -> list[tuple[int | None, str]]:
+    """What is wrong with one template: (line in the template or None, message). An
+    e-mail's HTML is tried by `email_problems`."""
+    email = message.channel is SendChannel.EMAIL
+    names = (*TEMPLATE_NAMES, *EMAIL_NAMES) if email else TEMPLATE_NAMES
+    found = _names_problems(source, names, "template")
+    if found is not None:
+        return found
+    if email:
+        return []
     try:
         text = render(source, context)
-    except SecurityError as error:
-        return [(None, f"the template is refused by the sandbox: {error}")]
-    except UndefinedError as error:
-        missing = _NO_ATTRIBUTE.search(str(error))
-        if missing:
-            return [
-                (
-                    _line_of(source, missing.group(1)),
-                    f"the template uses {missing.group(1)!r}, which is not there "
-                    "(docs/sequences.md lists what profile, event and business hold)",
-                )
-            ]
-        return [(None, f"the template fails on a sample profile: {error}")]
     except Exception as error:  # any mistake in a marketer's template is theirs to fix
-        return [(None, f"the template fails on a sample profile: {error}")]
+        return [_tried(source, error)]
+    return _text_problems(text, message)
+
+
+def _tried(source: str, error: Exception) -> tuple[int | None, str]:
+    """A template that failed on the sample profile, said as a marketer can act on it."""
+    if isinstance(error, SecurityError):
+        return None, f"the template is refused by the sandbox: {error}"
+    missing = _NO_ATTRIBUTE.search(str(error)) if isinstance(error, UndefinedError) else None
+    if missing:
+        return (
+            _line_of(source, missing.group(1)),
+            f"the template uses {missing.group(1)!r}, which is not there "
+            "(docs/sequences.md lists what profile, event and business hold)",
+        )
+    return None, f"the template fails on a sample profile: {error}"
+
+
+# Gmail cuts an e-mail's HTML after 102 KB behind "[Message clipped]": the footer with
+# the unsubscribe link would be what is lost.
+MAX_EMAIL_HTML = 102_000
+
+
+def email_problems(
+    subject: str, source: str, message: StepMessage, context: Mapping[str, Any]
+) -> list[tuple[str, int | None, str]]:
+    """What is wrong with an e-mail's subject and body, tried together on the sample
+    profile: ("subject" or "template", line, message)."""
+    problems: list[tuple[str, int | None, str]] = [
+        ("subject", line, text)
+        for line, text in _names_problems(subject, TEMPLATE_NAMES, "subject") or []
+    ]
+    html = message.channel is SendChannel.EMAIL
+    marketing = message.purpose is Purpose.MARKETING
+    if html and not marketing and "unsubscribe_url" in source:
+        problems.append(
+            ("template", _line_of(source, "unsubscribe_url"),
+             "only marketing e-mails have an unsubscribe link; this one is "
+             f"{message.purpose.value}: take `unsubscribe_url` out"),
+        )  # fmt: skip
+    if problems:
+        return problems
+    try:
+        title = render(subject, context)
+    except Exception as error:  # the marketer's subject
+        line, text = _tried(subject, error)
+        return [("subject", line, text.replace("template", "subject"))]
+    if not title.strip():
+        problems.append(("subject", None, "the subject is empty for a sample profile"))
+    elif len(" ".join(title.split())) > MAX_SUBJECT:
+        problems.append(
+            ("subject", None, f"the subject is {len(title)} characters for a sample profile "
+             f"(at most {MAX_SUBJECT}; inboxes show about 60)"),
+        )  # fmt: skip
+    try:
+        mail: RenderedEmail = render_email(subject, source, context, marketing, html=html)
+    except Exception as error:  # the marketer's HTML
+        line, text = _tried(source, error)
+        return [*problems, ("template", line, text)]
+    if not mail.text:
+        problems.append(("template", None, "the e-mail is empty for a sample profile"))
+    if mail.html is not None:
+        size = len(mail.html.encode())
+        if size > MAX_EMAIL_HTML:
+            problems.append(
+                ("template", None, f"the e-mail's HTML is {size // 1000} KB for a sample "
+                 f"profile, CSS inlined: Gmail clips anything over {MAX_EMAIL_HTML // 1000} "
+                 "KB, footer and unsubscribe link included; shorten it"),
+            )  # fmt: skip
+        if marketing and UNSUBSCRIBE_URL in mail.html and not _linked(mail.html):
+            problems.append(
+                ("template", _line_of(source, "unsubscribe_url"),
+                 'put `unsubscribe_url` in a link: <a href="{{ unsubscribe_url }}">'
+                 "Unsubscribe</a>"),
+            )  # fmt: skip
+    return problems
+
+
+def _linked(body: str) -> bool:
+    """Whether every place the unsubscribe link goes is a link's href."""
+    return body.count(UNSUBSCRIBE_URL) == len(
+        re.findall(r"""href\s*=\s*["']?""" + re.escape(UNSUBSCRIBE_URL), body)
+    )
+
+
+def _text_problems(text: str, message: StepMessage) -> list[tuple[int | None, str]]:
     if not text:
         return [(None, "the template gives an empty message for a sample profile")]
     problems: list[tuple[int | None, str]] = []

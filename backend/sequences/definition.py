@@ -37,6 +37,8 @@ from backend.segments.rules import Scalar
 
 EXIT = "exit"  # the target that ends the sequence: `then: exit`, `goto: exit`
 MAX_SMS_SEGMENTS = 3
+MAX_TEXT_TEMPLATE = 2000  # a text, a web chat message or a call's words
+MAX_EMAIL_TEMPLATE = 100_000  # an e-mail's HTML body, as written
 MAX_DURATION = timedelta(days=365)
 
 
@@ -119,7 +121,9 @@ def _target(value: str) -> str:
 
 StepId = Annotated[str, AfterValidator(_step_id)]
 Target = Annotated[str, AfterValidator(_target)]
-TemplateText = Annotated[str, Field(min_length=1, max_length=2000)]
+TemplateText = Annotated[str, Field(min_length=1, max_length=MAX_EMAIL_TEMPLATE)]
+# As written (template code included); rendered, at most 200 characters (sequences.checks).
+SubjectText = Annotated[str, Field(min_length=1, max_length=1000)]
 
 
 # ---------------------------------------------------------------- durations and times
@@ -312,6 +316,7 @@ class ConsentNeeded(StrEnum):
     SMS = "sms"
     WEB = "web"
     VOICE = "voice"
+    EMAIL = "email"
     ANY = "any"
 
 
@@ -425,7 +430,9 @@ class SendChannel(StrEnum):
     SMS = "sms"
     WEB = "web"
     VOICE = "voice"
-    # The most recent channel the person consented to (for the message's purpose).
+    EMAIL = "email"
+    # The most recent channel the person consented to (for the message's purpose); e-mail
+    # only when the step has a subject.
     BEST = "best"
 
 
@@ -434,6 +441,8 @@ class Variant(_Strict):
     # Relative: weights 2 and 1 send two thirds of people the first text, a third the other.
     weight: float = 1
     template: TemplateText
+    # An e-mail's subject for this variant (else the step's): subject lines are A/B tested.
+    subject: SubjectText | None = None
 
     @field_validator("name")
     @classmethod
@@ -456,7 +465,11 @@ class Variant(_Strict):
 class StepMessage(_Strict):
     channel: SendChannel
     purpose: Purpose = Purpose.MARKETING
+    # The text; for `channel: email`, the e-mail's HTML body (its text part is made from it).
     template: TemplateText | None = None
+    # An e-mail's subject (a template too). With `best` it lets the step go by e-mail, the
+    # template then being the e-mail's text.
+    subject: SubjectText | None = None
     variants: list[Variant] | None = None
     # The share of people who get nothing at this step (the control group).
     holdout: Annotated[float, BeforeValidator(_share)] = 0
@@ -485,7 +498,35 @@ class StepMessage(_Strict):
     def _one_text(self) -> StepMessage:
         if (self.template is None) == (self.variants is None):
             raise ValueError("give either `template` (one text) or `variants` (an A/B test)")
+        email = self.channel is SendChannel.EMAIL
+        subjects = [self.subject_of(v) for v in self.choices]
+        if self.channel not in (SendChannel.EMAIL, SendChannel.BEST) and any(subjects):
+            raise ValueError(
+                "only e-mails have a subject: use `channel: email` (or `best`, which may "
+                "then choose e-mail)"
+            )
+        if (email or any(subjects)) and not all(subjects):
+            raise ValueError("an e-mail needs a `subject` (on the step, or on every variant)")
+        if not email and any(len(v.template) > MAX_TEXT_TEMPLATE for v in self.choices):
+            raise ValueError(
+                f"a text template is at most {MAX_TEXT_TEMPLATE} characters (an e-mail's "
+                f"HTML, up to {MAX_EMAIL_TEMPLATE})"
+            )
+        if email and self.asks is not None:
+            raise ValueError(
+                "an e-mail asks no question the bot reads: replies to e-mails go to a person"
+            )
         return self
+
+    @property
+    def may_email(self) -> bool:
+        """Whether the step can go by e-mail: it is one, or `best` with a subject."""
+        return self.channel is SendChannel.EMAIL or (
+            self.channel is SendChannel.BEST and self.subject_of(self.choices[0]) is not None
+        )
+
+    def subject_of(self, variant: Variant) -> str | None:
+        return variant.subject or self.subject
 
     @property
     def choices(self) -> list[Variant]:

@@ -1,19 +1,29 @@
 """Follow-up templates: Jinja2 in a sandbox (no attribute access beyond the context,
 bounded repetition), the context a step renders with (profile, event, business), and
-a sample context for checking templates before any person is enrolled."""
+a sample context for checking templates before any person is enrolled.
+
+Texts render as they are written. An e-mail's HTML renders in a twin of the sandbox that
+escapes what it puts in (a first name with a `<` stays text), its CSS is then inlined
+(css-inline: mail clients drop `<style>` and stylesheets), and its text part is read out
+of the HTML (inscriptis); its subject renders as text, on one line. A marketing e-mail's
+template may place the unsubscribe link where its design wants it (`unsubscribe_url`,
+filled in by the e-mail door for each message); the footer has one either way."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import css_inline
 from jinja2 import StrictUndefined
 from jinja2 import Template as JinjaTemplate
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context as JinjaContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from backend.messaging.email_message import UNSUBSCRIBE_URL, text_of_html
 from backend.sequences.definition import (
     ApiTrigger,
     EventTrigger,
@@ -24,6 +34,8 @@ from backend.sequences.definition import (
 )
 
 TEMPLATE_NAMES = ("profile", "event", "business")
+# What an e-mail's templates may use besides: the unsubscribe link (marketing only).
+EMAIL_NAMES = ("unsubscribe_url",)
 PROFILE_FIELDS = ("first_name", "last_name", "email", "phone", "company", "timezone")
 _MAX_REPEAT = 1000
 
@@ -52,24 +64,63 @@ def _blank_none(value: Any) -> Any:
     return "" if value is None else value
 
 
-ENVIRONMENT = _TemplateEnvironment(
-    undefined=StrictUndefined,
-    # Messages are text (SMS, speech, the web chat shows them as text), not HTML.
-    autoescape=False,
-    finalize=_blank_none,
-)
-ENVIRONMENT.globals.clear()
+def _environment(html: bool) -> _TemplateEnvironment:
+    environment = _TemplateEnvironment(
+        undefined=StrictUndefined, autoescape=html, finalize=_blank_none
+    )
+    environment.globals.clear()
+    return environment
+
+
+# Texts (SMS, speech, the web chat shows them as text): nothing escaped.
+ENVIRONMENT = _environment(html=False)
+# An e-mail's HTML body: what the context puts in is escaped.
+HTML_ENVIRONMENT = _environment(html=True)
 
 
 @lru_cache(maxsize=512)
-def compile_template(source: str) -> JinjaTemplate:
-    return ENVIRONMENT.from_string(source)
+def compile_template(source: str, html: bool = False) -> JinjaTemplate:
+    return (HTML_ENVIRONMENT if html else ENVIRONMENT).from_string(source)
 
 
 def render(source: str, context: Mapping[str, Any]) -> str:
     """The message: `source` rendered in the sandbox, StrictUndefined (a name that is not
     there is an error, not an empty string), trimmed. Raises jinja2 errors."""
     return compile_template(source).render(dict(context)).strip()
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str | None  # None: the e-mail is the text (a `best` step's text template)
+    text: str
+
+
+_INLINER = css_inline.CSSInliner(load_remote_stylesheets=False)
+
+
+def render_subject(source: str, context: Mapping[str, Any]) -> str:
+    """A subject: rendered as text, its lines and spaces run together."""
+    return " ".join(render(source, context).split())
+
+
+def render_email(
+    subject: str, source: str, context: Mapping[str, Any], marketing: bool, html: bool = True
+) -> RenderedEmail:
+    """An e-mail from its templates: the subject, the HTML body rendered with escaping
+    and its CSS inlined, and the text part read from it (with `html=False`, the template
+    is the e-mail's text). Raises jinja2 errors, and ValueError for unusable CSS."""
+    # Not marketing: nothing to unsubscribe from (`parley validate` says so of its use).
+    context = {**context, "unsubscribe_url": UNSUBSCRIBE_URL if marketing else ""}
+    title = render_subject(subject, context)
+    if not html:
+        return RenderedEmail(title, None, render(source, context))
+    body = compile_template(source, html=True).render(context).strip()
+    try:
+        inlined = _INLINER.inline(body)
+    except css_inline.InlineError as error:
+        raise ValueError(f"the e-mail's CSS cannot be inlined: {error}") from error
+    return RenderedEmail(title, inlined, text_of_html(inlined))
 
 
 def business_context(business: Mapping[str, Any]) -> dict[str, Any]:

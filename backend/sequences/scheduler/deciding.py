@@ -41,6 +41,7 @@ from backend.sequences.definition import (
     SendStep,
     SequenceDefinition,
     Step,
+    StepMessage,
     UpdateStep,
     WaitStep,
 )
@@ -49,7 +50,7 @@ from backend.sequences.scheduler import claiming, progress
 from backend.sequences.scheduler.facts import Facts, Goal, address_of, load_facts
 from backend.sequences.scheduler.plans import PausePlan, SendPlan
 from backend.sequences.scheduler.timing import roll_for, wait_until
-from backend.sequences.templates import render, template_context
+from backend.sequences.templates import RenderedEmail, render, render_email, template_context
 
 
 class RecordsPoints(Protocol):
@@ -208,7 +209,7 @@ class Decider:
         work, enrolment, profile, now = visit.work, visit.enrolment, visit.profile, visit.now
         message = step.send
         marketing = message.purpose is Purpose.MARKETING
-        route = self._route(message.channel, message.purpose, profile, visit.phone, visit.facts)
+        route = self._route(message, profile, visit.phone, visit.facts)
         if route is None:
             self._skip(session, visit, "skipped_consent")
             return None
@@ -243,9 +244,19 @@ class Decider:
         if to is None:
             self._skip(session, visit, "failed", f"no {channel.value} address to send to")
             return None
-        template = next(v.template for v in message.choices if v.name == chosen)
+        variant = next(v for v in message.choices if v.name == chosen)
+        email: RenderedEmail | None = None
         try:
-            body = render(template, self._context(visit))
+            if channel is Channel.EMAIL:
+                subject = message.subject_of(variant)
+                assert subject is not None  # the file's model sees to it
+                email = render_email(
+                    subject, variant.template, self._context(visit), marketing,
+                    html=message.channel is SendChannel.EMAIL,
+                )  # fmt: skip
+                body = email.text
+            else:
+                body = render(variant.template, self._context(visit))
         except Exception as error:  # a marketer's template failing on this person
             self._skip(session, visit, "failed", f"the template failed: {error}")
             return None
@@ -261,7 +272,7 @@ class Decider:
                 limits=limits, if_not_now=NotNow.REFUSE,
             ),
             message.asks, channel, record=key == own_key and not work.recorded,
-            new_variant=new_variant,
+            new_variant=new_variant, email=email,
         )  # fmt: skip
 
     @staticmethod
@@ -295,23 +306,26 @@ class Decider:
         )  # fmt: skip
 
     def _route(
-        self,
-        wanted: SendChannel,
-        purpose: Purpose,
-        profile: Profile,
-        phone: str | None,
-        facts: Facts,
+        self, message: StepMessage, profile: Profile, phone: str | None, facts: Facts
     ) -> tuple[Channel, str | None] | None:
-        """The channel and address a text goes by, if consent allows it now: the step's
-        channel, or for `best` the reachable channel the person most recently agreed to
-        (for transactional texts with no agreement on record: SMS, then web)."""
-        web = address_of(profile, IdentityKind.WEB)
-        addresses = {Channel.SMS: phone, Channel.WEB: web, Channel.VOICE: phone}
+        """The channel and address a follow-up goes by, if consent allows it now: the
+        step's channel, or for `best` the reachable channel the person most recently
+        agreed to, e-mail only when the step has a subject (for transactional messages
+        with no agreement on record: SMS, then web, then e-mail)."""
+        wanted, purpose = message.channel, message.purpose
+        addresses = {
+            Channel.SMS: phone,
+            Channel.WEB: address_of(profile, IdentityKind.WEB),
+            Channel.VOICE: phone,
+            Channel.EMAIL: address_of(profile, IdentityKind.EMAIL) or profile.email,
+        }
         if wanted is not SendChannel.BEST:
             channel = Channel(wanted.value)
             if not facts.may_send(profile.id, channel, purpose):
                 return None
             return channel, addresses[channel]
+        if not message.may_email:
+            del addresses[Channel.EMAIL]
         known = facts.consents.get(profile.id, {})
         newest_first = sorted(
             ((c, state, since) for (c, p), (state, since) in known.items() if p is purpose),
@@ -320,7 +334,11 @@ class Decider:
         )
         states = {c: state for c, state, _ in newest_first if c in addresses}
         agreed = [c for c, state in states.items() if state is State.GRANTED]
-        fallback = [] if purpose is Purpose.MARKETING else [Channel.SMS, Channel.WEB]
+        fallback = (
+            []
+            if purpose is Purpose.MARKETING
+            else [c for c in (Channel.SMS, Channel.WEB, Channel.EMAIL) if c in addresses]
+        )
         for channel in [*agreed, *fallback]:
             allowed = consent.allows(states.get(channel, State.NONE), purpose)
             if allowed and addresses[channel] is not None:

@@ -11,17 +11,25 @@ from datetime import datetime
 from backend.consent.ledger import Channel
 from backend.messaging.call_door import Placed
 from backend.messaging.door import Refusal, SendRefused
+from backend.messaging.email_door import Mailed
 from backend.messaging.held import Held
 from backend.messaging.sms_door import OutboundText, Sent
 from backend.messaging.web_door import Pushed
+from backend.sequences.templates import RenderedEmail
 
 # Consent refusals: the person does not want this text; never retried.
 CONSENT_KINDS = frozenset({Refusal.CONSENT_REFUSED, Refusal.RECIPIENT_UNSUBSCRIBED})
 # The text may or may not have reached Twilio: try again later with the same send key,
 # so the door looks it up before sending.
 IN_DOUBT_KINDS = frozenset({Refusal.TWILIO_UNAVAILABLE, Refusal.SEND_IN_PROGRESS})
-# The text was not sent (the number's pace was full): try again later, as a new send.
-NOT_SENT_KINDS = frozenset({Refusal.SENDER_BUSY, Refusal.CHANNEL_UNAVAILABLE})
+# Not sent (the number's or the domain's pace was full, the mail server unreachable or
+# asking to try later, a channel not set up): try again later, as a new send.
+NOT_SENT_KINDS = frozenset(
+    {
+        Refusal.SENDER_BUSY, Refusal.CHANNEL_UNAVAILABLE, Refusal.MAIL_UNAVAILABLE,
+        Refusal.EMAIL_NOT_CONFIGURED,
+    }
+)  # fmt: skip
 # The guards say not yet (quiet hours, the frequency cap): try again when they allow.
 NOT_YET_KINDS = frozenset({Refusal.QUIET_HOURS, Refusal.FREQUENCY_CAP})
 
@@ -45,6 +53,8 @@ class SendPlan:
     record: bool = True
     # The variant was rolled for this send: keep it on the enrolment with the outcome.
     new_variant: bool = False
+    # An e-mail's subject and HTML (`text.body` is its text part).
+    email: RenderedEmail | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,9 @@ def not_recorded(plan: SendPlan) -> Outcome:
     return Outcome(plan, "retry", "Rasa could not record it in the conversation", retry=True)
 
 
-def outcome_of(plan: SendPlan, result: Sent | Placed | Pushed | Held | SendRefused) -> Outcome:
+def outcome_of(
+    plan: SendPlan, result: Sent | Placed | Pushed | Mailed | Held | SendRefused
+) -> Outcome:
     """A door's answer as a step outcome (the door is asked once the text is in the
     person's conversation)."""
     if isinstance(result, Held):  # the scheduler asks to be refused, never held

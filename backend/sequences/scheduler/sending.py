@@ -1,7 +1,9 @@
 """Sending what the deciding half planned, outside any transaction: each follow-up is
 recorded in the person's Rasa conversation first (so a reply is read in context), then
-texts go together through the SMS door, calls through the call door, and web follow-ups
-through the web door; a hand-off pauses the bot in the conversation."""
+texts go together through the SMS door, calls through the call door, web follow-ups
+through the web door and e-mails through the e-mail door (an e-mail is recorded in the
+conversation named by the address, where its reply lands); a hand-off pauses the bot in
+the conversation."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from backend.core.identities import IdentityKind, redact
 from backend.core.logs import get_logger
 from backend.messaging.call_door import CallDoor, OutboundCall
 from backend.messaging.door import SendRefused
+from backend.messaging.email_door import EmailDoor, OutboundEmail
 from backend.messaging.sms_door import SmsDoor
 from backend.messaging.web_door import WebDoor, WebPush
 from backend.sequences.scheduler.plans import Outcome, SendPlan, not_recorded, outcome_of
@@ -34,6 +37,7 @@ class Sender:
     # follow-ups cannot go at all.
     conversations: RasaClient | None
     web: WebDoor | None
+    emails: EmailDoor | None = None
 
     async def send_all(self, plans: list[SendPlan]) -> list[Outcome]:
         """Send a batch's follow-ups: texts together through the door, web and voice
@@ -60,6 +64,8 @@ class Sender:
         in the same conversation)."""
         if plan.channel is Channel.WEB:
             return await self._push_to_web(plan)
+        if plan.channel is Channel.EMAIL:
+            return await self._email(plan)
         if self.calls is None:
             return Outcome(plan, "retry", f"{plan.channel.value} is not configured", retry=True)
         if not (await self._record([plan]))[0]:
@@ -75,6 +81,27 @@ class Sender:
         except SendRefused as refused:
             return outcome_of(plan, refused)
         return outcome_of(plan, placed)
+
+    async def _email(self, plan: SendPlan) -> Outcome:
+        """An e-mail follow-up: recorded in the address's conversation, then through the
+        e-mail door (consent, suppression, the guards and the domain's pace again)."""
+        if self.emails is None:
+            return Outcome(plan, "retry", "e-mail is not configured", retry=True)
+        if not (await self._record([plan]))[0]:
+            return not_recorded(plan)
+        text, email = plan.text, plan.email
+        assert email is not None  # deciding renders every e-mail's subject and HTML
+        try:
+            mailed = await self.emails.send(
+                OutboundEmail(
+                    to=text.to, subject=email.subject, text=text.body, html=email.html,
+                    purpose=text.purpose, send_key=text.send_key, follow_up=text.follow_up,
+                    if_not_now=text.if_not_now, limits=text.limits,
+                )
+            )  # fmt: skip
+        except SendRefused as refused:
+            return outcome_of(plan, refused)
+        return outcome_of(plan, mailed)
 
     async def _push_to_web(self, plan: SendPlan) -> Outcome:
         """A web follow-up, through the web door: into the person's web chat

@@ -36,6 +36,7 @@ from backend.core.clock import Clock
 from backend.core.logs import get_logger
 from backend.core.models import SequenceWork
 from backend.messaging.call_door import CallDoor
+from backend.messaging.email_door import EmailDoor
 from backend.messaging.guards import ContactRules
 from backend.messaging.held import HeldMessages
 from backend.messaging.sms_door import SmsDoor
@@ -78,6 +79,8 @@ class Worker:
     conversations: RasaClient | None = None
     # The web door (None when Rasa's token is not set: web follow-ups cannot go).
     web: WebDoor | None = None
+    # The e-mail door (None: e-mail follow-ups wait until it is set up).
+    emails: EmailDoor | None = None
     # Marketing messages the doors held, delivered by this loop when they may go.
     held: HeldMessages | None = None
     # The retention job, run once a day by whichever worker gets there first.
@@ -110,8 +113,9 @@ class Worker:
     @property
     def sender(self) -> Sender:
         return Sender(
-            self.sessions, self.clock, self.door, self.calls, self.conversations, self.web
-        )
+            self.sessions, self.clock, self.door, self.calls, self.conversations, self.web,
+            self.emails,
+        )  # fmt: skip
 
     @property
     def outcomes(self) -> StepOutcomes:

@@ -13,6 +13,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 
 from backend.core.settings import PROJECT_ROOT
 from backend.data_files import load_sequences, validate
+from backend.messaging.email_message import UNSUBSCRIBE_URL
 from backend.sequences.definition import (
     BranchStep,
     EventCondition,
@@ -24,7 +25,7 @@ from backend.sequences.definition import (
     WaitStep,
     parse_duration,
 )
-from backend.sequences.templates import render, template_context
+from backend.sequences.templates import render, render_email, template_context
 from message_rules.sms import segments
 
 SHIPPED = PROJECT_ROOT / "data"
@@ -271,8 +272,8 @@ CASES = {
         "0.75 is not a holdout share",
     ),
     "unknown channel": (
-        BASE.replace("channel: sms", "channel: email  # <-"),
-        "steps.1.send.channel: Input should be 'sms', 'web', 'voice' or 'best'",
+        BASE.replace("channel: sms", "channel: fax  # <-"),
+        "steps.1.send.channel: Input should be 'sms', 'web', 'voice', 'email' or 'best'",
     ),
     "re-entry nonsense": (
         BASE.replace("steps:\n", "reentry: sometimes  # <-\nsteps:\n"),
@@ -609,3 +610,132 @@ steps:
     [(line, message)] = mistakes_in(data, text)
     assert line == 7 and "the bot has no follow-up question 'dmeo'" in message
     assert "did you mean 'demo'" in message
+
+
+# ------------------------------------------------------------------------ e-mail steps
+
+EMAIL = """\
+trigger:
+  event: trial_started
+steps:
+  - id: welcome
+    send:
+      channel: email
+      subject: "Welcome to {{ business.name }}, {{ profile.first_name or 'friend' }}"
+      template: |
+        <style>p { color: #333; }</style>
+        <p>Hi {{ profile.first_name or "there" }}, welcome aboard.</p>
+        <p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>
+"""
+
+
+def test_an_email_step_with_subject_html_and_unsubscribe_link_is_valid(data: Path) -> None:
+    assert mistakes_in(data, EMAIL) == []
+    [sequence] = load_sequences(data)
+    step = sequence.steps[0]
+    assert isinstance(step, SendStep) and step.send.may_email
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "expected"),
+    [
+        # No subject.
+        (
+            (
+                "      subject: \"Welcome to {{ business.name }}, {{ profile.first_name or 'friend' }}\"\n",
+                "",
+            ),
+            "      channel: email",
+            "an e-mail needs a `subject`",
+        ),
+        # A name the subject cannot use, reported on the subject's line.
+        (
+            ("{{ profile.first_name or 'friend' }}\"", '{{ profile.nickname }}"'),
+            "      subject:",
+            "the subject uses 'nickname', which is not there",
+        ),
+        (
+            ("{{ business.name }},", "{{ company }},"),
+            "      subject:",
+            "the subject uses 'company', which does not exist",
+        ),
+        # A mistake on the template's second line, reported on that line of the file.
+        (
+            ('Hi {{ profile.first_name or "there" }}', "Hi {{ profile.nickname }}"),
+            "        <p>Hi",
+            "the template uses 'nickname', which is not there",
+        ),
+        (
+            ('Hi {{ profile.first_name or "there" }}', "Hi {% if %}"),
+            "        <p>Hi",
+            "template syntax",
+        ),
+        # The unsubscribe link written as text, not as a link.
+        (
+            (
+                '<a href="{{ unsubscribe_url }}">Unsubscribe</a>',
+                "Unsubscribe: {{ unsubscribe_url }}",
+            ),
+            "        <p>Unsubscribe",
+            "put `unsubscribe_url` in a link",
+        ),
+        # An unsubscribe link in a transactional e-mail: nothing to unsubscribe from.
+        (
+            ("      channel: email\n", "      channel: email\n      purpose: transactional\n"),
+            '        <p><a href="{{ unsubscribe_url }}">',
+            "only marketing e-mails have an unsubscribe",
+        ),
+        # A subject on a text.
+        (
+            ("      channel: email\n", "      channel: sms\n"),
+            "      channel: sms",
+            "only e-mails have a subject",
+        ),
+    ],
+)
+def test_email_mistakes_are_reported_at_their_line(
+    data: Path, change: tuple[str, str], where: str, expected: str
+) -> None:
+    text = EMAIL.replace(*change)
+    assert text != EMAIL
+    found = mistakes_in(data, text)
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if row.startswith(where))
+    assert any(expected in message for _, message in found), found
+    assert [n for n, message in found if expected in message] == [line], found
+
+
+def test_a_subject_too_long_for_a_sample_profile_is_reported(data: Path) -> None:
+    text = EMAIL.replace("Welcome to {{ business.name }}", "Welcome " + "very " * 45)
+    [(line, message)] = mistakes_in(data, text)
+    assert line == 7
+    assert "the subject is" in message and "at most 200" in message
+
+
+def test_an_email_gmail_would_clip_is_reported(data: Path) -> None:
+    # 7,000 short paragraphs: 63 KB as written, over 102 KB once each carries its style.
+    paragraphs = "<p>Tip</p>" * 7000
+    text = EMAIL.replace("<p>Hi {{", paragraphs + "<p>Hi {{")
+    [(_, message)] = mistakes_in(data, text)
+    assert "Gmail clips anything over 102 KB" in message
+
+
+def test_a_text_template_stays_within_2000_characters(data: Path) -> None:
+    text = BASE.replace("Hi {{", "Hi " + "x" * 2000 + " {{")
+    [(_, message)] = mistakes_in(data, text)
+    assert "a text template is at most 2000 characters" in message
+
+
+def test_the_html_escapes_what_it_puts_in_and_the_text_part_is_read_from_it() -> None:
+    context = template_context({"first_name": "Ada <script>"}, {"type": "x"}, BUSINESS)
+    mail = render_email(
+        "Hi {{ profile.first_name }}",
+        '<style>b { color: red; }</style><p>Hi <b>{{ profile.first_name }}</b></p>'
+        '<p><a href="{{ unsubscribe_url }}">Stop these</a></p>',
+        context, marketing=True,
+    )  # fmt: skip
+    assert mail.subject == "Hi Ada <script>"  # a header, not HTML
+    assert mail.html is not None
+    assert '<b style="color: red;">Ada &lt;script&gt;</b>' in mail.html
+    assert f'<a href="{UNSUBSCRIBE_URL}">' in mail.html
+    assert mail.text.splitlines()[0] == "Hi Ada <script>"
+    assert f"[Stop these]({UNSUBSCRIBE_URL})" in mail.text
