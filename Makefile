@@ -45,7 +45,7 @@ typecheck: install ## mypy, each runtime with its own interpreter and libraries.
 	$(BOT)/bin/mypy actions bot channels message_rules tests/bot tests/message_rules tests/model
 
 test-backend: install ## Backend unit and API tests (SQLite and PostgreSQL).
-	$(VENV)/bin/pytest tests/backend
+	$(VENV)/bin/pytest -n auto tests/backend
 
 test-bot: install ## Action and action-server tests (Python 3.10, against the real backend).
 	$(BOT)/bin/python -m pytest -p no:cacheprovider tests/bot tests/message_rules

@@ -20,6 +20,7 @@ from backend.api.keys import (
     DESK,
     DIRECTORY,
     EMAIL_DOOR,
+    EMAIL_REPLIES,
     ENGINE,
     FILE_SEGMENTS,
     HELD,
@@ -49,8 +50,10 @@ from backend.core.logs import get_logger
 from backend.core.settings import Settings
 from backend.events.recording import EventRecorder
 from backend.handoffs.desk import Desk
+from backend.handoffs.email_replies import EmailReplies
 from backend.messaging.call_door import CallDoor
 from backend.messaging.email_door import EmailDoor
+from backend.messaging.email_inbound import EmailInbox
 from backend.messaging.email_message import Dkim, Sender
 from backend.messaging.guards import ContactGuard
 from backend.messaging.held import Deliver, HeldMessages
@@ -189,7 +192,12 @@ async def _texting(app: web.Application) -> AsyncIterator[None]:
             deliver[channel] = door.deliver_held
     app[HELD] = HeldMessages(sessions, clock, deliver)
     app[PRIVACY] = Privacy(sessions, clock, app[DIRECTORY], app[RASA], app[SCORING])
-    app[DESK] = Desk(sessions, clock, app.get(WEB_DOOR), app.get(SMS_DOOR), app[RASA])
+    app[DESK] = Desk(
+        sessions, clock, app.get(WEB_DOOR), app.get(SMS_DOOR), app[RASA], app[EMAIL_DOOR]
+    )
+    app[EMAIL_REPLIES] = EmailReplies(
+        sessions, clock, EmailInbox(sessions, clock, app[DIRECTORY]), app[RASA]
+    )
     app[RETENTION] = Retention(
         sessions, clock, business.retention, app[RASA] if settings.rasa_token else None
     )
@@ -239,7 +247,9 @@ def email_door(settings: Settings, app: web.Application, guard: ContactGuard) ->
     return EmailDoor(
         sessions=sessions, clock=clock, directory=app[DIRECTORY], guard=guard,
         mailer=Mailer.from_settings(settings),
-        pace=SendingPace(sessions, clock, settings.email_domain_per_second, max_wait=30.0),
+        pace=SendingPace(
+            sessions, clock, settings.email_domain_per_second, settings.email_max_wait
+        ),
         sender=Sender(
             business.name, settings.email_from or business.contact_email or "",
             business.address or "",
@@ -248,6 +258,7 @@ def email_door(settings: Settings, app: web.Application, guard: ContactGuard) ->
         unsubscribe_key=unsubscribe.signing_key(key),
         confirmation_key=email_confirmation.signing_key(key),
         dkim=dkim,
+        in_flight=timedelta(seconds=settings.email_max_wait + settings.smtp_timeout_seconds + 5),
     )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from backend.core.models import ApiToken
 from backend.core.settings import Settings
 from backend.data_files import BusinessTexts
 from backend.handoffs.desk import Desk
+from backend.handoffs.email_replies import EmailReplies
 from backend.messaging.call_door import CallDoor
 from backend.messaging.email_door import EmailDoor
 from backend.messaging.held import HeldMessages
@@ -54,9 +55,12 @@ WEB_DOOR = web.AppKey("web_door", WebDoor)
 HELD = web.AppKey("held", HeldMessages)
 # The one door for outbound e-mail (to the configured SMTP server, or the local sink).
 EMAIL_DOOR = web.AppKey("email_door", EmailDoor)
+# E-mails people send: recorded, and handed to a person to answer by e-mail.
+EMAIL_REPLIES = web.AppKey("email_replies", EmailReplies)
 # Mailgun's webhook, when its signing key is set.
 MAILGUN = web.AppKey("mailgun", MailgunWebhook)
-# What agents do with hand-offs: claim, reply (through the web and SMS doors), close.
+# What agents do with hand-offs: claim, reply (through the web, SMS and e-mail doors),
+# close.
 DESK = web.AppKey("desk", Desk)
 # GDPR export and erasure (for the API and the console).
 PRIVACY = web.AppKey("privacy", Privacy)

@@ -27,7 +27,7 @@ PUBLIC: frozenset[str] = frozenset(
 PUBLIC |= {"webchat_widget", "webchat_demo", "start_chat_session", "chat_history"}
 # Unsubscribing from e-mail needs no sign-in: the signed token in the link is the proof.
 # Mailgun's webhook carries no token: it is checked against Mailgun's signature.
-PUBLIC |= {"mailgun_events"}
+PUBLIC |= {"mailgun_events", "mailgun_inbound"}
 PUBLIC |= {
     "email_unsubscribe_page",
     "email_unsubscribe",
@@ -90,6 +90,7 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "run_retention": frozenset({ADMIN}),
     "send_text": WRITERS,
     "record_email_events": MACHINES,
+    "receive_email": MACHINES,
     "get_message": EVERYONE,
     "list_held": EVERYONE,
     "get_held": EVERYONE,

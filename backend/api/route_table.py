@@ -24,7 +24,16 @@ from backend.demos.schemas import DemoIn, DemoList, DemoMove, DemoOut
 from backend.events import routes as events
 from backend.events.schemas import EventPage, EventsAccepted
 from backend.handoffs import routes as handoffs
-from backend.handoffs.schemas import ClaimIn, HandoffIn, HandoffList, HandoffOut, ReplyIn, ReplySent
+from backend.handoffs.schemas import (
+    ClaimIn,
+    EmailIn,
+    EmailReceivedOut,
+    HandoffIn,
+    HandoffList,
+    HandoffOut,
+    ReplyIn,
+    ReplySent,
+)
 from backend.messaging import routes as messages
 from backend.messaging.schemas import (
     EmailEventsIn,
@@ -317,6 +326,16 @@ ROUTES: list[Route] = [
     Route("POST", "/webhooks/mailgun", "mailgun_events", messages.mailgun_events,
           "Mailgun's event webhook (checked against Mailgun's signature): bounces and "
           "complaints.", "messages", responses={200: EmailEventsRecorded}),
+    Route("POST", "/api/v1/email/inbound", "receive_email", handoffs.receive_email,
+          "An e-mail a person sent the business (from any provider's inbound hook or an "
+          "IMAP reader): recorded once per Message-ID; a reply ends their sequences at the "
+          "next step and waits in a hand-off for a person to answer by e-mail; the subject "
+          "\"unsubscribe\" withdraws e-mail marketing instead.", "handoffs", body=EmailIn,
+          responses={200: EmailReceivedOut, 201: EmailReceivedOut}),
+    Route("POST", "/webhooks/mailgun/inbound", "mailgun_inbound", handoffs.mailgun_inbound,
+          "Mailgun's inbound route (forward(), fully parsed; checked against Mailgun's "
+          "signature): as POST /api/v1/email/inbound.", "handoffs",
+          responses={200: EmailReceivedOut, 201: EmailReceivedOut}),
     Route("GET", "/email/unsubscribe/{token}", "email_unsubscribe_page",
           consent.unsubscribe_page,
           "The page a marketing e-mail's unsubscribe link opens (the token is the only "

@@ -1,6 +1,7 @@
 """Unsubscribing from marketing e-mail, without signing in: from the link every
 marketing e-mail shows, or the one-click POST its `List-Unsubscribe` header offers
-(RFC 8058), which mail apps send when the person presses their own Unsubscribe.
+(RFC 8058), which mail apps send when the person presses their own Unsubscribe (or the
+e-mail to the header's mailto, which older apps send instead).
 
 The link carries a token signed with a key derived from the installation's secret key
 (HS256, pyjwt), naming the person, the address and the e-mail it came in: nobody can
@@ -34,6 +35,7 @@ ALGORITHM = "HS256"
 class Method(StrEnum):
     LINK = "link"  # the link in the e-mail, then the page's button
     ONE_CLICK = "one-click"  # RFC 8058: the mail app's own button
+    MAILTO = "mailto"  # an e-mail to List-Unsubscribe's mailto (messaging.email_inbound)
 
 
 @dataclass(frozen=True)

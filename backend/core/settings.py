@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     # At most this many e-mails a second to one receiving domain (gmail.com, …), shared
     # by every backend replica: providers slow down or refuse a sender that floods them.
     email_domain_per_second: float = Field(10.0, gt=0, le=1000)
+    # How long an e-mail may wait for its domain's turn before it is refused (and tried
+    # again later by whoever sent it).
+    email_max_wait: float = Field(30.0, ge=0, le=300)
     # Mailgun's HTTP webhook signing key: with it, POST /webhooks/mailgun takes Mailgun's
     # bounce and complaint events (checked against their signature). `parley run` makes
     # one for the local mail sink, which signs its simulated events with it.

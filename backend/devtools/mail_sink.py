@@ -15,6 +15,9 @@ local Twilio.
   e-mail: a signed Mailgun webhook to `mailgun`'s URL (`parley run` points it at the
   backend's /webhooks/mailgun with a signing key of its own), answered with the
   backend's answer.
+- `POST /sink/emails/{id}/reply` (`{"text": "…"}`, `"subject"` optional) plays the
+  person answering the e-mail: their reply, as Mailgun's inbound route forwards it
+  (signed, to the webhook URL + `/inbound`), threaded to the e-mail by In-Reply-To.
 
 Magic recipients, as Twilio's magic numbers: a local part starting `bounce` is refused
 at RCPT with 550 5.1.1 (a hard bounce: no such mailbox), one starting `busy` with 451
@@ -28,6 +31,7 @@ import hashlib
 import hmac
 import html
 import itertools
+import json
 import secrets
 import time
 from collections.abc import Callable
@@ -142,6 +146,7 @@ class MailSink:
         app.router.add_get("/sink/emails/{id}", self.one)
         app.router.add_post("/sink/emails/{id}/bounce", self.bounce)
         app.router.add_post("/sink/emails/{id}/complaint", self.complaint)
+        app.router.add_post("/sink/emails/{id}/reply", self.reply)
         return app
 
     async def list_emails(self, request: web.Request) -> web.Response:
@@ -180,12 +185,48 @@ class MailSink:
         """The person marked the e-mail as spam, reported as Mailgun reports it."""
         return await self._report(self._found(request), "complained", {})
 
-    async def _report(self, received: Received, kind: str, more: dict[str, Any]) -> web.Response:
+    async def reply(self, request: web.Request) -> web.Response:
+        """The person answers the e-mail, as Mailgun's inbound route forwards a reply."""
+        received = self._found(request)
+        body = await request.json() if request.can_read_body else {}
+        text = body.get("text") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise web.HTTPBadRequest(text='give the reply\'s words: {"text": "…"}')
+        url, key = self._mailgun()
+        subject = body.get("subject") or f"Re: {received.message['Subject'] or ''}"
+        ours = str(received.message["Message-ID"] or "")
+        message_id = f"<reply.{secrets.token_hex(8)}@{received.rcpt_tos[0].rsplit('@', 1)[-1]}>"
+        headers = [["From", received.rcpt_tos[0]], ["To", received.mail_from],
+                   ["Subject", subject], ["Message-Id", message_id], ["In-Reply-To", ours],
+                   ["References", ours]]  # fmt: skip
+        quoted = "\n".join("> " + line for line in (received.part("plain") or "").splitlines())
+        form = {
+            **self._signature(key), "recipient": received.mail_from,
+            "sender": received.rcpt_tos[0], "from": received.rcpt_tos[0], "subject": subject,
+            "body-plain": f"{text}\n\nOn an earlier day, you wrote:\n{quoted}",
+            "stripped-text": text, "message-headers": json.dumps(headers),
+        }  # fmt: skip
+        async with (
+            aiohttp.ClientSession() as client,
+            client.post(url + "/inbound", data=form) as answer,
+        ):
+            return web.Response(
+                status=answer.status, text=await answer.text(), content_type="application/json"
+            )
+
+    def _mailgun(self) -> tuple[str, str]:
         if self.mailgun is None:
             raise web.HTTPConflict(text="no webhook to report to (PARLEY_MAILGUN_WEBHOOK_URL)")
-        url, key = self.mailgun
+        return self.mailgun
+
+    def _signature(self, key: str) -> dict[str, str]:
+        timestamp, token = str(int(self.clock())), secrets.token_hex(25)
+        signed = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
+        return {"timestamp": timestamp, "token": token, "signature": signed}
+
+    async def _report(self, received: Received, kind: str, more: dict[str, Any]) -> web.Response:
+        url, key = self._mailgun()
         now = self.clock()
-        timestamp, token = str(int(now)), secrets.token_hex(25)
         event = {
             "event": kind, "id": secrets.token_urlsafe(16), "timestamp": now,
             "recipient": received.rcpt_tos[0],
@@ -193,9 +234,7 @@ class MailSink:
                                     .strip("<>")}},
             **more,
         }  # fmt: skip
-        signed = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
-        body = {"signature": {"timestamp": timestamp, "token": token, "signature": signed},
-                "event-data": event}  # fmt: skip
+        body = {"signature": self._signature(key), "event-data": event}
         async with aiohttp.ClientSession() as client, client.post(url, json=body) as answer:
             return web.Response(
                 status=answer.status, text=await answer.text(), content_type="application/json"

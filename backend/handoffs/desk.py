@@ -6,10 +6,11 @@ agent's name; an admin may take over or release someone else's claim.
 Every reply goes through the channel's one door, with its checks and its record: a web
 chat reply is pushed into the visitor's conversation (their open page shows it, and its
 history after a reload); a text goes through the SMS door as the answer to the
-customer's latest text. Both are also put in the person's Rasa conversation as words
-said by the agent (`metadata.agent`), so the bot knows what was said when it takes over
-again. Calls and voice assistants cannot be written to: their hand-offs are call-back
-tasks.
+customer's latest text; an e-mail through the e-mail door as the answer to their latest
+e-mail ("Re:" its subject, `In-Reply-To` its Message-ID, so it threads in their mail
+app). Each is also put in the person's Rasa conversation as words said by the agent
+(`metadata.agent`), so the bot knows what was said when it takes over again. Calls and
+voice assistants cannot be written to: their hand-offs are call-back tasks.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from backend.core.models import Handoff, Message
 from backend.handoffs import handoff as handoffs
 from backend.handoffs.handoff import HandoffConflict, is_call_back
 from backend.messaging.door import MessagePurpose, NotNow
+from backend.messaging.email_door import EmailDoor, OutboundEmail
 from backend.messaging.held import Held
 from backend.messaging.sms_door import OutboundText, SmsDoor
 from backend.messaging.web_door import WebDoor, WebPush
@@ -67,6 +69,7 @@ class Desk:
     web: WebDoor | None  # absent without Rasa's token
     sms: SmsDoor | None  # absent without a Twilio auth token
     conversations: RasaClient
+    email: EmailDoor | None = None
 
     async def claim(
         self, handoff_id: uuid.UUID, agent: audit.Actor, take_over: bool = False
@@ -136,13 +139,14 @@ class Desk:
             conversation, channel, profile = (
                 handoff.conversation_id, handoff.channel, handoff.profile_id
             )  # fmt: skip
-            answering = await self._latest_text_from(session, conversation)
+            answering = await self._latest_from(session, conversation, channel)
         metadata = {AGENT_KEY: agent.name}
-        door = self.web if channel == "webchat" else self.sms
+        door = {"webchat": self.web, "sms": self.sms, "email": self.email}[channel]
         if door is None:
             raise ReplyRefused(
                 ReplyRefusal.NOT_CONFIGURED, f"Parley is not set up to send {channel} messages."
             )
+        purpose = MessagePurpose.CONVERSATIONAL if answering else MessagePurpose.TRANSACTIONAL
         if isinstance(door, WebDoor):
             pushed = await door.push(
                 WebPush(
@@ -153,18 +157,27 @@ class Desk:
             )  # fmt: skip
             assert not isinstance(pushed, Held)  # only marketing is ever held
             message = pushed.message
+        elif isinstance(door, EmailDoor):
+            await self.conversations.record_follow_up(conversation, body, None, metadata)
+            mailed = await door.send(
+                OutboundEmail(
+                    to=conversation, subject=_re(answering.subject if answering else None),
+                    text=body, purpose=purpose, send_key=send_key, if_not_now=NotNow.REFUSE,
+                    requested_by=agent.name,
+                    in_reply_to=answering.media.get("message_id") if answering else None,
+                )
+            )  # fmt: skip
+            assert not isinstance(mailed, Held)
+            message = mailed.message
         else:
             # The words go into the conversation first, as the scheduler's follow-ups do:
             # if Rasa cannot take them, nothing has been sent.
             await self.conversations.record_follow_up(conversation, body, None, metadata)
             sent = await door.send(
                 OutboundText(
-                    to=conversation, body=body,
-                    purpose=(
-                        MessagePurpose.CONVERSATIONAL if answering else MessagePurpose.TRANSACTIONAL
-                    ),
-                    in_reply_to=answering, send_key=send_key, if_not_now=NotNow.REFUSE,
-                    requested_by=agent.name,
+                    to=conversation, body=body, purpose=purpose,
+                    in_reply_to=answering.id if answering else None, send_key=send_key,
+                    if_not_now=NotNow.REFUSE, requested_by=agent.name,
                 )
             )  # fmt: skip
             assert not isinstance(sent, Held)
@@ -184,20 +197,31 @@ class Desk:
                 f"A {handoff.channel} conversation cannot be written to: call the customer "
                 "back, then close the hand-off.",
             )
-        if handoff.channel not in ("webchat", "sms"):
+        if handoff.channel not in ("webchat", "sms", "email"):
             raise ReplyRefused(
                 ReplyRefusal.NO_PUSH,
                 f"The {handoff.channel} channel only answers the customer's own requests.",
             )
 
-    async def _latest_text_from(self, session: AsyncSession, number: str) -> int | None:
-        """The customer's latest text, which an agent's text answers (the SMS door's
-        conversational purpose); None on the web."""
-        found: int | None = await session.scalar(
-            select(Message.id)
-            .where(Message.direction == "inbound", Message.channel == "sms",
-                   Message.from_address == number)
+    async def _latest_from(
+        self, session: AsyncSession, address: str, channel: str
+    ) -> Message | None:
+        """The customer's latest text or e-mail, which an agent's reply answers (the
+        doors' conversational purpose); None on the web."""
+        if channel not in ("sms", "email"):
+            return None
+        found: Message | None = await session.scalar(
+            select(Message)
+            .where(Message.direction == "inbound", Message.channel == channel,
+                   Message.from_address == address)
             .order_by(Message.id.desc())
             .limit(1)
         )  # fmt: skip
         return found
+
+
+def _re(subject: str | None) -> str:
+    """The subject of an answer: "Re:" the customer's, once."""
+    if not subject:
+        return "Your message"
+    return subject if subject.lower().startswith("re:") else f"Re: {subject}"

@@ -7,19 +7,32 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from backend.api.bodies import path_uuid, query_choice, read_body, respond, row_by_id
-from backend.api.keys import CALLER, CLOCK, DESK, DIRECTORY, SESSIONS
+from backend.api.keys import CALLER, CLOCK, DESK, DIRECTORY, EMAIL_REPLIES, MAILGUN, SESSIONS
 from backend.api.problems import Problem
 from backend.conversations.rasa_client import RasaUnavailable
 from backend.core.logs import get_logger
 from backend.core.models import Handoff, Message
 from backend.handoffs import handoff as handoffs
 from backend.handoffs.desk import ReplyRefusal, ReplyRefused
+from backend.handoffs.email_replies import EmailReceived
 from backend.handoffs.handoff import HandoffConflict
-from backend.handoffs.schemas import ClaimIn, HandoffIn, HandoffList, HandoffOut, ReplyIn, ReplySent
+from backend.handoffs.schemas import (
+    ClaimIn,
+    EmailIn,
+    EmailReceivedOut,
+    HandoffIn,
+    HandoffList,
+    HandoffOut,
+    ReplyIn,
+    ReplySent,
+)
+from backend.messaging import mailgun
 from backend.messaging.door import SendRefused
+from backend.messaging.email_inbound import InboundEmail
+from backend.messaging.mailgun import NotFromMailgun
 from backend.messaging.routes import refusal_problem
 
 log = get_logger(__name__)
@@ -139,3 +152,82 @@ async def reply_handoff(request: web.Request) -> web.Response:
 async def close_handoff(request: web.Request) -> web.Response:
     desk = request.app[DESK]
     return respond(await _on_desk(request, desk.close(_id(request), request[CALLER])))
+
+
+async def receive_email(request: web.Request) -> web.Response:
+    """An e-mail a person sent, from any provider's inbound hook: recorded once, and
+    handed to a person (or, subject "unsubscribe", their e-mail marketing withdrawn)."""
+    body = await read_body(request, EmailIn)
+    mail = InboundEmail(
+        sender=body.from_, recipient=body.to, subject=body.subject.strip(),
+        text=body.text.strip(), message_id=body.message_id, in_reply_to=body.in_reply_to,
+    )  # fmt: skip
+    return _email_received(await request.app[EMAIL_REPLIES].receive(mail))
+
+
+async def mailgun_inbound(request: web.Request) -> web.Response:
+    """Mailgun's inbound route (forward(), fully parsed), checked against Mailgun's
+    signature; 406 for an e-mail Parley cannot take, which Mailgun does not retry."""
+    webhook = request.app.get(MAILGUN)
+    if webhook is None:
+        raise Problem(
+            404, "Mailgun's webhook is not configured here: set "
+            "PARLEY_MAILGUN_WEBHOOK_SIGNING_KEY.", type_="mailgun-not-configured",
+        )  # fmt: skip
+    if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        raise Problem(415, "Mailgun posts a form.", type_="unsupported-media-type")
+    fields = await _mailgun_form(request)
+    try:
+        webhook.check(fields, request.app[CLOCK].now())
+    except NotFromMailgun as refused:
+        log.warning("mailgun.refused", reason=str(refused))
+        raise Problem(401, f"Not from Mailgun: {refused}.", type_="invalid-signature") from None
+    try:
+        mail = mailgun.inbound_email(fields)
+    except mailgun.Unreadable as error:
+        raise Problem(406, f"Parley cannot take this e-mail: {error}.",
+                      type_="unreadable-email") from None  # fmt: skip
+    return _email_received(await request.app[EMAIL_REPLIES].receive(mail))
+
+
+# The fields of a forwarded e-mail, all told (its words, headers, the HTML): attachments
+# are skipped as they stream by, so an e-mail with large ones still lands.
+MAX_EMAIL_FIELDS = 2 * 1024 * 1024
+
+
+async def _mailgun_form(request: web.Request) -> dict[str, str]:
+    """The form's text fields; attachments (multipart parts with a file name) are not
+    kept: the person's words are what the agent answers."""
+    try:
+        if request.content_type == "application/x-www-form-urlencoded":
+            form = await request.post()
+            return {k: v for k, v in form.items() if isinstance(v, str)}
+        fields: dict[str, str] = {}
+        size = 0
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.filename or not part.name:
+                await part.release()
+                continue
+            value = bytearray()
+            while chunk := await part.read_chunk():
+                size += len(chunk)
+                if size > MAX_EMAIL_FIELDS:
+                    raise Problem(413, "The e-mail's text is too large.", type_="body-too-large")
+                value += chunk
+            fields[part.name] = value.decode("utf-8", "replace")
+        return fields
+    except (ValueError, UnicodeError):
+        raise Problem(400, "The form cannot be read.", type_="invalid-body") from None
+
+
+def _email_received(done: EmailReceived) -> web.Response:
+    received = done.received
+    return respond(
+        EmailReceivedOut(
+            message_id=received.message.id, profile_id=received.profile_id,
+            outcome="unsubscribed" if received.unsubscribed else "handed_off",
+            repeated=received.repeated, handoff_id=done.handoff.id if done.handoff else None,
+        ),
+        status=200 if received.repeated else 201,
+    )  # fmt: skip

@@ -11,7 +11,10 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
 )
+
+from backend.core.identities import InvalidAddress, normalise_email
 
 
 class HandoffIn(BaseModel):
@@ -77,3 +80,36 @@ class ReplySent(BaseModel):
     message_id: int
     channel: str
     status: str = Field(description="the door's status: sent, queued, failed, ...")
+
+
+class EmailIn(BaseModel):
+    """An e-mail a person sent the business, as any mail provider's inbound hook (or an
+    IMAP reader) hands it over: `text` is their words without the e-mail they quote."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: Annotated[str, StringConstraints(min_length=3, max_length=320)] = Field(alias="from")
+    to: Annotated[str, StringConstraints(max_length=320)] = ""
+    subject: Annotated[str, StringConstraints(max_length=998)] = ""
+    text: Annotated[str, StringConstraints(max_length=100_000)]
+    message_id: Annotated[str, StringConstraints(min_length=3, max_length=998)] | None = None
+    in_reply_to: Annotated[str, StringConstraints(min_length=3, max_length=998)] | None = None
+
+    @field_validator("from_")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        try:
+            return normalise_email(value)
+        except InvalidAddress as error:
+            raise ValueError(f"not an e-mail address: {error}") from None
+
+
+class EmailReceivedOut(BaseModel):
+    """What became of an e-mail: a reply waits in a hand-off; an unsubscribe request
+    withdrew e-mail marketing consent."""
+
+    message_id: int
+    profile_id: uuid.UUID
+    outcome: Literal["handed_off", "unsubscribed"]
+    repeated: bool
+    handoff_id: uuid.UUID | None

@@ -12,7 +12,15 @@ SMTP server. The same send key again is the same send, answered from the record.
 Outcomes: accepted by the server (`sent`); refused for good, a 5xx such as "no such
 mailbox" (`failed`, 422 undeliverable-address); or the server not reached or asking to
 try later (`failed`, 502 mail-unavailable), in which case the send key is freed so that
-a retry with the same key sends it."""
+a retry with the same key sends it.
+
+A process may stop in the middle of a send. The record says how far it got: `queued`
+(recorded, not yet handed over: the server has not been given the recipient and the
+e-mail) and `sending` (the server accepted the recipient; the e-mail is being handed
+over). Once `in_flight` has passed, the same send key finds a `queued` e-mail never
+handed over and sends it (the same message, the same Message-ID), and a `sending` one
+as sent: the server may have taken it in the milliseconds it had it, and mail is not
+sent twice on a guess. SMTP cannot be asked afterwards what it took (RFC 1047)."""
 
 from __future__ import annotations
 
@@ -20,8 +28,9 @@ import html
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from email.message import EmailMessage
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.consent import email_confirmation, unsubscribe
@@ -43,7 +52,7 @@ from backend.messaging.email_message import Dkim, Sender, Unsubscribe
 from backend.messaging.guards import ContactGuard, Limits
 from backend.messaging.held import Held, Outbound, earlier_send, guard_one
 from backend.messaging.pacing import SendingPace
-from backend.messaging.smtp import Mailer, MailRefused, MailUnavailable
+from backend.messaging.smtp import Mailer, MailInDoubt, MailRefused, MailUnavailable
 from backend.people.profiles import ProfileDirectory
 
 log = get_logger(__name__)
@@ -63,6 +72,9 @@ class OutboundEmail:
     if_not_now: NotNow = NotNow.HOLD
     limits: Limits | None = None
     requested_by: str | None = None
+    # The Message-ID of the person's e-mail this answers (an agent's reply): the mail
+    # app shows the answer in the same thread.
+    in_reply_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,10 @@ class EmailDoor:
     unsubscribe_key: bytes
     confirmation_key: bytes
     dkim: Dkim | None = None
+    # How long a send may take from its record to the server's answer (the domain's
+    # pace, then the SMTP timeout): until then a message in the middle of it is on its
+    # way, after that its process stopped.
+    in_flight: timedelta = timedelta(seconds=90)
 
     async def send(self, mail: OutboundEmail) -> Mailed | Held:
         """Check, record and send; the message's record, or the held message when the
@@ -109,7 +125,7 @@ class EmailDoor:
         now = self.clock.now()
         async with self.sessions.begin() as session:
             earlier = await self._earlier(session, mail.send_key)
-            if earlier is not None:
+            if isinstance(earlier, Mailed | Held):
                 return earlier
             if found := await email_feedback.suppressed(session, mail.to):
                 raise SendRefused(
@@ -119,40 +135,71 @@ class EmailDoor:
                 )
             profile = await self.directory.find_by_identity(session, IdentityKind.EMAIL, mail.to)
             await require_consent(session, profile, Channel.EMAIL, mail.purpose, "e-mails")
-            held = await self._guard(session, mail, profile)
-            if isinstance(held, SendRefused):
-                raise held
-            if held is not None:
-                return held
-            row = Message(
-                profile_id=profile.id if profile else None,
-                direction="outbound", channel="email", purpose=mail.purpose.value,
-                to_address=mail.to, from_address=self.sender.address, subject=mail.subject,
-                body=mail.text, media={}, status="queued", batch_id=uuid.uuid4(), part=1,
-                parts=1, send_key=mail.send_key, created_at=now, updated_at=now,
-                enrolment_id=mail.follow_up.enrolment_id if mail.follow_up else None,
-                sequence_step=mail.follow_up.step if mail.follow_up else None,
-                variant=mail.follow_up.variant if mail.follow_up else None,
-            )  # fmt: skip
-            session.add(row)
-            await session.flush()
-            row.provider_sid = email_message.message_id(row.id, self.sender_domain)
+            row = earlier if earlier is not None else await self._new_row(session, mail, profile)
+            if isinstance(row, Held):
+                return row
         links = self._unsubscribe(profile, mail.to, row.id) if marketing and profile else None
         built = email_message.compose(
             self.sender, mail.to, mail.subject, mail.text, mail.html, marketing, links,
-            row.id, now,
+            row.id, now, mail.in_reply_to,
         )  # fmt: skip
+        return await self._hand_over(mail, row, built)
+
+    async def _new_row(
+        self, session: AsyncSession, mail: OutboundEmail, profile: Profile | None
+    ) -> Message | Held:
+        """The message recorded as queued, once the guards let it go now (held else)."""
+        now = self.clock.now()
+        held = await self._guard(session, mail, profile)
+        if isinstance(held, SendRefused):
+            raise held
+        if held is not None:
+            return held
+        row = Message(
+            profile_id=profile.id if profile else None,
+            direction="outbound", channel="email", purpose=mail.purpose.value,
+            to_address=mail.to, from_address=self.sender.address, subject=mail.subject,
+            body=mail.text, media={}, status="queued", batch_id=uuid.uuid4(), part=1,
+            parts=1, send_key=mail.send_key, created_at=now, updated_at=now,
+            enrolment_id=mail.follow_up.enrolment_id if mail.follow_up else None,
+            sequence_step=mail.follow_up.step if mail.follow_up else None,
+            variant=mail.follow_up.variant if mail.follow_up else None,
+        )  # fmt: skip
+        session.add(row)
+        await session.flush()
+        row.provider_sid = email_message.message_id(row.id, self.sender_domain)
+        return row
+
+    async def _hand_over(self, mail: OutboundEmail, row: Message, built: EmailMessage) -> Mailed:
+        """Give the e-mail to the SMTP server, noting when the server has the recipient
+        (`sending`), and record how it went. Raises SendRefused."""
+
+        async def handing_over() -> None:
+            async with self.sessions.begin() as session:
+                await session.execute(
+                    update(Message).where(Message.id == row.id).values(status="sending")
+                )
+
         status, detail, refusal, bounced = "sent", None, None, False
         try:
             await self.pace.wait_turn("email:" + email_message.domain_of(mail.to).lower())
             detail = await self.mailer.send(
-                email_message.as_bytes(built, self.dkim), self.sender.address, mail.to
-            )
+                email_message.as_bytes(built, self.dkim), self.sender.address, mail.to,
+                handing_over,
+            )  # fmt: skip
         except MailRefused as refused:
             status, detail, refusal = "failed", str(refused), Refusal.UNDELIVERABLE_ADDRESS
             bounced = email_feedback.hard_bounce(refused.code, refused.text)
         except MailUnavailable as error:
             status, detail, refusal = "failed", str(error), Refusal.MAIL_UNAVAILABLE
+        except MailInDoubt as error:  # the server had it, then went silent
+            log.warning("email.outcome_unknown", message_id=row.id, error=str(error))
+            raise SendRefused(
+                Refusal.SEND_IN_PROGRESS,
+                f"The mail server did not answer once it had the e-mail ({error}); it is "
+                "taken as sent if it is not known otherwise by the time a retry asks.",
+                [row],
+            ) from error
         except SendRefused as busy:  # the domain's pace is full
             status, detail, refusal = "failed", str(busy), busy.kind
         async with self.sessions.begin() as session:
@@ -250,14 +297,35 @@ class EmailDoor:
             mailto=f"mailto:{self.sender.address}?subject=unsubscribe",
         )
 
-    async def _earlier(self, session: AsyncSession, key: str | None) -> Mailed | Held | None:
+    async def _earlier(
+        self, session: AsyncSession, key: str | None
+    ) -> Mailed | Held | Message | None:
+        """What was sent under this send key: its record, or a queued message that was
+        never handed over (its process stopped) to send now. Raises SEND_IN_PROGRESS
+        while another send of it may still be under way."""
         found = await earlier_send(session, key, "email")
         if not isinstance(found, Message):
             return found
-        if found.status == "queued" and self.clock.now() - found.created_at < IN_FLIGHT:
+        now = self.clock.now()
+        if found.status in ("queued", "sending") and now - found.updated_at < self.in_flight:
             raise SendRefused(
                 Refusal.SEND_IN_PROGRESS, "An e-mail with this send key is on its way.", [found]
             )
+        if found.status == "queued":
+            taken = await session.execute(
+                update(Message)
+                .where(Message.id == found.id, Message.status == "queued",
+                       Message.updated_at == found.updated_at)
+                .values(updated_at=now)
+            )  # fmt: skip
+            if getattr(taken, "rowcount", 0) == 1:
+                log.info("email.resumed", message_id=found.id)
+                return found  # never handed over: this send takes it up
+            raise SendRefused(
+                Refusal.SEND_IN_PROGRESS, "An e-mail with this send key is on its way.", [found]
+            )
+        if found.status == "sending":
+            log.warning("email.outcome_unknown", message_id=found.id)
         return Mailed(found, repeated=True)
 
     async def _guard(
@@ -272,11 +340,6 @@ class EmailDoor:
         return await guard_one(
             session, self.guard, wanted, profile.id, mail.limits, self.clock.now(), "e-mails"
         )
-
-
-# A queued e-mail younger than this may still be on its way (the pace's wait and the
-# SMTP timeout); an older one never got an answer (the process stopped mid-send).
-IN_FLIGHT = timedelta(seconds=90)
 
 
 def _refusal_text(refusal: Refusal, detail: str) -> str:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
@@ -37,6 +38,10 @@ SIGNED_HEADERS = [
 # (follow-up templates write `{{ unsubscribe_url }}`): replaced by the message's link.
 # A URL, so that escaping and CSS inlining leave it as it is.
 UNSUBSCRIBE_URL = "https://unsubscribe.parley.invalid/"
+
+# A Message-ID as it may go into a header again: one <local@domain>, nothing that could
+# break the header (a person's mail app chose it).
+_MESSAGE_ID = re.compile(r"<[^<>\s\x00-\x1f]{1,900}>")
 
 _TEXT_OF_HTML = ParserConfig(css=CSS_PROFILES["relaxed"], display_links=True)
 
@@ -100,14 +105,18 @@ def compose(
     unsubscribe: Unsubscribe | None,
     message: int,
     at: datetime,
+    in_reply_to: str | None = None,
 ) -> EmailMessage:
-    """The e-mail, with its footer, before signing."""
+    """The e-mail, with its footer, before signing; `in_reply_to`: the Message-ID of
+    the e-mail it answers (In-Reply-To and References thread it)."""
     mail = EmailMessage(policy=SMTP)
     mail["From"] = Address(display_name=sender.name, addr_spec=sender.address)
     mail["To"] = to
     mail["Subject"] = subject
     mail["Date"] = format_datetime(at)
     mail["Message-ID"] = message_id(message, domain_of(sender.address))
+    if in_reply_to and _MESSAGE_ID.fullmatch(in_reply_to):
+        mail["In-Reply-To"] = mail["References"] = in_reply_to
     text_footer, html_footer = _footer(sender, marketing, unsubscribe)
     link = unsubscribe.url if marketing and unsubscribe is not None else ""
     text = text.replace(UNSUBSCRIBE_URL, link)

@@ -1,22 +1,32 @@
-"""Mailgun's webhooks, as Mailgun documents them: a JSON body with `signature`
-(`timestamp`, `token`, `signature`: the hex HMAC-SHA256 of timestamp + token under the
-account's HTTP webhook signing key) and `event-data`. A request is taken only if the
-signature matches (compared in constant time), its timestamp is within `MAX_AGE` of
-now, and its token was not seen before in that time (a replay is refused). What Parley
-acts on: `failed` (severity `permanent`: a hard bounce; `temporary`: a soft one) and
-`complained`; other events are acknowledged and left."""
+"""Mailgun's webhooks, as Mailgun documents them, each signed the same way: `timestamp`,
+`token` and `signature`, the hex HMAC-SHA256 of timestamp + token under the account's
+HTTP webhook signing key. A request is taken only if the signature matches (compared in
+constant time), its timestamp is within `MAX_AGE` of now, and its token was not seen
+before in that time (a replay is refused).
+
+- Events: a JSON body with a `signature` object and `event-data`. What Parley acts on:
+  `failed` (severity `permanent`: a hard bounce; `temporary`: a soft one) and
+  `complained`; other events are acknowledged and left.
+- Inbound e-mail, from a route's `forward()` action ("fully parsed"): a form
+  (urlencoded, or multipart with attachments) with the signature fields at its top
+  level, `from`, `recipient`, `subject`, `body-plain`, `stripped-text` (the reply
+  without the quoted e-mail) and `message-headers` (a JSON list of name and value)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.utils import getaddresses, parseaddr
 from typing import Any
 
 from backend.core.identities import InvalidAddress, normalise_email
 from backend.messaging.email_feedback import Feedback, Kind
+from backend.messaging.email_inbound import InboundEmail
 
 MAX_AGE = timedelta(minutes=5)
 SOURCE = "mailgun"
@@ -38,10 +48,19 @@ class MailgunWebhook:
     _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
     def verify(self, body: Any, now: datetime) -> dict[str, Any]:
-        """The event-data of a genuine, fresh, first-seen request. Raises NotFromMailgun."""
+        """The event-data of a genuine, fresh, first-seen event. Raises NotFromMailgun."""
         signed = body.get("signature") if isinstance(body, dict) else None
         if not isinstance(signed, dict):
             raise NotFromMailgun("no signature object")
+        self.check(signed, now)
+        event = body.get("event-data")
+        if not isinstance(event, dict):
+            raise NotFromMailgun("no event-data object")
+        return event
+
+    def check(self, signed: Mapping[str, Any], now: datetime) -> None:
+        """Whether `timestamp`, `token` and `signature` in `signed` are Mailgun's, fresh
+        and first seen. Raises NotFromMailgun."""
         timestamp, token, given = (signed.get(k) for k in ("timestamp", "token", "signature"))
         if not all(isinstance(v, str) and v for v in (timestamp, token, given)):
             raise NotFromMailgun("the signature needs timestamp, token and signature")
@@ -62,10 +81,50 @@ class MailgunWebhook:
         if token in self._seen:
             raise NotFromMailgun("this token was used before (a replay)")
         self._seen[token] = now.timestamp()
-        event = body.get("event-data")
-        if not isinstance(event, dict):
-            raise NotFromMailgun("no event-data object")
-        return event
+
+
+class Unreadable(ValueError):
+    """An inbound e-mail Parley cannot take (no usable sender): Mailgun is told 406,
+    which it does not retry."""
+
+
+def inbound_email(form: Mapping[str, Any]) -> InboundEmail:
+    """A route's forwarded e-mail as Parley records it. Raises Unreadable."""
+    headers = _headers(form.get("message-headers"))
+
+    def field(name: str) -> str:
+        value = form.get(name)
+        return value if isinstance(value, str) else ""
+
+    def header(name: str) -> str | None:
+        value = headers.get(name.lower()) or form.get(name)
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+    _, written = parseaddr(field("from") or field("sender"))
+    try:
+        sender = normalise_email(written)
+    except InvalidAddress:
+        raise Unreadable(f"no usable sender address ({written!r})") from None
+    references = [a for _, a in getaddresses([header("References") or ""]) if a]
+    answers = header("In-Reply-To") or (f"<{references[-1]}>" if references else None)
+    text = field("stripped-text").strip() or field("body-plain").strip()
+    return InboundEmail(
+        sender=sender, recipient=field("recipient"), subject=field("subject").strip(),
+        text=text, message_id=header("Message-Id"), in_reply_to=answers,
+    )  # fmt: skip
+
+
+def _headers(value: object) -> dict[str, str]:
+    """`message-headers`: a JSON list of [name, value], names compared without case."""
+    try:
+        pairs = json.loads(value) if isinstance(value, str) else []
+    except ValueError:
+        return {}
+    found: dict[str, str] = {}
+    for pair in pairs if isinstance(pairs, list) else []:
+        if isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair):
+            found.setdefault(pair[0].lower(), pair[1])
+    return found
 
 
 def feedback(event: dict[str, Any]) -> Feedback | None:

@@ -14,7 +14,8 @@ RASA_TOKEN = "backend-tests-rasa-token"
 @dataclass
 class RasaTrackers:
     """Rasa's HTTP API as the backend uses it: `POST /conversations/{id}/tracker/events`
-    (appends; `output_channel` pushes the bot's words) and the bot's own `GET
+    (appends; `output_channel` pushes the bot's words) and the bot's own `POST
+    /webhooks/conversations/append` (many at once), `GET
     /webhooks/conversations/{id}/tracker` and `DELETE /webhooks/conversations/{id}`
     (channels.conversation_batch)."""
 
@@ -24,6 +25,7 @@ class RasaTrackers:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/conversations/{id}/tracker/events", self.append)
+        app.router.add_post("/webhooks/conversations/append", self.append_to_many)
         app.router.add_get("/webhooks/conversations/{id}/tracker", self.tracker)
         app.router.add_delete("/webhooks/conversations/{id}", self.erase)
         return app
@@ -35,6 +37,17 @@ class RasaTrackers:
         held.extend(await request.json())
         self.pushed_to.append(request.query.get("output_channel"))
         return web.json_response({"events": held})
+
+    async def append_to_many(self, request: web.Request) -> web.Response:
+        """The bot's batch append (channels.conversation_batch): each conversation's."""
+        if request.headers.get("Authorization") != f"Bearer {RASA_TOKEN}":
+            return web.json_response({"message": "no token"}, status=401)
+        body = await request.json()
+        for item in body["conversations"]:
+            self.events.setdefault(item["conversation_id"], []).extend(item["events"])
+        return web.json_response(
+            {"appended": [i["conversation_id"] for i in body["conversations"]], "failed": []}
+        )
 
     async def tracker(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {RASA_TOKEN}":

@@ -65,7 +65,7 @@ def answer(agent: Page, row_text: str, reply: str) -> None:
     expect(agent.locator(".transcript")).to_contain_text("I want to talk to a person")
     agent.get_by_role("button", name="Claim").click()
     expect(agent.locator(".claimed-by")).to_contain_text("agent-")
-    agent.get_by_label(re.compile("^Reply on")).fill(reply)
+    agent.get_by_label(re.compile("^Reply (on|by)")).fill(reply)
     agent.get_by_role("button", name="Send").click()
     expect(agent.locator(".transcript .line.agent", has_text=reply)).to_be_visible()
 

@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import product
 from pathlib import Path
 
 import yaml
@@ -55,16 +56,18 @@ def quiet_hours_far_from(now: datetime) -> tuple[str, str]:
     return start.strftime("%H:%M"), (start + timedelta(minutes=1)).strftime("%H:%M")
 
 
-def follow_up_data(folder: Path) -> Path:
+def follow_up_data(folder: Path, email: bool = False) -> Path:
     """A data folder: the shipped business (its quiet hours moved to a minute twelve
     hours away, since these workers run on the real clock), scoring and segments, and
     one marketing sequence whose only step texts the person as soon as they are
-    enrolled."""
+    enrolled (with `email`, then e-mails them too)."""
     (folder / "sequences").mkdir(parents=True)
     shutil.copy(PROJECT_ROOT / "data" / "scoring.yml", folder)
     business = yaml.safe_load((PROJECT_ROOT / "data" / "business.yml").read_text())
     quiet_from, quiet_until = quiet_hours_far_from(datetime.now(UTC))
     business["follow_ups"]["quiet_hours"] = {"from": quiet_from, "until": quiet_until}
+    if email:  # a text and an e-mail at once: two marketing messages in a day
+        business["follow_ups"]["caps"] = {"per_24h": 2, "per_7d": 3}
     (folder / "business.yml").write_text(yaml.safe_dump(business))
     shutil.copytree(PROJECT_ROOT / "data" / "segments", folder / "segments")
     (folder / "sequences" / f"{SEQUENCE}.yml").write_text(
@@ -79,8 +82,22 @@ steps:
         Hi {{ profile.first_name or "there" }}, welcome to {{ business.name }}.
         Reply STOP to opt out.
 """
+        + (EMAIL_STEP if email else "")
     )
     return folder
+
+
+EMAIL_STEP = """
+  - id: welcome-email
+    send:
+      channel: email
+      subject: "Welcome, {{ profile.first_name }}"
+      template: "<p>Hi {{ profile.first_name }}, here is how to get started.</p>"
+"""
+
+
+def address(index: int) -> str:
+    return f"person{index}@example.com"
 
 
 def number(index: int) -> str:
@@ -88,10 +105,11 @@ def number(index: int) -> str:
 
 
 async def subscribe_and_enrol(
-    database_url: str, data_dir: Path, numbers: Sequence[str]
+    database_url: str, data_dir: Path, numbers: Sequence[str], email: bool = False
 ) -> list[uuid.UUID]:
     """Each number becomes a person (time zone UTC) who granted and confirmed SMS
-    marketing consent and is enrolled in the sequence: its first step is due now."""
+    marketing consent (with `email`, also an address, `address(i)`, with e-mail
+    marketing confirmed) and is enrolled in the sequence: its first step is due now."""
     clock = SystemClock()
     rules = data_files.load_scoring(data_dir)
     [sequence] = [s for s in data_files.load_sequences(data_dir) if s.name == SEQUENCE]
@@ -108,10 +126,16 @@ async def subscribe_and_enrol(
                         fields={"first_name": f"Person{index}", "timezone": "UTC"},
                     )  # fmt: skip
                     profile = identified.profile
-                    for confirm in (False, True):
+                    channels = [(Channel.SMS, Source.SMS_KEYWORD)]
+                    if email:
+                        channels.append((Channel.EMAIL, Source.EMAIL_LINK))
+                        await directory.add_identity(
+                            session, profile, IdentityKind.EMAIL, address(index), None
+                        )
+                    for (channel, source), confirm in product(channels, (False, True)):
                         entry = consent.Entry(
-                            Channel.SMS, Purpose.MARKETING, Action.GRANT, Source.SMS_KEYWORD,
-                            reply="YES", confirm=confirm,
+                            channel, Purpose.MARKETING, Action.GRANT, source, reply="YES",
+                            confirm=confirm,
                         )  # fmt: skip
                         await consent.record(session, profile.id, entry, clock, SystemActor("test"))
                     await enrol(session, sequence, profile, TriggerEvent("enrolled"), clock, rules)

@@ -1,12 +1,13 @@
 """Workers that crash mid-batch: every follow-up still goes out exactly once.
 
-Two `parley worker` processes on PostgreSQL dispatch a send-now marketing text to each
-of N subscribed people through the one door to the local Twilio emulator (real clock,
-short leases, small batches). One of them is killed with SIGKILL again and again, a
+Two `parley worker` processes on PostgreSQL dispatch a send-now marketing text, then a
+marketing e-mail, to each of N subscribed people through the doors to the local Twilio
+emulator and the local mail sink over SMTP (real clock, short leases, small batches). One of them is killed with SIGKILL again and again, a
 moment after it started work (so most likely in the middle of a batch and of a step),
 and started again, while work is left; then the other finishes what is left.
-A killed worker's leased rows are claimed again once the lease expires; its texts that
-were recorded or accepted before it died must neither be sent twice nor be lost."""
+A killed worker's leased rows are claimed again once the lease expires; its texts and
+e-mails that were recorded or accepted before it died must neither be sent twice nor be
+lost."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.core.database import create_engine, create_session_factory
 from backend.core.models import Enrolment, SequenceWork
+from backend.devtools.mail_sink import MailSink
 from backend.devtools.twilio_emulator import TwilioEmulator
 from tests.backend.conftest import _create_postgres_database, _drop_postgres_database, migrate
 from tests.backend.ops.test_worker_process import (
@@ -31,6 +33,7 @@ from tests.backend.ops.test_worker_process import (
     PATIENCE,
     TOKEN,
     ServerFactory,
+    address,
     follow_up_data,
     number,
     start_worker,
@@ -99,8 +102,10 @@ async def test_a_worker_killed_again_and_again_mid_batch_neither_loses_nor_repea
     survivor: asyncio.subprocess.Process | None = None
     victim: asyncio.subprocess.Process | None = None
     enrolling: asyncio.Task[object] | None = None
+    sink = MailSink()
+    smtp = await asyncio.get_running_loop().create_server(sink.smtp, "127.0.0.1", 0)
     try:
-        data_dir = follow_up_data(tmp_path / "data")
+        data_dir = follow_up_data(tmp_path / "data", email=True)
         await migrate(database_url)
         twilio = TwilioEmulator(ACCOUNT, TOKEN)
         twilio_server = await aiohttp_server(twilio.app())
@@ -114,6 +119,11 @@ async def test_a_worker_killed_again_and_again_mid_batch_neither_loses_nor_repea
             PARLEY_SMS_MAX_WAIT="1",
             # A step whose send is in doubt is tried again after 3 s, 6 s, 12 s…
             PARLEY_SCHEDULER_RETRY_SECONDS="3",
+            PARLEY_SMTP_HOST="127.0.0.1", PARLEY_SMTP_PORT=str(smtp.sockets[0].getsockname()[1]),
+            PARLEY_SMTP_SECURITY="none", PARLEY_EMAIL_DOMAIN_PER_SECOND="1000",
+            # As for texts: an e-mail in the middle of its send for longer than 1 s of
+            # waiting and 2 s of SMTP (and 5 s to spare) was left by a killed worker.
+            PARLEY_EMAIL_MAX_WAIT="1", PARLEY_SMTP_TIMEOUT_SECONDS="2",
         )  # fmt: skip
         sessions = create_session_factory(engine)
         rng = random.Random(20261126)  # when to kill: the same each run
@@ -123,7 +133,9 @@ async def test_a_worker_killed_again_and_again_mid_batch_neither_loses_nor_repea
         victim = await start_worker(env, log)
         survivor = await start_worker(env, tmp_path / "survivor.log")
         numbers = [number(i) for i in range(PEOPLE)]
-        enrolling = asyncio.create_task(subscribe_and_enrol(database_url, data_dir, numbers))
+        enrolling = asyncio.create_task(
+            subscribe_and_enrol(database_url, data_dir, numbers, email=True)
+        )
 
         async def work_left() -> bool:
             assert enrolling is not None
@@ -169,19 +181,27 @@ async def test_a_worker_killed_again_and_again_mid_batch_neither_loses_nor_repea
                 await process.wait()
         await engine.dispose()
         await _drop_postgres_database(name)
+        smtp.close()
 
     received = Counter(m.to for m in twilio.messages.values())
+    mailed = Counter(to for r in sink.received for to in r.rcpt_tos)
     assert kills >= 1, "the victim was never killed at work"
+    addresses = [address(i) for i in range(PEOPLE)]
     found = {
         "texted more than once": {to: n for to, n in received.items() if n > 1},
         "never texted": sorted(set(numbers) - set(received)),
+        "e-mailed more than once": {to: n for to, n in mailed.items() if n > 1},
+        "never e-mailed": sorted(set(addresses) - set(mailed)),
         "work left unfinished": Counter(
             f"{w.outcome}: {w.outcome_detail}" for w in rows if w.done_at is None
         ),
     }
-    assert found == {"texted more than once": {}, "never texted": [], "work left unfinished": {}}, (
-        f"after {kills} kills of one of two workers, {len(twilio.messages)} texts to "
-        f"{PEOPLE} people"
-    )
-    assert len(twilio.messages) == PEOPLE
+    assert found == {
+        "texted more than once": {}, "never texted": [], "e-mailed more than once": {},
+        "never e-mailed": [], "work left unfinished": {},
+    }, (
+        f"after {kills} kills of one of two workers, {len(twilio.messages)} texts and "
+        f"{len(sink.received)} e-mails to {PEOPLE} people"
+    )  # fmt: skip
+    assert len(twilio.messages) == len(sink.received) == PEOPLE
     assert enrolments == {"completed": PEOPLE}
