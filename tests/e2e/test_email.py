@@ -98,3 +98,13 @@ def test_a_person_subscribes_by_email_confirms_in_a_browser_and_unsubscribes(
         assert parley.api("GET", check).json()["allowed"] is False
     finally:
         context.close()
+
+    # They answer the e-mail: the sink forwards the reply as Mailgun's inbound route
+    # does, signed with the key `parley run` gave both; it waits for an agent.
+    replied = requests.post(
+        f"{parley.mail}/sink/emails/{news['id']}/reply", json={"text": "Why did I get this?"},
+        timeout=30,
+    )  # fmt: skip
+    assert replied.status_code == 201, replied.text
+    handoff = parley.api("GET", f"/api/v1/handoffs/{replied.json()['handoff_id']}").json()
+    assert (handoff["conversation_id"], handoff["channel"]) == (address, "email")
