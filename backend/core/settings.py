@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = Field(30.0, gt=0, le=300)
+    # SMTP connections one process holds at once (providers cap them per sender).
+    smtp_connections: int = Field(16, ge=1, le=200)
     mail_sink_smtp_port: int = Field(8025, ge=1, le=65535)
     mail_sink_port: int = Field(8026, ge=1, le=65535)
     # Who e-mails are from; unset: the business's contact address (data/business.yml).

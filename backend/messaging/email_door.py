@@ -24,21 +24,25 @@ sent twice on a guess. SMTP cannot be asked afterwards what it took (RFC 1047)."
 
 from __future__ import annotations
 
+import asyncio
 import html
 import uuid
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend.consent import email_confirmation, unsubscribe
+from backend.consent import ledger as consent
 from backend.consent.ledger import Channel
 from backend.core.clock import Clock
 from backend.core.identities import IdentityKind
 from backend.core.logs import get_logger
-from backend.core.models import HeldMessage, Identity, Message, Profile
+from backend.core.models import EmailSuppression, HeldMessage, Identity, Message, Profile
 from backend.messaging import email_feedback, email_message
 from backend.messaging.door import (
     FollowUp,
@@ -46,13 +50,21 @@ from backend.messaging.door import (
     NotNow,
     Refusal,
     SendRefused,
+    refuse_unless_allowed,
     require_consent,
 )
 from backend.messaging.email_message import Dkim, Sender, Unsubscribe
-from backend.messaging.guards import ContactGuard, Limits
-from backend.messaging.held import Held, Outbound, earlier_send, guard_one
+from backend.messaging.guards import ContactGuard, Limits, Wanted
+from backend.messaging.held import (
+    Held,
+    Outbound,
+    earlier_held,
+    earlier_send,
+    guard_one,
+    hold_or_refuse,
+)
 from backend.messaging.pacing import SendingPace
-from backend.messaging.smtp import Mailer, MailInDoubt, MailRefused, MailUnavailable
+from backend.messaging.smtp import Envelope, Mailer, MailInDoubt, MailRefused
 from backend.people.profiles import ProfileDirectory
 
 log = get_logger(__name__)
@@ -105,45 +117,131 @@ class EmailDoor:
     # way, after that its process stopped.
     in_flight: timedelta = timedelta(seconds=90)
 
-    async def send(self, mail: OutboundEmail) -> Mailed | Held:
-        """Check, record and send; the message's record, or the held message when the
-        guards hold a marketing e-mail. Raises `SendRefused`."""
+    def _unsendable(self, mail: OutboundEmail) -> SendRefused | None:
+        """Why no e-mail of this kind can go from here at all, if so."""
         if mail.purpose is MessagePurpose.COMPLIANCE:
-            raise SendRefused(
+            return SendRefused(
                 Refusal.NOT_AN_EMAIL_PURPOSE,
                 "Compliance messages answer a keyword text; e-mail is marketing, "
                 "transactional or conversational.",
             )
         marketing = mail.purpose is MessagePurpose.MARKETING
         if not self.sender.address or (marketing and not self.sender.postal_address):
-            raise SendRefused(
+            return SendRefused(
                 Refusal.EMAIL_NOT_CONFIGURED,
                 "E-mail needs a From address (contact: email: in data/business.yml, or "
                 "PARLEY_EMAIL_FROM) and, for marketing, the business's postal address "
                 "(address: in data/business.yml), which every marketing e-mail shows.",
             )
+        return None
+
+    async def send_many(self, mails: Sequence[OutboundEmail]) -> list[Mailed | Held | SendRefused]:
+        """`send` for many e-mails at once, each answered in its place: checked and
+        recorded in one transaction, handed over side by side, their outcomes stored in
+        one transaction. An e-mail whose send key was used before goes on its own."""
+        results: list[Mailed | Held | SendRefused | None] = [self._unsendable(m) for m in mails]
+        now = self.clock.now()
+        try:
+            async with self.sessions.begin() as session:
+                fresh = await self._record_many(session, mails, results, now)
+        except IntegrityError:
+            # A send key taken by someone else meanwhile: each e-mail on its own.
+            return [await _answer(self.send(m)) for m in mails]
+        built = [
+            (mails[i], row, self._compose(mails[i], owner, row, now)) for i, row, owner in fresh
+        ]
+        for (i, _, _), answer in zip(fresh, await self._hand_over_all(built), strict=True):
+            results[i] = answer
+        for i, mail in enumerate(mails):
+            if results[i] is None:  # its send key was used before
+                results[i] = await _answer(self.send(mail))
+        return [r for r in results if r is not None]
+
+    async def _record_many(
+        self,
+        session: AsyncSession,
+        mails: Sequence[OutboundEmail],
+        results: list[Mailed | Held | SendRefused | None],
+        now: datetime,
+    ) -> list[tuple[int, Message, uuid.UUID | None]]:
+        """`send`'s checks for many e-mails in a few queries: the refused and held ones
+        answered in `results`; the ones to send recorded (index, record, owner). Those
+        whose send key was used before are left for `send`."""
+        keys = [m.send_key for m in mails if m.send_key]
+        used = set(await earlier_held(session, keys)) | set(
+            await session.scalars(select(Message.send_key).where(Message.send_key.in_(keys)))
+        )
+        todo = [i for i, m in enumerate(mails) if results[i] is None and m.send_key not in used]
+        addresses = {mails[i].to for i in todo}
+        gone = set(
+            await session.scalars(
+                select(EmailSuppression.address).where(EmailSuppression.address.in_(addresses))
+            )
+        )
+        owners = await self.directory.ids_by_identity(session, IdentityKind.EMAIL, addresses)
+        consents = await consent.current_of(session, set(owners.values()))
+        allowed: list[tuple[int, uuid.UUID | None]] = []
+        for i in todo:
+            mail, owner = mails[i], owners.get(mails[i].to)
+            try:
+                if mail.to in gone:
+                    raise _suppressed()
+                known = consents.get(owner, {}) if owner else {}
+                refuse_unless_allowed(owner, known, Channel.EMAIL, mail.purpose, "e-mails")
+            except SendRefused as refused:
+                results[i] = refused
+                continue
+            allowed.append((i, owner))
+        guarded = [(i, o) for i, o in allowed if o and mails[i].purpose is MessagePurpose.MARKETING]
+        holds = await self.guard.check(
+            session, [Wanted(o, mails[i].limits) for i, o in guarded], now
+        )
+        held = {i: (o, hold) for (i, o), hold in zip(guarded, holds, strict=True) if hold}
+        fresh: list[tuple[int, Message, uuid.UUID | None]] = []
+        for i, owner in allowed:
+            if i in held:
+                who, hold = held[i]
+                results[i] = hold_or_refuse(
+                    session, self._outbound(mails[i]), who, hold, now, "e-mails"
+                )
+                continue
+            row = self._row(mails[i], owner, now)
+            session.add(row)
+            fresh.append((i, row, owner))
+        await session.flush()
+        for _, row, _ in fresh:
+            row.provider_sid = email_message.message_id(row.id, self.sender_domain)
+        return fresh
+
+    async def send(self, mail: OutboundEmail) -> Mailed | Held:
+        """Check, record and send; the message's record, or the held message when the
+        guards hold a marketing e-mail. Raises `SendRefused`."""
+        if unsendable := self._unsendable(mail):
+            raise unsendable
         now = self.clock.now()
         async with self.sessions.begin() as session:
             earlier = await self._earlier(session, mail.send_key)
             if isinstance(earlier, Mailed | Held):
                 return earlier
-            if found := await email_feedback.suppressed(session, mail.to):
-                raise SendRefused(
-                    Refusal.UNDELIVERABLE_ADDRESS,
-                    f"This address bounced for good on {found.suppressed_at.date().isoformat()} "
-                    "and is suppressed: nothing more is sent to it.",
-                )
+            if await email_feedback.suppressed(session, mail.to):
+                raise _suppressed()
             profile = await self.directory.find_by_identity(session, IdentityKind.EMAIL, mail.to)
             await require_consent(session, profile, Channel.EMAIL, mail.purpose, "e-mails")
             row = earlier if earlier is not None else await self._new_row(session, mail, profile)
             if isinstance(row, Held):
                 return row
-        links = self._unsubscribe(profile, mail.to, row.id) if marketing and profile else None
-        built = email_message.compose(
+        built = self._compose(mail, profile.id if profile else None, row, now)
+        return await self._hand_over(mail, row, built)
+
+    def _compose(
+        self, mail: OutboundEmail, owner: uuid.UUID | None, row: Message, now: datetime
+    ) -> EmailMessage:
+        marketing = mail.purpose is MessagePurpose.MARKETING
+        links = self._unsubscribe(owner, mail.to, row.id) if marketing and owner else None
+        return email_message.compose(
             self.sender, mail.to, mail.subject, mail.text, mail.html, marketing, links,
             row.id, now, mail.in_reply_to,
         )  # fmt: skip
-        return await self._hand_over(mail, row, built)
 
     async def _new_row(
         self, session: AsyncSession, mail: OutboundEmail, profile: Profile | None
@@ -155,8 +253,16 @@ class EmailDoor:
             raise held
         if held is not None:
             return held
-        row = Message(
-            profile_id=profile.id if profile else None,
+        row = self._row(mail, profile.id if profile else None, now)
+        session.add(row)
+        await session.flush()
+        row.provider_sid = email_message.message_id(row.id, self.sender_domain)
+        return row
+
+    def _row(self, mail: OutboundEmail, owner: uuid.UUID | None, now: datetime) -> Message:
+        """The record of an e-mail about to go (queued)."""
+        return Message(
+            profile_id=owner,
             direction="outbound", channel="email", purpose=mail.purpose.value,
             to_address=mail.to, from_address=self.sender.address, subject=mail.subject,
             body=mail.text, media={}, status="queued", batch_id=uuid.uuid4(), part=1,
@@ -165,65 +271,97 @@ class EmailDoor:
             sequence_step=mail.follow_up.step if mail.follow_up else None,
             variant=mail.follow_up.variant if mail.follow_up else None,
         )  # fmt: skip
-        session.add(row)
-        await session.flush()
-        row.provider_sid = email_message.message_id(row.id, self.sender_domain)
-        return row
 
     async def _hand_over(self, mail: OutboundEmail, row: Message, built: EmailMessage) -> Mailed:
-        """Give the e-mail to the SMTP server, noting when the server has the recipient
-        (`sending`), and record how it went. Raises SendRefused."""
+        """Give one e-mail to the SMTP server and record how it went. Raises SendRefused."""
+        [answer] = await self._hand_over_all([(mail, row, built)])
+        if isinstance(answer, SendRefused):
+            raise answer
+        return answer
 
-        async def handing_over() -> None:
+    async def _hand_over_all(
+        self, items: Sequence[tuple[OutboundEmail, Message, EmailMessage]]
+    ) -> list[Mailed | SendRefused]:
+        """Give recorded e-mails to the SMTP server (each after its domain's turn),
+        noting those the server has the recipient of as `sending` before their contents
+        go, and record how each went, in one transaction."""
+        turns = await asyncio.gather(
+            *(self.pace.wait_turn("email:" + email_message.domain_of(m.to).lower())
+              for m, _, _ in items),
+            return_exceptions=True,
+        )  # fmt: skip
+        if failed := [
+            t for t in turns if isinstance(t, BaseException) and not isinstance(t, SendRefused)
+        ]:
+            raise failed[0]  # the database: the records stay queued, to be taken up again
+        going = [i for i, turn in enumerate(turns) if not isinstance(turn, SendRefused)]
+
+        async def handing_over(indexes: list[int]) -> None:
+            ids = [items[going[i]][1].id for i in indexes]
             async with self.sessions.begin() as session:
                 await session.execute(
-                    update(Message).where(Message.id == row.id).values(status="sending")
+                    update(Message).where(Message.id.in_(ids)).values(status="sending")
                 )
 
-        status, detail, refusal, bounced = "sent", None, None, False
-        try:
-            await self.pace.wait_turn("email:" + email_message.domain_of(mail.to).lower())
-            detail = await self.mailer.send(
-                email_message.as_bytes(built, self.dkim), self.sender.address, mail.to,
-                handing_over,
-            )  # fmt: skip
-        except MailRefused as refused:
-            status, detail, refusal = "failed", str(refused), Refusal.UNDELIVERABLE_ADDRESS
-            bounced = email_feedback.hard_bounce(refused.code, refused.text)
-        except MailUnavailable as error:
-            status, detail, refusal = "failed", str(error), Refusal.MAIL_UNAVAILABLE
-        except MailInDoubt as error:  # the server had it, then went silent
-            log.warning("email.outcome_unknown", message_id=row.id, error=str(error))
-            raise SendRefused(
+        envelopes = [
+            Envelope(email_message.as_bytes(items[i][2], self.dkim), self.sender.address,
+                     items[i][0].to)
+            for i in going
+        ]  # fmt: skip
+        answers: list[object] = list(turns)
+        for i, answer in zip(
+            going, await self.mailer.send_all(envelopes, handing_over), strict=True
+        ):
+            answers[i] = answer
+        results: list[Mailed | SendRefused] = []
+        async with self.sessions.begin() as session:
+            stored = {
+                row.id: row
+                for row in await session.scalars(
+                    select(Message).where(Message.id.in_([row.id for _, row, _ in items]))
+                )
+            }
+            for (mail, row, _), said in zip(items, answers, strict=True):
+                results.append(await self._outcome(session, mail, stored[row.id], said))
+        return results
+
+    async def _outcome(
+        self, session: AsyncSession, mail: OutboundEmail, row: Message, answer: object
+    ) -> Mailed | SendRefused:
+        """How one hand-over went, on its record (in the caller's transaction)."""
+        if isinstance(answer, MailInDoubt):  # the server had it, then went silent
+            log.warning("email.outcome_unknown", message_id=row.id, error=str(answer))
+            return SendRefused(
                 Refusal.SEND_IN_PROGRESS,
-                f"The mail server did not answer once it had the e-mail ({error}); it is "
+                f"The mail server did not answer once it had the e-mail ({answer}); it is "
                 "taken as sent if it is not known otherwise by the time a retry asks.",
                 [row],
-            ) from error
-        except SendRefused as busy:  # the domain's pace is full
-            status, detail, refusal = "failed", str(busy), busy.kind
-        async with self.sessions.begin() as session:
-            stored = await session.get(Message, row.id)
-            assert stored is not None
-            stored.status, stored.updated_at = status, self.clock.now()
-            if status == "failed":
-                stored.error_message = detail
-                if refusal is not Refusal.UNDELIVERABLE_ADDRESS:
-                    stored.send_key = None  # nothing was taken: the same key may try again
-            if bounced:  # "no such mailbox", at once: as a provider's hard bounce
+            )
+        row.updated_at = self.clock.now()
+        if isinstance(answer, str):
+            row.status = "sent"
+            log.info("email.sent", message_id=row.id, purpose=mail.purpose.value)
+            return Mailed(row, repeated=False)
+        row.status, row.error_message = "failed", str(answer)
+        if isinstance(answer, MailRefused):
+            refusal = Refusal.UNDELIVERABLE_ADDRESS
+            if email_feedback.hard_bounce(answer.code, answer.text):
+                # "No such mailbox", at once: as a provider's hard bounce.
                 await email_feedback.record(
                     session,
                     email_feedback.Feedback(
                         email_feedback.Kind.BOUNCE, mail.to, "smtp",
-                        message_id=stored.provider_sid, detail={"reason": detail},
+                        message_id=row.provider_sid, detail={"reason": str(answer)},
                     ),
                     self.clock,
                 )  # fmt: skip
-        if refusal is not None:
-            log.warning("email.not_sent", message_id=row.id, reason=refusal.value)
-            raise SendRefused(refusal, _refusal_text(refusal, detail or ""), [stored])
-        log.info("email.sent", message_id=row.id, purpose=mail.purpose.value)
-        return Mailed(stored, repeated=False)
+        else:
+            # Not taken (the server unreachable or busy, the domain's pace full): the
+            # same key may try again.
+            refusal = answer.kind if isinstance(answer, SendRefused) else Refusal.MAIL_UNAVAILABLE
+            row.send_key = None
+        log.warning("email.not_sent", message_id=row.id, reason=refusal.value)
+        return SendRefused(refusal, _refusal_text(refusal, str(answer)), [row])
 
     async def deliver_held(self, held: HeldMessage, send_key: str) -> int:
         """Send a held e-mail now, if it may go (held.HeldMessages)."""
@@ -289,8 +427,8 @@ class EmailDoor:
     def sender_domain(self) -> str:
         return email_message.domain_of(self.sender.address)
 
-    def _unsubscribe(self, profile: Profile, address: str, message: int) -> Unsubscribe:
-        ticket = unsubscribe.Ticket(profile.id, address, message)
+    def _unsubscribe(self, owner: uuid.UUID, address: str, message: int) -> Unsubscribe:
+        ticket = unsubscribe.Ticket(owner, address, message)
         value = unsubscribe.token(self.unsubscribe_key, ticket)
         return Unsubscribe(
             url=f"{self.public_url.rstrip('/')}/email/unsubscribe/{value}",
@@ -333,13 +471,33 @@ class EmailDoor:
     ) -> Held | SendRefused | None:
         if mail.purpose is not MessagePurpose.MARKETING or profile is None:
             return None
-        wanted = Outbound(
+        return await guard_one(
+            session, self.guard, self._outbound(mail), profile.id, mail.limits,
+            self.clock.now(), "e-mails",
+        )  # fmt: skip
+
+    @staticmethod
+    def _outbound(mail: OutboundEmail) -> Outbound:
+        """The e-mail as a held message keeps it."""
+        return Outbound(
             "email", mail.to, mail.text, mail.purpose.value, mail.send_key, mail.if_not_now,
             mail.requested_by, details={"subject": mail.subject, "html": mail.html},
         )  # fmt: skip
-        return await guard_one(
-            session, self.guard, wanted, profile.id, mail.limits, self.clock.now(), "e-mails"
-        )
+
+
+def _suppressed() -> SendRefused:
+    return SendRefused(
+        Refusal.UNDELIVERABLE_ADDRESS,
+        "This address bounced for good and is suppressed: nothing more is sent to it.",
+    )
+
+
+async def _answer(work: Awaitable[Mailed | Held]) -> Mailed | Held | SendRefused:
+    """A send's result, or its refusal, as a value."""
+    try:
+        return await work
+    except SendRefused as refused:
+        return refused
 
 
 def _refusal_text(refusal: Refusal, detail: str) -> str:

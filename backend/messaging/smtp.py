@@ -11,7 +11,9 @@ just before the e-mail itself goes: until then nothing can have been delivered."
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -43,6 +45,8 @@ class Mailer:
     user: str | None = None
     password: str | None = None
     timeout: float = 30.0
+    # Connections open at once: providers cap how many one sender may hold.
+    connections: int = 16
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Mailer:
@@ -51,6 +55,7 @@ class Mailer:
         return cls(
             host, port, security, settings.smtp_user if settings.smtp_host else None,
             password if settings.smtp_host else None, settings.smtp_timeout_seconds,
+            settings.smtp_connections,
         )  # fmt: skip
 
     async def send(
@@ -62,26 +67,80 @@ class Mailer:
     ) -> str:
         """Hand over one e-mail (its bytes as signed); the server's reply. Raises
         MailRefused, MailUnavailable or MailInDoubt."""
+
+        async def noted(_: list[int]) -> None:
+            if handing_over is not None:
+                await handing_over()
+
+        [answer] = await self.send_all([Envelope(raw, sender, recipient)], noted)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def send_all(
+        self,
+        envelopes: Sequence[Envelope],
+        handing_over: Callable[[list[int]], Awaitable[None]],
+    ) -> list[str | MailRefused | MailUnavailable | MailInDoubt]:
+        """Hand over many e-mails, `connections` at a time, each on a connection of its
+        own: the server's reply to each, or why it was not taken. `handing_over` is
+        given the indexes of the e-mails whose recipients the server accepted, once for
+        each group, before their contents go."""
+        answers: list[str | MailRefused | MailUnavailable | MailInDoubt] = []
+        for start in range(0, len(envelopes), self.connections):
+            group = envelopes[start : start + self.connections]
+            async with contextlib.AsyncExitStack() as stack:
+                opened = await asyncio.gather(*(self._open(stack, e) for e in group))
+                ready = [i for i, o in enumerate(opened) if isinstance(o, aiosmtplib.SMTP)]
+                if ready:
+                    await handing_over([start + i for i in ready])
+                answers += await asyncio.gather(
+                    *(
+                        self._deliver(o, e.raw) if isinstance(o, aiosmtplib.SMTP) else _done(o)
+                        for o, e in zip(opened, group, strict=True)
+                    )
+                )
+        return answers
+
+    async def _open(
+        self, stack: contextlib.AsyncExitStack, envelope: Envelope
+    ) -> aiosmtplib.SMTP | MailRefused | MailUnavailable:
+        """A connection whose server accepted the sender and the recipient."""
         client = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, use_tls=self.security == "tls",
             start_tls=self.security == "starttls", username=self.user,
             password=self.password, timeout=self.timeout,
         )  # fmt: skip
-        handed = False
         try:
-            async with client:
-                await client.mail(sender)
-                await client.rcpt(recipient)
-                if handing_over is not None:
-                    await handing_over()
-                handed = True
-                reply = await client.data(raw)
-                return reply.message
+            await stack.enter_async_context(client)
+            await client.mail(envelope.sender)
+            await client.rcpt(envelope.recipient)
         except aiosmtplib.SMTPResponseException as error:
-            raise _classified(error.code, error.message) from error
+            return _classified(error.code, error.message)
         except (aiosmtplib.SMTPException, OSError) as error:
-            failed = f"{type(error).__name__}: {error}"
-            raise (MailInDoubt(failed) if handed else MailUnavailable(failed)) from error
+            return MailUnavailable(f"{type(error).__name__}: {error}")
+        return client
+
+    async def _deliver(
+        self, client: aiosmtplib.SMTP, raw: bytes
+    ) -> str | MailRefused | MailUnavailable | MailInDoubt:
+        try:
+            return (await client.data(raw)).message
+        except aiosmtplib.SMTPResponseException as error:
+            return _classified(error.code, error.message)
+        except (aiosmtplib.SMTPException, OSError) as error:
+            return MailInDoubt(f"{type(error).__name__}: {error}")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    raw: bytes  # the e-mail as it goes, signed
+    sender: str
+    recipient: str
+
+
+async def _done(answer: MailRefused | MailUnavailable) -> MailRefused | MailUnavailable:
+    return answer
 
 
 def _classified(code: int, text: str) -> MailRefused | MailUnavailable:

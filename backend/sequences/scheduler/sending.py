@@ -43,10 +43,13 @@ class Sender:
         """Send a batch's follow-ups: texts together through the door, web and voice
         follow-ups each on their own."""
         texts = [p for p in plans if p.channel is Channel.SMS]
-        others = [p for p in plans if p.channel is not Channel.SMS]
+        emails = [p for p in plans if p.channel is Channel.EMAIL]
+        others = [p for p in plans if p.channel not in (Channel.SMS, Channel.EMAIL)]
         outcomes = list(await asyncio.gather(*(self._send_one(p) for p in others)))
         if texts:
             outcomes += await self._text_all(texts)
+        if emails:
+            outcomes += await self._email_all(emails)
         return outcomes
 
     async def _text_all(self, plans: list[SendPlan]) -> list[Outcome]:
@@ -64,8 +67,6 @@ class Sender:
         in the same conversation)."""
         if plan.channel is Channel.WEB:
             return await self._push_to_web(plan)
-        if plan.channel is Channel.EMAIL:
-            return await self._email(plan)
         if self.calls is None:
             return Outcome(plan, "retry", f"{plan.channel.value} is not configured", retry=True)
         if not (await self._record([plan]))[0]:
@@ -82,26 +83,17 @@ class Sender:
             return outcome_of(plan, refused)
         return outcome_of(plan, placed)
 
-    async def _email(self, plan: SendPlan) -> Outcome:
-        """An e-mail follow-up: recorded in the address's conversation, then through the
-        e-mail door (consent, suppression, the guards and the domain's pace again)."""
+    async def _email_all(self, plans: list[SendPlan]) -> list[Outcome]:
+        """E-mails: each recorded in the address's conversation, then the recorded ones
+        through the e-mail door at once (consent, suppression, the guards and each
+        domain's pace again)."""
         if self.emails is None:
-            return Outcome(plan, "retry", "e-mail is not configured", retry=True)
-        if not (await self._record([plan]))[0]:
-            return not_recorded(plan)
-        text, email = plan.text, plan.email
-        assert email is not None  # deciding renders every e-mail's subject and HTML
-        try:
-            mailed = await self.emails.send(
-                OutboundEmail(
-                    to=text.to, subject=email.subject, text=text.body, html=email.html,
-                    purpose=text.purpose, send_key=text.send_key, follow_up=text.follow_up,
-                    if_not_now=text.if_not_now, limits=text.limits,
-                )
-            )  # fmt: skip
-        except SendRefused as refused:
-            return outcome_of(plan, refused)
-        return outcome_of(plan, mailed)
+            return [Outcome(p, "retry", "e-mail is not configured", retry=True) for p in plans]
+        recorded = await self._record(plans)
+        ready = [p for p, ok in zip(plans, recorded, strict=True) if ok]
+        outcomes = [not_recorded(p) for p, ok in zip(plans, recorded, strict=True) if not ok]
+        results = await self.emails.send_many([_email_of(p) for p in ready]) if ready else []
+        return outcomes + [outcome_of(p, r) for p, r in zip(ready, results, strict=True)]
 
     async def _push_to_web(self, plan: SendPlan) -> Outcome:
         """A web follow-up, through the web door: into the person's web chat
@@ -158,3 +150,13 @@ class Sender:
                 "sequence.not_recorded", to=redact(IdentityKind.SMS, conversation), error=why
             )
         return [not p.record or p.text.to not in failed for p in plans]
+
+
+def _email_of(plan: SendPlan) -> OutboundEmail:
+    text, email = plan.text, plan.email
+    assert email is not None  # deciding renders every e-mail's subject and HTML
+    return OutboundEmail(
+        to=text.to, subject=email.subject, text=text.body, html=email.html,
+        purpose=text.purpose, send_key=text.send_key, follow_up=text.follow_up,
+        if_not_now=text.if_not_now, limits=text.limits,
+    )  # fmt: skip

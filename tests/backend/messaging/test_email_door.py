@@ -27,6 +27,8 @@ from backend.core.clock import FixedClock
 from backend.core.models import Message
 from backend.core.settings import Settings
 from backend.devtools.mail_sink import MailSink, Received
+from backend.messaging.door import MessagePurpose, NotNow, SendRefused
+from backend.messaging.email_door import Mailed, OutboundEmail
 from backend.messaging.email_message import Dkim
 from tests.backend.conftest import Api, IssueToken
 from tests.servers import free_port
@@ -270,6 +272,40 @@ async def test_the_same_send_key_sends_once(mail: Mail) -> None:
     again = await mail.send(send_key="spring-ada", expect=200)
     assert again["messages"][0]["id"] == first["messages"][0]["id"]
     assert len(mail.sink.received) == 1
+
+
+async def test_many_emails_at_once_are_each_answered_in_their_place(mail: Mail) -> None:
+    """The scheduler's way: a batch checked and recorded together, handed over side by
+    side, each with its own answer."""
+    await mail.person()  # Ada: marketing confirmed
+    await mail.person("grace@example.com", consent=False)  # Grace: no marketing consent
+    await mail.send(send_key="earlier", purpose="transactional")  # a key used before
+    mail.sink.received.clear()
+    door = mail.app[EMAIL_DOOR]
+
+    def email(to: str, key: str, purpose: MessagePurpose = MessagePurpose.MARKETING) -> Any:
+        return OutboundEmail(to=to, subject=f"For {key}", text="Hello.", purpose=purpose,
+                             send_key=key, if_not_now=NotNow.REFUSE)  # fmt: skip
+
+    answers = await door.send_many([
+        email(ADA, "a"), email("grace@example.com", "g"),
+        email("grace@example.com", "g2", MessagePurpose.TRANSACTIONAL),
+        email("bounce-me@example.com", "b", MessagePurpose.TRANSACTIONAL),
+        email(ADA, "earlier", MessagePurpose.TRANSACTIONAL),
+        email(ADA, "a2"),  # Ada's second marketing e-mail today: the frequency cap
+    ])  # fmt: skip
+    kinds = [a.kind.value if isinstance(a, SendRefused) else type(a).__name__ for a in answers]
+    assert kinds == [
+        "Mailed", "consent-refused", "Mailed", "undeliverable-address", "Mailed",
+        "frequency-cap",
+    ]  # fmt: skip
+    assert isinstance(answers[4], Mailed) and answers[4].repeated
+    subjects = sorted(str(r.message["Subject"]) for r in mail.sink.received)
+    assert subjects == ["For a", "For g2"]
+    [ada] = [r for r in mail.sink.received if r.rcpt_tos == [ADA]]
+    assert ada.message["List-Unsubscribe"] is not None
+    again = await door.send_many([email(ADA, "a")])
+    assert isinstance(again[0], Mailed) and again[0].repeated and len(mail.sink.received) == 2
 
 
 async def test_an_address_the_server_refuses_is_recorded_as_failed(mail: Mail) -> None:
