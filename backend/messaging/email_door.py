@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
+from email.message import Message as MimeMessage
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -235,7 +235,7 @@ class EmailDoor:
 
     def _compose(
         self, mail: OutboundEmail, owner: uuid.UUID | None, row: Message, now: datetime
-    ) -> EmailMessage:
+    ) -> MimeMessage:
         marketing = mail.purpose is MessagePurpose.MARKETING
         links = self._unsubscribe(owner, mail.to, row.id) if marketing and owner else None
         return email_message.compose(
@@ -272,7 +272,7 @@ class EmailDoor:
             variant=mail.follow_up.variant if mail.follow_up else None,
         )  # fmt: skip
 
-    async def _hand_over(self, mail: OutboundEmail, row: Message, built: EmailMessage) -> Mailed:
+    async def _hand_over(self, mail: OutboundEmail, row: Message, built: MimeMessage) -> Mailed:
         """Give one e-mail to the SMTP server and record how it went. Raises SendRefused."""
         [answer] = await self._hand_over_all([(mail, row, built)])
         if isinstance(answer, SendRefused):
@@ -280,7 +280,7 @@ class EmailDoor:
         return answer
 
     async def _hand_over_all(
-        self, items: Sequence[tuple[OutboundEmail, Message, EmailMessage]]
+        self, items: Sequence[tuple[OutboundEmail, Message, MimeMessage]]
     ) -> list[Mailed | SendRefused]:
         """Give recorded e-mails to the SMTP server (each after its domain's turn),
         noting those the server has the recipient of as `sending` before their contents

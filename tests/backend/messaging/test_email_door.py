@@ -266,6 +266,16 @@ async def test_a_forged_or_cut_short_link_unsubscribes_nobody(mail: Mail) -> Non
     assert await mail.consent(person) == "granted"
 
 
+async def test_words_beyond_ascii_arrive_as_written(mail: Mail) -> None:
+    await mail.person()
+    await mail.send(subject="Café news ☕ for Zoë", body="Grüße aus Köln,\n\nnaïve façade: 5 €.")
+    received = only(mail.sink)
+    assert str(received.message["Subject"]) == "Café news ☕ for Zoë"
+    assert "Grüße aus Köln" in (received.part("plain") or "")
+    assert "naïve façade: 5 €." in (received.part("html") or "")
+    assert b"Caf\xc3\xa9" not in received.raw.split(b"\r\n\r\n", 1)[0]  # headers encoded
+
+
 async def test_the_same_send_key_sends_once(mail: Mail) -> None:
     await mail.person()
     first = await mail.send(send_key="spring-ada")
