@@ -10,7 +10,8 @@ its CSS inlined), then the door's `send_many` (suppression, consent and the guar
 the messages recorded, each receiving domain's pace, the e-mails built with their footer
 and unsubscribe headers, SMTP on up to 16 connections, the outcomes stored), then the
 steps' outcomes. The loop only hands the same number of ready-made e-mails to the sink
-over SMTP from 16 senders at once. One `parley mail-sink` process; recipients over
+over SMTP from 16 senders at once, a connection for each. One `parley mail-sink`
+process; recipients over
 `DOMAINS` receiving domains; PostgreSQL."""
 
 from __future__ import annotations
@@ -280,9 +281,10 @@ its shipped batch (100) and batches in flight (8): each batch decided in one tra
 inlined), then the e-mail door's `send_many` (suppression, consent and the guards again,
 the messages recorded, each domain's pace, the e-mails built with their footer,
 `List-Unsubscribe` and one-click, SMTP on up to 16 connections with the `sending` mark,
-the outcomes stored), then the steps' outcomes. The loop: the same number of ready-made
-e-mails through `aiosmtplib.send`, one connection each as the door's, {CONCURRENCY}
-senders at once. Medians of {ROUNDS} rounds, the spread beside them.
+the outcomes stored), then the steps' outcomes; the door keeps its connections from one
+e-mail to the next. The loop: the same number of ready-made e-mails through
+`aiosmtplib.send` (a connection for each), {CONCURRENCY} senders at once. Medians of
+{ROUNDS} rounds, the spread beside them.
 
 | Measure | Through Parley | Bare aiosmtplib loop | Parley ÷ loop | Target |
 |---|---|---|---|---|
