@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from aiohttp import BodyPartReader, web
 
 from backend.api.bodies import path_uuid, query_choice, read_body, respond, row_by_id
-from backend.api.keys import CALLER, CLOCK, DESK, DIRECTORY, EMAIL_REPLIES, MAILGUN, SESSIONS
+from backend.api.keys import CALLER, CLOCK, DESK, DIRECTORY, EMAIL_REPLIES, SESSIONS
 from backend.api.problems import Problem
 from backend.conversations.rasa_client import RasaUnavailable
 from backend.core.logs import get_logger
@@ -33,7 +33,7 @@ from backend.messaging import mailgun
 from backend.messaging.door import SendRefused
 from backend.messaging.email_inbound import InboundEmail
 from backend.messaging.mailgun import NotFromMailgun
-from backend.messaging.routes import refusal_problem
+from backend.messaging.routes import mailgun_webhook, refusal_problem
 
 log = get_logger(__name__)
 
@@ -168,12 +168,7 @@ async def receive_email(request: web.Request) -> web.Response:
 async def mailgun_inbound(request: web.Request) -> web.Response:
     """Mailgun's inbound route (forward(), fully parsed), checked against Mailgun's
     signature; 406 for an e-mail Parley cannot take, which Mailgun does not retry."""
-    webhook = request.app.get(MAILGUN)
-    if webhook is None:
-        raise Problem(
-            404, "Mailgun's webhook is not configured here: set "
-            "PARLEY_MAILGUN_WEBHOOK_SIGNING_KEY.", type_="mailgun-not-configured",
-        )  # fmt: skip
+    webhook = mailgun_webhook(request)
     if request.content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise Problem(415, "Mailgun posts a form.", type_="unsupported-media-type")
     fields = await _mailgun_form(request)

@@ -11,10 +11,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
 )
 
-from backend.core.identities import InvalidAddress, normalise_email
+from backend.messaging.schemas import EmailAddress
 
 
 class HandoffIn(BaseModel):
@@ -88,20 +87,12 @@ class EmailIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: Annotated[str, StringConstraints(min_length=3, max_length=320)] = Field(alias="from")
+    from_: EmailAddress = Field(alias="from")
     to: Annotated[str, StringConstraints(max_length=320)] = ""
     subject: Annotated[str, StringConstraints(max_length=998)] = ""
     text: Annotated[str, StringConstraints(max_length=100_000)]
     message_id: Annotated[str, StringConstraints(min_length=3, max_length=998)] | None = None
     in_reply_to: Annotated[str, StringConstraints(min_length=3, max_length=998)] | None = None
-
-    @field_validator("from_")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        try:
-            return normalise_email(value)
-        except InvalidAddress as error:
-            raise ValueError(f"not an e-mail address: {error}") from None
 
 
 class EmailReceivedOut(BaseModel):

@@ -32,7 +32,7 @@ from backend.messaging.door import MessagePurpose, NotNow, Refusal, SendRefused
 from backend.messaging.email_door import Mailed, OutboundEmail
 from backend.messaging.held import Held
 from backend.messaging.inbound import InboundText
-from backend.messaging.mailgun import NotFromMailgun
+from backend.messaging.mailgun import MailgunWebhook, NotFromMailgun
 from backend.messaging.schemas import (
     EmailEventsIn,
     EmailEventsRecorded,
@@ -431,14 +431,20 @@ async def record_email_events(request: web.Request) -> web.Response:
     return respond(EmailEventsRecorded(outcomes=outcomes))
 
 
-async def mailgun_events(request: web.Request) -> web.Response:
-    """Mailgun's webhook: a bounce or a complaint, checked against Mailgun's signature."""
+def mailgun_webhook(request: web.Request) -> MailgunWebhook:
+    """Mailgun's signature checker, or 404 where its signing key is not set."""
     webhook = request.app.get(MAILGUN)
     if webhook is None:
         raise Problem(
             404, "Mailgun's webhook is not configured here: set "
             "PARLEY_MAILGUN_WEBHOOK_SIGNING_KEY.", type_="mailgun-not-configured",
         )  # fmt: skip
+    return webhook
+
+
+async def mailgun_events(request: web.Request) -> web.Response:
+    """Mailgun's webhook: a bounce or a complaint, checked against Mailgun's signature."""
+    webhook = mailgun_webhook(request)
     try:
         body = await request.json()
     except ValueError:

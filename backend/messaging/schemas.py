@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -199,6 +200,19 @@ class TextReceipt(BaseModel):
     handled: bool
 
 
+def _email(value: str) -> str:
+    try:
+        return normalise_email(value)
+    except InvalidAddress as error:
+        raise ValueError(f"not an e-mail address: {error}") from None
+
+
+# An e-mail address in a body, normalised (backend.core.identities).
+EmailAddress = Annotated[
+    str, StringConstraints(min_length=3, max_length=320), AfterValidator(_email)
+]
+
+
 class EmailEventIn(BaseModel):
     """What a mail provider reported about an e-mail or an address: `bounce` (with
     `permanent` false for a soft bounce) or `complaint` (marked as spam)."""
@@ -206,18 +220,10 @@ class EmailEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["bounce", "complaint"]
-    address: Annotated[str, StringConstraints(min_length=3, max_length=320)]
+    address: EmailAddress
     permanent: bool = True
     message_id: Annotated[str, StringConstraints(min_length=1, max_length=998)] | None = None
     reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
-
-    @field_validator("address")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        try:
-            return normalise_email(value)
-        except InvalidAddress as error:
-            raise ValueError(f"not an e-mail address: {error}") from None
 
 
 class EmailEventsIn(BaseModel):
