@@ -70,8 +70,8 @@ async def test_every_role_on_every_route_gets_exactly_what_the_table_says(
 
 
 async def test_a_route_missing_from_the_permission_table_is_denied_to_every_role(
+    settings: Settings,  # first: the app stops before its database is dropped
     aiohttp_client,
-    settings: Settings,
     clock,
     issue_token: IssueToken,
 ) -> None:

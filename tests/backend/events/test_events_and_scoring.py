@@ -36,8 +36,10 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def api(
-    aiohttp_client, settings: Settings, clock: FixedClock, data_dir: Path, issue_token: IssueToken
+    settings: Settings, aiohttp_client, clock: FixedClock, data_dir: Path, issue_token: IssueToken
 ) -> Api:
+    # `settings` (the database) first: the app stops before its database is dropped,
+    # or its scheduler waits out its ten seconds against a database that is gone.
     app = create_app(settings.model_copy(update={"data_dir": data_dir}), clock)
     client: TestClient = await aiohttp_client(app)
     return Api(client, await issue_token(Role.ADMIN))
@@ -148,8 +150,8 @@ async def test_attribute_rules_follow_the_profile(api: Api) -> None:
 
 
 async def test_changed_rules_rescore_everyone_at_start(
-    aiohttp_client,
     settings: Settings,
+    aiohttp_client,
     clock: FixedClock,
     data_dir: Path,
     api: Api,
