@@ -12,7 +12,7 @@ BOT_READY := $(BOT)/.parley-installed
 CHROMIUM := /usr/bin/chromium
 PY := backend actions bot channels message_rules tests bench
 
-.PHONY: help install run test lint typecheck test-backend test-bot validate train test-dialogue test-nlu test-serving test-e2e \
+.PHONY: help install run test lint typecheck test-backend test-bot validate train test-model test-dialogue test-nlu test-serving test-e2e \
         bench lock clean
 
 help: ## List the targets.
@@ -32,7 +32,7 @@ $(BOT_READY): requirements/bot.txt pyproject.toml scripts/install scripts/find-p
 run: install ## Start backend, action server and Rasa on loopback; Ctrl-C stops them.
 	$(VENV)/bin/parley run
 
-test: lint typecheck test-backend test-bot validate train test-dialogue test-nlu test-serving test-e2e ## Everything CI runs.
+test: lint typecheck test-backend test-bot validate train test-model test-e2e ## Everything CI runs.
 	@echo "make test: all checks passed"
 
 lint: install ## ruff (lint and formatting) and import-linter (the boundaries between packages).
@@ -55,6 +55,11 @@ validate: install ## rasa data validate on data/, bot/domain/ and config.yml.
 
 train: install ## Train the Rasa model if its inputs changed.
 	$(VENV)/bin/parley train
+
+# The three checks of the trained model are independent: side by side, each one's output
+# kept together.
+test-model: train ## test-dialogue, test-nlu and test-serving side by side.
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-dialogue test-nlu test-serving
 
 test-dialogue: train ## Test stories (tests/stories) through the model: any wrong action fails.
 	$(VENV)/bin/parley test stories
