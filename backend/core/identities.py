@@ -51,8 +51,11 @@ def normalise_phone(raw: str, default_region: str) -> str:
 
 
 def normalise_email(raw: str) -> str:
+    """The address as Parley keeps it: checked, and in lower case, since every mail
+    provider people use reads `Ada@Example.com` and `ada@example.com` as one mailbox (the
+    address typed in a form and the one a reply comes from must find one person)."""
     try:
-        return validate_email(raw, check_deliverability=False).normalized
+        return validate_email(raw, check_deliverability=False).normalized.lower()
     except EmailNotValidError as error:
         raise InvalidAddress(str(error)) from error
 

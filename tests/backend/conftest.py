@@ -17,8 +17,10 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from alembic import command
 from pydantic import SecretStr
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
 from backend.api import tokens as api_tokens
 from backend.api.app import create_app
@@ -68,6 +70,24 @@ async def migrate(url: str) -> None:
     """Apply every migration to the database at `url`."""
     engine = create_engine(url)
     try:
+        await migrations_runner.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+async def migrate_again_from(url: str, revision: str) -> None:
+    """Downgrade the database at `url` to `revision`, then upgrade it to the newest:
+    the later migrations run again over what the database holds."""
+
+    def down(connection: Connection) -> None:
+        config = migrations_runner.alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(down)
         await migrations_runner.upgrade(engine)
     finally:
         await engine.dispose()

@@ -8,15 +8,12 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from alembic import command
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
 
-from backend.core import migrations_runner
 from backend.core.clock import FixedClock
 from backend.core.database import create_engine
 from backend.core.settings import Settings
-from tests.backend.conftest import Api
+from tests.backend.conftest import Api, migrate_again_from
 
 SMS, WEB, REST = "+14155550101", "chat-9a7f", "rest-7"
 
@@ -79,18 +76,7 @@ async def snapshot(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
 
 
 async def rebuild_by_migration(settings: Settings) -> None:
-    def down(connection: Connection) -> None:
-        config = migrations_runner.alembic_config()
-        config.attributes["connection"] = connection
-        command.downgrade(config, "0015")
-
-    engine = create_engine(settings.resolved_database_url)
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(down)
-        await migrations_runner.upgrade(engine)
-    finally:
-        await engine.dispose()
+    await migrate_again_from(settings.resolved_database_url, "0015")
 
 
 async def test_what_recording_keeps_is_what_the_migration_builds(

@@ -49,7 +49,7 @@ async def test_core_fields_update_the_profile_and_other_keys_become_attributes(
     response = await client.post(IDENTIFY, json=body, headers=service_headers)
     profile = (await response.json())["profile"]
     assert profile["first_name"] == "Grace"
-    assert profile["email"] == "Grace@example.com"
+    assert profile["email"] == "grace@example.com"
     assert profile["timezone"] == "America/New_York"
     assert profile["attributes"] == {"plan_interest": "pro", "seats": 12}
 
