@@ -93,7 +93,8 @@ def phone_number(raw: str, pointer: str) -> str:
 
 def email_address(raw: str, pointer: str) -> str:
     try:
-        return str(validate_email(raw, check_deliverability=False).normalized)
+        # In lower case, as the backend keeps it (backend.core.identities.normalise_email).
+        return str(validate_email(raw, check_deliverability=False).normalized).lower()
     except EmailNotValidError as error:
         raise invalid(pointer, str(error)) from None
 

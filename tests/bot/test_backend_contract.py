@@ -114,7 +114,7 @@ async def test_addresses_and_core_fields_are_stored_normalised(client: BackendCl
     assert texter.identities == [Identity("sms", number)]
     assert (texter.first_name, texter.email, texter.phone, texter.locale) == (
         "Ada",
-        "Ada@acme.io",
+        "ada@acme.io",  # one mailbox, whatever the case it was typed in
         number,
         "en-US",
     )
