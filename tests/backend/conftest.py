@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -31,6 +32,7 @@ from backend.core.clock import FixedClock
 from backend.core.database import create_engine, create_session_factory
 from backend.core.models import Message
 from backend.core.settings import Settings
+from backend.devtools.mail_sink import Received
 from backend.devtools.twilio_emulator import TwilioEmulator
 from backend.messaging.text_turns import PENDING
 from tests.servers import POSTGRES_DSN, free_port, server_missing
@@ -363,3 +365,21 @@ def start_texting(
         return TextingBackend(Api(client, issued.secret), twilio, client, app, configured)
 
     return start
+
+
+async def ask_for_email_marketing(api: Api, person: str) -> None:
+    """The person agrees to marketing e-mail (pending: a confirmation e-mail goes)."""
+    await api.post(
+        f"/api/v1/profiles/{person}/consent",
+        {"channel": "email", "purpose": "marketing", "action": "grant", "source": "api",
+         "wording": "Send me news by e-mail"},
+        expect=201,
+    )  # fmt: skip
+
+
+async def follow_confirmation_link(client: TestClient, asked: Received, public: str) -> None:
+    """Press the button of the page the confirmation e-mail `asked` links to."""
+    link = re.search(re.escape(public) + r"(/email/confirm/\S+)", asked.part("plain") or "")
+    assert link is not None, asked.part("plain")
+    done = await client.post(link.group(1), data={"confirm": "1"})
+    assert done.status == 200, await done.text()

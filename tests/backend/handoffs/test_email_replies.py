@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +29,14 @@ from backend.core.clock import FixedClock
 from backend.core.models import Enrolment
 from backend.core.settings import PROJECT_ROOT
 from backend.devtools.mail_sink import MailSink, Received
-from tests.backend.conftest import Api, IssueToken, StartTexting, TextingBackend
+from tests.backend.conftest import (
+    Api,
+    IssueToken,
+    StartTexting,
+    TextingBackend,
+    ask_for_email_marketing,
+    follow_confirmation_link,
+)
 from tests.backend.rasa_trackers import RASA_TOKEN, RasaTrackers
 
 PUBLIC = "https://parley.example"
@@ -71,16 +77,9 @@ class Mailroom:
         person = str(
             (await api.identify("email", ADA, first_name="Ada", timezone="Europe/London"))["id"]
         )
-        await api.post(
-            f"/api/v1/profiles/{person}/consent",
-            {"channel": "email", "purpose": "marketing", "action": "grant", "source": "api",
-             "wording": "Send me news by e-mail"},
-            expect=201,
-        )  # fmt: skip
+        await ask_for_email_marketing(api, person)
         [asked] = self.sink.received
-        link = re.search(re.escape(PUBLIC) + r"(/email/confirm/\S+)", asked.part("plain") or "")
-        assert link is not None
-        assert (await self.backend.client.post(link.group(1), data={"confirm": "1"})).ok
+        await follow_confirmation_link(self.backend.client, asked, PUBLIC)
         self.sink.received.clear()
         await api.post("/api/v1/events", {"type": "newsletter_joined", "profile_id": person,
                                           "properties": {}})  # fmt: skip

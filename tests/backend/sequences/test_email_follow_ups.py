@@ -24,7 +24,12 @@ from backend.core.clock import FixedClock
 from backend.core.models import Enrolment, Message, SequenceWork
 from backend.core.settings import PROJECT_ROOT
 from backend.devtools.mail_sink import MailSink, Received
-from tests.backend.conftest import StartTexting, TextingBackend
+from tests.backend.conftest import (
+    StartTexting,
+    TextingBackend,
+    ask_for_email_marketing,
+    follow_confirmation_link,
+)
 
 PUBLIC = "https://parley.example"
 STOP = "Reply STOP to opt out."
@@ -88,18 +93,10 @@ class EmailDrip:
         person = str(profile["id"])
         if consent == "none":
             return person
-        await api.post(
-            f"/api/v1/profiles/{person}/consent",
-            {"channel": "email", "purpose": "marketing", "action": "grant", "source": "api",
-             "wording": "Send me news by e-mail"},
-            expect=201,
-        )  # fmt: skip
+        await ask_for_email_marketing(api, person)
         if consent == "confirmed":
             [asked] = self.to(address)
-            link = re.search(re.escape(PUBLIC) + r"(/email/confirm/\S+)", asked.part("plain") or "")
-            assert link is not None
-            done = await self.backend.client.post(link.group(1), data={"confirm": "1"})
-            assert done.status == 200, await done.text()
+            await follow_confirmation_link(self.backend.client, asked, PUBLIC)
         self.sink.received.clear()
         return person
 
