@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import Message as MimeMessage
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -64,7 +64,13 @@ from backend.messaging.held import (
     hold_or_refuse,
 )
 from backend.messaging.pacing import SendingPace
-from backend.messaging.smtp import Envelope, Mailer, MailInDoubt, MailRefused
+from backend.messaging.smtp import (
+    Envelope,
+    Mailer,
+    MailInDoubt,
+    MailRefused,
+    NotOurs,
+)
 from backend.people.profiles import ProfileDirectory
 
 log = get_logger(__name__)
@@ -296,12 +302,28 @@ class EmailDoor:
             raise failed[0]  # the database: the records stay queued, to be taken up again
         going = [i for i, turn in enumerate(turns) if not isinstance(turn, SendRefused)]
 
-        async def handing_over(indexes: list[int]) -> None:
-            ids = [items[going[i]][1].id for i in indexes]
+        async def handing_over(indexes: list[int]) -> list[int]:
+            """Mark the e-mails as going, each only if its record is still as this send
+            left it (queued, last touched by this send): a send taken over by another
+            sender meanwhile is left to that one."""
+            rows = {items[going[i]][1].id: (i, items[going[i]][1].updated_at) for i in indexes}
             async with self.sessions.begin() as session:
-                await session.execute(
-                    update(Message).where(Message.id.in_(ids)).values(status="sending")
+                marked = await session.scalars(
+                    update(Message)
+                    .where(
+                        Message.status == "queued",
+                        or_(
+                            *(
+                                and_(Message.id == id_, Message.updated_at == at)
+                                for id_, (_, at) in rows.items()
+                            )
+                        ),
+                    )
+                    .values(status="sending")
+                    .returning(Message.id)
+                    .execution_options(synchronize_session=False)
                 )
+                return [rows[id_][0] for id_ in marked]
 
         envelopes = [
             Envelope(email_message.as_bytes(items[i][2], self.dkim), self.sender.address,
@@ -329,6 +351,10 @@ class EmailDoor:
         self, session: AsyncSession, mail: OutboundEmail, row: Message, answer: object
     ) -> Mailed | SendRefused:
         """How one hand-over went, on its record (in the caller's transaction)."""
+        if isinstance(answer, NotOurs):
+            return SendRefused(
+                Refusal.SEND_IN_PROGRESS, "Another sender took this e-mail over.", [row]
+            )
         if isinstance(answer, MailInDoubt):  # the server had it, then went silent
             log.warning("email.outcome_unknown", message_id=row.id, error=str(answer))
             return SendRefused(
@@ -458,6 +484,7 @@ class EmailDoor:
             )  # fmt: skip
             if getattr(taken, "rowcount", 0) == 1:
                 log.info("email.resumed", message_id=found.id)
+                found.updated_at = now  # as this send left it: see handing_over
                 return found  # never handed over: this send takes it up
             raise SendRefused(
                 Refusal.SEND_IN_PROGRESS, "An e-mail with this send key is on its way.", [found]

@@ -6,17 +6,24 @@ no such mailbox, policy; the e-mail was not taken and sending it again will not 
 not reached (the connection failed, timed out, or the server said 4xx: try later;
 nothing was taken), or in doubt (the server went silent while it had the e-mail).
 
-`handing_over` is called once the server has accepted the sender and the recipient,
-just before the e-mail itself goes: until then nothing can have been delivered."""
+The e-mail goes in two steps (`_Connections`): the sender, the recipient, DATA and the
+whole e-mail but its final line "." (until which the server keeps nothing), then, once
+`handing_over` has recorded that it is going, the final "." of every e-mail of the
+round, written at once. A sender that stops before the mark has delivered nothing; one
+that stops after it has written the final lines, which the system sends on its way even
+as the process dies: what is marked as going has gone, but for the microseconds between
+the mark and those writes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import aiosmtplib
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from aiosmtplib.typing import SMTPStatus
 
 from backend.core.settings import Settings
 
@@ -35,6 +42,10 @@ class MailUnavailable(Exception):
 
 class MailInDoubt(Exception):
     """The connection failed while the server had the e-mail, before it answered."""
+
+
+class NotOurs(Exception):
+    """Another sender took the e-mail over (its record says so): not sent from here."""
 
 
 @dataclass(frozen=True)
@@ -60,38 +71,20 @@ class Mailer:
             settings.smtp_connections,
         )  # fmt: skip
 
-    async def send(
-        self,
-        raw: bytes,
-        sender: str,
-        recipient: str,
-        handing_over: Callable[[], Awaitable[None]] | None = None,
-    ) -> str:
-        """Hand over one e-mail (its bytes as signed); the server's reply. Raises
-        MailRefused, MailUnavailable or MailInDoubt."""
-
-        async def noted(_: list[int]) -> None:
-            if handing_over is not None:
-                await handing_over()
-
-        [answer] = await self.send_all([Envelope(raw, sender, recipient)], noted)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
     async def send_all(
         self,
         envelopes: Sequence[Envelope],
-        handing_over: Callable[[list[int]], Awaitable[None]],
-    ) -> list[str | MailRefused | MailUnavailable | MailInDoubt]:
+        handing_over: Callable[[list[int]], Awaitable[Collection[int]]],
+    ) -> list[Answer]:
         """Hand over many e-mails on up to `connections` connections, each kept for
         the next e-mail (as mail servers expect of a sender): the server's reply to
         each, or why it was not taken. E-mails go in rounds, one per connection;
-        `handing_over` is given the indexes of a round's e-mails whose recipients the
-        server accepted, before their contents go."""
-        answers: list[str | MailRefused | MailUnavailable | MailInDoubt | None] = [None] * len(
-            envelopes
-        )
+        `handing_over` is given the indexes of a round's e-mails the server is ready to
+        take, and answers which of them this sender may end (the others were taken over
+        by another sender, and are abandoned)."""
+        answers: list[str | MailRefused | MailUnavailable | MailInDoubt | NotOurs | None] = [
+            None
+        ] * len(envelopes)
         async with self._turn, _Connections(self) as connections:
             for start in range(0, len(envelopes), self.connections):
                 round_ = list(range(start, min(start + self.connections, len(envelopes))))
@@ -102,11 +95,18 @@ class Mailer:
                 for slot, i in enumerate(round_):
                     answers[i] = opened[slot]
                 if ready:
-                    await handing_over([i for _, i in ready])
+                    ours = set(await handing_over([i for _, i in ready]))
+                    for slot, i in ready:  # no await between the mark and these writes
+                        if i in ours:
+                            connections.end(slot)
+                        else:  # closed without its end: the server keeps nothing
+                            connections.abandon(slot)
+                            answers[i] = NotOurs("another sender took this e-mail over")
+                    going = [(slot, i) for slot, i in ready if i in ours]
                     delivered = await asyncio.gather(
-                        *(connections.deliver(slot, envelopes[i].raw) for slot, i in ready)
+                        *(connections.answer(slot) for slot, _ in going)
                     )
-                    for (_, i), answer in zip(ready, delivered, strict=True):
+                    for (_, i), answer in zip(going, delivered, strict=True):
                         answers[i] = answer
         assert all(a is not None for a in answers)
         return [a for a in answers if a is not None]
@@ -134,9 +134,9 @@ class _Connections:
         await asyncio.gather(*(_close(c) for c in self.open.values()))
 
     async def envelope(self, slot: int, envelope: Envelope) -> MailRefused | MailUnavailable | None:
-        """Give the server the sender and the recipient on the slot's connection (a
-        kept one found closed by the server is opened again, once); None when both
-        were accepted."""
+        """Give the server the sender, the recipient, DATA and the e-mail but its final
+        "." on the slot's connection (a kept one found closed by the server is opened
+        again, once); None when the server took all of it and awaits the end."""
         for fresh in (slot not in self.open, True):
             client = await self._connection(slot, fresh)
             if isinstance(client, MailUnavailable):
@@ -144,6 +144,7 @@ class _Connections:
             try:
                 await client.mail(envelope.sender)
                 await client.rcpt(envelope.recipient)
+                await _all_but_the_end(client, envelope.raw, self.mailer.timeout)
                 return None
             except aiosmtplib.SMTPResponseException as error:
                 with contextlib.suppress(aiosmtplib.SMTPException, OSError):
@@ -155,17 +156,30 @@ class _Connections:
                     return MailUnavailable(f"{type(error).__name__}: {error}")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def deliver(
-        self, slot: int, raw: bytes
-    ) -> str | MailRefused | MailUnavailable | MailInDoubt:
-        client = self.open[slot]
+    def abandon(self, slot: int) -> None:
+        """Close the connection in the middle of its e-mail: the server drops it."""
+        self._drop(slot)
+
+    def end(self, slot: int) -> None:
+        """The e-mail's final ".": from here the server has it."""
+        protocol = self.open[slot].protocol
+        assert protocol is not None
+        protocol._response_pending = True  # as aiosmtplib marks a reply as expected
+        protocol.write(b".\r\n")
+
+    async def answer(self, slot: int) -> str | MailRefused | MailUnavailable | MailInDoubt:
+        """The server's answer to the e-mail just ended."""
+        protocol = self.open[slot].protocol
         try:
-            return (await client.data(raw)).message
-        except aiosmtplib.SMTPResponseException as error:
-            return _classified(error.code, error.message)
+            if protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("the connection was lost")
+            response = await protocol.read_response(timeout=self.mailer.timeout)
         except (aiosmtplib.SMTPException, OSError) as error:
             self._drop(slot)
             return MailInDoubt(f"{type(error).__name__}: {error}")
+        if response.code != SMTPStatus.completed:
+            return _classified(response.code, response.message)
+        return response.message
 
     async def _connection(self, slot: int, fresh: bool) -> aiosmtplib.SMTP | MailUnavailable:
         if not fresh and slot in self.open:
@@ -184,10 +198,31 @@ class _Connections:
             client.close()
 
 
+async def _all_but_the_end(client: aiosmtplib.SMTP, raw: bytes, timeout: float) -> None:
+    """DATA, then the e-mail as aiosmtplib's own `data` sends it (line ends as CRLF,
+    lines starting with "." doubled), but not the final "." line: aiosmtplib's
+    `SMTPProtocol.execute_data_command` in two halves, the second being `end`. Raises
+    what `data` raises."""
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("the connection was lost")
+    body = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(raw))
+    protocol._response_pending = True
+    protocol.write(b"DATA\r\n")
+    started = await protocol.read_response(timeout=timeout)
+    if started.code != SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(started.code, started.message)
+    protocol.write(body)
+
+
 async def _close(client: aiosmtplib.SMTP) -> None:
     with contextlib.suppress(aiosmtplib.SMTPException, OSError):
         await client.quit()
     client.close()
+
+
+# The server's reply to an e-mail, or why it was not taken.
+Answer = str | MailRefused | MailUnavailable | MailInDoubt | NotOurs
 
 
 @dataclass(frozen=True)
