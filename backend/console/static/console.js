@@ -27,10 +27,9 @@
     events.addEventListener("queue", (message) => {
       const now = JSON.parse(message.data).waiting;
       document.title = (now ? "(" + now + ") " : "") + baseTitle;
-      if (waiting !== null) {
-        document.body.dispatchEvent(new Event("queue-changed"));
-        if (now > waiting && sound && sound.checked) beep();
-      }
+      // The first event too: a hand-off opened between the page and this stream is in it.
+      document.body.dispatchEvent(new Event("queue-changed"));
+      if (waiting !== null && now > waiting && sound && sound.checked) beep();
       waiting = now;
     });
   }
