@@ -33,7 +33,7 @@ from backend.messaging import mailgun
 from backend.messaging.door import SendRefused
 from backend.messaging.email_inbound import InboundEmail
 from backend.messaging.mailgun import NotFromMailgun
-from backend.messaging.routes import mailgun_webhook, refusal_problem
+from backend.messaging.routes import mailgun_webhook, not_from_mailgun, refusal_problem
 
 log = get_logger(__name__)
 
@@ -175,8 +175,7 @@ async def mailgun_inbound(request: web.Request) -> web.Response:
     try:
         webhook.check(fields, request.app[CLOCK].now())
     except NotFromMailgun as refused:
-        log.warning("mailgun.refused", reason=str(refused))
-        raise Problem(401, f"Not from Mailgun: {refused}.", type_="invalid-signature") from None
+        raise not_from_mailgun(refused) from None
     try:
         mail = mailgun.inbound_email(fields)
     except mailgun.Unreadable as error:

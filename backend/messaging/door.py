@@ -6,10 +6,11 @@ the HTTP layer maps each kind to a status)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -150,3 +151,14 @@ def refuse_unless_allowed(
             Refusal.CONSENT_REFUSED,
             f"This person's {channel.value} consent does not allow {purpose.value} {noun} now.",
         )
+
+
+Answer = TypeVar("Answer")
+
+
+async def as_answer(work: Awaitable[Answer]) -> Answer | SendRefused:
+    """A send's result, or its refusal, as a value (a batch answers each in its place)."""
+    try:
+        return await work
+    except SendRefused as refused:
+        return refused

@@ -15,19 +15,20 @@ try later (`failed`, 502 mail-unavailable), in which case the send key is freed 
 a retry with the same key sends it.
 
 A process may stop in the middle of a send. The record says how far it got: `queued`
-(recorded, not yet handed over: the server has not been given the recipient and the
-e-mail) and `sending` (the server accepted the recipient; the e-mail is being handed
-over). Once `in_flight` has passed, the same send key finds a `queued` e-mail never
-handed over and sends it (the same message, the same Message-ID), and a `sending` one
-as sent: the server may have taken it in the milliseconds it had it, and mail is not
-sent twice on a guess. SMTP cannot be asked afterwards what it took (RFC 1047)."""
+(recorded; the server keeps nothing yet) and `sending` (the server has all of the
+e-mail but its final line, written right after the mark: backend.messaging.smtp). Once
+`in_flight` has passed, the same send key takes over a `queued` e-mail (the same
+message, the same Message-ID; only one sender can, and the one it was taken from
+abandons it) and answers a `sending` one as sent: mail is not sent twice on a guess,
+and SMTP cannot be asked afterwards what it took (RFC 1047)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import Message as MimeMessage
@@ -42,7 +43,7 @@ from backend.consent.ledger import Channel
 from backend.core.clock import Clock
 from backend.core.identities import IdentityKind
 from backend.core.logs import get_logger
-from backend.core.models import EmailSuppression, HeldMessage, Identity, Message, Profile
+from backend.core.models import HeldMessage, Identity, Message
 from backend.messaging import email_feedback, email_message
 from backend.messaging.door import (
     FollowUp,
@@ -50,8 +51,8 @@ from backend.messaging.door import (
     NotNow,
     Refusal,
     SendRefused,
+    as_answer,
     refuse_unless_allowed,
-    require_consent,
 )
 from backend.messaging.email_message import Dkim, Sender, Unsubscribe
 from backend.messaging.guards import ContactGuard, Limits, Wanted
@@ -60,7 +61,6 @@ from backend.messaging.held import (
     Outbound,
     earlier_held,
     earlier_send,
-    guard_one,
     hold_or_refuse,
 )
 from backend.messaging.pacing import SendingPace
@@ -152,7 +152,7 @@ class EmailDoor:
                 fresh = await self._record_many(session, mails, results, now)
         except IntegrityError:
             # A send key taken by someone else meanwhile: each e-mail on its own.
-            return [await _answer(self.send(m)) for m in mails]
+            return [await as_answer(self.send(m)) for m in mails]
         built = [
             (mails[i], row, self._compose(mails[i], owner, row, now)) for i, row, owner in fresh
         ]
@@ -160,7 +160,7 @@ class EmailDoor:
             results[i] = answer
         for i, mail in enumerate(mails):
             if results[i] is None:  # its send key was used before
-                results[i] = await _answer(self.send(mail))
+                results[i] = await as_answer(self.send(mail))
         return [r for r in results if r is not None]
 
     async def _record_many(
@@ -178,16 +178,24 @@ class EmailDoor:
             await session.scalars(select(Message.send_key).where(Message.send_key.in_(keys)))
         )
         todo = [i for i, m in enumerate(mails) if results[i] is None and m.send_key not in used]
-        addresses = {mails[i].to for i in todo}
-        gone = set(
-            await session.scalars(
-                select(EmailSuppression.address).where(EmailSuppression.address.in_(addresses))
-            )
-        )
+        allowed = await self._allowed(session, mails, todo, results)
+        return await self._record(session, mails, allowed, results, now)
+
+    async def _allowed(
+        self,
+        session: AsyncSession,
+        mails: Sequence[OutboundEmail],
+        indexes: Sequence[int],
+        results: list[Mailed | Held | SendRefused | None],
+    ) -> dict[int, uuid.UUID | None]:
+        """Suppression and consent, at the moment of sending, for these e-mails read
+        together: the refused ones answered in `results`; the owner of each that may go."""
+        addresses = {mails[i].to for i in indexes}
+        gone = await email_feedback.suppressed_among(session, addresses)
         owners = await self.directory.ids_by_identity(session, IdentityKind.EMAIL, addresses)
         consents = await consent.current_of(session, set(owners.values()))
-        allowed: list[tuple[int, uuid.UUID | None]] = []
-        for i in todo:
+        allowed: dict[int, uuid.UUID | None] = {}
+        for i in indexes:
             mail, owner = mails[i], owners.get(mails[i].to)
             try:
                 if mail.to in gone:
@@ -197,14 +205,28 @@ class EmailDoor:
             except SendRefused as refused:
                 results[i] = refused
                 continue
-            allowed.append((i, owner))
-        guarded = [(i, o) for i, o in allowed if o and mails[i].purpose is MessagePurpose.MARKETING]
+            allowed[i] = owner
+        return allowed
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        mails: Sequence[OutboundEmail],
+        allowed: dict[int, uuid.UUID | None],
+        results: list[Mailed | Held | SendRefused | None],
+        now: datetime,
+    ) -> list[tuple[int, Message, uuid.UUID | None]]:
+        """The guards for the marketing ones (held or refused in `results`), then the
+        others recorded as queued: (index, record, owner)."""
+        guarded = [
+            (i, o) for i, o in allowed.items() if o and mails[i].purpose is MessagePurpose.MARKETING
+        ]
         holds = await self.guard.check(
             session, [Wanted(o, mails[i].limits) for i, o in guarded], now
         )
         held = {i: (o, hold) for (i, o), hold in zip(guarded, holds, strict=True) if hold}
         fresh: list[tuple[int, Message, uuid.UUID | None]] = []
-        for i, owner in allowed:
+        for i, owner in allowed.items():
             if i in held:
                 who, hold = held[i]
                 results[i] = hold_or_refuse(
@@ -225,19 +247,26 @@ class EmailDoor:
         if unsendable := self._unsendable(mail):
             raise unsendable
         now = self.clock.now()
+        results: list[Mailed | Held | SendRefused | None] = [None]
+        row: Message | None = None
+        owner: uuid.UUID | None = None
         async with self.sessions.begin() as session:
             earlier = await self._earlier(session, mail.send_key)
             if isinstance(earlier, Mailed | Held):
                 return earlier
-            if await email_feedback.suppressed(session, mail.to):
-                raise _suppressed()
-            profile = await self.directory.find_by_identity(session, IdentityKind.EMAIL, mail.to)
-            await require_consent(session, profile, Channel.EMAIL, mail.purpose, "e-mails")
-            row = earlier if earlier is not None else await self._new_row(session, mail, profile)
-            if isinstance(row, Held):
-                return row
-        built = self._compose(mail, profile.id if profile else None, row, now)
-        return await self._hand_over(mail, row, built)
+            allowed = await self._allowed(session, [mail], [0], results)
+            if allowed:
+                owner = allowed[0]
+                if earlier is not None:  # taken up again: the guards let it go then
+                    row = earlier
+                elif fresh := await self._record(session, [mail], allowed, results, now):
+                    row = fresh[0][1]
+        if isinstance(results[0], SendRefused):
+            raise results[0]
+        if isinstance(results[0], Held):
+            return results[0]
+        assert row is not None
+        return await self._hand_over(mail, row, self._compose(mail, owner, row, now))
 
     def _compose(
         self, mail: OutboundEmail, owner: uuid.UUID | None, row: Message, now: datetime
@@ -248,22 +277,6 @@ class EmailDoor:
             self.sender, mail.to, mail.subject, mail.text, mail.html, marketing, links,
             row.id, now, mail.in_reply_to,
         )  # fmt: skip
-
-    async def _new_row(
-        self, session: AsyncSession, mail: OutboundEmail, profile: Profile | None
-    ) -> Message | Held:
-        """The message recorded as queued, once the guards let it go now (held else)."""
-        now = self.clock.now()
-        held = await self._guard(session, mail, profile)
-        if isinstance(held, SendRefused):
-            raise held
-        if held is not None:
-            return held
-        row = self._row(mail, profile.id if profile else None, now)
-        session.add(row)
-        await session.flush()
-        row.provider_sid = email_message.message_id(row.id, self.sender_domain)
-        return row
 
     def _row(self, mail: OutboundEmail, owner: uuid.UUID | None, now: datetime) -> Message:
         """The record of an e-mail about to go (queued)."""
@@ -302,10 +315,12 @@ class EmailDoor:
             raise failed[0]  # the database: the records stay queued, to be taken up again
         going = [i for i, turn in enumerate(turns) if not isinstance(turn, SendRefused)]
 
-        async def handing_over(indexes: list[int]) -> list[int]:
+        @contextlib.asynccontextmanager
+        async def handing_over(indexes: list[int]) -> AsyncIterator[list[int]]:
             """Mark the e-mails as going, each only if its record is still as this send
             left it (queued, last touched by this send): a send taken over by another
-            sender meanwhile is left to that one."""
+            sender meanwhile is left to that one. The mark commits as the block that
+            writes the e-mails' final lines ends, so it holds exactly if they went."""
             rows = {items[going[i]][1].id: (i, items[going[i]][1].updated_at) for i in indexes}
             async with self.sessions.begin() as session:
                 marked = await session.scalars(
@@ -323,7 +338,7 @@ class EmailDoor:
                     .returning(Message.id)
                     .execution_options(synchronize_session=False)
                 )
-                return [rows[id_][0] for id_ in marked]
+                yield [rows[id_][0] for id_ in marked]
 
         envelopes = [
             Envelope(email_message.as_bytes(items[i][2], self.dkim), self.sender.address,
@@ -493,16 +508,6 @@ class EmailDoor:
             log.warning("email.outcome_unknown", message_id=found.id)
         return Mailed(found, repeated=True)
 
-    async def _guard(
-        self, session: AsyncSession, mail: OutboundEmail, profile: Profile | None
-    ) -> Held | SendRefused | None:
-        if mail.purpose is not MessagePurpose.MARKETING or profile is None:
-            return None
-        return await guard_one(
-            session, self.guard, self._outbound(mail), profile.id, mail.limits,
-            self.clock.now(), "e-mails",
-        )  # fmt: skip
-
     @staticmethod
     def _outbound(mail: OutboundEmail) -> Outbound:
         """The e-mail as a held message keeps it."""
@@ -517,14 +522,6 @@ def _suppressed() -> SendRefused:
         Refusal.UNDELIVERABLE_ADDRESS,
         "This address bounced for good and is suppressed: nothing more is sent to it.",
     )
-
-
-async def _answer(work: Awaitable[Mailed | Held]) -> Mailed | Held | SendRefused:
-    """A send's result, or its refusal, as a value."""
-    try:
-        return await work
-    except SendRefused as refused:
-        return refused
 
 
 def _refusal_text(refusal: Refusal, detail: str) -> str:

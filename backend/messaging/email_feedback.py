@@ -16,6 +16,7 @@ door reports an SMTP server's immediate "no such mailbox" the same way.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -112,8 +113,15 @@ async def record(session: AsyncSession, feedback: Feedback, clock: Clock) -> Out
     return Outcome.WITHDRAWN
 
 
-async def suppressed(session: AsyncSession, address: str) -> EmailSuppression | None:
-    return await session.get(EmailSuppression, address)
+async def suppressed_among(session: AsyncSession, addresses: Iterable[str]) -> set[str]:
+    """Which of these addresses are suppressed: nothing is sent to them."""
+    wanted = set(addresses)
+    if not wanted:
+        return set()
+    found = await session.scalars(
+        select(EmailSuppression.address).where(EmailSuppression.address.in_(wanted))
+    )
+    return set(found)
 
 
 def hard_bounce(code: int, text: str) -> bool:

@@ -80,12 +80,12 @@ class EmailInbox:
         key = provider_key(mail)
         try:
             received = await self._record(mail, key)
-        except IntegrityError:
+        except IntegrityError:  # the same e-mail, recorded meanwhile by another delivery
             async with self.sessions() as session:
-                earlier = await session.scalar(select(Message).where(Message.provider_sid == key))
-            if earlier is None or earlier.profile_id is None:
+                earlier = await _earlier(session, key)
+            if earlier is None:
                 raise
-            return ReceivedEmail(earlier, earlier.profile_id, True, earlier.keyword == STOP)
+            return earlier
         log.info(
             "email.received", message_id=received.message.id,
             sender=redact(IdentityKind.EMAIL, mail.sender), unsubscribe=received.unsubscribed,
@@ -96,9 +96,8 @@ class EmailInbox:
         now = self.clock.now()
         asked_to_stop = bool(_UNSUBSCRIBE.fullmatch(mail.subject))
         async with self.sessions.begin() as session:
-            if found := await session.scalar(select(Message).where(Message.provider_sid == key)):
-                assert found.profile_id is not None
-                return ReceivedEmail(found, found.profile_id, True, found.keyword == STOP)
+            if earlier := await _earlier(session, key):
+                return earlier
             identified = await self.directory.identify(
                 session, kind=IdentityKind.EMAIL, address=mail.sender
             )
@@ -121,6 +120,14 @@ class EmailInbox:
                     session, ticket, unsubscribe.Method.MAILTO, self.clock
                 )
         return ReceivedEmail(row, profile_id, False, asked_to_stop)
+
+
+async def _earlier(session: AsyncSession, key: str) -> ReceivedEmail | None:
+    """The e-mail as recorded at an earlier delivery, if it was."""
+    found = await session.scalar(select(Message).where(Message.provider_sid == key))
+    if found is None or found.profile_id is None:
+        return None
+    return ReceivedEmail(found, found.profile_id, True, found.keyword == STOP)
 
 
 async def _ours(session: AsyncSession, message_id: str | None) -> int | None:

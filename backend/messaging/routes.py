@@ -442,6 +442,13 @@ def mailgun_webhook(request: web.Request) -> MailgunWebhook:
     return webhook
 
 
+def not_from_mailgun(refused: NotFromMailgun) -> Problem:
+    """The 401 for a request whose Mailgun signature does not hold (logged: someone may
+    be forging them)."""
+    log.warning("mailgun.refused", reason=str(refused))
+    return Problem(401, f"Not from Mailgun: {refused}.", type_="invalid-signature")
+
+
 async def mailgun_events(request: web.Request) -> web.Response:
     """Mailgun's webhook: a bounce or a complaint, checked against Mailgun's signature."""
     webhook = mailgun_webhook(request)
@@ -452,8 +459,7 @@ async def mailgun_events(request: web.Request) -> web.Response:
     try:
         event = webhook.verify(body, request.app[CLOCK].now())
     except NotFromMailgun as refused:
-        log.warning("mailgun.refused", reason=str(refused))
-        raise Problem(401, f"Not from Mailgun: {refused}.", type_="invalid-signature") from None
+        raise not_from_mailgun(refused) from None
     found = mailgun.feedback(event)
     if found is None:
         return respond(EmailEventsRecorded(outcomes=["ignored"]))

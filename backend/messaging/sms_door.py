@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -35,6 +35,7 @@ from backend.messaging.door import (
     NotNow,
     Refusal,
     SendRefused,
+    as_answer,
     consent_needed,
     refuse_unless_allowed,
 )
@@ -176,7 +177,7 @@ class SmsDoor:
                     return [taken]
                 return [await self._settle(taken)]
             # One of these keys is being sent by someone else: each text on its own.
-            return [await _answer(self.send(text)) for text in texts]
+            return [await as_answer(self.send(text)) for text in texts]
         accepted: list[tuple[Message, Accepted]] = []
 
         async def send_parts(index: int, rows: list[Message]) -> None:
@@ -193,7 +194,7 @@ class SmsDoor:
             )  # fmt: skip
 
         async def settle(index: int, rows: list[Message]) -> None:
-            results[index] = await _answer(self._settle(rows))
+            results[index] = await as_answer(self._settle(rows))
 
         failures = [
             outcome
@@ -515,14 +516,6 @@ async def _opted_out_by(session: AsyncSession, inbound: Message) -> bool:
         .limit(1)
     )
     return line is not None
-
-
-async def _answer(work: Awaitable[Sent | Held]) -> Sent | Held | SendRefused:
-    """A send's result, or its refusal, as a value."""
-    try:
-        return await work
-    except SendRefused as refused:
-        return refused
 
 
 def _refusal(error: TwilioRestException) -> Refusal:

@@ -7,18 +7,21 @@ not reached (the connection failed, timed out, or the server said 4xx: try later
 nothing was taken), or in doubt (the server went silent while it had the e-mail).
 
 The e-mail goes in two steps (`_Connections`): the sender, the recipient, DATA and the
-whole e-mail but its final line "." (until which the server keeps nothing), then, once
-`handing_over` has recorded that it is going, the final "." of every e-mail of the
-round, written at once. A sender that stops before the mark has delivered nothing; one
-that stops after it has written the final lines, which the system sends on its way even
-as the process dies: what is marked as going has gone, but for the microseconds between
-the mark and those writes."""
+whole e-mail but its final line "." (until which the server keeps nothing), then the
+final "." of every e-mail of the round, written at once inside `handing_over`'s mark,
+whose commit is written right after them with nothing awaited in between. A sender that
+stops before the commit reached the database has its mark undone (the e-mails are still
+`queued`: a stop before the final lines delivered nothing); one that stops after it
+had written both, and the system sends what was written even as the process dies: the
+record says `sending` exactly when the final lines went, but for the microseconds
+between the two writes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -74,17 +77,16 @@ class Mailer:
     async def send_all(
         self,
         envelopes: Sequence[Envelope],
-        handing_over: Callable[[list[int]], Awaitable[Collection[int]]],
+        handing_over: Callable[[list[int]], AbstractAsyncContextManager[Collection[int]]],
     ) -> list[Answer]:
         """Hand over many e-mails on up to `connections` connections, each kept for
         the next e-mail (as mail servers expect of a sender): the server's reply to
         each, or why it was not taken. E-mails go in rounds, one per connection;
         `handing_over` is given the indexes of a round's e-mails the server is ready to
-        take, and answers which of them this sender may end (the others were taken over
-        by another sender, and are abandoned)."""
-        answers: list[str | MailRefused | MailUnavailable | MailInDoubt | NotOurs | None] = [
-            None
-        ] * len(envelopes)
+        take, and opens the mark of those this sender may end (the others were taken over
+        by another sender, and are abandoned); their ends are written inside it, and the
+        mark is kept (committed) as it closes."""
+        answers: list[Answer | None] = [None] * len(envelopes)
         async with self._turn, _Connections(self) as connections:
             for start in range(0, len(envelopes), self.connections):
                 round_ = list(range(start, min(start + self.connections, len(envelopes))))
@@ -95,13 +97,14 @@ class Mailer:
                 for slot, i in enumerate(round_):
                     answers[i] = opened[slot]
                 if ready:
-                    ours = set(await handing_over([i for _, i in ready]))
-                    for slot, i in ready:  # no await between the mark and these writes
-                        if i in ours:
-                            connections.end(slot)
-                        else:  # closed without its end: the server keeps nothing
-                            connections.abandon(slot)
-                            answers[i] = NotOurs("another sender took this e-mail over")
+                    async with handing_over([i for _, i in ready]) as marked:
+                        ours = set(marked)
+                        for slot, i in ready:  # no await: the mark commits right after
+                            if i in ours:
+                                connections.end(slot)
+                            else:  # closed without its end: the server keeps nothing
+                                connections.abandon(slot)
+                                answers[i] = NotOurs("another sender took this e-mail over")
                     going = [(slot, i) for slot, i in ready if i in ours]
                     delivered = await asyncio.gather(
                         *(connections.answer(slot) for slot, _ in going)

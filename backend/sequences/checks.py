@@ -39,6 +39,7 @@ from backend.sequences.templates import (
     RenderedEmail,
     render,
     render_email,
+    render_subject,
     sample_context,
 )
 from message_rules.sms import is_gsm7
@@ -360,13 +361,13 @@ def email_problems(
     if problems:
         return problems
     try:
-        title = render(subject, context)
+        title = render_subject(subject, context)
     except Exception as error:  # the marketer's subject
         line, text = _tried(subject, error)
         return [("subject", line, text.replace("template", "subject"))]
-    if not title.strip():
+    if not title:
         problems.append(("subject", None, "the subject is empty for a sample profile"))
-    elif len(" ".join(title.split())) > MAX_SUBJECT:
+    elif len(title) > MAX_SUBJECT:
         problems.append(
             ("subject", None, f"the subject is {len(title)} characters for a sample profile "
              f"(at most {MAX_SUBJECT}; inboxes show about 60)"),

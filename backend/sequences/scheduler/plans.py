@@ -85,9 +85,11 @@ def not_recorded(plan: SendPlan) -> Outcome:
     return Outcome(plan, "retry", "Rasa could not record it in the conversation", retry=True)
 
 
-def outcome_of(
-    plan: SendPlan, result: Sent | Placed | Pushed | Mailed | Held | SendRefused
-) -> Outcome:
+# What a door answers a send.
+DoorAnswer = Sent | Placed | Pushed | Mailed | Held | SendRefused
+
+
+def outcome_of(plan: SendPlan, result: DoorAnswer) -> Outcome:
     """A door's answer as a step outcome (the door is asked once the text is in the
     person's conversation)."""
     if isinstance(result, Held):  # the scheduler asks to be refused, never held

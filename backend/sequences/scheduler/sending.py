@@ -8,6 +8,7 @@ the conversation."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,7 +23,13 @@ from backend.messaging.door import SendRefused
 from backend.messaging.email_door import EmailDoor, OutboundEmail
 from backend.messaging.sms_door import SmsDoor
 from backend.messaging.web_door import WebDoor, WebPush
-from backend.sequences.scheduler.plans import Outcome, SendPlan, not_recorded, outcome_of
+from backend.sequences.scheduler.plans import (
+    DoorAnswer,
+    Outcome,
+    SendPlan,
+    not_recorded,
+    outcome_of,
+)
 
 log = get_logger(__name__)
 
@@ -53,13 +60,37 @@ class Sender:
         return outcomes
 
     async def _text_all(self, plans: list[SendPlan]) -> list[Outcome]:
-        """Record each text in its conversation, then send the recorded ones at once."""
-        if self.door is None:
-            return [Outcome(p, "retry", "sms is not configured", retry=True) for p in plans]
+        """Texts: each recorded in its conversation, then the recorded ones through the
+        SMS door at once."""
+        door = self.door
+        if door is None:
+            return _not_configured(plans, "sms")
+        return await self._recorded_then(
+            plans, lambda ready: door.send_many([p.text for p in ready])
+        )
+
+    async def _email_all(self, plans: list[SendPlan]) -> list[Outcome]:
+        """E-mails: each recorded in the address's conversation, then the recorded ones
+        through the e-mail door at once (consent, suppression, the guards and each
+        domain's pace again)."""
+        door = self.emails
+        if door is None:
+            return _not_configured(plans, "e-mail")
+        return await self._recorded_then(
+            plans, lambda ready: door.send_many([_email_of(p) for p in ready])
+        )
+
+    async def _recorded_then(
+        self,
+        plans: list[SendPlan],
+        send_many: Callable[[list[SendPlan]], Awaitable[Sequence[DoorAnswer]]],
+    ) -> list[Outcome]:
+        """Record each follow-up in its conversation, then send the recorded ones
+        together; the others wait for Rasa."""
         recorded = await self._record(plans)
         ready = [p for p, ok in zip(plans, recorded, strict=True) if ok]
         outcomes = [not_recorded(p) for p, ok in zip(plans, recorded, strict=True) if not ok]
-        results = await self.door.send_many([p.text for p in ready]) if ready else []
+        results = await send_many(ready) if ready else []
         return outcomes + [outcome_of(p, r) for p, r in zip(ready, results, strict=True)]
 
     async def _send_one(self, plan: SendPlan) -> Outcome:
@@ -82,18 +113,6 @@ class Sender:
         except SendRefused as refused:
             return outcome_of(plan, refused)
         return outcome_of(plan, placed)
-
-    async def _email_all(self, plans: list[SendPlan]) -> list[Outcome]:
-        """E-mails: each recorded in the address's conversation, then the recorded ones
-        through the e-mail door at once (consent, suppression, the guards and each
-        domain's pace again)."""
-        if self.emails is None:
-            return [Outcome(p, "retry", "e-mail is not configured", retry=True) for p in plans]
-        recorded = await self._record(plans)
-        ready = [p for p, ok in zip(plans, recorded, strict=True) if ok]
-        outcomes = [not_recorded(p) for p, ok in zip(plans, recorded, strict=True) if not ok]
-        results = await self.emails.send_many([_email_of(p) for p in ready]) if ready else []
-        return outcomes + [outcome_of(p, r) for p, r in zip(ready, results, strict=True)]
 
     async def _push_to_web(self, plan: SendPlan) -> Outcome:
         """A web follow-up, through the web door: into the person's web chat
@@ -160,3 +179,7 @@ def _email_of(plan: SendPlan) -> OutboundEmail:
         purpose=text.purpose, send_key=text.send_key, follow_up=text.follow_up,
         if_not_now=text.if_not_now, limits=text.limits,
     )  # fmt: skip
+
+
+def _not_configured(plans: list[SendPlan], channel: str) -> list[Outcome]:
+    return [Outcome(p, "retry", f"{channel} is not configured", retry=True) for p in plans]
