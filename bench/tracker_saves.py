@@ -1,8 +1,10 @@
-"""What saving a conversation costs Rasa: its own `SQLTrackerStore` against Parley's
-(bot/tracker_store.py), on SQLite and PostgreSQL, for conversations with 1, 10 and 50
-earlier turns in their session. Each save adds a follow-up (four events) to a tracker
-read afresh, with an event broker configured, as the bot's batch endpoint does; each
-conversation is saved into once, so every save meets the same length.
+"""What reading and saving a conversation costs Rasa on every turn: its own
+`SQLTrackerStore` against Parley's (bot/tracker_store.py), on SQLite and PostgreSQL,
+for conversations with 1, 10 and 50 earlier turns in their session. Each measured turn
+reads the conversation, adds a follow-up (four events) and saves it, with an event
+broker configured, as the bot's batch endpoint does; the conversation was saved by the
+turn before it in the same process (as in a chat, where one turn follows another), and
+each conversation is measured once, so every turn meets the same length.
 
 It runs in the bot runtime (`.venv-bot/bin/python -m bench.tracker_saves POSTGRES_DSN`),
 where Rasa is; `make bench` starts it and prints the table it writes to stdout.
@@ -59,9 +61,9 @@ class Clock:
         return self.at
 
 
-async def median_save_ms(store: SQLTrackerStore, domain: Domain, turns: int, name: str) -> float:
-    """The median time to save a follow-up into each of SAVES conversations that have
-    `turns` earlier turns in their session."""
+async def median_turn_ms(store: SQLTrackerStore, domain: Domain, turns: int, name: str) -> float:
+    """The median time to read each of SAVES conversations that have `turns` earlier
+    turns in their session and save a follow-up into it."""
     at = Clock()
     intent = {"name": "greet", "confidence": 0.98}
     earlier: list[Event] = [
@@ -84,6 +86,7 @@ async def median_save_ms(store: SQLTrackerStore, domain: Domain, turns: int, nam
         for event in earlier:
             tracker.update(event, domain)
         await store.save(tracker)
+        started = time.perf_counter()
         tracker = await store.get_or_create_tracker(conversation, append_action_listen=False)
         for event in (
             ActionExecuted("action_follow_up", timestamp=at()),
@@ -92,7 +95,6 @@ async def median_save_ms(store: SQLTrackerStore, domain: Domain, turns: int, nam
             ActionExecuted("action_listen", timestamp=at()),
         ):
             tracker.update(event, domain)
-        started = time.perf_counter()
         await store.save(tracker)
         took.append((time.perf_counter() - started) * 1000)
     return statistics.median(took)
@@ -123,7 +125,7 @@ async def measure(postgres: str) -> dict[tuple[str, str, int], float]:
                 store = kind(domain, host=url, event_broker=Discarded())
                 try:
                     for turns in TURNS:
-                        found[(database, label, turns)] = await median_save_ms(
+                        found[(database, label, turns)] = await median_turn_ms(
                             store, domain, turns, f"{label}-{turns}"
                         )
                 finally:

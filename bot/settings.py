@@ -27,6 +27,9 @@ class BotSettings(BaseSettings):
     backend_token: SecretStr | None = None
     # Seconds an action waits for the backend before answering without it.
     backend_timeout: float = Field(5.0, gt=0)
+    # Conversations whose current session Rasa's tracker store keeps in memory, so
+    # that a turn reads only a mark from the database (bot/tracker_store.py); 0: none.
+    rasa_held_conversations: int = Field(1000, ge=0)
 
     # Twilio (SMS and calls): webhooks are verified with the account's auth token.
     twilio_auth_token: SecretStr | None = None

@@ -1,6 +1,7 @@
 """Parley's tracker store (bot/tracker_store.py) against Rasa's own `SQLTrackerStore`:
 the same conversation saved through each, on SQLite and on PostgreSQL, stores the same
-events and hands the event broker the same ones; and both endpoint files load it."""
+events and hands the event broker the same ones; every read of a conversation it holds
+in memory is the read Rasa's own makes of the database; and both endpoint files load it."""
 
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ from rasa.shared.core.events import (
     SlotSet,
     UserUttered,
 )
+from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
+from sqlalchemy import event as sa_event  # type: ignore[import-untyped]
 from sqlalchemy.exc import OperationalError  # type: ignore[import-untyped]
 
 from bot import tracker_store
-from bot.settings import PROJECT_ROOT
+from bot.settings import PROJECT_ROOT, settings
 from bot.tracker_store import ParleySQLTrackerStore
 from tests.servers import POSTGRES_DSN, server_missing
 
@@ -255,3 +258,139 @@ async def test_a_save_waits_until_the_broker_has_published_what_it_was_handed(
     await _converse(store, domain)
     # Every save returned only once all it had handed over was confirmed.
     assert broker.events and broker.confirmed == len(broker.events)
+
+
+async def _rasas_read(store: ParleySQLTrackerStore, sender_id: str) -> list[dict[str, Any]] | None:
+    """What Rasa's own `SQLTrackerStore.retrieve` reads from the same database."""
+    tracker = await SQLTrackerStore.retrieve(store, sender_id)
+    return None if tracker is None else _state(tracker)
+
+
+def _state(tracker: DialogueStateTracker) -> list[dict[str, Any]]:
+    return [tracker.current_state(EventVerbosity.ALL)]
+
+
+async def _read(store: ParleySQLTrackerStore, sender_id: str) -> list[dict[str, Any]] | None:
+    tracker = await store.retrieve(sender_id)
+    return None if tracker is None else _state(tracker)
+
+
+class Statements:
+    """The SQL statements an engine runs, by their first word."""
+
+    def __init__(self, engine: Any) -> None:
+        self.seen: list[str] = []
+        sa_event.listen(engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.seen.append(statement.split(None, 1)[0].upper())
+
+
+async def test_every_read_of_a_held_conversation_is_rasas_own_read(
+    domain: Domain, database_urls: tuple[str, str]
+) -> None:
+    """The held current session is what Rasa would read, after every kind of save: turns,
+    a follow-up, a new session, a turn that failed before saving (its tracker changed,
+    never saved), an event stamped before the session's start."""
+    _, url = database_urls
+    store = ParleySQLTrackerStore(domain, host=url)
+    try:
+        for events in _turns():
+            tracker = await store.get_or_create_tracker(CONVERSATION, append_action_listen=False)
+            for event in events:
+                tracker.update(event, domain)
+            await store.save(tracker)
+            assert await _read(store, CONVERSATION) == await _rasas_read(store, CONVERSATION)
+
+        # A turn that fails after changing its tracker: nothing of it is read back.
+        tracker = await store.get_or_create_tracker(CONVERSATION)
+        tracker.update(UserUttered("lost", {"name": "greet", "confidence": 0.9}), domain)
+        tracker.update(SlotSet("follow_up", "lost"), domain)
+        assert tracker.latest_message is not None
+        tracker.latest_message.use_text_for_featurization = True  # Rasa sets this in place
+        for event in tracker.events:
+            event.timestamp = 0.0
+        assert await _read(store, CONVERSATION) == await _rasas_read(store, CONVERSATION)
+
+        # An event stamped before the session started: Rasa's query leaves it out.
+        tracker = await store.get_or_create_tracker(CONVERSATION)
+        tracker.update(BotUttered("from the past", timestamp=1_700_000_000.0), domain)
+        tracker.update(ActionExecuted("action_listen"), domain)
+        await store.save(tracker)
+        rasas = await _rasas_read(store, CONVERSATION)
+        assert await _read(store, CONVERSATION) == rasas
+        assert rasas is not None and "from the past" not in str(rasas)
+
+        # A conversation that never was.
+        assert await _read(store, "+14155550999") is None
+        assert await _rasas_read(store, "+14155550999") is None
+    finally:
+        store.engine.dispose()
+
+
+async def test_a_held_conversation_reads_only_its_mark_from_the_database(
+    domain: Domain, tmp_path: Path
+) -> None:
+    store = ParleySQLTrackerStore(domain, host=f"sqlite:///{tmp_path / 'rasa.db'}")
+    await _converse(store, domain)
+    await store.retrieve(CONVERSATION)
+    statements = Statements(store.engine)
+
+    tracker = await store.retrieve(CONVERSATION)
+    assert statements.seen == ["SELECT"]  # the mark, however long the session
+    assert tracker is not None
+    tracker.update(UserUttered("and again", {"name": "greet", "confidence": 0.9}), domain)
+    statements.seen.clear()
+    await store.save(tracker)
+    # The mark, then the new event; no count of the session, no read of it.
+    assert statements.seen == ["SELECT", "INSERT"]
+
+
+async def test_a_turn_another_replica_saved_is_read_not_the_held_session(
+    domain: Domain, database_urls: tuple[str, str]
+) -> None:
+    """Two Rasa replicas on one database (the scale profile): each sees what the other
+    saved, erased or deleted."""
+    _, url = database_urls
+    one = ParleySQLTrackerStore(domain, host=url)
+    two = ParleySQLTrackerStore(domain, host=url)
+    try:
+        await _converse(one, domain)
+        assert await _read(one, CONVERSATION) is not None  # held by the first
+        tracker = await two.get_or_create_tracker(CONVERSATION)
+        said = UserUttered("on the second", {"name": "greet"}, timestamp=1_800_000_050.0)
+        tracker.update(said, domain)
+        await two.save(tracker)
+        read = await _read(one, CONVERSATION)
+        assert read == await _rasas_read(one, CONVERSATION)
+        assert "on the second" in str(read)
+
+        two.delete_older_than(before=1_800_000_012.0, limit=100)
+        assert await _read(one, CONVERSATION) == await _rasas_read(one, CONVERSATION)
+        assert two.erase(CONVERSATION) > 0
+        assert await _read(one, CONVERSATION) is None
+    finally:
+        one.engine.dispose()
+        two.engine.dispose()
+
+
+async def test_how_many_conversations_are_held_is_bounded(
+    domain: Domain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARLEY_RASA_HELD_CONVERSATIONS", "2")
+    settings.cache_clear()
+    try:
+        store = ParleySQLTrackerStore(domain, host=f"sqlite:///{tmp_path / 'rasa.db'}")
+    finally:
+        settings.cache_clear()
+    for number in range(3):
+        sender = f"+1415555010{number}"
+        tracker = await store.get_or_create_tracker(sender)
+        await store.save(tracker)
+        await store.retrieve(sender)
+    assert len(store.held) == 2
+    # The one dropped is read from the database, the same as ever.
+    assert await _read(store, "+14155550100") == await _rasas_read(store, "+14155550100")
+    # Erasing a conversation forgets it in memory too.
+    store.erase("+14155550100")
+    assert "+14155550100" not in store.held
