@@ -50,7 +50,7 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa  # type: ignore[import-untyped]
 from rasa.core.agent import Agent
@@ -73,6 +73,18 @@ SQLITE_BUSY_SECONDS = 30.0  # how long a write waits for another process's to fi
 Mark = tuple[int, int | None]  # a conversation's stored rows (all sessions), highest row id
 
 
+class Stored(NamedTuple):
+    """A stored event's row, as far as reading the session needs it."""
+
+    type_name: str
+    timestamp: float | None
+    data: str
+
+
+def _stored(row: dict[str, Any]) -> Stored:
+    return Stored(row["type_name"], row["timestamp"], row["data"])
+
+
 Row = tuple[float | None, Event | None]  # a stored event's timestamp, and the event
 # (None where Rasa's read could not decode it: it drops that event, but counts the row)
 
@@ -89,7 +101,7 @@ class Held:
     def events(self) -> list[Event]:
         return [event for _, event in self.rows if event is not None]
 
-    def extended(self, mark: Mark, stored: list[Any]) -> Held:
+    def extended(self, mark: Mark, stored: list[Stored]) -> Held:
         """This session with the rows just stored after it, as Rasa's query would find
         it: from the latest session start's timestamp on. A new start can only move that
         later, and every row before this session is stamped before its start, so the
@@ -222,8 +234,9 @@ class ParleySQLTrackerStore(SQLTrackerStore):
 
     def _read(self, session: Any, sender_id: str, mark: Mark) -> Held:
         """The current session as Rasa's `_retrieve` reads it (its query, its decoding)."""
-        stored = self._event_query(session, sender_id, fetch_events_from_all_sessions=False)
-        return Held(mark, [], None).extended(mark, stored.all())
+        query = self._event_query(session, sender_id, fetch_events_from_all_sessions=False)
+        stored = [Stored(row.type_name, row.timestamp, row.data) for row in query]
+        return Held(mark, [], None).extended(mark, stored)
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         """Rasa's save: the tracker's events after the session's stored ones are handed
@@ -242,12 +255,13 @@ class ParleySQLTrackerStore(SQLTrackerStore):
                 if self.event_broker is not None:
                     self.event_broker.publish({"sender_id": sender_id, **data})
                 rows.append(self._row(sender_id, event.type_name, data))
-            session.add_all(rows)
-            session.flush()  # the rows' ids, and their values before commit expires them
-            after: Mark = (mark[0] + len(rows), max([mark[1] or 0, *(row.id for row in rows)]))
+            after = mark
+            if rows:  # one statement for them all, where Rasa's ORM writes one per event
+                session.execute(self.SQLEvent.__table__.insert(), rows)
+                after = self._mark(session, sender_id)
             if held is None and mark[0] == 0:  # a new conversation: all of it is this save's
                 held = Held(mark, [], None)
-            then = held.extended(after, rows) if held is not None else None
+            then = held.extended(after, [_stored(row) for row in rows]) if held else None
             session.commit()
         self.held.put(sender_id, then)
         published = getattr(self.event_broker, "published", None)
@@ -259,16 +273,17 @@ class ParleySQLTrackerStore(SQLTrackerStore):
         return int(self._event_query(session, sender_id, fetch_events_from_all_sessions=False)
                    .count())  # fmt: skip
 
-    def _row(self, sender_id: str, type_name: str, data: dict[str, Any]) -> Any:
+    @staticmethod
+    def _row(sender_id: str, type_name: str, data: dict[str, Any]) -> dict[str, Any]:
         """The row Rasa's save writes for an event."""
-        return self.SQLEvent(
-            sender_id=sender_id,
-            type_name=type_name,
-            timestamp=data.get("timestamp"),
-            intent_name=data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
-            action_name=data.get("name"),
-            data=json.dumps(data),
-        )
+        return {
+            "sender_id": sender_id,
+            "type_name": type_name,
+            "timestamp": data.get("timestamp"),
+            "intent_name": data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
+            "action_name": data.get("name"),
+            "data": json.dumps(data),
+        }
 
     async def stream_events(self, tracker: DialogueStateTracker) -> None:
         """Nothing here: `save` publishes the events it stores."""
