@@ -147,6 +147,19 @@ class Supervisor:
                     next_progress = now + progress_every
                 await asyncio.sleep(0.25)
 
+    async def wait_all_healthy(self, names: list[str], timeout: float) -> None:
+        """Wait until every one of `names` answers healthy, side by side; the first
+        ServiceFailed stops the waiting for the others."""
+        waits = [asyncio.create_task(self.wait_healthy(name, timeout)) for name in names]
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_EXCEPTION)
+            for wait in done:
+                wait.result()  # raises the first failure
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
     async def first_exit(self) -> ServiceFailed:
         """Wait until any child exits, and say which and why."""
         waits = {asyncio.create_task(r.process.wait()): r for r in self._running}

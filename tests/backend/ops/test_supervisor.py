@@ -81,6 +81,28 @@ async def test_health_is_checked_over_http() -> None:
     assert seconds < 30
 
 
+async def test_children_started_together_are_waited_for_together() -> None:
+    """How `parley run` starts: everything at once, ready when all are; a child that
+    fails while starting is named at once, not after the slowest one's wait."""
+    port = free_port()
+    supervisor = Supervisor(io.StringIO())
+    argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    await supervisor.start(Service("web", argv, http_ok(f"http://127.0.0.1:{port}/")))
+    await supervisor.start(Service("steady", python("import time; time.sleep(60)"), always))
+    await supervisor.wait_all_healthy(["web", "steady"], timeout=30)
+
+    await supervisor.start(Service("slow", python("import time; time.sleep(60)"), never))
+    await supervisor.start(Service("broken", python("print('boom'); raise SystemExit(2)"), never))
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ServiceFailed) as failure:
+        await supervisor.wait_all_healthy(["slow", "broken"], timeout=30)
+    waited = asyncio.get_running_loop().time() - started
+    await supervisor.stop_all()
+    assert failure.value.name == "broken"
+    assert failure.value.last_lines == ["boom"]
+    assert waited < 30  # not the slow one's whole timeout
+
+
 async def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period() -> None:
     supervisor = Supervisor(io.StringIO())
     stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready'); time.sleep(60)"
