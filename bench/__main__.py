@@ -82,18 +82,21 @@ def tracker_saves_table(machine_line: str) -> str:
     ).stdout.strip()  # fmt: skip
     return "\n".join(
         [
-            "## Rasa's side: saving a conversation",
+            "## Rasa's side: reading and saving a conversation",
             "",
             f"Machine: {machine_line}.",
             "",
-            "Median time of one save of a conversation, with an event broker configured, "
-            "when a follow-up (four events) is added to a tracker read afresh, as the bot's "
-            "batch endpoint records one: 100 conversations per cell, each saved into once "
-            "(Rasa 3.6 on Python 3.10, the bot runtime). Rasa's SQL tracker store reads "
-            "the conversation's session back before each save, to find the events to "
-            "hand the broker; Parley's (bot/tracker_store.py) counts the stored events once "
-            "and uses the count for both. Side by side on SQLite (the embedded default) and "
-            "PostgreSQL (the scale profile).",
+            "Median time of one turn's storage: the conversation read, a follow-up (four "
+            "events) added, the conversation saved, with an event broker configured, as the "
+            "bot's batch endpoint records one; the conversation was saved by the turn before "
+            "it in the same process, as in a chat. 100 conversations per cell, each measured "
+            "once (Rasa 3.6 on Python 3.10, the bot runtime). Rasa's SQL tracker store reads "
+            "every event of the session and replays it on each read, and reads it all again "
+            "on each save to find the events to hand the broker; Parley's "
+            "(bot/tracker_store.py) holds the sessions it served last and reads only a mark "
+            "(row count, highest id) to know they are current, and saves the new events in "
+            "one statement. Side by side on SQLite (the embedded default) and PostgreSQL (the "
+            "scale profile).",
             "",
             measured,
         ]
