@@ -142,6 +142,12 @@ class HeldConversations:
             self._held.move_to_end(sender_id)
             return held
 
+    def take(self, sender_id: str, mark: Mark) -> Held | None:
+        """The held session, if still current, no longer held (until it is put back)."""
+        with self._lock:
+            held = self._held.pop(sender_id, None)
+            return held if held is not None and held.mark == mark else None
+
     def put(self, sender_id: str, held: Held | None) -> None:
         with self._lock:
             self._held.pop(sender_id, None)
@@ -246,8 +252,7 @@ class ParleySQLTrackerStore(SQLTrackerStore):
         sender_id = tracker.sender_id
         with self.session_scope() as session:
             mark = self._mark(session, sender_id)
-            held = self.held.get(sender_id, mark)
-            self.held.drop(sender_id)  # until this save has committed
+            held = self.held.take(sender_id, mark)  # put back once this save has committed
             stored = len(held.rows) if held is not None else self._session_rows(session, sender_id)
             rows = []
             for event in itertools.islice(tracker.events, stored, None):
@@ -284,9 +289,6 @@ class ParleySQLTrackerStore(SQLTrackerStore):
             "action_name": data.get("name"),
             "data": json.dumps(data),
         }
-
-    async def stream_events(self, tracker: DialogueStateTracker) -> None:
-        """Nothing here: `save` publishes the events it stores."""
 
     def erase(self, sender_id: str) -> int:
         """Delete every event of the conversation (all its sessions); how many."""

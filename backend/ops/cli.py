@@ -24,7 +24,6 @@ from backend.core import migrations_runner
 from backend.core.clock import SystemClock
 from backend.core.database import create_engine, create_session_factory
 from backend.core.identities import InvalidAddress, normalise_phone
-from backend.core.logs import configure as configure_logs
 from backend.core.models import ConsoleUser
 from backend.core.secret_key import SecretKeyMissing
 from backend.core.settings import Settings
@@ -60,9 +59,7 @@ def main(ctx: click.Context) -> None:
 
     Settings come from PARLEY_* environment variables and .env (see .env.example).
     """
-    settings = Settings()
-    configure_logs(settings.log_level, settings.log_format)
-    ctx.obj = settings
+    stand_ins.use_settings(ctx)
 
 
 @main.command()

@@ -455,7 +455,7 @@ async def _run_scale(
     for service in bot:
         await supervisor.start(service)
     say(out, "loading the model into each Rasa replica…")
-    await asyncio.gather(*(supervisor.wait_healthy(s.name, settings.startup_timeout) for s in bot))
+    await supervisor.wait_all_healthy([s.name for s in bot], settings.startup_timeout)
     for service in workers:
         await supervisor.start(service)
     _announce(settings, out)

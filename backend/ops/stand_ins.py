@@ -24,6 +24,11 @@ from backend.devtools.twilio_emulator import TwilioEmulator
 @click.pass_context
 def stand_ins(ctx: click.Context) -> None:
     """Parley's local stand-ins for Twilio and an e-mail provider."""
+    use_settings(ctx)
+
+
+def use_settings(ctx: click.Context) -> None:
+    """How every `parley` command starts: the settings read once, logging set up."""
     settings = Settings()
     configure_logs(settings.log_level, settings.log_format)
     ctx.obj = settings
