@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.core import audit
+from backend.core import audit, bulk
 from backend.core.clock import Clock
 from backend.core.models import ConsentEvent, ConsentState
 
@@ -337,7 +337,7 @@ async def current_of(
         select(
             ConsentState.profile_id, ConsentState.channel, ConsentState.purpose,
             ConsentState.state, ConsentState.since,
-        ).where(ConsentState.profile_id.in_(wanted))
+        ).where(bulk.one_of(session, ConsentState.profile_id, wanted))
     )  # fmt: skip
     for profile_id, channel, purpose, value, since in rows:
         found[profile_id][(Channel(channel), Purpose(purpose))] = (State(value), since)

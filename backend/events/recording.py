@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import Table, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.conversations import rollups
-from backend.core import audit
+from backend.core import audit, bulk
 from backend.core.identities import IdentityKind
 from backend.core.models import Event, Identity, Profile
 from backend.people.profiles import ProfileDirectory
@@ -115,7 +115,7 @@ async def ingest(
     if keys:
         rows = await session.execute(
             select(Event.idempotency_key, Event.id, Event.profile_id).where(
-                Event.idempotency_key.in_(keys)
+                bulk.one_of(session, Event.idempotency_key, keys)
             )
         )
         seen = {key: (event_id, owner) for key, event_id, owner in rows if key}
@@ -148,9 +148,8 @@ async def ingest(
             )
         )
     if fresh:
-        ids = await session.scalars(
-            insert(Event).returning(Event.id, sort_by_parameter_order=True),
-            [row for _, row in fresh],
+        ids = await bulk.insert_returning_ids(
+            session, cast(Table, Event.__table__), [row for _, row in fresh]
         )
         for (index, row), event_id in zip(fresh, ids, strict=True):
             outcomes[index] = Outcome("stored", event_id, row["profile_id"])
@@ -189,7 +188,7 @@ async def _owners(
     survivors: dict[uuid.UUID, uuid.UUID] = {}
     if ids:
         found = await session.execute(
-            select(Profile.id, Profile.merged_into_id).where(Profile.id.in_(ids))
+            select(Profile.id, Profile.merged_into_id).where(bulk.one_of(session, Profile.id, ids))
         )
         survivors = {pid: merged or pid for pid, merged in found}
     unknown = [

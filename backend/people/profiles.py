@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ScalarSelect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.consent import ledger as consent
 from backend.core import audit
@@ -37,6 +38,25 @@ from backend.scoring import rules as scoring
 from backend.scoring.rules import ScoringRules
 
 CORE_FIELDS = ("first_name", "last_name", "email", "phone", "locale", "timezone", "company")
+
+
+def _set(profile: Profile, fields: Mapping[str, Any], attributes: Mapping[str, Any]) -> bool:
+    """Set core fields and free attributes (None removes an attribute); whether any were
+    given."""
+    for name, value in fields.items():
+        if name not in CORE_FIELDS:
+            raise ValueError(f"{name} is not a core field")
+        setattr(profile, name, value)
+    if attributes:
+        merged = dict(profile.attributes)
+        for key, value in attributes.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        # A new dict, so SQLAlchemy sees the JSON column change.
+        profile.attributes = merged
+    return bool(fields or attributes)
 
 
 @dataclass(frozen=True)
@@ -146,6 +166,7 @@ class ProfileDirectory:
                         score_events=0.0,
                         score_attributes=0.0,
                     )
+                    _set(profile, fields or {}, attributes or {})
                     profile.identities.append(
                         Identity(kind=kind.value, address=address, created_at=now)
                     )
@@ -157,12 +178,15 @@ class ProfileDirectory:
                     raise
             if created:
                 await self._remember_erasure(session, profile, kind, address)
+                # Inserted with its fields and attributes, and nothing scored it yet.
+                await self._rescore(session, profile, new=True)
+                return Identified(profile, created)
         elif not any(i.kind == kind and i.address == address for i in profile.identities):
             # Found through the same number on the other phone channel: note this one too.
             profile.identities.append(
                 Identity(kind=kind.value, address=address, created_at=self.clock.now())
             )
-        await self.update(session, profile, fields or {}, attributes or {}, touched=created)
+        await self.update(session, profile, fields or {}, attributes or {})
         return Identified(profile, created)
 
     async def update(
@@ -173,26 +197,22 @@ class ProfileDirectory:
         attributes: Mapping[str, Any],
         touched: bool = False,
     ) -> Profile:
-        """Set core fields and free attributes (None removes an attribute), then rescore."""
-        for name, value in fields.items():
-            if name not in CORE_FIELDS:
-                raise ValueError(f"{name} is not a core field")
-            setattr(profile, name, value)
-        if attributes:
-            merged = dict(profile.attributes)
-            for key, value in attributes.items():
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
-            # A new dict, so SQLAlchemy sees the JSON column change.
-            profile.attributes = merged
-        if fields or attributes or touched:
+        """Set core fields and free attributes (None removes an attribute), then rescore;
+        `touched`: something else about the profile changed, so rescore it anyway."""
+        if _set(profile, fields, attributes) or touched:
             profile.updated_at = self.clock.now()
-            await session.flush()
-            await scoring.refresh_attributes(session, self.rules, [profile.id], self.clock.now())
-            await session.refresh(profile, ["score_attributes"])
+            await self._rescore(session, profile)
         return profile
+
+    async def _rescore(self, session: AsyncSession, profile: Profile, new: bool = False) -> None:
+        """The attribute rules' points, from the profile as it now is (`new`: created in
+        this transaction, so it has no points to take back)."""
+        await session.flush()
+        totals = await scoring.refresh_attributes(
+            session, self.rules, [profile.id], self.clock.now(), new=new
+        )
+        # What was just written: no need to read it back.
+        set_committed_value(profile, "score_attributes", totals[profile.id])
 
     async def add_identity(
         self,

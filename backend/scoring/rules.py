@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.core import bulk
 from backend.core.models import Event, Profile, ScoreContribution, ScoringState
 from backend.segments.rules import (
     AllOf,
@@ -192,13 +193,7 @@ async def apply_events(
             totals[event.profile_id] += points
     if not deltas:
         return
-    profiles = cast(Table, Profile.__table__)
-    await session.execute(
-        profiles.update()
-        .where(profiles.c.id == bindparam("pid"))
-        .values(score_events=profiles.c.score_events + bindparam("delta")),
-        [{"pid": pid, "delta": delta} for pid, delta in sorted(totals.items())],
-    )
+    await _add_to_scores(session, sorted(totals.items()))
     await _add_contributions(
         session,
         [
@@ -208,9 +203,49 @@ async def apply_events(
     )
 
 
+async def _add_to_scores(session: AsyncSession, deltas: Sequence[tuple[uuid.UUID, float]]) -> None:
+    """Add each delta to its profile's event score; `deltas` in profile id order, the
+    order every batch locks profiles in, so two batches that share people wait for each
+    other instead of deadlocking."""
+    profiles = cast(Table, Profile.__table__)
+    if not bulk.on_postgresql(session):
+        await session.execute(
+            profiles.update()
+            .where(profiles.c.id == bindparam("pid"))
+            .values(score_events=profiles.c.score_events + bindparam("delta")),
+            [{"pid": pid, "delta": delta} for pid, delta in deltas],
+        )
+        return
+    # An UPDATE … FROM follows whichever join PostgreSQL picks, so lock in order first.
+    await session.execute(
+        select(profiles.c.id)
+        .where(bulk.one_of(session, profiles.c.id, [pid for pid, _ in deltas]))
+        .order_by(profiles.c.id)
+        .with_for_update(key_share=True)
+    )
+    source = bulk.rows(
+        profiles, ["id", "score_events"], [{"id": p, "score_events": d} for p, d in deltas]
+    )
+    await session.execute(
+        profiles.update()
+        .where(profiles.c.id == source.c.id)
+        .values(score_events=profiles.c.score_events + source.c.score_events)
+    )
+
+
 async def _add_contributions(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
-    statement = insert(ScoreContribution)
+    """Upsert contributions, adding to those already there; `rows` in (profile, rule)
+    order, one row per pair, at least one."""
+    postgresql = bulk.on_postgresql(session)
+    insert = postgresql_insert if postgresql else sqlite_insert
+    if postgresql:
+        names = list(rows[0])
+        source = bulk.rows(cast(Table, ScoreContribution.__table__), names, rows)
+        statement = insert(ScoreContribution).from_select(
+            names, select(*(source.c[n] for n in names)).order_by(source.c[bulk.PLACE])
+        )
+    else:
+        statement = insert(ScoreContribution)
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
         index_elements=[ScoreContribution.profile_id, ScoreContribution.rule],
@@ -224,32 +259,40 @@ async def _add_contributions(session: AsyncSession, rows: Sequence[dict[str, Any
             ),
         },
     )
-    await session.execute(statement, list(rows))
+    if postgresql:
+        await session.execute(statement)
+    else:
+        await session.execute(statement, list(rows))
 
 
 async def refresh_attributes(
-    session: AsyncSession, rules: ScoringRules, profile_ids: Sequence[uuid.UUID], now: datetime
-) -> None:
-    """Recompute attribute points for these profiles, with one query to find who meets what."""
+    session: AsyncSession,
+    rules: ScoringRules,
+    profile_ids: Sequence[uuid.UUID],
+    now: datetime,
+    new: bool = False,
+) -> dict[uuid.UUID, float]:
+    """Recompute attribute points for these profiles, with one query to find who meets
+    what; their new attribute scores. `new`: the profiles were created in this
+    transaction, so no attribute points of theirs are stored yet."""
     names = [r.name for r in rules.attributes]
-    await session.execute(
-        delete(ScoreContribution).where(
-            ScoreContribution.profile_id.in_(profile_ids), ScoreContribution.rule.in_(names)
-        )
-    )
-    if not rules.attributes:
+    if names and not new:
         await session.execute(
-            update(Profile).where(Profile.id.in_(profile_ids)).values(score_attributes=0.0)
+            delete(ScoreContribution).where(
+                ScoreContribution.profile_id.in_(profile_ids), ScoreContribution.rule.in_(names)
+            )
         )
-        return
     context = rules.context(now).for_one_profile()
     columns = [
         case((where_clause(rule.when, context), 1), else_=0).label(f"r{i}")
         for i, rule in enumerate(rules.attributes)
     ]
-    result = await session.execute(select(Profile.id, *columns).where(Profile.id.in_(profile_ids)))
+    result = await session.execute(
+        select(Profile.id, Profile.score_attributes, *columns).where(Profile.id.in_(profile_ids))
+    )
+    totals: dict[uuid.UUID, float] = {}
     rows: list[dict[str, Any]] = []
-    for profile_id, *hits in result:
+    for profile_id, stored, *hits in result:
         total = 0.0
         for rule, hit in zip(rules.attributes, hits, strict=True):
             if hit:
@@ -263,11 +306,14 @@ async def refresh_attributes(
                         "last_at": None,
                     }
                 )
-        await session.execute(
-            update(Profile).where(Profile.id == profile_id).values(score_attributes=total)
-        )
+        totals[profile_id] = total
+        if total != stored:
+            await session.execute(
+                update(Profile).where(Profile.id == profile_id).values(score_attributes=total)
+            )
     if rows:
         await _add_contributions(session, rows)
+    return totals
 
 
 # --------------------------------------------------------------------------- reading

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.consent import ledger as consent
 from backend.consent.ledger import CONCRETE_CHANNELS, Channel, Purpose
+from backend.core import bulk
 from backend.core.clock import Clock
 from backend.core.logs import get_logger
 from backend.core.models import Enrolment, Profile, SequenceWork
@@ -185,7 +186,10 @@ async def _earlier(
     found: dict[tuple[str, uuid.UUID], list[Enrolment]] = {}
     rows = await session.scalars(
         select(Enrolment)
-        .where(Enrolment.sequence.in_(set(sequences)), Enrolment.profile_id.in_(set(profile_ids)))
+        .where(
+            Enrolment.sequence.in_(set(sequences)),
+            bulk.one_of(session, Enrolment.profile_id, set(profile_ids)),
+        )
         .order_by(Enrolment.updated_at.desc())
     )
     for enrolment in rows:
@@ -323,7 +327,9 @@ async def enrol_on_events(
         return []
     now = clock.now()
     ids = {event.profile_id for event, _ in wanted}
-    live = set(await session.scalars(select(Profile.id).where(Profile.id.in_(ids))))
+    live = set(
+        await session.scalars(select(Profile.id).where(bulk.one_of(session, Profile.id, ids)))
+    )
     earlier = await _earlier(session, {s.name for _, s in wanted}, live)
     consent_now = await consent.current_of(session, live)
     made: list[tuple[Enrolment, SequenceDefinition, TriggerEvent]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -163,3 +164,43 @@ async def test_changed_rules_rescore_everyone_at_start(
     app = create_app(settings.model_copy(update={"data_dir": data_dir}), clock)
     fresh = Api(await aiohttp_client(app), await issue_token(Role.ANALYST))
     assert (await fresh.get(f"/api/v1/profiles/{profile_id}"))["score"] == 50
+
+
+async def test_each_result_names_the_event_stored_for_it(api: Api) -> None:
+    # A batch's events go in as one statement: every result must still be its own event.
+    people = [f"+1415555{n:04d}" for n in range(200, 212)]
+    batch = [
+        event(
+            "page_viewed", people[n % len(people)],
+            properties={"path": f"/page/{n}"}, idempotency_key=f"order-{n % 40}",
+        )
+        for n in range(60)
+    ]  # fmt: skip
+    result = await api.post("/api/v1/events", {"events": batch})
+    assert (result["stored"], result["duplicates"]) == (40, 20)
+    stored: dict[int, str] = {}
+    for profile_id in {r["profile_id"] for r in result["results"]}:
+        page = await api.get(f"/api/v1/profiles/{profile_id}/events?limit=500")
+        stored |= {e["id"]: e["properties"]["path"] for e in page["items"]}
+    for n, outcome in enumerate(result["results"]):
+        if outcome["status"] == "stored":
+            assert stored[outcome["id"]] == f"/page/{n}"
+        else:
+            assert n >= 40
+
+
+async def test_batches_sharing_people_at_once_all_score(api: Api) -> None:
+    # Each batch names the same people in its own order; their scores are written in one
+    # statement per batch, so this is where two batches could lock each other out.
+    people = [f"+1415555{n:04d}" for n in range(300, 330)]
+    orders = [people, people[::-1], people[15:] + people[:15], people[::2] + people[1::2]]
+    bodies = [
+        {"events": [event("trial_started", p) for p in order for _ in range(3)]} for order in orders
+    ]
+    results = await asyncio.gather(*(api.post("/api/v1/events", b) for b in bodies))
+    assert [r["stored"] for r in results] == [90, 90, 90, 90]
+    scores = {
+        (await api.get(f"/api/v1/profiles/{r['profile_id']}"))["score"]
+        for r in results[0]["results"]
+    }
+    assert scores == {12 * 30}
