@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Delete, delete, select
+from sqlalchemy import Delete, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -71,12 +71,21 @@ class Retention:
     pause: float = 0.05  # seconds between batches: others' statements go in between
 
     async def run_if_due(self) -> RetentionRun | None:
-        """The day's run, unless some worker has made it already."""
-        slot = f"daily:{self.clock.now().date().isoformat()}"
+        """The day's run, unless some worker has made it already. A run that failed (Rasa
+        could not be reached, say) is made again, in a slot of its own: `daily:<date>`,
+        then `daily:<date>/2`, and so on."""
+        day = f"daily:{self.clock.now().date().isoformat()}"
         async with self.sessions() as session:
-            if await session.scalar(select(RetentionRun.id).where(RetentionRun.slot == slot)):
-                return None
-        return await self.run(RETENTION, slot)
+            tried = list(
+                await session.scalars(
+                    select(RetentionRun.status).where(
+                        or_(RetentionRun.slot == day, RetentionRun.slot.startswith(f"{day}/"))
+                    )
+                )
+            )
+        if any(status != "failed" for status in tried):
+            return None
+        return await self.run(RETENTION, f"{day}/{len(tried) + 1}" if tried else day)
 
     async def run(self, actor: Actor, slot: str | None = None) -> RetentionRun | None:
         """Delete what is older than the policy allows; the run's record (None when

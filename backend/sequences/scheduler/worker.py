@@ -58,8 +58,12 @@ log = get_logger(__name__)
 MIN_SLEEP = 0.02
 # How often held messages whose time has come are looked for.
 RELEASE_EVERY = timedelta(seconds=1)
-# How often a worker looks whether the day's retention run is still to be made.
+# How often a worker looks whether the day's retention run is still to be made (or to
+# be made again: one that failed, say because Rasa was down, is tried again).
 RETENTION_EVERY = timedelta(hours=1)
+# The first look waits for the other processes to be up: `parley run` starts them all
+# at once, and Rasa, whose tracker store the run also clears, takes about half a minute.
+RETENTION_FIRST_AFTER = timedelta(minutes=2)
 
 
 @dataclass
@@ -131,7 +135,7 @@ class Worker:
         running: set[asyncio.Task[None]] = set()
         swept: datetime | None = None
         released: datetime | None = None
-        retained: datetime | None = None
+        retained = self.clock.now() - RETENTION_EVERY + RETENTION_FIRST_AFTER
         while not stop.is_set():
             now = self.clock.now()
             if swept is None or now - swept >= self.sweep_every:
@@ -140,7 +144,7 @@ class Worker:
             if released is None or now - released >= RELEASE_EVERY:
                 released = now
                 await self.release_held()
-            if retained is None or now - retained >= RETENTION_EVERY:
+            if now - retained >= RETENTION_EVERY:
                 retained = now
                 await self.retain()
             if len(running) >= self.concurrency:

@@ -341,3 +341,22 @@ async def test_the_daily_run_happens_once_a_day_whichever_worker_gets_there(
     assert await retention.run_if_due() is None
     privacy.clock.advance(timedelta(days=1))
     assert await retention.run_if_due() is not None
+
+
+async def test_a_day_whose_run_could_not_reach_rasa_is_run_again(privacy: Privacy) -> None:
+    # `parley run` starts Rasa beside the backend: a run made before Rasa is up fails,
+    # and the day's conversations must still be cleared once Rasa answers.
+    retention = privacy.backend.app[RETENTION]
+    privacy.rasa.said(PERSON, "old", privacy.clock.now())
+    privacy.clock.advance(timedelta(days=400))
+    privacy.rasa.down = True
+    failed = await retention.run_if_due()
+    assert failed is not None and failed.status == "failed"
+    assert "Rasa's tracker store could not be reached" in (failed.error or "")
+    privacy.rasa.down = False
+    again = await retention.run_if_due()
+    assert again is not None and again.status == "done"
+    assert again.slot == f"{failed.slot}/2"
+    assert again.deleted["conversation_events"] == 1
+    assert privacy.rasa.conversations[PERSON] == []
+    assert await retention.run_if_due() is None
