@@ -13,13 +13,15 @@ arrays, and its statements stay in the process.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Table, any_, bindparam, column, func, insert, select
+from sqlalchemy import ColumnElement, Insert, Table, any_, bindparam, column, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.sql.selectable import TableValuedAlias
+
+AnInsert = TypeVar("AnInsert", bound=Insert)
 
 # The column of `rows` that numbers them from 1, in the order given.
 PLACE = "place"
@@ -59,6 +61,16 @@ def rows(
     )
 
 
+def from_rows(statement: AnInsert, table: Table, values: Sequence[Mapping[str, Any]]) -> AnInsert:
+    """PostgreSQL only: `statement`, an INSERT into `table`, taking `values` (each with
+    the same keys, at least one) as `rows`, in their order."""
+    names = list(values[0])
+    source = rows(table, names, values)
+    return statement.from_select(
+        names, select(*(source.c[name] for name in names)).order_by(source.c[PLACE])
+    )
+
+
 async def insert_returning_ids(
     session: AsyncSession, table: Table, values: Sequence[Mapping[str, Any]]
 ) -> list[int]:
@@ -72,13 +84,7 @@ async def insert_returning_ids(
                 insert(table).returning(table.c.id, sort_by_parameter_order=True), list(values)
             )
         )
-    names = list(values[0])
-    source = rows(table, names, values)
     # Inserted in PLACE order, so the sequence gives them ascending ids: what SQLAlchemy's
     # own sort_by_parameter_order assumes of PostgreSQL's autoincrement columns too.
-    inserted = await session.scalars(
-        insert(table)
-        .from_select(names, select(*(source.c[name] for name in names)).order_by(source.c[PLACE]))
-        .returning(table.c.id)
-    )
+    inserted = await session.scalars(from_rows(insert(table), table, values).returning(table.c.id))
     return sorted(inserted)

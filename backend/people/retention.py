@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Delete, delete, or_, select
+from sqlalchemy import Delete, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -78,9 +78,7 @@ class Retention:
         async with self.sessions() as session:
             tried = list(
                 await session.scalars(
-                    select(RetentionRun.status).where(
-                        or_(RetentionRun.slot == day, RetentionRun.slot.startswith(f"{day}/"))
-                    )
+                    select(RetentionRun.status).where(RetentionRun.slot.startswith(day))
                 )
             )
         if any(status != "failed" for status in tried):

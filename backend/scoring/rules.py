@@ -25,7 +25,9 @@ from typing import Annotated, Any, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Table, bindparam, case, delete, literal, select, update
+from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -236,16 +238,13 @@ async def _add_to_scores(session: AsyncSession, deltas: Sequence[tuple[uuid.UUID
 async def _add_contributions(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Upsert contributions, adding to those already there; `rows` in (profile, rule)
     order, one row per pair, at least one."""
-    postgresql = bulk.on_postgresql(session)
-    insert = postgresql_insert if postgresql else sqlite_insert
-    if postgresql:
-        names = list(rows[0])
-        source = bulk.rows(cast(Table, ScoreContribution.__table__), names, rows)
-        statement = insert(ScoreContribution).from_select(
-            names, select(*(source.c[n] for n in names)).order_by(source.c[bulk.PLACE])
-        )
+    params: list[dict[str, Any]] | None = None
+    statement: PostgresqlInsert | SqliteInsert
+    if bulk.on_postgresql(session):
+        table = cast(Table, ScoreContribution.__table__)
+        statement = bulk.from_rows(postgresql_insert(table), table, rows)
     else:
-        statement = insert(ScoreContribution)
+        statement, params = sqlite_insert(ScoreContribution), list(rows)
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
         index_elements=[ScoreContribution.profile_id, ScoreContribution.rule],
@@ -259,10 +258,7 @@ async def _add_contributions(session: AsyncSession, rows: Sequence[dict[str, Any
             ),
         },
     )
-    if postgresql:
-        await session.execute(statement)
-    else:
-        await session.execute(statement, list(rows))
+    await session.execute(statement, params)
 
 
 async def refresh_attributes(
