@@ -20,8 +20,9 @@ from typing import Any
 import aiohttp
 
 # Messages each bot was trained for. Stock: the `rasa init` (moodbot) project. Parley:
-# turns that run its custom actions (session start, greeting with the backend's lookup,
-# remembering a name, the catalog's price and comparison).
+# the session start and greeting with the backend's lookup and remembering a name (custom
+# actions), and the catalog's price and comparison (custom actions until 2026-12-06, now
+# read in Rasa's process: bot/product_questions.py). The same messages in every run.
 SCRIPTS = {
     "stock": ["hello", "I am sad", "yes", "great", "bye"],
     "parley": [

@@ -5,7 +5,8 @@ temporary directory and served by `rasa run` with its defaults. Parley is `parle
 (the embedded default: SQLite, backend, action server, Rasa), model already trained.
 Both are driven through Rasa's REST channel by the same load generator
 (bench/turn_load.py) in a separate process; stock's messages are moodbot's, Parley's
-run its custom actions.
+a greeting and a name (which run custom actions that call the backend), a price
+question, a comparison and a goodbye.
 
 Each round starts both servers afresh (stock first on odd rounds, Parley first on even
 ones), timing each from its command to its first answered message, then runs the loads

@@ -93,6 +93,17 @@ class Business(_Strict):
         return time.fromisoformat(span[0]), time.fromisoformat(span[1])
 
 
+# How the dialogue names the products a question is about (bot/product_questions.py):
+# the questions, the roles of the `product` entities read from them, and what a slot
+# holds when the question is not about one of ours (so no product may have these ids).
+PRODUCT_QUESTIONS = ("ask_price", "ask_product")
+COMPARE_QUESTION = "compare_products"
+ASKED = "asked"
+COMPARED = ("first", "second")
+NOT_SOLD = "unknown"
+NO_PRODUCT = "none"
+
+
 class Product(_Strict):
     id: str = Field(..., regex=r"^[a-z0-9][a-z0-9\-]{0,40}$")
     name: str
@@ -101,6 +112,12 @@ class Product(_Strict):
     price: float | None = Field(None, ge=0)
     unit: str
     features: list[str] = []
+
+    @validator("id")
+    def _not_reserved(cls, value: str) -> str:
+        if value in (NOT_SOLD, NO_PRODUCT):
+            raise ValueError(f"{value!r} is kept for questions about no product of ours")
+        return value
 
     def price_text(self, currency: str) -> str:
         if self.price is None:

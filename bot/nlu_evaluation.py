@@ -6,7 +6,9 @@ patterns) out of its entity scores, so this evaluation parses each example with 
 model and compares:
 - intents: macro-averaged F1 over the intents in the test set (a retrieval intent such
   as faq/pricing counts as its intent, `faq`; the chosen answer is scored separately);
-- entities: micro-averaged F1 over exact (entity, start, end) spans.
+- entities: micro-averaged F1 over exact (entity, start, end) spans of what the person
+  named; the product a question is about (a `product` in the role `asked`,
+  bot/product_questions.py) is a reading of those, tested in tests/bot/test_product_questions.py.
 
 It also scores the intents with legal weight on their own held-out sets
 (tests/nlu/legal/*.yml: `intent`, `means` and `not`, near misses that must not be taken
@@ -110,7 +112,7 @@ def intent_scores(pairs: list[tuple[str, str]]) -> tuple[float, dict[str, float]
 
 
 def spans(entities: list[dict[str, Any]]) -> set[Span]:
-    return {(e["entity"], int(e["start"]), int(e["end"])) for e in entities}
+    return {(e["entity"], int(e["start"]), int(e["end"])) for e in entities if not e.get("role")}
 
 
 def test_examples(data: Path) -> list[Any]:

@@ -20,7 +20,19 @@ from typing import Any
 
 import yaml
 
-from bot.business import Business, Catalog, load_business, load_catalog
+from bot.business import (
+    ASKED,
+    COMPARE_QUESTION,
+    COMPARED,
+    NO_PRODUCT,
+    NOT_SOLD,
+    PRODUCT_QUESTIONS,
+    Business,
+    Catalog,
+    Product,
+    load_business,
+    load_catalog,
+)
 from bot.settings import PROJECT_ROOT
 
 TRAINING_DATA = ("nlu", "rules", "stories")
@@ -99,10 +111,10 @@ def generated_nlu(catalog: Catalog) -> dict[str, Any]:
 
 
 def product_responses(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
-    """Answers about products: one variation per product, chosen by the `product` slot;
-    when a question named no product at all (`product_named`, set by
-    action_note_product), every price, or for any other question the offer of a person;
-    and a last one, with no condition, for a product we do not sell."""
+    """Answers about products: one variation per product, chosen by the `product` slot
+    (bot/product_questions.py); when a question named no product at all (`none`), every
+    price, or for any other question the offer of a person; and a last one, with no
+    condition, for a product we do not sell (`unknown`)."""
     names = _listing([p.name for p in catalog.products])
     unknown = (
         f"I'm not sure which product you mean. We offer {names}. If you are asking about "
@@ -118,6 +130,8 @@ def product_responses(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
             "condition": [{"type": "slot", "name": "product", "value": product_id}],
             "text": text,
         }
+
+    no_product = [{"type": "slot", "name": "product", "value": NO_PRODUCT}]
 
     price = [
         variation(p.id, f"{p.name} is {p.price_text(catalog.currency)}. {p.description}")
@@ -135,14 +149,14 @@ def product_responses(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
     # A price question that names no product ("how much is it?") gets every price.
     prices = "; ".join(f"{p.name}: {p.price_text(catalog.currency)}" for p in catalog.products)
     every_price = {
-        "condition": [{"type": "slot", "name": "product_named", "value": "no_product"}],
+        "condition": no_product,
         "text": f"Our prices: {prices}. Which would you like to know more about?",
         "buttons": buttons,
     }
     # A question about the product that names no plan ("can agents undo a reply?"):
     # the catalog cannot answer it, a person can.
     detail = {
-        "condition": [{"type": "slot", "name": "product_named", "value": "no_product"}],
+        "condition": no_product,
         "text": (
             "That's more detail than I can give here, sorry. Someone from {business_name} "
             'can answer it: just say "talk to a person", or "book a demo" to see it for '
@@ -161,15 +175,54 @@ def product_responses(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def comparison_responses(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
+    """The comparison of two products: one variation per ordered pair, chosen by the
+    `first_product` and `second_product` slots (bot/product_questions.py); with fewer
+    than two of ours named, the question which two."""
+    pairs = [
+        {
+            "condition": [
+                {"type": "slot", "name": "first_product", "value": first.id},
+                {"type": "slot", "name": "second_product", "value": second.id},
+            ],
+            "text": comparison(first, second, catalog.currency),
+        }
+        for first in catalog.products
+        for second in catalog.products
+        if first.id != second.id
+    ]
+    example = " and ".join(p.name for p in catalog.products[:2])
+    which = f'Which two plans would you like me to compare? For example: "compare {example}".'
+
+    return {"utter_comparison": [*pairs, {"text": which}]}
+
+
+def comparison(first: Product, second: Product, currency: str) -> str:
+    """Prices, then what each has that the other has not."""
+    prices = f"{first.name} is {first.price_text(currency)}; "
+    parts = [prices + f"{second.name} is {second.price_text(currency)}."]
+    only_second = [f for f in second.features if f not in first.features]
+    only_first = [f for f in first.features if f not in second.features]
+    if only_second:
+        parts.append(f"{second.name} has {', '.join(only_second)}.")
+    if only_first:
+        parts.append(f"{first.name} has {', '.join(only_first)}.")
+    return " ".join(parts)
+
+
 def _listing(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def generated_domain(business: Business, catalog: Catalog) -> dict[str, Any]:
+    ids = [p.id for p in catalog.products]
+    asking = list(PRODUCT_QUESTIONS)
     return {
         "version": "3.1",
         "intents": ["faq"],
-        "entities": ["product", "email", "phone", "url"],
+        # A `product` in a role is one a question is about, as bot/product_questions.py
+        # reads it: the one asked about, or the two to compare.
+        "entities": [{"product": {"roles": [ASKED, *COMPARED]}}, "email", "phone", "url"],
         "slots": {
             "business_name": {
                 "type": "text",
@@ -177,17 +230,37 @@ def generated_domain(business: Business, catalog: Catalog) -> dict[str, Any]:
                 "influence_conversation": False,
                 "mappings": [{"type": "custom"}],
             },
-            # Set by action_note_product from what the person just said (or unset).
+            # The product this price or product question is about (a catalog id),
+            # `unknown` for one we do not sell, `none` when it named none: from
+            # bot/product_questions.py's reading, a button's payload, or else `none`.
             "product": {
                 "type": "categorical",
-                "values": [p.id for p in catalog.products],
+                "values": [*ids, NOT_SOLD, NO_PRODUCT],
                 "influence_conversation": False,
-                "mappings": [{"type": "custom"}],
+                "mappings": [
+                    {"type": "from_entity", "entity": "product", "role": ASKED},
+                    {"type": "from_entity", "entity": "product", "intent": asking},
+                    {"type": "from_intent", "intent": asking, "value": NO_PRODUCT},
+                ],
+            },
+            # The two products to compare, or `none` with fewer than two of ours named.
+            **{
+                f"{role}_product": {
+                    "type": "categorical",
+                    "values": [*ids, NO_PRODUCT],
+                    "influence_conversation": False,
+                    "mappings": [
+                        {"type": "from_entity", "entity": "product", "role": role},
+                        {"type": "from_intent", "intent": [COMPARE_QUESTION], "value": NO_PRODUCT},
+                    ],
+                }
+                for role in COMPARED
             },
         },
         "responses": {
             **{f"utter_faq/{faq.id}": [{"text": faq.answer}] for faq in catalog.faq},
             **product_responses(catalog),
+            **comparison_responses(catalog),
         },
     }
 

@@ -48,6 +48,29 @@ def test_the_first_thing_a_person_hears_is_that_this_is_a_bot(parley: Parley) ->
     assert answer.startswith("Yes, I'm a bot")
 
 
+def test_each_product_question_is_answered_about_the_products_it_names(parley: Parley) -> None:
+    """The products a question is about are this message's, never the last one's: read
+    in Rasa's process (bot/product_questions.py), with no custom action."""
+    me = "e2e-shopper"
+    parley.say(me, "hi")
+    assert parley.say(me, "how much does the Business plan cost?") == [
+        "Business is $59 per agent per month. Everything in Team, plus the AI assistant, "
+        "SLAs, custom reports and SSO."
+    ]
+    [gold] = parley.say(me, "and how much is the Gold plan?")
+    assert gold.startswith("I'm not sure which product you mean. We offer Starter, Team,")
+    [every] = parley.say(me, "what are your prices?")
+    assert every.startswith("Our prices: Starter: $15 per agent per month; Team: $35")
+    [info] = parley.say(me, "tell me about the basic plan")
+    assert info.startswith("Starter: ") and "Price: $15 per agent per month." in info
+    assert parley.slots(me)["product"] == "starter"
+    [compared] = parley.say(me, "compare Starter and Team")
+    assert compared.startswith("Starter is $15 per agent per month; Team is $35")
+    assert parley.say(me, "compare Team and Zendesk") == [
+        'Which two plans would you like me to compare? For example: "compare Starter and Team".'
+    ]
+
+
 def test_a_person_qualifies_books_a_demo_subscribes_by_sms_and_opts_out(parley: Parley) -> None:
     """The journey the issue names, checked in the backend: profile, events, demo and
     the consent ledger hold exactly what was said."""

@@ -50,7 +50,7 @@ def unscripted_steps(agent: Agent) -> list[tuple[str, DialogueStateTracker]]:
         ],
         "after a price": [
             listen, UserUttered("how much is Team", {"name": "ask_price", "confidence": 1.0}),
-            ActionExecuted("action_note_product"), ActionExecuted("utter_product_price"),
+            SlotSet("product", "team"), ActionExecuted("utter_product_price"),
         ],
     }  # fmt: skip
     steps = []
