@@ -5,7 +5,9 @@ hears people: every entity extractor counts, the EntityRuler's included.
 patterns) out of its entity scores, so this evaluation parses each example with the
 model and compares:
 - intents: macro-averaged F1 over the intents in the test set (a retrieval intent such
-  as faq/pricing counts as its intent, `faq`; the chosen answer is scored separately);
+  as faq/pricing counts as its intent, `faq`; the answer is scored separately, as the
+  bot gives it: right when the question is read as `faq` and gets its own answer, since
+  a question read as anything else gets no FAQ answer at all);
 - entities: micro-averaged F1 over exact (entity, start, end) spans of what the person
   named; the product a question is about (a `product` in the role `asked`,
   bot/product_questions.py) is a reading of those, tested in tests/bot/test_product_questions.py.
@@ -86,6 +88,9 @@ class Scores:
     entity_precision: float = 0.0
     entity_recall: float = 0.0
     faq_answer_accuracy: float | None = None
+    faq_questions: int = 0
+    faq_read_as_faq: int = 0
+    faq_answered_right: int = 0
     intent_f1: dict[str, float] = field(default_factory=dict)
     intent_errors: list[dict[str, str]] = field(default_factory=list)
     entity_errors: list[dict[str, Any]] = field(default_factory=list)
@@ -126,7 +131,6 @@ async def evaluate(agent: Any, examples: list[Any]) -> Scores:
     scores = Scores(examples=len(examples))
     pairs: list[tuple[str, str]] = []
     counts: Counter[str] = Counter()
-    faq_right = faq_total = 0
     for example in examples:
         text = example.get("text")
         gold_intent = example.get("intent")
@@ -137,10 +141,11 @@ async def evaluate(agent: Any, examples: list[Any]) -> Scores:
             scores.intent_errors.append({"text": text, "gold": gold_intent, "predicted": predicted})
         gold_key = example.get("intent_response_key")
         if gold_key and "/" in gold_key:
-            faq_total += 1
+            scores.faq_questions += 1
+            scores.faq_read_as_faq += predicted == gold_intent
             selected = (parsed.get("response_selector") or {}).get(gold_intent, {})
             chosen = (selected.get("response") or {}).get("intent_response_key")
-            faq_right += chosen == gold_key
+            scores.faq_answered_right += predicted == gold_intent and chosen == gold_key
         gold, found = spans(example.get("entities") or []), spans(parsed.get("entities") or [])
         counts["tp"] += len(gold & found)
         counts["fp"] += len(found - gold)
@@ -152,7 +157,8 @@ async def evaluate(agent: Any, examples: list[Any]) -> Scores:
     scores.intent_macro_f1, scores.intent_f1 = intent_scores(pairs)
     precision, recall, entity_f1 = f1(counts["tp"], counts["fp"], counts["fn"])
     scores.entity_precision, scores.entity_recall, scores.entity_f1 = precision, recall, entity_f1
-    scores.faq_answer_accuracy = faq_right / faq_total if faq_total else None
+    if scores.faq_questions:
+        scores.faq_answer_accuracy = scores.faq_answered_right / scores.faq_questions
     return scores
 
 
@@ -310,7 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         f"intent macro-F1 {scores.intent_macro_f1:.3f} (minimum {args.min_intent_f1:.2f}), "
         f"entity F1 {scores.entity_f1:.3f} (minimum {args.min_entity_f1:.2f}; "
         f"precision {scores.entity_precision:.3f}, recall {scores.entity_recall:.3f})"
-        + (f", FAQ answer accuracy {faq:.3f}" if faq is not None else "")
+        + (
+            f", FAQ answers right {faq:.3f} ({scores.faq_answered_right} of "
+            f"{scores.faq_questions} FAQ questions; of the {scores.faq_read_as_faq} read as faq, "
+            f"{scores.faq_answered_right})"
+            if faq is not None
+            else ""
+        )
     )
     if scores.legal:
         say("Intents with legal weight (tests/nlu/legal; as the bot acts outside a form):")

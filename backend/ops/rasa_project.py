@@ -26,9 +26,10 @@ MODEL_INPUTS = (
     "data/catalog.yml",
     "bot/domain",
     CONFIG,
-    # Code that generates training input. (The pipeline's own components,
-    # bot/clear_requests.py and bot/product_questions.py, learn nothing: Rasa loads them from
-    # their code when it loads the model, so a change to them needs no retraining.)
+    # Code that generates training input. (The pipeline's own components change only
+    # how a served message is read: bot/clear_requests.py, bot/product_questions.py, and
+    # bot/faq_selector.py, whose training is Rasa's ResponseSelector's. Rasa loads them
+    # from their code when it loads the model, so a change to them needs no retraining.)
     "bot/training_build.py",
     "bot/business.py",
 )

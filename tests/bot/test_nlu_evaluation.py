@@ -1,13 +1,16 @@
-"""Scoring the intents with legal weight (bot/nlu_evaluation.py): missed and false rates
-per held-out set, judged by what the bot does with each parse, and their maximums."""
+"""Scoring (bot/nlu_evaluation.py): the intents with legal weight, by missed and false
+rates per held-out set, judged by what the bot does with each parse, and their maximums;
+and FAQ answers, counted as the bot gives them."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rasa.shared.nlu.training_data.message import Message
 
-from bot.nlu_evaluation import LEGAL_GATES, LegalSet, acts_as, legal_sets, score_legal
+from bot.nlu_evaluation import LEGAL_GATES, LegalSet, acts_as, evaluate, legal_sets, score_legal
 
 LEGAL = Path(__file__).resolve().parents[1] / "nlu" / "legal"
 
@@ -94,3 +97,38 @@ def test_rates_at_their_maximum_pass() -> None:
     scores = score_legal(legal, predicted | {"how much?": "ask_price"})
     assert scores.missed_rate == 0.02
     assert scores.passed
+
+
+class ParsingAgent:
+    """Parses each text as given: its intent and, if any, the FAQ answer chosen."""
+
+    def __init__(self, parses: dict[str, tuple[str, str | None]]) -> None:
+        self.parses = parses
+
+    async def parse_message(self, text: str) -> dict[str, Any]:
+        intent, answer = self.parses[text]
+        parsed: dict[str, Any] = {"intent": {"name": intent}, "entities": []}
+        if answer is not None:
+            chosen = {"response": {"intent_response_key": answer}}
+            parsed["response_selector"] = {"faq": chosen}
+        return parsed
+
+
+async def test_a_faq_answer_counts_only_when_the_bot_would_give_it() -> None:
+    examples = [
+        Message({"text": "free trial?", "intent": "faq", "intent_response_key": "faq/trial"}),
+        Message({"text": "cancel?", "intent": "faq", "intent_response_key": "faq/cancel"}),
+        Message({"text": "amex?", "intent": "faq", "intent_response_key": "faq/payment"}),
+        Message({"text": "hours?", "intent": "faq", "intent_response_key": "faq/hours"}),
+    ]
+    agent = ParsingAgent(
+        {
+            "free trial?": ("faq", "faq/trial"),  # right
+            "cancel?": ("faq", "faq/refunds"),  # read as faq, the wrong answer
+            "amex?": ("nlu_fallback", "faq/payment"),  # "please rephrase": no answer given
+            "hours?": ("nlu_fallback", None),
+        }
+    )
+    scores = await evaluate(agent, examples)
+    assert (scores.faq_questions, scores.faq_read_as_faq, scores.faq_answered_right) == (4, 2, 1)
+    assert scores.faq_answer_accuracy == 0.25
