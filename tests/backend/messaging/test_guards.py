@@ -176,7 +176,9 @@ async def test_held_messages_survive_a_restart(
     move_to(clock, local(2, 23))
     held = (await first.api.post("/api/v1/messages", OFFER, expect=202))["held"]
 
-    # Another backend on the same database (the first one's process gone).
+    # Another backend on the same database, the first one gone (its scheduler would
+    # otherwise release the message itself when the clock moves on).
+    await first.client.close()
     second = await start_texting()
     move_to(clock, local(3, 8, 5))
     assert await release(second) == 1
