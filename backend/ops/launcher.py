@@ -474,8 +474,8 @@ async def _run_scale(
         if quick[failure.name] >= MAX_QUICK_RESTARTS:
             say(out, f"error: {failure.name} keeps dying as it starts; stopping the others.")
             return 1
-        say(out, f"starting {failure.name} again")
         await asyncio.sleep(1)
+        say(out, f"starting {failure.name} again")
         await supervisor.restart(failure.name)
         last_start[failure.name] = time.monotonic()
 

@@ -313,7 +313,11 @@ def test_the_events_consumer_killed_mid_burst_stores_every_event_once(scale: Sca
 
     _eventually(the_backend_holds_each_once_in_order, 60)
     _eventually(lambda: _assert_in("starting events again", scale.output()))
-    assert len(_processes(scale.process.pid, b"backend consume-events")) == 1
+
+    def one_consumer_again() -> None:
+        assert len(_processes(scale.process.pid, b"backend consume-events")) == 1
+
+    _eventually(one_consumer_again, 10)
 
 
 PROBLEM = "application/problem+json"
