@@ -9,8 +9,9 @@ model and compares:
   bot gives it: right when the question is read as `faq` and gets its own answer, since
   a question read as anything else gets no FAQ answer at all);
 - entities: micro-averaged F1 over exact (entity, start, end) spans of what the person
-  named; the product a question is about (a `product` in the role `asked`,
-  bot/product_questions.py) is a reading of those, tested in tests/bot/test_product_questions.py.
+  named; the products a question is about (`product` entities in a role, added by
+  bot/product_questions.py) are a reading of those, tested in
+  tests/bot/test_product_questions.py.
 
 It also scores the intents with legal weight on their own held-out sets
 (tests/nlu/legal/*.yml: `intent`, `means` and `not`, near misses that must not be taken

@@ -112,15 +112,26 @@ def _named(entities: list[Entity]) -> list[Entity]:
     ]
 
 
+def _ours(entities: list[Entity], catalog: Catalog) -> list[tuple[str, Entity]]:
+    """The products of ours that NLU's `product` entities name, in the order named,
+    without repeats: each id with the first entity naming it."""
+    found: dict[str, Entity] = {}
+    for entity in _named(entities):
+        product = catalog.find(str(entity.get(ENTITY_ATTRIBUTE_VALUE) or ""))
+        if product is not None:
+            found.setdefault(product.id, entity)
+    return list(found.items())
+
+
 def product_asked(text: str, entities: list[Entity], catalog: Catalog) -> Entity | None:
     """The `product` in the role `asked` for a question with these entities: the first
     product of ours named, else `unknown` for a name we do not sell; None when the
     question names no product."""
+    ours = _ours(entities, catalog)
+    if ours:
+        product_id, entity = ours[0]
+        return _in_role(ASKED, product_id, entity)
     named = _named(entities)
-    for entity in named:
-        product = catalog.find(str(entity.get(ENTITY_ATTRIBUTE_VALUE) or ""))
-        if product is not None:
-            return _in_role(ASKED, product.id, entity)
     if named:
         return _in_role(ASKED, NOT_SOLD, named[0])
     match = unknown_product_named(without_our_names(text, catalog))
@@ -136,17 +147,10 @@ def product_asked(text: str, entities: list[Entity], catalog: Catalog) -> Entity
 def products_compared(entities: list[Entity], catalog: Catalog) -> list[Entity]:
     """The `product`s in the roles `first` and `second` for a request to compare with
     these entities: the first two different products of ours named; none with fewer."""
-    found: dict[str, Entity] = {}
-    for entity in _named(entities):
-        product = catalog.find(str(entity.get(ENTITY_ATTRIBUTE_VALUE) or ""))
-        if product is not None:
-            found.setdefault(product.id, entity)
-    if len(found) < 2:
+    ours = _ours(entities, catalog)[:2]
+    if len(ours) < 2:
         return []
-    first, second = list(found.items())[:2]
-    return [
-        _in_role(role, id_, e) for role, (id_, e) in zip(COMPARED, (first, second), strict=True)
-    ]
+    return [_in_role(role, id_, e) for role, (id_, e) in zip(COMPARED, ours, strict=True)]
 
 
 def _in_role(role: str, value: str, where: Entity) -> Entity:

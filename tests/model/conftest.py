@@ -3,9 +3,11 @@ file comes as `--model`."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -65,3 +67,12 @@ def story_steps(
                     f"{story.sender_id} step {index}",
                     DialogueStateTracker.from_events(story.sender_id, events[:index], slots),
                 )
+
+
+def parse_all(agent: Agent, messages: list[str]) -> list[dict[str, Any]]:
+    """Each message as `agent` parses it, one after another."""
+
+    async def go() -> list[dict[str, Any]]:
+        return [await agent.parse_message(message) for message in messages]
+
+    return asyncio.run(go())

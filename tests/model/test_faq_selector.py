@@ -5,21 +5,12 @@ selector's output: same intent, ranking and entities."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import pytest
 from rasa.core.agent import Agent
 
 from bot.faq_selector import FaqSelector
+from tests.model.conftest import parse_all
 from tests.model.test_model_loading import assert_same, comparable, held_out_messages
-
-
-def parse_all(agent: Agent, messages: list[str]) -> list[dict[str, Any]]:
-    async def go() -> list[dict[str, Any]]:
-        return [await agent.parse_message(message) for message in messages]
-
-    return asyncio.run(go())
 
 
 def test_the_faq_answer_is_rasas_and_other_messages_are_left_alone(

@@ -5,7 +5,6 @@ and every step of every test story given the same action probabilities."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 import yaml
 from rasa.core.agent import Agent
 
-from tests.model.conftest import story_steps
+from tests.model.conftest import parse_all, story_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-5
@@ -62,13 +61,10 @@ def test_every_held_out_message_is_parsed_the_same(agents: tuple[Agent, Agent]) 
     messages = held_out_messages()
     assert len(messages) > 300
 
-    async def parse_all(agent: Agent) -> list[dict[str, Any]]:
-        return [comparable(await agent.parse_message(m)) for m in messages]
-
     for message, a, b in zip(
-        messages, asyncio.run(parse_all(rasas)), asyncio.run(parse_all(parleys)), strict=True
+        messages, parse_all(rasas, messages), parse_all(parleys, messages), strict=True
     ):
-        assert_same(a, b, message)
+        assert_same(comparable(a), comparable(b), message)
 
 
 def test_every_test_story_step_is_predicted_the_same(agents: tuple[Agent, Agent]) -> None:
