@@ -33,8 +33,7 @@ _AS_ZEROS = bytes.maketrans(b"123456789E", b"000000000e")
 _LARGE_NUMBERS = (b"0" * 19, b"e000", b"e+000")
 # Only an escape in D800-DFFF can yield a lone surrogate (raw bytes must be UTF-8).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b'[]{}"'))
 _AS_SQUARE = bytes.maketrans(b"{}", b"[]")
 
 
@@ -91,8 +90,15 @@ def _constant(literal: str) -> float:
 def _deeper_than(raw: bytes, limit: int) -> bool:
     """Whether the arrays and objects of valid JSON `raw` nest more than `limit` levels.
     Each pass drops the innermost pairs, so `limit` passes empty a shallow enough
-    document; all of it runs in C, however many nodes the document has."""
-    brackets = _STRING.sub(b"", raw).translate(_AS_SQUARE, _NOT_BRACKETS)
+    document; all of it runs in C, however many nodes the document has.
+
+    The brackets that count are those outside strings. In valid JSON a backslash only
+    starts an escape, so dropping `\\\\` and then `\\"` left to right leaves each quote
+    that delimits a string; kept with the brackets, the strings are every other piece
+    between quotes."""
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = unescaped.translate(_AS_SQUARE, _NOT_STRUCTURE)
+    brackets = b"".join(skeleton.split(b'"')[::2])
     for _ in range(limit):
         brackets = brackets.replace(b"[]", b"")
     return bool(brackets)

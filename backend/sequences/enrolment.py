@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -248,8 +248,9 @@ async def enrol(
     return enrolment
 
 
-@dataclass(frozen=True)
-class RecordedEvent:
+class RecordedEvent(NamedTuple):
+    """A newly stored event (a tuple: a batch makes a thousand of them)."""
+
     profile_id: uuid.UUID
     type: str
     properties: Mapping[str, Any]
@@ -274,6 +275,18 @@ def triggered_by(trigger: Trigger, event_type: str, properties: Mapping[str, Any
         case FormCompletedTrigger(form_completed=wanted):
             return event_type == FORM_COMPLETED and properties.get("form") == wanted
     return False
+
+
+def _event_type_of(trigger: Trigger) -> str | None:
+    """The only event type that can meet `trigger`; None for triggers no event meets."""
+    match trigger:
+        case EventTrigger(event=wanted):
+            return wanted
+        case IntentTrigger():
+            return INTENT_EXPRESSED
+        case FormCompletedTrigger():
+            return FORM_COMPLETED
+    return None
 
 
 async def enrol_if_allowed(
@@ -317,10 +330,14 @@ async def enrol_on_events(
     `enrol` per event took a query per condition (a batch of 1,000 events spent 80 % of
     its time there). The conditions are `enrol`'s (`entry_refusal`); a person triggered
     twice in one batch is enrolled once."""
+    by_type: dict[str, list[SequenceDefinition]] = {}
+    for sequence in sequences:
+        if (needed := _event_type_of(sequence.trigger)) is not None:
+            by_type.setdefault(needed, []).append(sequence)
     wanted = [
         (event, sequence)
         for event in recorded
-        for sequence in sequences
+        for sequence in by_type.get(event.type, ())
         if triggered_by(sequence.trigger, event.type, event.properties)
     ]
     if not wanted:
