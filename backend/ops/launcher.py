@@ -446,16 +446,17 @@ async def _run_scale(
 ) -> int:
     started, routes = scale_services(settings, project, model, run)
     entry.extend(await entry_point.start(routes))
-    bot = [s for s in started if s.name.startswith(("actions-", "rasa-"))]
+    # As in the embedded default: all at once, the Rasa replicas first (loading the model
+    # takes longest); each process waits for, or retries, what it calls. The workers come
+    # once the rest is ready, since what they send is recorded in Rasa's conversations.
     workers = [s for s in started if s.name.startswith("worker-")]
-    for service in started:
-        if service not in bot + workers:
-            await supervisor.start(service)
-            await supervisor.wait_healthy(service.name, settings.startup_timeout)
-    for service in bot:
+    first = sorted(
+        (s for s in started if s not in workers), key=lambda s: not s.name.startswith("rasa-")
+    )
+    for service in first:
         await supervisor.start(service)
     say(out, "loading the model into each Rasa replica…")
-    await supervisor.wait_all_healthy([s.name for s in bot], settings.startup_timeout)
+    await supervisor.wait_all_healthy([s.name for s in first], settings.startup_timeout)
     for service in workers:
         await supervisor.start(service)
     _announce(settings, out)
