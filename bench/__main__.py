@@ -33,7 +33,8 @@ def backend_table(results: list[backend.Measured], postgres_version: str) -> str
         + ". Segment counts are the median of 5 runs after one warm-up (worst in brackets); "
         "membership is one profile against one segment, 500 profiles; ingestion is "
         f"`POST /api/v1/events` with batches of {backend.BATCH} events, 4 concurrent "
-        "clients, against one `parley backend` process.",
+        "clients, against one `parley backend` process (beside the references below, on "
+        "PostgreSQL, also against two).",
         "",
         "| Measure | " + " | ".join(columns) + " | Target |",
         "|---|" + "---|" * len(columns) + "---|",

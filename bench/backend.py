@@ -53,6 +53,9 @@ class Measured:
     # plain multi-row INSERT of the same events.
     reference_counts: dict[str, tuple[int, float, float]] = field(default_factory=dict)
     reference_ingest_events_per_s: float = 0.0
+    # PostgreSQL only: the same load into two backend processes.
+    ingest_two_events_per_s: float = 0.0
+    ingest_two_batch_ms: tuple[float, float] = (0.0, 0.0)  # median, p99
     reference_ingest_batch_ms: tuple[float, float] = (0.0, 0.0)  # median, p99
 
 
@@ -158,15 +161,48 @@ async def measure_ingestion(
     batches: int,
     reference_dsn: str | None = None,
 ) -> None:
-    """Parley's ingestion over HTTP; with `reference_dsn`, then the same events inserted
-    by plain multi-row INSERTs into the same table, same batches, same concurrency."""
+    """Parley's ingestion over HTTP into one backend process; with `reference_dsn`
+    (PostgreSQL), then into two (the scale profile runs two API processes), and the same events
+    inserted by plain multi-row INSERTs into the same table, same batches, same
+    concurrency."""
+    rng = random.Random(11)
+    types = [("page_viewed", {"path": "/pricing"}), ("page_viewed", {"path": "/blog"}),
+             ("trial_started", {}), ("intent_expressed", {"intent": "ask_price"})]  # fmt: skip
+
+    def bodies(run: str) -> list[dict[str, object]]:
+        return [
+            {"events": [event(rng, types, ids, f"{run}-{b}-{i}") for i in range(BATCH)]}
+            for b in range(batches)
+        ]
+
+    one = bodies("bench")
+    result.ingest_events_per_s, latencies, result.server_peak_rss_mb = await ingest_over_http(
+        url, one, processes=1
+    )
+    result.ingest_batch_ms = (statistics.median(latencies), p99(latencies))
+    if reference_dsn:
+        two = bodies("bench-two")
+        result.ingest_two_events_per_s, latencies, _ = await ingest_over_http(url, two, processes=2)
+        result.ingest_two_batch_ms = (statistics.median(latencies), p99(latencies))
+        rows = references.event_rows(one, "reference-")
+        per_s, batch_ms = await references.insert_events(reference_dsn, rows, CLIENTS)
+        result.reference_ingest_events_per_s = per_s
+        result.reference_ingest_batch_ms = (statistics.median(batch_ms), p99(batch_ms))
+
+
+async def ingest_over_http(
+    url: str, bodies: list[dict[str, object]], processes: int
+) -> tuple[float, list[float], float]:
+    """`bodies` posted by CLIENTS clients at once to `processes` `parley backend`
+    processes on the database at `url` (the clients taking turns between them, as a load
+    balancer would): events a second, each batch's latency (ms), the first process's
+    peak memory (MB)."""
     var = Path(tempfile.mkdtemp(prefix="parley-bench-"))
-    port = free_port()
+    ports = [free_port() for _ in range(processes)]
     env = {
         **os.environ,
         "PARLEY_DATABASE_URL": url,
         "PARLEY_VAR_DIR": str(var),
-        "PARLEY_BACKEND_PORT": str(port),
         "PARLEY_SECRET_KEY": secrets.token_hex(16),
         "PARLEY_LOG_LEVEL": "warning",
     }
@@ -176,22 +212,21 @@ async def measure_ingestion(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     token = (await maker.communicate())[0].decode().strip()
-    server = await asyncio.create_subprocess_exec(*parley, "backend", env=env)
-    base = f"http://127.0.0.1:{port}"
-    rng = random.Random(11)
-    types = [("page_viewed", {"path": "/pricing"}), ("page_viewed", {"path": "/blog"}),
-             ("trial_started", {}), ("intent_expressed", {"intent": "ask_price"})]  # fmt: skip
-    bodies = [
-        {"events": [event(rng, types, ids, f"bench-{b}-{i}") for i in range(BATCH)]}
-        for b in range(batches)
+    servers = [
+        await asyncio.create_subprocess_exec(
+            *parley, "backend", env={**env, "PARLEY_BACKEND_PORT": str(port)}
+        )
+        for port in ports
     ]
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
     latencies: list[float] = []
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as client:
-            await wait_healthy(client, base)
+            for base in bases:
+                await wait_healthy(client, base)
             queue = list(bodies)
 
-            async def worker() -> None:
+            async def worker(base: str) -> None:
                 while queue:
                     body = queue.pop()
                     started = time.perf_counter()
@@ -200,23 +235,14 @@ async def measure_ingestion(
                     latencies.append((time.perf_counter() - started) * 1000)
 
             started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(CLIENTS)))
+            await asyncio.gather(*(worker(bases[n % processes]) for n in range(CLIENTS)))
             elapsed = time.perf_counter() - started
-        result.ingest_events_per_s = batches * BATCH / elapsed
-        latencies.sort()
-        result.ingest_batch_ms = (
-            statistics.median(latencies),
-            latencies[int(len(latencies) * 0.99) - 1],
-        )
-        result.server_peak_rss_mb = peak_rss_mb(server.pid)
+        return len(bodies) * BATCH / elapsed, latencies, peak_rss_mb(servers[0].pid)
     finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 30)
-    if reference_dsn:
-        rows = references.event_rows(bodies, "reference-")
-        per_s, batch_ms = await references.insert_events(reference_dsn, rows, CLIENTS)
-        result.reference_ingest_events_per_s = per_s
-        result.reference_ingest_batch_ms = (statistics.median(batch_ms), p99(batch_ms))
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            await asyncio.wait_for(server.wait(), 30)
 
 
 Loader = Callable[[list[Person], ScoringRules], Awaitable[int]]
@@ -314,13 +340,16 @@ def references_table(result: Measured) -> str:
             f"| {references.ratio(median, ref_median)} "
             f"| ≤ 2×: {verdict(median <= 2 * ref_median and n == total)} |"
         )
-    parley_rate, ref_rate = result.ingest_events_per_s, result.reference_ingest_events_per_s
-    lines += [
-        f"| batch event ingestion | {parley_rate:,.0f} events/s | {ref_rate:,.0f} events/s "
-        f"| {references.ratio(parley_rate, ref_rate)} "
-        f"| ≥ 0.5×: {verdict(parley_rate >= 0.5 * ref_rate)} |",
-        f"| one batch of {BATCH} | {result.ingest_batch_ms[0]:.0f} ms median, "
-        f"{result.ingest_batch_ms[1]:.0f} ms p99 | {result.reference_ingest_batch_ms[0]:.0f} ms "
-        f"median, {result.reference_ingest_batch_ms[1]:.0f} ms p99 | | |",
-    ]
+    ref_rate = result.reference_ingest_events_per_s
+    ref_ms = result.reference_ingest_batch_ms
+    for label, rate, ms in (
+        ("one backend process", result.ingest_events_per_s, result.ingest_batch_ms),
+        ("two backend processes", result.ingest_two_events_per_s, result.ingest_two_batch_ms),
+    ):
+        lines += [
+            f"| batch event ingestion, {label} | {rate:,.0f} events/s | {ref_rate:,.0f} events/s "
+            f"| {references.ratio(rate, ref_rate)} | ≥ 0.5×: {verdict(rate >= 0.5 * ref_rate)} |",
+            f"| one batch of {BATCH}, {label} | {ms[0]:.0f} ms median, {ms[1]:.0f} ms p99 "
+            f"| {ref_ms[0]:.0f} ms median, {ref_ms[1]:.0f} ms p99 | | |",
+        ]
     return "\n".join(lines)
