@@ -45,7 +45,7 @@ from backend.console import routes as console
 from backend.conversations.rasa_client import RasaClient
 from backend.core import secret_key
 from backend.core.clock import Clock, SystemClock
-from backend.core.database import create_engine, create_session_factory
+from backend.core.database import create_engine, create_session_factory, one_starting_at_a_time
 from backend.core.logs import get_logger
 from backend.core.settings import Settings
 from backend.events.recording import EventRecorder
@@ -121,6 +121,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[SESSIONS] = sessions = create_session_factory(engine)
     now = app[CLOCK].now()
     async with sessions.begin() as session:
+        await one_starting_at_a_time(session)
         if await scoring.ensure_current(session, app[SCORING], now):
             log.info("scores.rebuilt", reason="scoring rules changed")
         synced = await segment_store.sync_files(session, app[FILE_SEGMENTS], now)

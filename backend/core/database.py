@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event, exc
+from sqlalchemy import event, exc, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -225,3 +225,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# Any fixed number: the name of the startup lock among PostgreSQL's advisory locks.
+STARTUP_LOCK = 7_370_016
+
+
+async def one_starting_at_a_time(session: AsyncSession) -> None:
+    """Until `session`'s transaction ends, other processes calling this on the same
+    PostgreSQL database wait. For what each process does once as it starts (rescoring
+    after the rules changed, syncing segment files): processes started together would
+    each find it undone, and the second fail on the rows the first wrote. On SQLite
+    (the embedded default) one backend process runs."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(STARTUP_LOCK)))

@@ -16,7 +16,7 @@ import signal
 from backend import data_files
 from backend.core import secret_key
 from backend.core.clock import Clock, SystemClock
-from backend.core.database import create_engine, create_session_factory
+from backend.core.database import create_engine, create_session_factory, one_starting_at_a_time
 from backend.core.logs import get_logger
 from backend.core.settings import Settings
 from backend.events.recording import EventRecorder
@@ -54,6 +54,7 @@ async def run_consumer(
     try:
         sessions = create_session_factory(engine)
         async with sessions.begin() as session:
+            await one_starting_at_a_time(session)
             if await scoring.ensure_current(session, rules, clock.now()):
                 log.info("scores.rebuilt", reason="scoring rules changed")
         consumer = RasaEventConsumer(
