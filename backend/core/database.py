@@ -40,6 +40,8 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.util import await_
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Full
 
+from backend.core.bulk import on_postgresql
+
 # A pooled connection idle this long is pinged before it is lent out again. A connection
 # in steady use is not: SQLAlchemy's pre-ping costs three round trips per checkout (its
 # asyncpg ping is BEGIN, a statement, ROLLBACK), about 7 % of a busy scheduler worker's
@@ -237,5 +239,5 @@ async def one_starting_at_a_time(session: AsyncSession) -> None:
     after the rules changed, syncing segment files): processes started together would
     each find it undone, and the second fail on the rows the first wrote. On SQLite
     (the embedded default) one backend process runs."""
-    if session.get_bind().dialect.name == "postgresql":
+    if on_postgresql(session):
         await session.execute(select(func.pg_advisory_xact_lock(STARTUP_LOCK)))

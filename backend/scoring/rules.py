@@ -208,8 +208,8 @@ async def apply_events(
                 growth[at] = rules.growth(at)
             points = earned * growth[at]
             key = (event.profile_id, name)
-            before = deltas.get(key, (0.0, 0, event.occurred_at))
-            deltas[key] = (before[0] + points, before[1] + 1, max(before[2], event.occurred_at))
+            before = deltas.get(key, (0.0, 0, at))
+            deltas[key] = (before[0] + points, before[1] + 1, max(before[2], at))
             totals[event.profile_id] += points
     if not deltas:
         return

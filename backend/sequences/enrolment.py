@@ -265,15 +265,15 @@ def _intent_matches(wanted: str, expressed: Any) -> bool:
 
 def triggered_by(trigger: Trigger, event_type: str, properties: Mapping[str, Any]) -> bool:
     """Whether a recorded event enrols into a sequence with this trigger."""
+    if _event_type_of(trigger) != event_type:
+        return False
     match trigger:
-        case EventTrigger(event=wanted, where=where):
-            return wanted == event_type and matches(where, properties)
+        case EventTrigger(where=where):
+            return matches(where, properties)
         case IntentTrigger(intent=wanted):
-            return event_type == INTENT_EXPRESSED and _intent_matches(
-                wanted, properties.get("intent")
-            )
+            return _intent_matches(wanted, properties.get("intent"))
         case FormCompletedTrigger(form_completed=wanted):
-            return event_type == FORM_COMPLETED and properties.get("form") == wanted
+            return properties.get("form") == wanted
     return False
 
 
