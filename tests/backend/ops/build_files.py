@@ -5,6 +5,7 @@ and the commands CI runs (the Makefile's recipes that `.ci/run` reaches)."""
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import json
 import re
 import shlex
@@ -266,6 +267,11 @@ def parse_makefile(text: str) -> Makefile:
 
 def ci_goals(ci_script: str) -> list[str]:
     """The targets CI's entry point makes (`make test`)."""
-    goals = [g for found in re.findall(r"^make\s+(.+)$", ci_script, re.M) for g in found.split()]
+    # The words after `make` up to the first that is no target (a redirection, a pipe).
+    goals = [
+        goal
+        for found in re.findall(r"^make\s+(.+)$", ci_script, re.M)
+        for goal in itertools.takewhile(re.compile(r"[\w.-]+").fullmatch, found.split())
+    ]
     assert goals, "CI's entry point runs no make target"
     return goals
